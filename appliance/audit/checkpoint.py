@@ -1,0 +1,170 @@
+"""Checkpoints: the chain head and Merkle root, signed by the appliance key.
+
+Written after every electronic signature, every N events or M minutes, and at every
+export. An anchor is a checkpoint copied to external media: it catches truncation and
+the replacement of the whole database by an older copy, which the chain alone cannot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from appliance.audit.merkle import Frontier
+from appliance.canonical import canonical_bytes
+from appliance.clock import parse_ts
+from appliance.errors import InvalidInput
+from appliance.keys import SigningKey, load_public_pem, public_pem, verify_signature
+
+ANCHOR_FORMAT = "appliance-audit-anchor/1"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    id: int
+    tree_size: int
+    body: dict[str, Any]
+    text: str
+    signature: str
+    frontier: bytes
+
+    @property
+    def head_hash(self) -> str:
+        return self.body["head_hash"]
+
+    @property
+    def merkle_root(self) -> str:
+        return self.body["merkle_root"]
+
+
+@dataclass(frozen=True)
+class CheckpointPolicy:
+    every_events: int = 1000
+    every_seconds: int = 300
+
+    def due(self, conn: sqlite3.Connection, seq: int, ts: str) -> bool:
+        if seq % self.every_events == 0:
+            return True
+        last = conn.execute(
+            "SELECT json_extract(body, '$.ts') FROM audit_checkpoints ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        if last is None:
+            return True
+        return parse_ts(ts) - parse_ts(last[0]) >= timedelta(seconds=self.every_seconds)
+
+
+def _row(row: tuple) -> Checkpoint:
+    cid, size, text, sig, frontier = row
+    return Checkpoint(cid, size, json.loads(text), text, sig, frontier)
+
+
+def latest(conn: sqlite3.Connection) -> Checkpoint | None:
+    row = conn.execute(
+        "SELECT id, tree_size, body, signature, frontier FROM audit_checkpoints "
+        "ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    return _row(row) if row else None
+
+
+def all_checkpoints(conn: sqlite3.Connection) -> list[Checkpoint]:
+    rows = conn.execute(
+        "SELECT id, tree_size, body, signature, frontier FROM audit_checkpoints ORDER BY id"
+    ).fetchall()
+    return [_row(r) for r in rows]
+
+
+@dataclass
+class Checkpointer:
+    key: SigningKey
+    appliance_id: str
+
+    def write(self, conn: sqlite3.Connection, ts: str, reason: str) -> Checkpoint:
+        """Extend the previous checkpoint's Merkle frontier with the events since, and sign."""
+        prev = latest(conn)
+        frontier = Frontier.from_bytes(prev.tree_size, prev.frontier) if prev else Frontier()
+        head_row = conn.execute(
+            "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1").fetchone()
+        size, head = head_row if head_row else (0, bytes(32))
+        if prev is not None and prev.tree_size == size:
+            return prev
+        for (text,) in conn.execute(
+            "SELECT body FROM audit_events WHERE seq > ? ORDER BY seq", (frontier.size,)
+        ):
+            frontier.push(text.encode("utf-8"))
+        body = {
+            "appliance_id": self.appliance_id,
+            "tree_size": size,
+            "head_hash": head.hex(),
+            "merkle_root": frontier.root().hex(),
+            "ts": ts,
+            "key_id": self.key.key_id,
+            "reason": reason,
+        }
+        text = canonical_bytes(body).decode("utf-8")
+        signature = self.key.sign(text.encode("utf-8"))
+        cur = conn.execute(
+            "INSERT INTO audit_checkpoints (tree_size, body, signature, frontier) "
+            "VALUES (?, ?, ?, ?)",
+            (size, text, signature, frontier.to_bytes()),
+        )
+        return Checkpoint(cur.lastrowid, size, body, text, signature, frontier.to_bytes())
+
+
+def anchor_document(cp: Checkpoint, key: SigningKey) -> dict[str, Any]:
+    """What goes on external media: the signed checkpoint and the public key that signed it."""
+    return {
+        "format": ANCHOR_FORMAT,
+        "checkpoint": cp.body,
+        "checkpoint_text": cp.text,
+        "signature": cp.signature,
+        "public_key_pem": public_pem(key.public).decode(),
+    }
+
+
+def write_anchor(doc: dict[str, Any], path: Path) -> Path:
+    if path.is_dir():
+        cp = doc["checkpoint"]
+        path = path / f"audit-anchor-{cp['appliance_id'][:8]}-{cp['tree_size']:09d}.json"
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+@dataclass(frozen=True)
+class Anchor:
+    body: dict[str, Any]
+    text: str
+    signature: str
+    public_key_pem: str
+
+    @property
+    def tree_size(self) -> int:
+        return int(self.body["tree_size"])
+
+
+def read_anchor(path: Path) -> Anchor:
+    """Read and check an anchor file: it must be self-consistent and correctly signed."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        anchor = Anchor(doc["checkpoint"], doc["checkpoint_text"], doc["signature"],
+                        doc["public_key_pem"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InvalidInput(f"cannot read anchor {path}: {exc}",
+                           "pass the anchor file written by `appliance audit anchor`") from exc
+    if doc.get("format") != ANCHOR_FORMAT or json.loads(anchor.text) != anchor.body:
+        raise InvalidInput(f"anchor {path} is not a valid anchor document",
+                           "pass the anchor file written by `appliance audit anchor`")
+    key = load_public_pem(anchor.public_key_pem.encode())
+    if not verify_signature(key, anchor.signature, anchor.text.encode("utf-8")):
+        raise InvalidInput(f"anchor {path} has a bad signature",
+                           "the anchor was altered; use the copy kept off the appliance")
+    return anchor

@@ -1,0 +1,124 @@
+"""What an audit event holds, and its canonical stored form."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+OUTCOMES = ("success", "failure", "denied")
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acted: username, printed name (11.50) and the role the action was taken in."""
+
+    username: str
+    name: str
+    role: str
+
+
+SYSTEM_ACTOR = Actor("system", "Appliance (automatic)", "system")
+
+
+@dataclass(frozen=True)
+class Event:
+    """An action to record. Time and sequence are assigned by the trail, never by callers."""
+
+    action: str
+    actor: Actor
+    target_type: str = ""
+    target_id: str = ""
+    target_digest: str | None = None
+    outcome: str = "success"
+    reason: str | None = None
+    old: Any = None
+    new: Any = None
+    details: dict[str, Any] = field(default_factory=dict)
+    terminal: str = ""
+    signature: dict[str, Any] | None = None
+
+    def body(self, seq: int, ts: str, clock_warning: str | None) -> dict[str, Any]:
+        if self.outcome not in OUTCOMES:
+            raise ValueError(f"unknown outcome {self.outcome!r}")
+        body: dict[str, Any] = {
+            "seq": seq,
+            "ts": ts,
+            "actor": {"username": self.actor.username, "name": self.actor.name,
+                      "role": self.actor.role},
+            "terminal": self.terminal,
+            "action": self.action,
+            "target": {"type": self.target_type, "id": self.target_id,
+                       "digest": self.target_digest},
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "old": self.old,
+            "new": self.new,
+            "details": self.details,
+        }
+        if self.signature is not None:
+            body["signature"] = self.signature
+        if clock_warning is not None:
+            body["clock_warning"] = clock_warning
+        return body
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event as read back from the trail, with the stored canonical text it was hashed from."""
+
+    seq: int
+    prev_hash: bytes
+    hash: bytes
+    text: str
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return json.loads(self.text)
+
+    def flat(self) -> dict[str, Any]:
+        """One row for tables and CSV: every field, nothing obscured, JSON where nested."""
+        d = self.data
+        sig = d.get("signature") or {}
+        return {
+            "seq": d["seq"],
+            "ts": d["ts"],
+            "actor": d["actor"]["username"],
+            "actor_name": d["actor"]["name"],
+            "actor_role": d["actor"]["role"],
+            "terminal": d.get("terminal", ""),
+            "action": d["action"],
+            "target_type": d["target"]["type"],
+            "target_id": d["target"]["id"],
+            "target_digest": d["target"].get("digest") or "",
+            "outcome": d["outcome"],
+            "reason": d.get("reason") or "",
+            "old": _json_or_empty(d.get("old")),
+            "new": _json_or_empty(d.get("new")),
+            "details": _json_or_empty(d.get("details") or None),
+            "signature": _manifestation(sig),
+            "clock_warning": d.get("clock_warning") or "",
+            "prev_hash": self.prev_hash.hex(),
+            "hash": self.hash.hex(),
+        }
+
+
+def _json_or_empty(value: Any) -> str:
+    if value is None:
+        return ""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def _manifestation(sig: dict[str, Any]) -> str:
+    """11.50: printed name, date and time, and meaning, in one readable string."""
+    if not sig:
+        return ""
+    return f"{sig.get('name', '')} ({sig.get('username', '')}), {sig.get('meaning', '')}, " \
+           f"{sig.get('ts', '')}"
+
+
+FLAT_COLUMNS = (
+    "seq", "ts", "actor", "actor_name", "actor_role", "terminal", "action", "target_type",
+    "target_id", "target_digest", "outcome", "reason", "old", "new", "details", "signature",
+    "clock_warning", "prev_hash", "hash",
+)

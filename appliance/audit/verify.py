@@ -1,0 +1,247 @@
+"""Verification of the audit trail from the stored bytes, trusting only a public key.
+
+Re-hashes each stored canonical body (never re-encodes), checks the chain links, the
+sequence, every checkpoint's signature, head hash and Merkle root, the protective
+triggers, and, given an anchor from external media, truncation and rollback of the file.
+Findings name the first bad sequence number and the kind of tampering.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from dataclasses import asdict, dataclass, field
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from appliance.audit.checkpoint import Anchor, Checkpoint, all_checkpoints
+from appliance.audit.merkle import Frontier
+from appliance.keys import fingerprint, load_public_pem, verify_signature
+from appliance.schema import AUDIT_TRIGGERS
+
+GENESIS = bytes(32)
+BATCH = 50_000
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str
+    seq: int | None
+    message: str
+
+
+@dataclass
+class VerifyReport:
+    mode: str
+    events_checked: int = 0
+    head_seq: int = 0
+    head_hash: str = GENESIS.hex()
+    checkpoints_checked: int = 0
+    start_seq: int = 1
+    findings: list[Finding] = field(default_factory=list)
+    warnings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    @property
+    def first_bad_seq(self) -> int | None:
+        seqs = [f.seq for f in self.findings if f.seq is not None]
+        return min(seqs) if seqs else None
+
+    def kinds(self) -> set[str]:
+        return {f.kind for f in self.findings}
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["ok"] = self.ok
+        d["first_bad_seq"] = self.first_bad_seq
+        return d
+
+
+def verify_trail(conn: sqlite3.Connection, public_key: ec.EllipticCurvePublicKey,
+                 anchor: Anchor | None = None, incremental: bool = False) -> VerifyReport:
+    report = VerifyReport(mode="incremental" if incremental else "full")
+    _check_triggers(conn, report)
+    key_id = fingerprint(public_key)
+    if anchor is not None:
+        anchor_key = load_public_pem(anchor.public_key_pem.encode())
+        if fingerprint(anchor_key) != key_id:
+            report.findings.append(Finding(
+                "key-mismatch", None,
+                "the appliance key differs from the key that signed the anchor"))
+    checkpoints = _valid_checkpoints(all_checkpoints(conn), public_key, key_id, report)
+
+    start = _incremental_start(conn, checkpoints, report) if incremental else None
+    if start is None:
+        frontier, last_hash, expected = Frontier(), GENESIS, 1
+    else:
+        frontier = Frontier.from_bytes(start.tree_size, start.frontier)
+        last_hash, expected = bytes.fromhex(start.head_hash), start.tree_size + 1
+    report.start_seq = expected
+    pending = {cp.tree_size: cp for cp in checkpoints if cp.tree_size >= expected}
+    _walk(conn, report, frontier, last_hash, expected, pending)
+
+    head = conn.execute("SELECT MAX(seq) FROM audit_events").fetchone()[0] or 0
+    for size, cp in sorted(pending.items()):
+        if size > head:
+            report.findings.append(Finding(
+                "truncated", head + 1,
+                f"checkpoint {cp.id} covers {size} events but the trail ends at {head}"))
+    if anchor is not None:
+        _check_anchor(conn, anchor, head, report)
+    return report
+
+
+def _check_triggers(conn: sqlite3.Connection, report: VerifyReport) -> None:
+    present = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
+    for name in AUDIT_TRIGGERS:
+        if name not in present:
+            report.findings.append(Finding(
+                "trigger-missing", None, f"protective trigger {name} was removed"))
+
+
+def _valid_checkpoints(checkpoints: list[Checkpoint], key: ec.EllipticCurvePublicKey,
+                       key_id: str, report: VerifyReport) -> list[Checkpoint]:
+    valid = []
+    for cp in checkpoints:
+        body_ok = json.loads(cp.text) == cp.body and cp.body.get("tree_size") == cp.tree_size
+        if cp.body.get("key_id") != key_id:
+            report.findings.append(Finding(
+                "checkpoint-foreign-key", cp.tree_size,
+                f"checkpoint {cp.id} claims key {str(cp.body.get('key_id'))[:16]}, "
+                f"not the appliance key {key_id[:16]}"))
+        elif not body_ok or not verify_signature(key, cp.signature, cp.text.encode("utf-8")):
+            report.findings.append(Finding(
+                "checkpoint-signature", cp.tree_size,
+                f"checkpoint {cp.id} does not carry a valid appliance signature"))
+        else:
+            valid.append(cp)
+    return valid
+
+
+def _incremental_start(conn: sqlite3.Connection, checkpoints: list[Checkpoint],
+                       report: VerifyReport) -> Checkpoint | None:
+    """The newest valid checkpoint whose frontier folds to its signed root and whose head
+    still matches the stored event; None falls back to a full walk."""
+    for cp in reversed(checkpoints):
+        try:
+            frontier = Frontier.from_bytes(cp.tree_size, cp.frontier)
+        except ValueError:
+            continue
+        if frontier.root().hex() != cp.merkle_root:
+            continue
+        row = conn.execute("SELECT hash FROM audit_events WHERE seq = ?",
+                           (cp.tree_size,)).fetchone()
+        if cp.tree_size == 0 or (row and row[0].hex() == cp.head_hash):
+            report.checkpoints_checked += 1
+            return cp
+    return None
+
+
+def _walk(conn: sqlite3.Connection, report: VerifyReport, frontier: Frontier,
+          last_hash: bytes, expected: int, pending: dict[int, Checkpoint]) -> None:
+    sha256 = hashlib.sha256
+    findings = report.findings
+    push = frontier.push_leaf_hash
+    suspect: tuple[int, bytes] | None = None  # (seq, hash before it) of a row that broke the link
+    checked = 0
+    seq = expected - 1
+    while True:
+        rows = conn.execute(
+            "SELECT seq, prev_hash, hash, body FROM audit_events WHERE seq > ? "
+            "ORDER BY seq LIMIT ?", (seq, BATCH)).fetchall()
+        if not rows:
+            break
+        for seq, prev, stored, text in rows:
+            data = text.encode("utf-8")
+            if seq != expected:
+                findings.append(Finding(
+                    "deleted", expected,
+                    f"events {expected}..{seq - 1} are missing from the trail"))
+                expected = seq
+                suspect = None
+                last_hash = prev  # resynchronise so one deletion is reported once
+            if f'"seq":{seq},'.encode() not in data:
+                body_seq = json.loads(data).get("seq")
+                findings.append(Finding(
+                    "reordered", seq, f"row {seq} holds event {body_seq}: rows were moved"))
+            computed = sha256(prev + data).digest()
+            if computed != stored:
+                findings.append(Finding(
+                    "edited", seq, f"event {seq} does not match its hash: its content was edited"))
+            if prev != last_hash:
+                if suspect is not None and prev == suspect[1]:
+                    findings.append(Finding(
+                        "inserted", suspect[0],
+                        f"event {suspect[0]} is not part of the chain: a row was inserted"))
+                    suspect = None
+                elif computed == stored and suspect is None:
+                    suspect = (seq, last_hash)
+                elif suspect is None:
+                    findings.append(Finding(
+                        "chain-break", seq, f"event {seq} does not link to event {seq - 1}"))
+            elif suspect is not None:
+                findings.append(Finding(
+                    "chain-break", suspect[0],
+                    f"event {suspect[0]} does not link to event {suspect[0] - 1}"))
+                suspect = None
+            if b'"clock_warning"' in data:
+                report.warnings.append(Finding(
+                    "clock", seq, f"event {seq} was recorded with a clock earlier than its "
+                                  "predecessor"))
+            push(sha256(b"\x00" + data).digest())
+            last_hash = stored
+            expected = seq + 1
+            checked += 1
+            cp = pending.pop(seq, None)
+            if cp is not None:
+                _check_checkpoint(cp, last_hash, frontier, report)
+    if suspect is not None:
+        findings.append(Finding(
+            "chain-break", suspect[0], f"event {suspect[0]} does not link to its predecessor"))
+    report.events_checked = checked
+    report.head_seq = expected - 1
+    report.head_hash = last_hash.hex()
+    cp0 = pending.pop(0, None)
+    if cp0 is not None:
+        report.checkpoints_checked += 1
+
+
+def _check_checkpoint(cp: Checkpoint, head: bytes, frontier: Frontier,
+                      report: VerifyReport) -> None:
+    report.checkpoints_checked += 1
+    if cp.head_hash != head.hex() or cp.merkle_root != frontier.root().hex():
+        report.findings.append(Finding(
+            "checkpoint-mismatch", cp.tree_size,
+            f"the trail up to {cp.tree_size} differs from what checkpoint {cp.id} signed: "
+            "history was rewritten"))
+
+
+def _check_anchor(conn: sqlite3.Connection, anchor: Anchor, head: int,
+                  report: VerifyReport) -> None:
+    size = anchor.tree_size
+    if size > head:
+        max_cp = conn.execute("SELECT MAX(tree_size) FROM audit_checkpoints").fetchone()[0] or 0
+        seq_row = conn.execute(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'audit_checkpoints'").fetchone()
+        max_id = conn.execute("SELECT MAX(id) FROM audit_checkpoints").fetchone()[0] or 0
+        traces = max_cp > head or (seq_row is not None and seq_row[0] > max_id)
+        if traces:
+            report.findings.append(Finding(
+                "truncated", head + 1,
+                f"the anchor covers {size} events but the trail ends at {head}: "
+                "its tail was cut off"))
+        else:
+            report.findings.append(Finding(
+                "rollback", head + 1,
+                f"the anchor covers {size} events but this database holds {head}: "
+                "it was replaced by an older copy"))
+        return
+    row = conn.execute("SELECT hash FROM audit_events WHERE seq = ?", (size,)).fetchone()
+    if row is None or row[0].hex() != anchor.body["head_hash"]:
+        report.findings.append(Finding(
+            "anchor-mismatch", size,
+            f"event {size} differs from the one the anchor recorded: history was rewritten"))

@@ -1,0 +1,1 @@
+"""The `appliance` command line: thin Typer commands over the service layer."""

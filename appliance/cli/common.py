@@ -1,0 +1,64 @@
+"""What every command shares: the home, authentication, and output as text or JSON."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from appliance.errors import InvalidInput
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+UserOpt = Annotated[str | None, typer.Option("--user", "-u", help="Username to act as.")]
+PasswordStdinOpt = Annotated[bool, typer.Option(
+    "--password-stdin", help="Read the password from standard input (scripts, tests).")]
+ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why (recorded in the audit trail).")]
+
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False)
+
+
+@dataclass
+class CliState:
+    home: Path
+
+
+def state(ctx: typer.Context) -> CliState:
+    return ctx.find_root().obj
+
+
+def open_app(ctx: typer.Context):
+    from appliance.context import Appliance
+    return Appliance.open(state(ctx).home)
+
+
+def read_secret(prompt: str, from_stdin: bool) -> str:
+    """A password from stdin (one line) or the terminal, never from an argument."""
+    if from_stdin:
+        line = sys.stdin.readline()
+        if not line:
+            raise InvalidInput("no password on standard input", "pipe the password, one line")
+        return line.rstrip("\n")
+    if not sys.stdin.isatty():
+        raise InvalidInput("no terminal to ask for a password", "use --password-stdin")
+    return getpass.getpass(prompt)
+
+
+def login(ctx: typer.Context, app, user: str | None, password_stdin: bool):
+    from appliance.services import auth
+    if not user:
+        raise InvalidInput("this command acts on behalf of a person", "pass --user NAME")
+    return auth.login(app, user, read_secret(f"Password for {user}: ", password_stdin))
+
+
+def emit(data: Any, as_json: bool, text: str | None = None) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    else:
+        console.print(text if text is not None else data)

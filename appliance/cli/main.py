@@ -1,0 +1,52 @@
+"""Entry point: `appliance [--home DIR] COMMAND ...`. Expected errors print one line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+
+from appliance.cli import audit, setup
+from appliance.cli.common import CliState
+from appliance.errors import ApplianceError
+from appliance.home import default_home
+
+app = typer.Typer(
+    help="Sovereign clinical-AI appliance: signed updates, Part 11 audit trail, provisioning.",
+    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app.add_typer(audit.app, name="audit")
+setup.register(app)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    home: Annotated[Path | None, typer.Option(
+        "--home", envvar="APPLIANCE_HOME",
+        help="Appliance home (default /var/lib/appliance for root, else the user data dir).")
+    ] = None,
+) -> None:
+    ctx.obj = CliState(home=home or default_home())
+
+
+def main(argv: list[str] | None = None) -> None:
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="appliance", standalone_mode=False)
+    except ApplianceError as exc:
+        print(f"error: {exc.message} ({exc.hint})", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        print("error: aborted (nothing was changed)", file=sys.stderr)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("error: interrupted (nothing half-done was kept)", file=sys.stderr)
+        sys.exit(130)

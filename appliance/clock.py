@@ -1,0 +1,31 @@
+"""The one way the appliance reads time, so tests can fix it and nothing else does."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Clock:
+    """UTC wall clock; `now` is swappable at the edge (tests pass a fixed or stepping clock)."""
+
+    now: Callable[[], datetime] = field(default=utc_now)
+
+    def iso(self) -> str:
+        return format_ts(self.now())
+
+
+def format_ts(t: datetime) -> str:
+    """ISO 8601 UTC with milliseconds and a Z, the one timestamp form stored anywhere."""
+    t = t.astimezone(UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+def parse_ts(s: str) -> datetime:
+    return datetime.strptime(s, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)

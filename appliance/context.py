@@ -1,0 +1,78 @@
+"""An open appliance: its home, database, clock, key and settings, passed to every service.
+
+Nothing here is global: a process may open several appliances (tests do), each with its
+own connection. Services receive this object and an authenticated Session.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from appliance import db
+from appliance.audit.checkpoint import CheckpointPolicy, Checkpointer
+from appliance.audit.trail import Trail
+from appliance.clock import Clock
+from appliance.errors import NotInitialised
+from appliance.home import HomeLayout
+from appliance.keys import SigningKey
+from appliance.settings import Settings, load_settings
+
+
+def default_terminal() -> str:
+    tty = os.environ.get("SSH_TTY") or (os.ttyname(0) if os.isatty(0) else "")
+    return f"{socket.gethostname()}:{tty or 'pid' + str(os.getpid())}"
+
+
+@dataclass
+class Appliance:
+    layout: HomeLayout
+    conn: sqlite3.Connection
+    clock: Clock
+    key: SigningKey
+    settings: Settings
+    appliance_id: str
+    terminal: str = field(default_factory=default_terminal)
+
+    @classmethod
+    def open(cls, home: Path, clock: Clock | None = None, terminal: str | None = None
+             ) -> Appliance:
+        layout = HomeLayout(Path(home))
+        if not layout.exists():
+            raise NotInitialised(f"no appliance at {layout.root}")
+        conn = db.connect(layout.db)
+        db.migrate(conn)
+        row = conn.execute("SELECT value FROM meta WHERE key = 'appliance_id'").fetchone()
+        if row is None:
+            raise NotInitialised(f"appliance at {layout.root} was never initialised completely",
+                                 "remove the directory and run `appliance init` again")
+        app = cls(layout, conn, clock or Clock(), SigningKey.load(layout.signing_key),
+                  load_settings(layout.config), row[0])
+        if terminal:
+            app.terminal = terminal
+        return app
+
+    @property
+    def trail(self) -> Trail:
+        policy = CheckpointPolicy(self.settings.audit.checkpoint_every_events,
+                                  self.settings.audit.checkpoint_every_seconds)
+        return Trail(self.conn, self.clock, Checkpointer(self.key, self.appliance_id), policy)
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with db.transaction(self.conn) as conn:
+            yield conn
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Appliance:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,75 @@
+"""SQLite access: one WAL database per appliance, opened the same way by every process."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from appliance.errors import AuditFailure
+from appliance.schema import MIGRATIONS
+
+BUSY_TIMEOUT_MS = 30_000
+
+
+def connect(path: Path, *, create: bool = False) -> sqlite3.Connection:
+    """Open the appliance database in autocommit mode; transactions are explicit (`transaction`)."""
+    if not create and not path.exists():
+        raise FileNotFoundError(path)
+    conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
+                           check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    # Defensive mode refuses writable_schema tricks and raw page edits through SQL;
+    # Python 3.12+ exposes it, 3.11 does not.
+    if hasattr(conn, "setconfig") and hasattr(sqlite3, "SQLITE_DBCONFIG_DEFENSIVE"):
+        conn.setconfig(sqlite3.SQLITE_DBCONFIG_DEFENSIVE, True)
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Apply the schema migrations not yet applied (PRAGMA user_version counts them)."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    for number, ddl in enumerate(MIGRATIONS[version:], start=version + 1):
+        with transaction(conn):
+            for statement in _split(ddl):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={number}")
+
+
+def _split(script: str) -> list[str]:
+    """Split a DDL script into statements, keeping trigger bodies whole."""
+    statements, current = [], []
+    for line in script.strip().splitlines():
+        current.append(line)
+        text = "\n".join(current).strip()
+        if text.endswith(";") and sqlite3.complete_statement(text):
+            statements.append(text)
+            current = []
+    if "\n".join(current).strip():
+        statements.append("\n".join(current))
+    return statements
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT: the writer lock is taken first, so the audit head read
+    inside the transaction is the head the insert continues."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        raise AuditFailure(f"could not start a database transaction: {exc}") from exc
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise AuditFailure(f"could not commit: {exc}") from exc

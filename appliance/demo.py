@@ -1,0 +1,50 @@
+"""The self-contained demo appliance behind `make demo`: fixed demo users and some history.
+
+Demo passwords are printed on purpose; a real appliance is created with `appliance init`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliance.home import HomeLayout
+from appliance.services import audit as audit_service
+from appliance.services import auth, users
+from appliance.services.setup import init_appliance
+
+
+@dataclass(frozen=True)
+class DemoUser:
+    username: str
+    full_name: str
+    roles: tuple[str, ...]
+    password: str
+
+
+DEMO_USERS = (
+    DemoUser("admin", "Dana Admin", ("admin", "security"), "demo-admin-pass"),
+    DemoUser("itops", "Ira Tech", ("it",), "demo-itops-pass"),
+    DemoUser("mleng", "Mina Learner", ("ml",), "demo-mleng-pass"),
+    DemoUser("auditor", "Ada Auditor", ("auditor",), "demo-auditor-pass"),
+)
+
+
+def ensure_demo(home: Path) -> bool:
+    """Create the demo appliance unless it exists; returns whether it was created."""
+    if HomeLayout(Path(home)).exists():
+        return False
+    first = DEMO_USERS[0]
+    app = init_appliance(home, first.username, first.full_name, first.password,
+                         terminal="demo-setup")
+    try:
+        admin = auth.login(app, first.username, first.password)
+        for u in DEMO_USERS[1:]:
+            users.add_user(app, admin, u.username, u.full_name, list(u.roles), u.password,
+                           "demo user", must_change_password=False)
+        for u in DEMO_USERS[1:]:
+            auth.login(app, u.username, u.password)
+        audit_service.verify(app, admin)
+    finally:
+        app.close()
+    return True

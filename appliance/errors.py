@@ -1,0 +1,58 @@
+"""One exception family: every expected failure carries a message and a hint for the user."""
+
+from __future__ import annotations
+
+
+class ApplianceError(Exception):
+    """An expected failure the user can act on. The CLI prints `error: <message> (<hint>)`."""
+
+    exit_code = 1
+    hint = "see `appliance --help`"
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if hint is not None:
+            self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class NotInitialised(ApplianceError):
+    exit_code = 3
+    hint = "run `appliance init` first, or pass --home"
+
+
+class AlreadyInitialised(ApplianceError):
+    exit_code = 3
+    hint = "this home already holds an appliance; choose another --home"
+
+
+class AuthenticationFailed(ApplianceError):
+    exit_code = 4
+    hint = "check the username and password; repeated failures lock the account"
+
+
+class PermissionDenied(ApplianceError):
+    exit_code = 5
+    hint = "ask a user with the required role; the denial was recorded"
+
+
+class InvalidInput(ApplianceError):
+    exit_code = 2
+    hint = "correct the input and try again"
+
+
+class AuditFailure(ApplianceError):
+    """The audit trail could not record an action, so the action did not happen (fail closed)."""
+
+    exit_code = 6
+    hint = "check disk space and permissions of the appliance home; nothing was changed"
+
+
+class IntegrityError(ApplianceError):
+    """Stored data failed verification (tampering or corruption)."""
+
+    exit_code = 7
+    hint = "run `appliance audit verify` and report to the security officer"

@@ -1,0 +1,68 @@
+"""Where an appliance keeps its state, and the layout inside that directory."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+ENV_VAR = "APPLIANCE_HOME"
+SYSTEM_HOME = Path("/var/lib/appliance")
+
+
+def default_home() -> Path:
+    """`APPLIANCE_HOME`, else /var/lib/appliance for root, else the user's data dir."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return SYSTEM_HOME
+    return Path(platformdirs.user_data_dir("appliance", appauthor=False))
+
+
+@dataclass(frozen=True)
+class HomeLayout:
+    """Every path the appliance uses, derived from one root so tests run in a temp dir."""
+
+    root: Path
+
+    @property
+    def db(self) -> Path:
+        return self.root / "appliance.db"
+
+    @property
+    def keys(self) -> Path:
+        return self.root / "keys"
+
+    @property
+    def signing_key(self) -> Path:
+        return self.keys / "appliance-signing.pem"
+
+    @property
+    def public_key(self) -> Path:
+        return self.keys / "appliance-signing.pub.pem"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def exports(self) -> Path:
+        return self.root / "exports"
+
+    @property
+    def store(self) -> Path:
+        return self.root / "store"
+
+    @property
+    def releases(self) -> Path:
+        return self.root / "releases"
+
+    @property
+    def jobs(self) -> Path:
+        return self.root / "jobs"
+
+    def exists(self) -> bool:
+        return self.db.exists() and self.signing_key.exists()

@@ -1,0 +1,37 @@
+"""Password hashing with scrypt (memory-hard, standard library), self-describing strings."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+
+R, P = 8, 1
+
+
+def hash_password(password: str, n: int) -> str:
+    salt = secrets.token_bytes(16)
+    dk = _derive(password, salt, n, R, P)
+    return f"scrypt${n}${R}${P}${_b64(salt)}${_b64(dk)}"
+
+
+def check_password(password: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt, dk = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        expected = base64.b64decode(dk)
+        actual = _derive(password, base64.b64decode(salt), int(n), int(r), int(p))
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(expected, actual)
+
+
+def _derive(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p,
+                          maxmem=256 * n * r + 1024 * 1024, dklen=32)
+
+
+def _b64(b: bytes) -> str:
+    return base64.b64encode(b).decode("ascii")

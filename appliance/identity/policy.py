@@ -1,0 +1,20 @@
+"""Password rules from configuration (11.300(b)): length, no username, no recent reuse."""
+
+from __future__ import annotations
+
+from appliance.errors import InvalidInput
+from appliance.identity.passwords import check_password
+from appliance.settings import PasswordPolicy
+
+
+def check_new_password(password: str, username: str, policy: PasswordPolicy,
+                       recent_hashes: list[str] = ()) -> None:
+    if len(password) < policy.min_length:
+        raise InvalidInput(f"password is shorter than {policy.min_length} characters",
+                           "choose a longer password or passphrase")
+    if username and username.lower() in password.lower():
+        raise InvalidInput("password contains the username", "choose a password without it")
+    for old in list(recent_hashes)[: policy.history]:
+        if check_password(password, old):
+            raise InvalidInput(f"password was one of the last {policy.history} used",
+                               "choose a password not used recently")

@@ -1,0 +1,77 @@
+"""User accounts as stored: unique usernames, never deleted, never reused."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from dataclasses import dataclass
+
+from appliance.errors import InvalidInput
+
+USERNAME_RE = re.compile(r"^[a-z][a-z0-9._-]{1,31}$")
+
+
+@dataclass(frozen=True)
+class User:
+    username: str
+    full_name: str
+    roles: tuple[str, ...]
+    password_hash: str
+    password_changed_at: str
+    must_change_password: bool
+    status: str
+    created_at: str
+    created_by: str
+
+    @property
+    def active(self) -> bool:
+        return self.status == "active"
+
+    def public(self) -> dict[str, object]:
+        """What may be shown or exported: never the password hash."""
+        return {"username": self.username, "full_name": self.full_name,
+                "roles": list(self.roles), "status": self.status,
+                "created_at": self.created_at, "created_by": self.created_by,
+                "password_changed_at": self.password_changed_at,
+                "must_change_password": self.must_change_password}
+
+
+COLUMNS = ("username, full_name, roles, password_hash, password_changed_at, "
+           "must_change_password, status, created_at, created_by")
+
+
+def normalise_username(name: str) -> str:
+    name = name.strip().lower()
+    if not USERNAME_RE.match(name):
+        raise InvalidInput(f"invalid username {name!r}",
+                           "use 2-32 characters: a letter, then letters, digits, '.', '_' or '-'")
+    return name
+
+
+def _user(row: tuple) -> User:
+    u, fn, roles, ph, pca, mcp, st, ca, cb = row
+    return User(u, fn, tuple(json.loads(roles)), ph, pca, bool(mcp), st, ca, cb)
+
+
+def get_user(conn: sqlite3.Connection, username: str) -> User | None:
+    row = conn.execute(f"SELECT {COLUMNS} FROM users WHERE username = ?",
+                       (username.strip().lower(),)).fetchone()
+    return _user(row) if row else None
+
+
+def list_users(conn: sqlite3.Connection) -> list[User]:
+    return [_user(r) for r in conn.execute(f"SELECT {COLUMNS} FROM users ORDER BY username")]
+
+
+def insert_user(conn: sqlite3.Connection, user: User) -> None:
+    try:
+        conn.execute(
+            f"INSERT INTO users ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (user.username, user.full_name, json.dumps(list(user.roles)), user.password_hash,
+             user.password_changed_at, int(user.must_change_password), user.status,
+             user.created_at, user.created_by),
+        )
+    except sqlite3.IntegrityError as exc:
+        raise InvalidInput(f"username {user.username!r} is taken or was used before",
+                           "usernames are never reused; choose another") from exc

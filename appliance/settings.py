@@ -1,0 +1,90 @@
+"""Typed appliance settings, kept in `config.json` in the appliance home.
+
+Policies (passwords, lockout, sessions, checkpoints) are configuration, not code, so a
+hospital's quality unit can set them and the setting in force is visible and recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from appliance.errors import InvalidInput
+
+
+@dataclass(frozen=True)
+class PasswordPolicy:
+    min_length: int = 12
+    history: int = 5
+    max_age_days: int = 90          # 0 disables expiry
+    scrypt_n: int = 2**15           # memory-hard cost; 2**15 * r=8 needs 32 MiB per hash
+
+
+@dataclass(frozen=True)
+class LockoutPolicy:
+    max_failures: int = 5
+    window_minutes: int = 15
+
+
+@dataclass(frozen=True)
+class SessionPolicy:
+    idle_minutes: int = 15
+
+
+@dataclass(frozen=True)
+class AuditPolicy:
+    checkpoint_every_events: int = 1000
+    checkpoint_every_seconds: int = 300
+
+
+@dataclass(frozen=True)
+class ApprovalPolicy:
+    required_admin_signatures: int = 1
+
+
+@dataclass(frozen=True)
+class Settings:
+    password: PasswordPolicy = field(default_factory=PasswordPolicy)
+    lockout: LockoutPolicy = field(default_factory=LockoutPolicy)
+    session: SessionPolicy = field(default_factory=SessionPolicy)
+    audit: AuditPolicy = field(default_factory=AuditPolicy)
+    approval: ApprovalPolicy = field(default_factory=ApprovalPolicy)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Settings:
+        parts = {}
+        for f in fields(cls):
+            section = data.get(f.name, {})
+            if not isinstance(section, dict):
+                raise InvalidInput(f"config section {f.name!r} must be an object")
+            sub = f.default_factory()  # type: ignore[misc]
+            known = {sf.name for sf in fields(sub)}
+            unknown = set(section) - known
+            if unknown:
+                raise InvalidInput(f"unknown config keys in {f.name!r}: {sorted(unknown)}",
+                                   f"known keys: {sorted(known)}")
+            parts[f.name] = type(sub)(**{**asdict(sub), **section})
+        return cls(**parts)
+
+
+def load_settings(path: Path) -> Settings:
+    if not path.exists():
+        return Settings()
+    try:
+        return Settings.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"config file {path} is not valid JSON: {exc}",
+                           "fix the file or restore it from the installer media") from exc
+
+
+def save_settings(path: Path, settings: Settings) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(settings.to_dict(), indent=2, sort_keys=True) + "\n",
+                   encoding="utf-8")
+    os.replace(tmp, path)
