@@ -56,3 +56,10 @@ class IntegrityError(ApplianceError):
 
     exit_code = 7
     hint = "run `appliance audit verify` and report to the security officer"
+
+
+class BundleRefused(ApplianceError):
+    """A bundle or media failed a check; nothing from it was kept."""
+
+    exit_code = 8
+    hint = "the bundle was refused and nothing was imported; obtain a correctly signed bundle"
