@@ -1,0 +1,250 @@
+"""The host's NVIDIA GPUs as the appliance sees them: NVML is read here and nowhere else.
+
+`GpuSource` is the one interface at the hardware edge. `NvmlSource` reads the real driver
+through nvidia-ml-py; `RecordedSource` replays a reading saved as JSON (fixtures, demos, and
+readings taken from real machines with `appliance hw record`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from appliance.errors import InvalidInput
+
+READING_FORMAT = "appliance.gpu-reading/1"
+NO_DRIVER = "no NVIDIA driver found"
+_GIB = 1024 ** 3
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """One GPU. Fields NVML may not support on a device (ECC, MIG, sensors) are None."""
+
+    index: int
+    name: str
+    uuid: str
+    compute_capability: tuple[int, int]
+    memory_total_bytes: int
+    memory_free_bytes: int
+    temperature_c: int | None = None
+    utilization_gpu_pct: int | None = None
+    utilization_memory_pct: int | None = None
+    ecc_volatile_uncorrected: int | None = None
+    mig_enabled: bool | None = None
+
+    @property
+    def arch(self) -> str:
+        """CUDA architecture as engines name it: compute capability 9.0 -> "sm_90"."""
+        major, minor = self.compute_capability
+        return f"sm_{major}{minor}"
+
+    @property
+    def memory_total_gib(self) -> float:
+        return self.memory_total_bytes / _GIB
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["compute_capability"] = list(self.compute_capability)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Gpu:
+        data = dict(data)
+        major, minor = data.pop("compute_capability")
+        return cls(compute_capability=(int(major), int(minor)), **data)
+
+
+@dataclass(frozen=True)
+class GpuInventory:
+    """What NVML said about this host. `driver_found` False means nothing else is known."""
+
+    driver_found: bool
+    driver_version: str | None = None
+    cuda_driver_version: str | None = None
+    gpus: tuple[Gpu, ...] = ()
+    error: str | None = None
+    source: str = "nvml"
+    note: str | None = None
+
+    @property
+    def gpu_count(self) -> int:
+        return len(self.gpus)
+
+    def describe_gpus(self) -> str:
+        """Short host description for reasons, e.g. "1 A100 (sm_80)" or "no GPU"."""
+        if not self.driver_found:
+            return "no NVIDIA driver"
+        if not self.gpus:
+            return "no GPU"
+        groups = Counter((_short_name(g.name), g.arch) for g in self.gpus)
+        return " + ".join(f"{n} {name} ({arch})" for (name, arch), n in groups.items())
+
+    def summary(self) -> str:
+        """One line for people.
+
+        e.g. "2 x NVIDIA H100 80GB HBM3 (sm_90, 80 GiB each), driver 550.54.15".
+        """
+        if not self.driver_found:
+            return NO_DRIVER
+        if not self.gpus and self.error:
+            return f"NVIDIA driver found but NVML could not read the GPUs: {self.error}"
+        if not self.gpus:
+            return f"no GPUs visible, driver {self.driver_version}"
+        groups = Counter((g.name, g.arch, round(g.memory_total_gib)) for g in self.gpus)
+        parts = []
+        for (name, arch, gib), n in groups.items():
+            each = " each" if n > 1 else ""
+            parts.append(f"{n} x {name} ({arch}, {gib} GiB{each})")
+        return f"{' + '.join(parts)}, driver {self.driver_version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "format": READING_FORMAT,
+            "driver_found": self.driver_found,
+            "driver_version": self.driver_version,
+            "cuda_driver_version": self.cuda_driver_version,
+            "gpus": [g.to_dict() for g in self.gpus],
+            "error": self.error,
+            "source": self.source,
+            "summary": self.summary(),
+        }
+        if self.note:
+            data["note"] = self.note
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "recorded") -> GpuInventory:
+        if data.get("format") != READING_FORMAT:
+            raise InvalidInput(
+                f"not a GPU reading (format {data.get('format')!r})",
+                f"expected format {READING_FORMAT!r}, written by `appliance hw record`")
+        try:
+            return cls(
+                driver_found=bool(data["driver_found"]),
+                driver_version=data.get("driver_version"),
+                cuda_driver_version=data.get("cuda_driver_version"),
+                gpus=tuple(Gpu.from_dict(g) for g in data.get("gpus", [])),
+                error=data.get("error"),
+                source=source,
+                note=data.get("note"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInput(f"malformed GPU reading ({exc})",
+                               "record it again with `appliance hw record`") from exc
+
+
+def _short_name(name: str) -> str:
+    """ "NVIDIA A100-SXM4-80GB" -> "A100": the family is what people recognise in a reason."""
+    words = name.replace("NVIDIA", "").split()
+    return words[0].split("-")[0] if words else name
+
+
+class GpuSource(Protocol):
+    """The one interface between the appliance and the GPU driver."""
+
+    def read(self) -> GpuInventory: ...
+
+
+class NvmlSource:
+    """Reads the host through NVML (nvidia-ml-py). Never raises for a missing driver."""
+
+    def read(self) -> GpuInventory:
+        import pynvml  # lazy: the module loads libnvidia-ml only on nvmlInit, but stay cheap
+
+        try:
+            pynvml.nvmlInit()
+        except (pynvml.NVMLError, OSError) as exc:
+            # Library not found, driver not loaded, no permission: all mean "no usable driver".
+            return GpuInventory(driver_found=False, error=str(exc))
+        try:
+            return self._read_initialised(pynvml)
+        except pynvml.NVMLError as exc:
+            # A driver that answers init but fails a query (GPU fallen off the bus, Xid):
+            # report it rather than crash the console; no GPU is offered for selection.
+            return GpuInventory(driver_found=True, error=str(exc))
+        finally:
+            try:
+                pynvml.nvmlShutdown()
+            except pynvml.NVMLError:
+                pass  # nothing useful to do if shutdown fails; the reading is already taken
+
+    def _read_initialised(self, nv) -> GpuInventory:
+        driver = _text(nv.nvmlSystemGetDriverVersion())
+        cuda = _optional(nv, nv.nvmlSystemGetCudaDriverVersion)
+        gpus = []
+        for index in range(nv.nvmlDeviceGetCount()):
+            handle = nv.nvmlDeviceGetHandleByIndex(index)
+            memory = nv.nvmlDeviceGetMemoryInfo(handle)
+            util = _optional(nv, nv.nvmlDeviceGetUtilizationRates, handle)
+            mig = _optional(nv, nv.nvmlDeviceGetMigMode, handle)
+            gpus.append(Gpu(
+                index=index,
+                name=_text(nv.nvmlDeviceGetName(handle)),
+                uuid=_text(nv.nvmlDeviceGetUUID(handle)),
+                compute_capability=tuple(nv.nvmlDeviceGetCudaComputeCapability(handle)),
+                memory_total_bytes=int(memory.total),
+                memory_free_bytes=int(memory.free),
+                temperature_c=_optional(nv, nv.nvmlDeviceGetTemperature, handle,
+                                        nv.NVML_TEMPERATURE_GPU),
+                utilization_gpu_pct=None if util is None else int(util.gpu),
+                utilization_memory_pct=None if util is None else int(util.memory),
+                ecc_volatile_uncorrected=_optional(
+                    nv, nv.nvmlDeviceGetTotalEccErrors, handle,
+                    nv.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nv.NVML_VOLATILE_ECC),
+                mig_enabled=None if mig is None else mig[0] == nv.NVML_DEVICE_MIG_ENABLE,
+            ))
+        return GpuInventory(
+            driver_found=True, driver_version=driver,
+            cuda_driver_version=None if cuda is None else _cuda_version(cuda),
+            gpus=tuple(gpus))
+
+
+def _optional(nv, fn, *args):
+    """Call an NVML query whose absence on a device is normal (consumer cards, older GPUs)."""
+    try:
+        return fn(*args)
+    except nv.NVMLError_NotSupported:
+        return None
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _cuda_version(value: int) -> str:
+    """NVML packs the CUDA driver version as 1000*major + 10*minor: 12040 -> "12.4"."""
+    return f"{value // 1000}.{(value % 1000) // 10}"
+
+
+class RecordedSource:
+    """Replays a reading saved as JSON: the only test double, at the hardware edge."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def read(self) -> GpuInventory:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise InvalidInput(f"GPU reading {self.path} not found",
+                               "pass a file written by `appliance hw record`") from exc
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InvalidInput(f"GPU reading {self.path} is unreadable ({exc})",
+                               "pass a file written by `appliance hw record`") from exc
+        if not isinstance(data, dict):
+            raise InvalidInput(f"GPU reading {self.path} is not a JSON object",
+                               "pass a file written by `appliance hw record`")
+        return GpuInventory.from_dict(data, source=f"recorded:{self.path.name}")
+
+
+def write_reading(inventory: GpuInventory, path: Path, note: str | None = None) -> None:
+    """Save a reading so that a real machine's inventory can become a fixture later."""
+    data = inventory.to_dict()
+    data.pop("source", None)
+    if note:
+        data["note"] = note
+    Path(path).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
