@@ -1,0 +1,194 @@
+"""Profile selection against recorded hosts: every reason kind, tie-breaks, pins, CPU fallback."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from appliance.errors import InvalidInput
+from appliance.hardware import RecordedSource, read_inventory
+from appliance.hardware.nvml import GpuInventory
+from appliance.hardware.profiles import EngineProfile, select_profile
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def host(name: str) -> GpuInventory:
+    return read_inventory(RecordedSource(FIXTURES / name))
+
+
+H100x8 = host("h100-sxm-80gb-x8.json")
+H200x1 = host("h200-141gb-x1.json")
+A100x4 = host("a100-sxm-80gb-x4.json")
+A100_40x1 = host("a100-sxm-40gb-x1.json")
+NO_DRIVER = GpuInventory(driver_found=False, error="NVML Shared Library Not Found")
+
+
+def trt(pid: str, arch: str = "sm_90", tp: int = 1, pp: int = 1, mem: float = 20.0,
+        version: str = "0.17.0") -> EngineProfile:
+    return EngineProfile(id=pid, kind="trtllm_engine", gpu_archs=(arch,), trtllm_version=version,
+                         tp_size=tp, pp_size=pp, min_gpu_memory_gib=mem)
+
+
+VLLM = EngineProfile(id="vllm-any", kind="vllm", gpu_archs=("generic",), min_gpu_memory_gib=30)
+CPU = EngineProfile(id="cpu", kind="cpu", gpu_archs=("cpu",))
+
+
+def reasons(selection) -> dict[str, tuple[bool, str, str]]:
+    return {c.profile_id: (c.fits, c.check, c.reason) for c in selection.candidates}
+
+
+def test_parallelism_reason_matches_the_issue_wording():
+    sel = select_profile([trt("h100-tp2", tp=2)], A100_40x1)
+    assert sel.chosen is None
+    assert reasons(sel)["h100-tp2"] == (
+        False, "parallelism", "engine sm_90 tp2 needs 2 GPUs, this host has 1 A100 (sm_80)")
+    assert sel.note == "no profile fits this host (1 A100 (sm_80))"
+
+
+def test_architecture_reason():
+    sel = select_profile([trt("h100-tp1")], A100x4)
+    assert reasons(sel)["h100-tp1"] == (
+        False, "arch", "engine sm_90 tp1 needs 1 sm_90 GPU, this host has 4 A100 (sm_80)")
+
+
+def test_trtllm_version_reason():
+    sel = select_profile([trt("old", version="0.12.0")], H100x8, supported_trtllm={"0.17.0"})
+    assert reasons(sel)["old"] == (
+        False, "trtllm_version",
+        "engine sm_90 tp1 was built with TensorRT-LLM 0.12.0, this appliance runs 0.17.0")
+
+
+def test_version_not_checked_when_runtime_unknown():
+    assert select_profile([trt("old", version="0.12.0")], H100x8).chosen.id == "old"
+
+
+def test_memory_reason():
+    sel = select_profile([trt("big", arch="sm_80", tp=1, mem=60)], A100_40x1)
+    assert reasons(sel)["big"] == (
+        False, "memory", "engine sm_80 tp1 needs 60 GiB per GPU on 1 GPU, "
+        "this host has 1 A100 (sm_80) with at most 40 GiB each")
+
+
+def test_pipeline_parallelism_counts_gpus():
+    sel = select_profile([trt("tp4pp2", tp=4, pp=2), trt("tp4pp4", tp=4, pp=4)], H100x8)
+    assert sel.chosen.id == "tp4pp2"
+    assert reasons(sel)["tp4pp4"][2] == (
+        "engine sm_90 tp4 pp4 needs 16 GPUs, this host has 8 H100 (sm_90)")
+
+
+def test_prefers_specific_over_generic_even_with_fewer_gpus():
+    profiles = [replace(VLLM, tp_size=8), trt("h100-tp1"), CPU]
+    sel = select_profile(profiles, H100x8)
+    assert sel.chosen.id == "h100-tp1"
+    assert sel.note == ("chose h100-tp1: GPU-specific engine sm_90 tp1 on 8 H100 (sm_90); "
+                        "2 other profiles also fit")
+    assert all(fits for fits, _, _ in reasons(sel).values())
+
+
+def test_generic_when_no_specific_fits():
+    sel = select_profile([trt("h100-tp1"), VLLM, CPU], A100x4)
+    assert sel.chosen.id == "vllm-any"
+    assert not sel.fallback_to_cpu
+    assert reasons(sel)["vllm-any"] == (True, "fits", "vllm any GPU tp1 fits 4 A100 (sm_80)")
+
+
+def test_larger_fitting_parallelism_then_tp_then_id():
+    profiles = [trt("b-tp2", tp=2), trt("a-tp2", tp=2), trt("tp1pp4", pp=4), trt("tp4", tp=4),
+                trt("tp8", tp=8)]
+    assert select_profile(profiles, H100x8).chosen.id == "tp8"
+    assert select_profile(profiles[:4], H100x8).chosen.id == "tp4"  # tp4 beats tp1 pp4
+    assert select_profile(profiles[:2], H100x8).chosen.id == "a-tp2"
+    assert select_profile(list(reversed(profiles[:2])), H100x8).chosen.id == "a-tp2"
+
+
+def test_h200_single_gpu_picks_the_tp1_engine():
+    sel = select_profile([trt("tp1", mem=100), trt("tp2", tp=2)], H200x1)
+    assert sel.chosen.id == "tp1"
+    assert reasons(sel)["tp2"][1] == "parallelism"
+
+
+def test_no_driver_falls_back_to_cpu():
+    sel = select_profile([trt("h100-tp1"), VLLM, CPU], NO_DRIVER)
+    assert sel.chosen.id == "cpu" and sel.fallback_to_cpu
+    assert sel.note == "no NVIDIA driver found: falling back to CPU profile cpu"
+    assert reasons(sel)["h100-tp1"] == (
+        False, "driver", "engine sm_90 tp1 needs an NVIDIA GPU, no NVIDIA driver found")
+    assert reasons(sel)["vllm-any"][1] == "driver"
+    assert reasons(sel)["cpu"] == (True, "fits",
+                                   "cpu profile runs without a GPU; no NVIDIA driver found")
+
+
+def test_no_driver_without_cpu_profile_says_so():
+    sel = select_profile([trt("h100-tp1")], NO_DRIVER)
+    assert sel.chosen is None
+    assert sel.note == ("no NVIDIA driver found, and there is no CPU-capable profile "
+                        "to fall back to")
+
+
+def test_gpu_host_uses_cpu_only_when_no_gpu_profile_fits():
+    sel = select_profile([trt("h100-tp2", tp=2), CPU], A100_40x1)
+    assert sel.chosen.id == "cpu" and sel.fallback_to_cpu
+    assert sel.note == "no GPU profile fits this host: falling back to CPU profile cpu"
+
+
+def test_pin_overrides_preference_but_not_checks():
+    profiles = [trt("tp8", tp=8), trt("tp2", tp=2), trt("huge", mem=500)]
+    pinned = select_profile(profiles, H100x8, pinned="tp2")
+    assert pinned.chosen.id == "tp2" and pinned.pinned == "tp2"
+    assert pinned.note == "pinned by admin: engine sm_90 tp2 fits 8 H100 (sm_90)"
+    refused = select_profile(profiles, H100x8, pinned="huge")
+    assert refused.chosen is None and refused.pinned == "huge"
+    assert refused.note == ("pinned profile huge does not fit: engine sm_90 tp1 needs 500 GiB "
+                            "per GPU on 1 GPU, this host has 8 H100 (sm_90) "
+                            "with at most 79.6 GiB each")
+
+
+def test_pin_to_unknown_profile_is_refused():
+    with pytest.raises(InvalidInput, match="no profile 'nope' to pin"):
+        select_profile([trt("tp1")], H100x8, pinned="nope")
+
+
+def test_selection_is_json_serialisable():
+    sel = select_profile([trt("h100-tp2", tp=2), CPU], A100_40x1)
+    data = json.loads(json.dumps(sel.to_dict()))
+    assert data["chosen"] == "cpu" and data["fallback_to_cpu"] is True
+    assert data["host"] == "1 x NVIDIA A100-SXM4-40GB (sm_80, 40 GiB), driver 535.161.08"
+    assert data["candidates"][0] == {
+        "profile_id": "h100-tp2", "fits": False, "check": "parallelism",
+        "reason": "engine sm_90 tp2 needs 2 GPUs, this host has 1 A100 (sm_80)"}
+
+
+def test_no_profiles_at_all():
+    sel = select_profile([], H100x8)
+    assert sel.chosen is None and sel.note == "no engine profiles to choose from"
+
+
+def test_duplicate_ids_refused():
+    with pytest.raises(InvalidInput, match="duplicate profile ids: x"):
+        select_profile([trt("x"), trt("x", tp=2)], H100x8)
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"id": "a", "kind": "tensorflow", "gpu_archs": ["sm_90"]}, "unknown kind"),
+    ({"id": "a", "kind": "trtllm_engine", "gpu_archs": ["sm_90"]}, "needs its version"),
+    ({"id": "a", "kind": "trtllm_engine", "gpu_archs": ["generic"], "trtllm_version": "1"},
+     "specific GPU architecture"),
+    ({"id": "a", "kind": "cpu", "gpu_archs": ["cpu"], "tp_size": 2}, "takes no GPU"),
+    ({"id": "a", "kind": "vllm", "gpu_archs": ["cpu"]}, "only kind cpu"),
+    ({"id": "a", "kind": "vllm", "gpu_archs": ["sm_90"], "tp_size": 0}, "at least 1"),
+    ({"id": "a", "kind": "vllm", "gpu_archs": []}, "no GPU architecture"),
+    ({"id": "a", "kind": "vllm"}, "malformed"),
+    ({"id": "a", "kind": "vllm", "gpu_archs": ["sm_90"], "tpsize": 2}, "unknown keys tpsize"),
+])
+def test_bad_profiles_refused(data: dict, message: str):
+    with pytest.raises(InvalidInput, match=message):
+        EngineProfile.from_dict(data)
+
+
+def test_profile_round_trips():
+    p = trt("x", arch="sm_80", tp=2, pp=2, mem=35.5)
+    assert EngineProfile.from_dict(json.loads(json.dumps(p.to_dict()))) == p
