@@ -63,3 +63,10 @@ class BundleRefused(ApplianceError):
 
     exit_code = 8
     hint = "the bundle was refused and nothing was imported; obtain a correctly signed bundle"
+
+
+class HardwareRefused(ApplianceError):
+    """No engine profile fits this host, or an engine does not match its declared profile."""
+
+    exit_code = 9
+    hint = "run `appliance hw fit` to see each profile's reason; nothing was changed"
