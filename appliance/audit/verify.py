@@ -143,78 +143,92 @@ def _incremental_start(conn: sqlite3.Connection, checkpoints: list[Checkpoint],
 
 def _walk(conn: sqlite3.Connection, report: VerifyReport, frontier: Frontier,
           last_hash: bytes, expected: int, pending: dict[int, Checkpoint]) -> None:
+    """The hot loop: one chain hash and one Merkle leaf hash per event. Only rows that fail
+    the chain are looked at closely (prev_hash column, body seq) to name the tampering."""
     sha256 = hashlib.sha256
-    findings = report.findings
     push = frontier.push_leaf_hash
-    suspect: tuple[int, bytes] | None = None  # (seq, hash before it) of a row that broke the link
+    before_last = None  # hash of the event before the last one, to recognise insertions
+    quiet = 0           # a row already explained by the previous finding
+    resync = False      # after an anomaly, follow the stored links so one attack is one finding
     checked = 0
     seq = expected - 1
     while True:
         rows = conn.execute(
-            "SELECT seq, prev_hash, hash, body FROM audit_events WHERE seq > ? "
-            "ORDER BY seq LIMIT ?", (seq, BATCH)).fetchall()
+            "SELECT seq, hash, body FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?",
+            (seq, BATCH)).fetchall()
         if not rows:
             break
-        for seq, prev, stored, text in rows:
+        for i, (seq, stored, text) in enumerate(rows):
             data = text.encode("utf-8")
             if seq != expected:
-                findings.append(Finding(
-                    "deleted", expected,
-                    f"events {expected}..{seq - 1} are missing from the trail"))
-                expected = seq
-                suspect = None
-                last_hash = prev  # resynchronise so one deletion is reported once
-            if f'"seq":{seq},'.encode() not in data:
-                body_seq = json.loads(data).get("seq")
-                findings.append(Finding(
-                    "reordered", seq, f"row {seq} holds event {body_seq}: rows were moved"))
-            computed = sha256(prev + data).digest()
+                report.findings.append(Finding(
+                    "deleted", expected, f"events {expected}..{seq - 1} are missing"))
+                last_hash = _prev_hash(conn, seq)
+                quiet = seq
+            elif resync:
+                last_hash = _prev_hash(conn, seq)
+                resync = False
+            computed = sha256(last_hash + data).digest()
             if computed != stored:
-                findings.append(Finding(
-                    "edited", seq, f"event {seq} does not match its hash: its content was edited"))
-            if prev != last_hash:
-                if suspect is not None and prev == suspect[1]:
-                    findings.append(Finding(
-                        "inserted", suspect[0],
-                        f"event {suspect[0]} is not part of the chain: a row was inserted"))
-                    suspect = None
-                elif computed == stored and suspect is None:
-                    suspect = (seq, last_hash)
-                elif suspect is None:
-                    findings.append(Finding(
-                        "chain-break", seq, f"event {seq} does not link to event {seq - 1}"))
-            elif suspect is not None:
-                findings.append(Finding(
-                    "chain-break", suspect[0],
-                    f"event {suspect[0]} does not link to event {suspect[0] - 1}"))
-                suspect = None
-            if b'"clock_warning"' in data:
+                if seq != quiet:
+                    nxt = rows[i + 1][2] if i + 1 < len(rows) else None
+                    finding = _classify(conn, seq, data, stored, last_hash, before_last, nxt)
+                    report.findings.append(finding)
+                    quiet = seq + 1 if finding.kind == "reordered" else 0
+                resync = True
+            if '"clock_warning"' in text:
                 report.warnings.append(Finding(
-                    "clock", seq, f"event {seq} was recorded with a clock earlier than its "
-                                  "predecessor"))
+                    "clock", seq, f"event {seq} was recorded with a clock earlier than the "
+                                  "event before it"))
             push(sha256(b"\x00" + data).digest())
-            last_hash = stored
+            before_last, last_hash = last_hash, stored
             expected = seq + 1
             checked += 1
-            cp = pending.pop(seq, None)
-            if cp is not None:
-                _check_checkpoint(cp, last_hash, frontier, report)
-    if suspect is not None:
-        findings.append(Finding(
-            "chain-break", suspect[0], f"event {suspect[0]} does not link to its predecessor"))
+            if pending:
+                cp = pending.pop(seq, None)
+                if cp is not None:
+                    _check_checkpoint(cp, last_hash, frontier, report)
     report.events_checked = checked
     report.head_seq = expected - 1
     report.head_hash = last_hash.hex()
-    cp0 = pending.pop(0, None)
-    if cp0 is not None:
+    if pending.pop(0, None) is not None:
         report.checkpoints_checked += 1
+
+
+def _prev_hash(conn: sqlite3.Connection, seq: int) -> bytes:
+    return conn.execute("SELECT prev_hash FROM audit_events WHERE seq = ?", (seq,)).fetchone()[0]
+
+
+def _classify(conn: sqlite3.Connection, seq: int, data: bytes, stored: bytes, last_hash: bytes,
+              before_last: bytes | None, next_text: str | None) -> Finding:
+    """Name what happened to a row that does not continue the chain."""
+    prev = _prev_hash(conn, seq)
+    self_consistent = hashlib.sha256(prev + data).digest() == stored
+    body_seq = json.loads(data).get("seq")
+    if self_consistent and before_last is not None and prev == before_last:
+        return Finding("inserted", seq - 1,
+                       f"event {seq - 1} is not part of the chain: a forged row was inserted")
+    if body_seq != seq:
+        next_seq = json.loads(next_text).get("seq") if next_text else None
+        if next_seq == seq:
+            return Finding("reordered", seq,
+                           f"rows {seq} and {seq + 1} hold each other's events: rows were swapped")
+        if isinstance(body_seq, int) and body_seq > seq:
+            return Finding("deleted", seq,
+                           f"row {seq} holds event {body_seq}: events were deleted and renumbered")
+        return Finding("reordered", seq, f"row {seq} holds event {body_seq}: rows were moved")
+    if not self_consistent or prev == last_hash:
+        return Finding("edited", seq,
+                       f"event {seq} does not match its hash: its content was edited")
+    return Finding("edited", seq - 1,
+                   f"event {seq - 1} was rewritten: event {seq} no longer links to it")
 
 
 def _check_checkpoint(cp: Checkpoint, head: bytes, frontier: Frontier,
                       report: VerifyReport) -> None:
     report.checkpoints_checked += 1
     if cp.head_hash != head.hex() or cp.merkle_root != frontier.root().hex():
-        report.findings.append(Finding(
+            report.findings.append(Finding(
             "checkpoint-mismatch", cp.tree_size,
             f"the trail up to {cp.tree_size} differs from what checkpoint {cp.id} signed: "
             "history was rewritten"))

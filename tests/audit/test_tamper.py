@@ -1,0 +1,269 @@
+"""Each attack on the raw SQLite file is detected and named (issue: foundation).
+
+Triggers only stop honest mistakes; these tests play an attacker who edits the file
+directly, and check that the hash chain, the signed checkpoints and an anchor catch it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from appliance.audit.checkpoint import read_anchor
+from appliance.audit.events import Actor, Event
+from appliance.audit.merkle import Frontier
+from appliance.audit.verify import verify_trail
+from appliance.canonical import canonical_bytes
+from appliance.context import Appliance
+from appliance.keys import SigningKey
+from appliance.services import audit as audit_service
+from appliance.services import auth
+from appliance.services.setup import init_appliance
+from appliance.settings import AuditPolicy, PasswordPolicy, Settings
+from tests.conftest import ADMIN, PASSWORD
+
+SETTINGS = Settings(password=PasswordPolicy(scrypt_n=2**10),
+                    audit=AuditPolicy(checkpoint_every_events=10))
+ACTOR = Actor("bob", "Bob Builder", "it")
+EVENTS = 40
+
+
+@pytest.fixture
+def trail_home(home: Path, clock) -> Path:
+    """A closed appliance whose trail holds setup events plus EVENTS payload events."""
+    app = init_appliance(home, ADMIN, "Alice Adams", PASSWORD, clock=clock, settings=SETTINGS)
+    for i in range(EVENTS):
+        with app.transaction():
+            app.trail.append(Event("test.payload", ACTOR, "thing", f"t{i}",
+                                   details={"note": f"payload-{i:04d}"}, reason="routine"))
+    app.close()
+    return home
+
+
+def _verify(home: Path, anchor: Path | None = None):
+    app = Appliance.open(home)
+    try:
+        return verify_trail(app.conn, app.key.public, read_anchor(anchor) if anchor else None)
+    finally:
+        app.close()
+
+
+def _raw(home: Path) -> sqlite3.Connection:
+    return sqlite3.connect(home / "appliance.db", isolation_level=None)
+
+
+def _seq_of(conn: sqlite3.Connection, note: str) -> int:
+    return conn.execute("SELECT seq FROM audit_events WHERE body LIKE ?",
+                        (f'%"{note}"%',)).fetchone()[0]
+
+
+def _triggers(conn: sqlite3.Connection) -> list[str]:
+    return [r[0] for r in conn.execute(
+        "SELECT sql FROM sqlite_master WHERE type='trigger' AND tbl_name LIKE 'audit_%'")]
+
+
+def _drop_triggers(conn: sqlite3.Connection) -> list[str]:
+    saved = _triggers(conn)
+    for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='trigger' AND tbl_name LIKE 'audit_%'"
+    ).fetchall():
+        conn.execute(f"DROP TRIGGER {name}")
+    return saved
+
+
+def _restore_triggers(conn: sqlite3.Connection, saved: list[str]) -> None:
+    for sql in saved:
+        conn.execute(sql)
+
+
+def test_clean_trail_verifies(trail_home: Path) -> None:
+    report = _verify(trail_home)
+    assert report.ok, report.findings
+    assert report.events_checked == EVENTS + 2
+    assert report.checkpoints_checked >= 4
+
+
+def test_edited_field_in_raw_file_bytes(trail_home: Path) -> None:
+    """An edit of the file's bytes (no SQL at all) breaks the event's hash."""
+    conn = _raw(trail_home)
+    seq = _seq_of(conn, "payload-0013")
+    conn.close()
+    db = trail_home / "appliance.db"
+    raw = db.read_bytes()
+    assert raw.count(b"payload-0013") == 1
+    db.write_bytes(raw.replace(b"payload-0013", b"payload-9913"))
+    report = _verify(trail_home)
+    assert not report.ok
+    assert report.first_bad_seq == seq
+    assert report.findings[0].kind == "edited"
+
+
+def test_deleted_row(trail_home: Path) -> None:
+    conn = _raw(trail_home)
+    seq = _seq_of(conn, "payload-0020")
+    saved = _drop_triggers(conn)
+    conn.execute("DELETE FROM audit_events WHERE seq = ?", (seq,))
+    _restore_triggers(conn, saved)
+    conn.close()
+    report = _verify(trail_home)
+    assert report.findings[0].kind == "deleted"
+    assert report.first_bad_seq == seq
+    # later checkpoints no longer match either: the Merkle tree lost a leaf
+    assert report.kinds() <= {"deleted", "checkpoint-mismatch"}
+
+
+def test_inserted_forged_row(trail_home: Path) -> None:
+    """A forged event slipped in with a correct link to its predecessor and renumbering."""
+    conn = _raw(trail_home)
+    seq = _seq_of(conn, "payload-0021")
+    head = conn.execute("SELECT MAX(seq) FROM audit_events").fetchone()[0]
+    saved = _drop_triggers(conn)
+    for s in range(head, seq - 1, -1):
+        conn.execute("UPDATE audit_events SET seq = ? WHERE seq = ?", (s + 1, s))
+    prev = conn.execute("SELECT hash FROM audit_events WHERE seq = ?", (seq - 1,)).fetchone()[0]
+    forged = Event("update.approve", Actor("mallory", "Mallory", "admin"), "bundle", "evil",
+                   reason="forged").body(seq, "2026-01-15T09:00:00.500Z", None)
+    body = canonical_bytes(forged).decode()
+    conn.execute("INSERT INTO audit_events (seq, prev_hash, hash, body) VALUES (?, ?, ?, ?)",
+                 (seq, prev, hashlib.sha256(prev + body.encode()).digest(), body))
+    _restore_triggers(conn, saved)
+    conn.close()
+    report = _verify(trail_home)
+    assert report.findings[0].kind == "inserted"
+    assert report.first_bad_seq == seq
+
+
+def test_two_rows_swapped(trail_home: Path) -> None:
+    conn = _raw(trail_home)
+    seq = _seq_of(conn, "payload-0030")
+    saved = _drop_triggers(conn)
+    conn.execute("UPDATE audit_events SET seq = -1 WHERE seq = ?", (seq,))
+    conn.execute("UPDATE audit_events SET seq = ? WHERE seq = ?", (seq, seq + 1))
+    conn.execute("UPDATE audit_events SET seq = ? WHERE seq = -1", (seq + 1,))
+    _restore_triggers(conn, saved)
+    conn.close()
+    report = _verify(trail_home)
+    assert report.findings[0].kind == "reordered"
+    assert report.first_bad_seq == seq
+    assert "inserted" not in report.kinds()
+
+
+def test_dropped_trigger_then_edit(trail_home: Path) -> None:
+    conn = _raw(trail_home)
+    seq = _seq_of(conn, "payload-0005")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("UPDATE audit_events SET body = body WHERE seq = ?", (seq,))
+    conn.execute("DROP TRIGGER audit_events_no_update")
+    conn.execute("UPDATE audit_events SET body = replace(body, 'payload-0005', 'payload-7777') "
+                 "WHERE seq = ?", (seq,))
+    conn.close()
+    report = _verify(trail_home)
+    assert {"edited", "trigger-missing"} <= report.kinds()
+    assert report.first_bad_seq == seq
+
+
+def test_rewritten_chain_resigned_with_foreign_key(trail_home: Path) -> None:
+    """The attacker edits an event, recomputes every hash after it, and re-signs every
+    checkpoint with a key of their own: only the checkpoint signatures can tell."""
+    foreign = SigningKey.generate()
+    conn = _raw(trail_home)
+    seq = _seq_of(conn, "payload-0007")
+    saved = _drop_triggers(conn)
+    conn.execute("UPDATE audit_events SET body = replace(body, 'payload-0007', 'payload-6666') "
+                 "WHERE seq = ?", (seq,))
+    rows = conn.execute("SELECT seq, body FROM audit_events ORDER BY seq").fetchall()
+    last, frontier, heads = bytes(32), Frontier(), {}
+    for s, body in rows:
+        h = hashlib.sha256(last + body.encode()).digest()
+        conn.execute("UPDATE audit_events SET prev_hash = ?, hash = ? WHERE seq = ?", (last, h, s))
+        frontier.push(body.encode())
+        heads[s] = (h.hex(), frontier.root().hex(), frontier.to_bytes())
+        last = h
+    for cid, size, text in conn.execute(
+            "SELECT id, tree_size, body FROM audit_checkpoints").fetchall():
+        import json
+        cp = json.loads(text)
+        cp["head_hash"], cp["merkle_root"], fr = heads[size]
+        cp["key_id"] = foreign.key_id
+        new_text = canonical_bytes(cp).decode()
+        conn.execute("UPDATE audit_checkpoints SET body = ?, signature = ?, frontier = ? "
+                     "WHERE id = ?", (new_text, foreign.sign(new_text.encode()), fr, cid))
+    _restore_triggers(conn, saved)
+    conn.close()
+    report = _verify(trail_home)
+    assert "edited" not in report.kinds()  # the chain itself is consistent again
+    assert report.kinds() == {"checkpoint-foreign-key"}
+
+
+def test_checkpoint_signature_forged_under_appliance_key_id(trail_home: Path) -> None:
+    foreign = SigningKey.generate()
+    conn = _raw(trail_home)
+    saved = _drop_triggers(conn)
+    cid, text = conn.execute(
+        "SELECT id, body FROM audit_checkpoints ORDER BY id DESC LIMIT 1").fetchone()
+    conn.execute("UPDATE audit_checkpoints SET signature = ? WHERE id = ?",
+                 (foreign.sign(text.encode()), cid))
+    _restore_triggers(conn, saved)
+    conn.close()
+    assert _verify(trail_home).kinds() == {"checkpoint-signature"}
+
+
+def _anchor(home: Path, to: Path) -> Path:
+    app = Appliance.open(home)
+    try:
+        return audit_service.anchor(app, auth.login(app, ADMIN, PASSWORD), to)
+    finally:
+        app.close()
+
+
+def test_truncated_tail_against_anchor(trail_home: Path, tmp_path: Path) -> None:
+    anchor = _anchor(trail_home, tmp_path / "anchor.json")
+    conn = _raw(trail_home)
+    cut = _seq_of(conn, "payload-0035")
+    saved = _drop_triggers(conn)
+    conn.execute("DELETE FROM audit_events WHERE seq >= ?", (cut,))
+    conn.execute("DELETE FROM audit_checkpoints WHERE tree_size >= ?", (cut,))
+    _restore_triggers(conn, saved)
+    conn.close()
+    assert _verify(trail_home).ok  # a clean prefix: only the anchor can tell
+    report = _verify(trail_home, anchor)
+    assert report.kinds() == {"truncated"}
+    assert report.first_bad_seq == cut
+
+
+def test_whole_file_replaced_by_older_copy(trail_home: Path, tmp_path: Path) -> None:
+    old = tmp_path / "old.db"
+    shutil.copy(trail_home / "appliance.db", old)
+    app = Appliance.open(trail_home)
+    with app.transaction():
+        app.trail.append(Event("test.payload", ACTOR, "thing", "late", reason="later work"))
+    app.close()
+    anchor = _anchor(trail_home, tmp_path)
+    shutil.copy(old, trail_home / "appliance.db")
+    assert _verify(trail_home).ok  # the old copy is self-consistent
+    report = _verify(trail_home, anchor)
+    assert report.kinds() == {"rollback"}
+
+
+def test_anchor_from_another_history(trail_home: Path, tmp_path: Path) -> None:
+    """An anchor whose head differs from the stored event at its size: history rewritten."""
+    anchor = _anchor(trail_home, tmp_path / "a.json")
+    conn = _raw(trail_home)
+    size = read_anchor(anchor).tree_size
+    saved = _drop_triggers(conn)
+    conn.execute("UPDATE audit_events SET hash = zeroblob(32) WHERE seq = ?", (size,))
+    _restore_triggers(conn, saved)
+    conn.close()
+    assert "anchor-mismatch" in _verify(trail_home, anchor).kinds()
+
+
+def test_anchor_file_tampering_is_refused(trail_home: Path, tmp_path: Path) -> None:
+    from appliance.errors import InvalidInput
+    anchor = _anchor(trail_home, tmp_path / "a.json")
+    anchor.write_text(anchor.read_text().replace('"tree_size": ', '"tree_size": 1'))
+    with pytest.raises(InvalidInput):
+        read_anchor(anchor)

@@ -1,0 +1,136 @@
+"""The audit trail's write path: one transaction with the change, gapless, fail closed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from appliance.audit.checkpoint import all_checkpoints
+from appliance.audit.events import Actor, Event
+from appliance.audit.merkle import Frontier, merkle_root
+from appliance.audit.verify import verify_trail
+from appliance.canonical import canonical_bytes
+from appliance.errors import AuditFailure
+from appliance.identity.users import get_user
+from appliance.services import users
+
+ACTOR = Actor("bob", "Bob Builder", "it")
+
+
+def _append(app, n: int = 1, **kw) -> None:
+    for _ in range(n):
+        with app.transaction():
+            app.trail.append(Event("test.event", ACTOR, **kw))
+
+
+def test_sequence_is_gapless_and_time_is_the_servers(appliance, clock) -> None:
+    _append(appliance, 5)
+    rows = appliance.conn.execute("SELECT seq, ts FROM audit_events ORDER BY seq").fetchall()
+    assert [r[0] for r in rows] == list(range(1, len(rows) + 1))
+    assert rows[-1][1] == clock.t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{clock.t.microsecond//1000:03d}Z"
+    assert all(ts.endswith("Z") and len(ts) == 24 for _, ts in rows)
+
+
+def test_stored_body_is_canonical_and_hash_covers_prev_and_body(appliance) -> None:
+    _append(appliance, 2, details={"b": 1, "a": "é"}, reason="why")
+    rows = appliance.conn.execute(
+        "SELECT prev_hash, hash, body FROM audit_events ORDER BY seq").fetchall()
+    for (prev, h, body), before in zip(rows, [bytes(32)] + [r[1] for r in rows], strict=False):
+        assert prev == before
+        assert h == hashlib.sha256(prev + body.encode()).digest()
+        assert canonical_bytes(json.loads(body)) == body.encode()
+    last = json.loads(rows[-1][2])
+    assert last["actor"] == {"username": "bob", "name": "Bob Builder", "role": "it"}
+    assert last["reason"] == "why"
+
+
+def test_append_outside_a_transaction_is_refused(appliance) -> None:
+    with pytest.raises(AuditFailure):
+        appliance.trail.append(Event("test.event", ACTOR))
+
+
+def test_triggers_refuse_update_delete_and_non_continuing_rows(appliance) -> None:
+    conn = appliance.conn
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("UPDATE audit_events SET body = body WHERE seq = 1")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("DELETE FROM audit_events WHERE seq = 1")
+    head, h = conn.execute("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1").fetchone()
+    with pytest.raises(sqlite3.IntegrityError, match="sequence"):
+        conn.execute("INSERT INTO audit_events (seq, prev_hash, hash, body) VALUES (?, ?, ?, '{}')",
+                     (head + 2, h, bytes(32)))
+    with pytest.raises(sqlite3.IntegrityError, match="previous hash"):
+        conn.execute("INSERT INTO audit_events (seq, prev_hash, hash, body) VALUES (?, ?, ?, '{}')",
+                     (head + 1, bytes(32), bytes(32)))
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("DELETE FROM audit_checkpoints")
+
+
+def test_service_whose_audit_write_fails_does_not_take_effect(appliance, admin_session) -> None:
+    """Fail closed: sabotage the audit insert, and the account is not created either."""
+    conn = sqlite3.connect(appliance.layout.db)
+    conn.execute("CREATE TRIGGER sabotage BEFORE INSERT ON audit_events "
+                 "WHEN json_extract(NEW.body, '$.action') = 'user.create' "
+                 "BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
+    conn.close()
+    with pytest.raises(AuditFailure, match="disk says no"):
+        users.add_user(appliance, admin_session, "carol", "Carol Chen", ["ml"],
+                       "a long enough password", "new hire")
+    assert get_user(appliance.conn, "carol") is None
+
+
+def test_clock_going_backwards_is_recorded_and_reported(appliance, clock) -> None:
+    _append(appliance)
+    clock.advance(minutes=-10)
+    _append(appliance)
+    body = json.loads(appliance.conn.execute(
+        "SELECT body FROM audit_events ORDER BY seq DESC LIMIT 1").fetchone()[0])
+    assert "clock earlier" in body["clock_warning"]
+    report = verify_trail(appliance.conn, appliance.key.public)
+    assert report.ok
+    assert [w.seq for w in report.warnings] == [body["seq"]]
+
+
+def test_checkpoints_every_n_events_after_minutes_and_after_signatures(appliance, clock) -> None:
+    def sizes():
+        return [cp.tree_size for cp in all_checkpoints(appliance.conn)]
+
+    start = sizes()
+    assert start  # the first event of a trail is checkpointed
+    _append(appliance, 1000)
+    assert any(s % 1000 == 0 for s in sizes()[len(start):])
+    n = len(sizes())
+    clock.advance(minutes=6)
+    _append(appliance)
+    assert len(sizes()) == n + 1
+    with appliance.transaction():
+        appliance.trail.append(Event("update.approve", ACTOR, signature={
+            "username": "bob", "name": "Bob Builder", "meaning": "approved"}))
+    head = appliance.conn.execute("SELECT MAX(seq) FROM audit_events").fetchone()[0]
+    assert sizes()[-1] == head
+    assert verify_trail(appliance.conn, appliance.key.public).ok
+
+
+def test_incremental_verify_starts_at_the_newest_checkpoint(appliance) -> None:
+    _append(appliance, 1100)
+    report = verify_trail(appliance.conn, appliance.key.public, incremental=True)
+    assert report.ok
+    assert report.start_seq == 1001
+    assert report.events_checked == appliance.conn.execute(
+        "SELECT MAX(seq) FROM audit_events").fetchone()[0] - 1000
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.binary(max_size=40), max_size=70))
+def test_merkle_frontier_matches_rfc6962_reference(leaves: list[bytes]) -> None:
+    f = Frontier()
+    for leaf in leaves:
+        f.push(leaf)
+    assert f.root() == merkle_root(leaves)
+    again = Frontier.from_bytes(f.size, f.to_bytes())
+    assert again.root() == f.root()

@@ -1,0 +1,115 @@
+"""The CLI as a user types it: real subprocesses, real homes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PASSWORD
+
+APPLIANCE = [sys.executable, "-m", "appliance"]
+
+
+def run(home: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, APPLIANCE_HOME=str(home))
+    return subprocess.run([*APPLIANCE, *args], input=stdin, capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+@pytest.fixture
+def cli_home(tmp_path: Path) -> Path:
+    home = tmp_path / "cli-home"
+    r = run(home, "init", "--admin", "Alice", "--full-name", "Alice Adams",
+            "--password-stdin", "--json", stdin=PASSWORD + "\n")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["admin"] == "alice" and len(data["signing_key_id"]) == 64
+    return home
+
+
+def test_init_creates_home_key_and_hashed_password(cli_home: Path) -> None:
+    key = cli_home / "keys" / "appliance-signing.pem"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert stat.S_IMODE((cli_home / "appliance.db").stat().st_mode) == 0o600
+    import sqlite3
+    stored = sqlite3.connect(cli_home / "appliance.db").execute(
+        "SELECT password_hash FROM users WHERE username = 'alice'").fetchone()[0]
+    assert stored.startswith("scrypt$") and PASSWORD not in stored
+
+
+def test_init_twice_is_refused_with_one_line(cli_home: Path) -> None:
+    r = run(cli_home, "init", "--admin", "bob", "--full-name", "Bob", "--password-stdin",
+            stdin=PASSWORD + "\n")
+    assert r.returncode == 3
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: an appliance already exists")
+    assert "Traceback" not in r.stderr
+
+
+def test_weak_password_refused_and_nothing_left(tmp_path: Path) -> None:
+    home = tmp_path / "weak"
+    r = run(home, "init", "--admin", "alice", "--full-name", "A", "--password-stdin",
+            stdin="short\n")
+    assert r.returncode == 2 and r.stderr.startswith("error: password is shorter")
+    assert not home.exists()
+
+
+def test_verify_clean_trail_exit_zero_with_json(cli_home: Path) -> None:
+    r = run(cli_home, "audit", "verify", "--user", "alice", "--password-stdin", "--json",
+            stdin=PASSWORD + "\n")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["ok"] is True and report["events_checked"] >= 3
+
+
+def test_wrong_password_one_line_and_recorded(cli_home: Path) -> None:
+    r = run(cli_home, "audit", "verify", "--user", "alice", "--password-stdin",
+            stdin="not the password\n")
+    assert r.returncode == 4
+    assert r.stderr.strip() == ("error: login failed: unknown user or wrong password "
+                                "(check the username and password; repeated failures lock the "
+                                "account)")
+    import sqlite3
+    outcome = sqlite3.connect(cli_home / "appliance.db").execute(
+        "SELECT outcome FROM audit_events WHERE action = 'auth.login' ORDER BY seq DESC"
+    ).fetchone()[0]
+    assert outcome == "failure"
+
+
+def test_missing_home_is_a_clear_error(tmp_path: Path) -> None:
+    r = run(tmp_path / "nowhere", "audit", "verify", "--user", "x", "--password-stdin",
+            stdin="x\n")
+    assert r.returncode == 3 and r.stderr.startswith("error: no appliance at")
+
+
+def test_anchor_then_truncation_fails_verify_with_exit_7(cli_home: Path, tmp_path: Path) -> None:
+    r = run(cli_home, "audit", "anchor", "--to", str(tmp_path), "--user", "alice",
+            "--password-stdin", "--json", stdin=PASSWORD + "\n")
+    assert r.returncode == 0, r.stderr
+    anchor = json.loads(r.stdout)["anchor"]
+    assert "PRIVATE" not in Path(anchor).read_text()
+    import sqlite3
+    conn = sqlite3.connect(cli_home / "appliance.db")
+    conn.execute("DROP TRIGGER audit_events_no_delete")
+    conn.execute("DELETE FROM audit_events WHERE seq > 2")
+    conn.commit()
+    conn.close()
+    r = run(cli_home, "audit", "verify", "--anchor", anchor, "--user", "alice",
+            "--password-stdin", stdin=PASSWORD + "\n")
+    assert r.returncode == 7
+    assert "truncated" in r.stdout or "rollback" in r.stdout
+    assert r.stderr.startswith("error: audit trail verification failed")
+
+
+def test_help_does_not_import_heavy_modules() -> None:
+    code = ("import sys\nfrom appliance.cli.main import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in ('torch', 'transformers', 'peft', 'vllm', 'tensorrt_llm', "
+            "'textual') if m in sys.modules]\nprint('HEAVY', heavy)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "HEAVY []" in r.stdout, r.stdout + r.stderr
