@@ -1,0 +1,294 @@
+"""Exports of the audit trail (CSV, JSON Lines, PDF) and their signed manifests (11.10(b)).
+
+SQLite formats every row itself (CSV quoting, hex hashes, JSON fragments), so an export of
+a million events streams at about the speed of `sqlite3 -csv`. JSON Lines keeps each
+event's stored canonical bytes verbatim as the last member of its line, so an auditor can
+re-hash them without re-encoding anything. Files are written beside their final name and
+renamed only once the export's own audit event is recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from appliance import __version__
+from appliance.audit.checkpoint import Checkpoint
+from appliance.audit.events import FLAT_COLUMNS, Actor
+from appliance.audit.query import EventFilter
+from appliance.canonical import canonical_text
+from appliance.keys import SigningKey, fingerprint, public_pem
+
+FORMATS = ("csv", "jsonl", "pdf")
+MANIFEST_FORMAT = "appliance-audit-export-manifest/1"
+BATCH = 5000
+
+Progress = Callable[[int, int], None]
+
+
+def _json_or_empty(path: str, *empty: str) -> str:
+    """A JSON fragment of the stored body as `StoredEvent.flat` shows it; '' when absent."""
+    expr = f"body -> '{path}'"
+    for value in ("null", *empty):
+        expr = f"nullif({expr}, '{value}')"
+    return f"ifnull({expr}, '')"
+
+
+# StoredEvent.flat() as SQL, column for column; the canonical body is the only source, so
+# nested values appear exactly as hashed (RFC 8785 text).
+FLAT_SQL: dict[str, str] = {
+    "seq": "seq",
+    "ts": "ts",
+    "actor": "actor",
+    "actor_name": "json_extract(body, '$.actor.name')",
+    "actor_role": "json_extract(body, '$.actor.role')",
+    "terminal": "ifnull(json_extract(body, '$.terminal'), '')",
+    "action": "action",
+    "target_type": "target_type",
+    "target_id": "target_id",
+    "target_digest": "ifnull(json_extract(body, '$.target.digest'), '')",
+    "outcome": "outcome",
+    "reason": "ifnull(json_extract(body, '$.reason'), '')",
+    "old": _json_or_empty("$.old"),
+    "new": _json_or_empty("$.new"),
+    "details": _json_or_empty("$.details", "{}"),
+    # 11.50: printed name, meaning and time of an electronic signature, in one cell.
+    "signature": "CASE WHEN ifnull(body -> '$.signature', '{}') IN ('{}', 'null') THEN '' "
+                 "ELSE printf('%s (%s), %s, %s', json_extract(body, '$.signature.name'), "
+                 "json_extract(body, '$.signature.username'), "
+                 "json_extract(body, '$.signature.meaning'), "
+                 "json_extract(body, '$.signature.ts')) END",
+    "clock_warning": "ifnull(json_extract(body, '$.clock_warning'), '')",
+    "prev_hash": "lower(hex(prev_hash))",
+    "hash": "lower(hex(hash))",
+}
+assert tuple(FLAT_SQL) == FLAT_COLUMNS
+
+# Columns that never need CSV quoting (digits, ISO time, hex); every other one is quoted.
+_BARE = {"seq", "ts", "prev_hash", "hash"}
+
+
+def _csv_cell(name: str) -> str:
+    expr = FLAT_SQL[name]
+    return expr if name in _BARE else f"'\"' || replace({expr}, '\"', '\"\"') || '\"'"
+
+
+FLAT_SELECT = ", ".join(FLAT_SQL.values())
+CSV_LINE = " || ',' || ".join(_csv_cell(c) for c in FLAT_COLUMNS)
+CSV_HEADER = ",".join(FLAT_COLUMNS)
+# The body must stay the LAST member and be copied verbatim: the verifier slices it out.
+JSONL_LINE = ("'{\"seq\":' || seq || ',\"prev_hash\":\"' || lower(hex(prev_hash)) || "
+              "'\",\"hash\":\"' || lower(hex(hash)) || '\",\"event\":' || body || '}'")
+
+
+@dataclass(frozen=True)
+class ExportHeader:
+    """What the title block and the manifest say about an export."""
+
+    appliance_id: str
+    fmt: str
+    flt: EventFilter
+    checkpoint: Checkpoint
+    exported_by: Actor
+    exported_at: str
+    key_id: str
+
+    @property
+    def head_seq(self) -> int:
+        return self.checkpoint.tree_size
+
+    @property
+    def head_hash(self) -> str:
+        return self.checkpoint.head_hash
+
+
+@dataclass(frozen=True)
+class Written:
+    """What an export file holds: the manifest states it and the verifier checks it."""
+
+    count: int
+    first_seq: int | None
+    last_seq: int | None
+    first_ts: str | None
+    last_ts: str | None
+    sha256: str
+    size: int
+
+
+class HashingWriter:
+    """A binary file that hashes what passes through it, so nothing is read back."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.h = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self.h.update(data)
+        self.f.write(data)
+        self.size += len(data)
+
+
+class StagedFile:
+    """A file written under a temporary name, renamed into place only on commit."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        self.committed = False
+
+    def open(self) -> BinaryIO:
+        return open(self.tmp, "xb")
+
+    def commit(self) -> None:
+        os.replace(self.tmp, self.path)
+        self.committed = True
+        _fsync_dir(self.path.parent)
+
+    def discard(self) -> None:
+        self.tmp.unlink(missing_ok=True)
+        if self.committed:
+            self.path.unlink(missing_ok=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _bounded(flt: EventFilter, upto: int) -> tuple[str, list[object]]:
+    where, args = flt.where()
+    return f"seq <= ? AND {where}", [upto, *args]
+
+
+def count_matching(conn: sqlite3.Connection, flt: EventFilter, upto: int) -> int:
+    if flt.empty:
+        row = conn.execute("SELECT count(*) FROM audit_events WHERE seq <= ?", (upto,)).fetchone()
+        return row[0]
+    where, args = _bounded(flt, upto)
+    return conn.execute(f"SELECT count(*) FROM audit_events WHERE {where}", args).fetchone()[0]
+
+
+def iter_batches(conn: sqlite3.Connection, select: str, flt: EventFilter, upto: int,
+                 batch: int = BATCH) -> Iterator[list[tuple]]:
+    """Keyset-paged batches of `seq, <select>` for the events the filter matches."""
+    where, args = _bounded(flt, upto)
+    sql = (f"SELECT seq, {select} FROM audit_events WHERE seq > ? AND {where} "
+           "ORDER BY seq LIMIT ?")
+    after = 0
+    while True:
+        rows = conn.execute(sql, (after, *args, batch)).fetchall()
+        if not rows:
+            return
+        yield rows
+        after = rows[-1][0]
+
+
+def _stream_lines(conn: sqlite3.Connection, select: str, header: str | None,
+                  hdr: ExportHeader, out: HashingWriter, progress: Progress | None,
+                  total: int) -> tuple[int, int | None, int | None]:
+    count, first, last = 0, None, None
+    if header is not None:
+        out.write(header.encode("utf-8") + b"\r\n")
+    sep = "\r\n" if header is not None else "\n"
+    for rows in iter_batches(conn, select, hdr.flt, hdr.head_seq):
+        if first is None:
+            first = rows[0][0]
+        last = rows[-1][0]
+        out.write((sep.join([r[1] for r in rows]) + sep).encode("utf-8"))
+        count += len(rows)
+        if progress is not None:
+            progress(count, total)
+    return count, first, last
+
+
+def write_export(conn: sqlite3.Connection, hdr: ExportHeader, target: StagedFile,
+                 progress: Progress | None = None) -> Written:
+    """Write the export to its staged file (fsynced); return what it holds."""
+    total = count_matching(conn, hdr.flt, hdr.head_seq)
+    if progress is not None:
+        progress(0, total)
+    with target.open() as f:
+        out = HashingWriter(f)
+        if hdr.fmt == "csv":
+            count, first, last = _stream_lines(conn, CSV_LINE, CSV_HEADER, hdr, out,
+                                               progress, total)
+        elif hdr.fmt == "jsonl":
+            count, first, last = _stream_lines(conn, JSONL_LINE, None, hdr, out, progress,
+                                               total)
+        else:
+            from appliance.audit.pdf import write_pdf
+
+            first, last = _seq_range(conn, hdr)
+            count = write_pdf(conn, hdr, out, total, _ts_of(conn, first), _ts_of(conn, last),
+                              progress)
+        f.flush()
+        os.fsync(f.fileno())
+    return Written(count, first, last, _ts_of(conn, first), _ts_of(conn, last),
+                   out.h.hexdigest(), out.size)
+
+
+def _seq_range(conn: sqlite3.Connection, hdr: ExportHeader) -> tuple[int | None, int | None]:
+    where, args = _bounded(hdr.flt, hdr.head_seq)
+    return conn.execute(f"SELECT min(seq), max(seq) FROM audit_events WHERE {where}",
+                        args).fetchone()
+
+
+def _ts_of(conn: sqlite3.Connection, seq: int | None) -> str | None:
+    if seq is None:
+        return None
+    row = conn.execute("SELECT ts FROM audit_events WHERE seq = ?", (seq,)).fetchone()
+    return row[0] if row else None
+
+
+def build_manifest(hdr: ExportHeader, file_name: str, written: Written,
+                   key: SigningKey) -> dict[str, Any]:
+    cp = hdr.checkpoint
+    return {
+        "appliance_id": hdr.appliance_id,
+        "export": {"file": file_name, "format": hdr.fmt, "sha256": written.sha256,
+                   "size": written.size,
+                   "columns": list(FLAT_COLUMNS) if hdr.fmt != "jsonl" else None},
+        "filter": asdict(hdr.flt),
+        "range": {"first_seq": written.first_seq, "last_seq": written.last_seq,
+                  "first_ts": written.first_ts, "last_ts": written.last_ts,
+                  "upto_seq": hdr.head_seq},
+        "count": written.count,
+        "chain": {"head_seq": hdr.head_seq, "head_hash": hdr.head_hash},
+        "checkpoint": {"id": cp.id, "body": cp.body, "text": cp.text,
+                       "signature": cp.signature},
+        "public_key_pem": public_pem(key.public).decode("ascii"),
+        "key_id": fingerprint(key.public),
+        "exported_by": {"username": hdr.exported_by.username, "name": hdr.exported_by.name,
+                        "role": hdr.exported_by.role},
+        "exported_at": hdr.exported_at,
+        "generator": f"clinical-appliance {__version__}",
+    }
+
+
+def sign_manifest(manifest: dict[str, Any], key: SigningKey) -> dict[str, Any]:
+    """The signed text is what counts; the readable copy beside it must parse to the same."""
+    text = canonical_text(manifest)
+    return {"format": MANIFEST_FORMAT, "manifest": manifest, "manifest_text": text,
+            "signature": key.sign(text.encode("utf-8")), "signature_alg": "ECDSA-P256-SHA256"}
+
+
+def write_json(target: StagedFile, doc: dict[str, Any]) -> None:
+    with target.open() as f:
+        f.write(json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False).encode("utf-8"))
+        f.write(b"\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def manifest_path_for(path: Path) -> Path:
+    return path.with_name(path.name + ".manifest.json")
