@@ -11,17 +11,21 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import subprocess
+import sys
 from dataclasses import asdict, dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from appliance.audit.checkpoint import Anchor, Checkpoint, all_checkpoints
 from appliance.audit.merkle import Frontier
+from appliance.errors import IntegrityError
 from appliance.keys import fingerprint, load_public_pem, verify_signature
 from appliance.schema import AUDIT_TRIGGERS
 
 GENESIS = bytes(32)
 BATCH = 50_000
+PARALLEL_MIN = 200_000
 
 
 @dataclass(frozen=True)
@@ -82,9 +86,21 @@ def verify_trail(conn: sqlite3.Connection, public_key: ec.EllipticCurvePublicKey
         last_hash, expected = bytes.fromhex(start.head_hash), start.tree_size + 1
     report.start_seq = expected
     pending = {cp.tree_size: cp for cp in checkpoints if cp.tree_size >= expected}
-    _walk(conn, report, frontier, last_hash, expected, pending)
-
     head = conn.execute("SELECT MAX(seq) FROM audit_events").fetchone()[0] or 0
+    sizes = sorted(size for size in pending if 0 < size <= head)
+    db_path = _db_path(conn)
+    if head - expected + 1 >= PARALLEL_MIN and db_path is not None:
+        # The chain walk and the Merkle leaves are independent: on a large trail, hash the
+        # Merkle tree in a second process while this one walks the chain.
+        worker = _start_merkle_worker(db_path, expected, frontier, sizes)
+        reached = _walk(conn, report, last_hash, expected, pending)
+        roots = _finish_merkle_worker(worker)
+    else:
+        reached = _walk(conn, report, last_hash, expected, pending)
+        roots = _merkle_roots(conn, expected, frontier, sizes)
+    for cp in reached:
+        if roots.get(cp.tree_size) != cp.merkle_root:
+            _mismatch(cp, report)
     for size, cp in sorted(pending.items()):
         if size > head:
             report.findings.append(Finding(
@@ -141,12 +157,13 @@ def _incremental_start(conn: sqlite3.Connection, checkpoints: list[Checkpoint],
     return None
 
 
-def _walk(conn: sqlite3.Connection, report: VerifyReport, frontier: Frontier,
-          last_hash: bytes, expected: int, pending: dict[int, Checkpoint]) -> None:
-    """The hot loop: one chain hash and one Merkle leaf hash per event. Only rows that fail
-    the chain are looked at closely (prev_hash column, body seq) to name the tampering."""
+def _walk(conn: sqlite3.Connection, report: VerifyReport, last_hash: bytes, expected: int,
+          pending: dict[int, Checkpoint]) -> list[Checkpoint]:
+    """The hot loop: one chain hash per event. Only rows that fail the chain are looked at
+    closely (prev_hash column, body seq) to name the tampering. Returns the checkpoints
+    reached whose head matched, for the Merkle comparison."""
     sha256 = hashlib.sha256
-    push = frontier.push_leaf_hash
+    reached: list[Checkpoint] = []
     before_last = None  # hash of the event before the last one, to recognise insertions
     quiet = 0           # a row already explained by the previous finding
     resync = False      # after an anomaly, follow the stored links so one attack is one finding
@@ -180,19 +197,23 @@ def _walk(conn: sqlite3.Connection, report: VerifyReport, frontier: Frontier,
                 report.warnings.append(Finding(
                     "clock", seq, f"event {seq} was recorded with a clock earlier than the "
                                   "event before it"))
-            push(sha256(b"\x00" + data).digest())
             before_last, last_hash = last_hash, stored
             expected = seq + 1
             checked += 1
             if pending:
                 cp = pending.pop(seq, None)
                 if cp is not None:
-                    _check_checkpoint(cp, last_hash, frontier, report)
+                    report.checkpoints_checked += 1
+                    if cp.head_hash == last_hash.hex():
+                        reached.append(cp)
+                    else:
+                        _mismatch(cp, report)
     report.events_checked = checked
     report.head_seq = expected - 1
     report.head_hash = last_hash.hex()
     if pending.pop(0, None) is not None:
         report.checkpoints_checked += 1
+    return reached
 
 
 def _prev_hash(conn: sqlite3.Connection, seq: int) -> bytes:
@@ -224,14 +245,68 @@ def _classify(conn: sqlite3.Connection, seq: int, data: bytes, stored: bytes, la
                    f"event {seq - 1} was rewritten: event {seq} no longer links to it")
 
 
-def _check_checkpoint(cp: Checkpoint, head: bytes, frontier: Frontier,
-                      report: VerifyReport) -> None:
-    report.checkpoints_checked += 1
-    if cp.head_hash != head.hex() or cp.merkle_root != frontier.root().hex():
-            report.findings.append(Finding(
-            "checkpoint-mismatch", cp.tree_size,
-            f"the trail up to {cp.tree_size} differs from what checkpoint {cp.id} signed: "
-            "history was rewritten"))
+def _mismatch(cp: Checkpoint, report: VerifyReport) -> None:
+    report.findings.append(Finding(
+        "checkpoint-mismatch", cp.tree_size,
+        f"the trail up to {cp.tree_size} differs from what checkpoint {cp.id} signed: "
+        "history was rewritten"))
+
+
+def _merkle_roots(conn: sqlite3.Connection, start: int, frontier: Frontier,
+                  sizes: list[int]) -> dict[int, str]:
+    """Merkle roots of the stored events at each checkpoint size, extending `frontier`."""
+    wanted = set(sizes)
+    roots: dict[int, str] = {}
+    push = frontier.push_leaf_hash
+    sha256 = hashlib.sha256
+    seq = start - 1
+    while wanted:
+        rows = conn.execute("SELECT seq, body FROM audit_events WHERE seq > ? ORDER BY seq "
+                            "LIMIT ?", (seq, BATCH)).fetchall()
+        if not rows:
+            break
+        for seq, text in rows:
+            push(sha256(b"\x00" + text.encode("utf-8")).digest())
+            if seq in wanted:
+                roots[seq] = frontier.root().hex()
+                wanted.discard(seq)
+    return roots
+
+
+def _start_merkle_worker(db_path: str, start: int, frontier: Frontier,
+                         sizes: list[int]) -> subprocess.Popen:
+    """A plain subprocess (not multiprocessing: callers need no `__main__` guard)."""
+    proc = subprocess.Popen([sys.executable, "-m", "appliance.audit.verify"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    job = {"db": db_path, "start": start, "size": frontier.size,
+           "frontier": frontier.to_bytes().hex(), "sizes": sizes}
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps(job).encode())
+    proc.stdin.close()
+    return proc
+
+
+def _finish_merkle_worker(proc: subprocess.Popen) -> dict[int, str]:
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    if proc.wait() != 0:
+        raise IntegrityError("the Merkle verification worker failed",
+                             "run `appliance audit verify` again")
+    return {int(k): v for k, v in json.loads(out).items()}
+
+
+def _merkle_worker_main() -> None:
+    job = json.loads(sys.stdin.read())
+    conn = sqlite3.connect(f"file:{job['db']}?mode=ro", uri=True)
+    frontier = Frontier.from_bytes(job["size"], bytes.fromhex(job["frontier"]))
+    sys.stdout.write(json.dumps(_merkle_roots(conn, job["start"], frontier, job["sizes"])))
+
+
+def _db_path(conn: sqlite3.Connection) -> str | None:
+    for _, name, path in conn.execute("PRAGMA database_list"):
+        if name == "main" and path:
+            return path
+    return None
 
 
 def _check_anchor(conn: sqlite3.Connection, anchor: Anchor, head: int,
@@ -259,3 +334,7 @@ def _check_anchor(conn: sqlite3.Connection, anchor: Anchor, head: int,
         report.findings.append(Finding(
             "anchor-mismatch", size,
             f"event {size} differs from the one the anchor recorded: history was rewritten"))
+
+
+if __name__ == "__main__":
+    _merkle_worker_main()

@@ -267,3 +267,29 @@ def test_anchor_file_tampering_is_refused(trail_home: Path, tmp_path: Path) -> N
     anchor.write_text(anchor.read_text().replace('"tree_size": ', '"tree_size": 1'))
     with pytest.raises(InvalidInput):
         read_anchor(anchor)
+
+
+def test_large_trail_path_hashes_merkle_in_a_worker_and_still_catches_rewrites(
+        trail_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Big trails hash the Merkle tree in a second process; it must agree and catch edits."""
+    from appliance.audit import verify as verify_module
+    monkeypatch.setattr(verify_module, "PARALLEL_MIN", 5)
+    clean = _verify(trail_home)
+    assert clean.ok and clean.checkpoints_checked >= 4
+    conn = _raw(trail_home)
+    saved = _drop_triggers(conn)
+    # rewrite one leaf's body AND its hash-chain consistently from there on: only Merkle
+    # roots and head hashes at the signed checkpoints can tell
+    seq = _seq_of(conn, "payload-0002")
+    conn.execute("UPDATE audit_events SET body = replace(body, 'payload-0002', 'payload-0x02') "
+                 "WHERE seq = ?", (seq,))
+    last = conn.execute("SELECT hash FROM audit_events WHERE seq = ?", (seq - 1,)).fetchone()[0]
+    for s, body in conn.execute("SELECT seq, body FROM audit_events WHERE seq >= ? ORDER BY seq",
+                                (seq,)).fetchall():
+        h = hashlib.sha256(last + body.encode()).digest()
+        conn.execute("UPDATE audit_events SET prev_hash = ?, hash = ? WHERE seq = ?", (last, h, s))
+        last = h
+    _restore_triggers(conn, saved)
+    conn.close()
+    report = _verify(trail_home)
+    assert report.kinds() == {"checkpoint-mismatch"}
