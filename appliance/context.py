@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance import db
-from appliance.audit.checkpoint import CheckpointPolicy, Checkpointer
+from appliance.audit.checkpoint import Checkpointer, CheckpointPolicy
 from appliance.audit.trail import Trail
 from appliance.clock import Clock
 from appliance.errors import NotInitialised

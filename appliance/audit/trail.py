@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from appliance.audit.checkpoint import CheckpointPolicy, Checkpointer
+from appliance.audit.checkpoint import Checkpointer, CheckpointPolicy
 from appliance.audit.events import Event, StoredEvent
 from appliance.canonical import canonical_bytes
 from appliance.clock import Clock
