@@ -8,6 +8,7 @@ others were not.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,9 @@ class EngineProfile:
         if self.tp_size < 1 or self.pp_size < 1:
             raise InvalidInput(f"profile {self.id}: tp and pp must be at least 1",
                                "correct the profile")
+        if not math.isfinite(self.min_gpu_memory_gib) or self.min_gpu_memory_gib < 0:
+            raise InvalidInput(f"profile {self.id}: min_gpu_memory_gib must be a finite "
+                               "number of GiB, 0 or more", "correct the profile")
         if self.kind == "cpu" and (self.gpu_archs != (CPU,) or self.gpus_needed != 1):
             raise InvalidInput(f"profile {self.id}: a cpu profile takes no GPU or parallelism",
                                'declare gpu_archs ["cpu"] with tp 1 and pp 1')

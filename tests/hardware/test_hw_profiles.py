@@ -181,6 +181,8 @@ def test_duplicate_ids_refused():
     ({"id": "a", "kind": "vllm", "gpu_archs": ["cpu"]}, "only kind cpu"),
     ({"id": "a", "kind": "vllm", "gpu_archs": ["sm_90"], "tp_size": 0}, "at least 1"),
     ({"id": "a", "kind": "vllm", "gpu_archs": []}, "no GPU architecture"),
+    ({"id": "a", "kind": "vllm", "gpu_archs": ["sm_90"], "min_gpu_memory_gib": "nan"}, "finite"),
+    ({"id": "a", "kind": "vllm", "gpu_archs": ["sm_90"], "min_gpu_memory_gib": -1}, "finite"),
     ({"id": "a", "kind": "vllm"}, "malformed"),
     ({"id": "a", "kind": "vllm", "gpu_archs": ["sm_90"], "tpsize": 2}, "unknown keys tpsize"),
 ])

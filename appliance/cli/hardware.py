@@ -1,0 +1,112 @@
+"""`appliance hw ...`: this host's GPUs, recording a reading, and which engine fits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from appliance.cli.common import JsonOpt, PasswordStdinOpt, UserOpt, emit, login, open_app
+
+app = typer.Typer(help="GPU inventory (NVML) and engine profile fit.", no_args_is_help=True)
+
+ReadingOpt = Annotated[Path | None, typer.Option(
+    "--reading", envvar="APPLIANCE_GPU_READING",
+    help="Replay a GPU reading (from `hw record`) instead of asking NVML; recorded as such.")]
+
+
+def _source(reading: Path | None):
+    from appliance.hardware import RecordedSource
+    return RecordedSource(reading) if reading else None
+
+
+def _inventory_text(inv) -> str:
+    lines = [inv.summary()]
+    if not inv.driver_found:
+        lines.append(f"  ({inv.error})" if inv.error else "")
+        lines.append("  The appliance still works; only CPU-capable profiles can be served.")
+        return "\n".join(line for line in lines if line)
+    if inv.cuda_driver_version:
+        lines[0] += f", CUDA {inv.cuda_driver_version}"
+    for g in inv.gpus:
+        def opt(value, unit=""):
+            return "n/a" if value is None else f"{value}{unit}"
+        mig = "n/a" if g.mig_enabled is None else ("on" if g.mig_enabled else "off")
+        lines.append(
+            f"  [{g.index}] {g.name} {g.arch} {g.uuid}  "
+            f"mem {g.memory_free_bytes / 2**30:.1f}/{g.memory_total_gib:.1f} GiB free  "
+            f"temp {opt(g.temperature_c, ' C')}  util {opt(g.utilization_gpu_pct, '%')}  "
+            f"ECC uncorrected {opt(g.ecc_volatile_uncorrected)}  MIG {mig}")
+    if inv.source != "nvml":
+        lines.append(f"  (replayed reading: {inv.source})")
+    return "\n".join(lines)
+
+
+@app.command("show")
+def show(
+    ctx: typer.Context,
+    user: UserOpt = None,
+    password_stdin: PasswordStdinOpt = False,
+    reading: ReadingOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the GPUs NVML reports; says plainly when there is no NVIDIA driver."""
+    from appliance.services import hardware
+
+    with open_app(ctx) as appl:
+        session = login(ctx, appl, user, password_stdin)
+        inv = hardware.show(appl, session, _source(reading))
+    emit(inv.to_dict(), as_json, _inventory_text(inv))
+
+
+@app.command("record")
+def record(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", help="File to write the reading to (JSON).")],
+    note: Annotated[str | None, typer.Option("--note", help="What machine this is.")] = None,
+    user: UserOpt = None,
+    password_stdin: PasswordStdinOpt = False,
+    reading: ReadingOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write this host's GPU reading to a file (a fixture for tests and demos)."""
+    from appliance.services import hardware
+
+    with open_app(ctx) as appl:
+        session = login(ctx, appl, user, password_stdin)
+        inv = hardware.record(appl, session, out, _source(reading), note)
+    emit({"out": str(out), "summary": inv.summary()}, as_json,
+         f"Reading written to {out}: {inv.summary()}")
+
+
+@app.command("fit")
+def fit(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(
+        help="A directory of engines (each subdirectory with profile.json and config.json).")],
+    pin: Annotated[str | None, typer.Option("--pin", help="Use this profile id (admin).")
+                   ] = None,
+    trtllm: Annotated[list[str] | None, typer.Option(
+        "--trtllm", help="TensorRT-LLM version(s) this appliance runs; engines built with "
+        "another are refused. Unset: not checked.")] = None,
+    user: UserOpt = None,
+    password_stdin: PasswordStdinOpt = False,
+    reading: ReadingOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Choose the engine profile that fits this host and say why for every candidate."""
+    from appliance.errors import HardwareRefused
+    from appliance.services import hardware
+
+    with open_app(ctx) as appl:
+        session = login(ctx, appl, user, password_stdin)
+        sel = hardware.fit(appl, session, path, pin, set(trtllm) if trtllm else None,
+                           _source(reading))
+    lines = [f"host: {sel.host}",
+             f"chosen: {sel.chosen.id if sel.chosen else 'none'} ({sel.note})"]
+    lines += [f"  {'fits' if c.fits else 'no  '}  {c.profile_id}: {c.reason}"
+              for c in sel.candidates]
+    emit(sel.to_dict(), as_json, "\n".join(lines))
+    if not sel.ok:
+        raise HardwareRefused(f"no engine profile fits this host: {sel.note}")
