@@ -23,10 +23,10 @@ class DemoUser:
 
 
 DEMO_USERS = (
-    DemoUser("admin", "Dana Admin", ("admin", "security"), "demo-admin-pass"),
-    DemoUser("itops", "Ira Tech", ("it",), "demo-itops-pass"),
-    DemoUser("mleng", "Mina Learner", ("ml",), "demo-mleng-pass"),
-    DemoUser("auditor", "Ada Auditor", ("auditor",), "demo-auditor-pass"),
+    DemoUser("admin", "Dana Admin", ("admin", "security"), "demo-pass-dana"),
+    DemoUser("itops", "Ira Tech", ("it",), "demo-pass-ira"),
+    DemoUser("mleng", "Mina Learner", ("ml",), "demo-pass-mina"),
+    DemoUser("auditor", "Ada Auditor", ("auditor",), "demo-pass-ada"),
 )
 
 

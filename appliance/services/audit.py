@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from array import array
 from pathlib import Path
 
 from appliance.audit import query
@@ -52,3 +53,9 @@ def events(app: Appliance, session: Session, flt: EventFilter, after_seq: int = 
 def count(app: Appliance, session: Session, flt: EventFilter) -> int:
     authorize(app, session, "audit.view", target_type="audit", target_id="trail")
     return query.count(app.conn, flt)
+
+
+def matching_seqs(app: Appliance, session: Session, flt: EventFilter) -> array:
+    """Sequence numbers of the events a filter matches, ascending (the console's row index)."""
+    authorize(app, session, "audit.view", target_type="audit", target_id="trail")
+    return query.seqs(app.conn, flt)
