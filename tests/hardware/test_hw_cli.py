@@ -1,0 +1,120 @@
+"""`appliance hw ...` as typed: the real entry point in a subprocess, against a test appliance."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ADMIN, PASSWORD, cli_env
+
+APPLIANCE = str(Path(sys.executable).parent / "appliance")
+FIXTURES = Path(__file__).parent / "fixtures"
+ENGINES = FIXTURES / "engines"
+
+
+def hw(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [APPLIANCE, "hw", *args, "--user", ADMIN, "--password-stdin"], input=PASSWORD + "\n",
+        capture_output=True, text=True, env={**cli_env(home), **(env or {})}, timeout=120)
+
+
+@pytest.fixture
+def home(appliance) -> Path:
+    """The appliance fixture's home (FAST password settings), for the CLI to open."""
+    return appliance.layout.root
+
+
+def test_show_json_no_driver(home: Path):
+    r = hw(home, "show", "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["summary"] == "no NVIDIA driver found" and data["driver_found"] is False
+    assert data["gpus"] == [] and data["source"] == "nvml"
+
+
+def test_show_text_no_driver(home: Path):
+    r = hw(home, "show")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0] == "no NVIDIA driver found"
+    assert "still works" in r.stdout
+
+
+@pytest.mark.parametrize("name, count, arch", [
+    ("h100-sxm-80gb-x8.json", 8, "sm_90"), ("h200-141gb-x1.json", 1, "sm_90"),
+    ("a100-sxm-80gb-x4.json", 4, "sm_80"), ("a100-sxm-40gb-x1.json", 1, "sm_80")])
+def test_show_json_recorded(home: Path, name: str, count: int, arch: str):
+    r = hw(home, "show", "--json", "--reading", str(FIXTURES / name))
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert len(data["gpus"]) == count and data["source"] == f"recorded:{name}"
+    assert {tuple(g["compute_capability"]) for g in data["gpus"]} == {
+        (int(arch[3]), int(arch[4]))}
+
+
+def test_reading_from_environment(home: Path):
+    r = hw(home, "show", "--json",
+           env={"APPLIANCE_GPU_READING": str(FIXTURES / "h200-141gb-x1.json")})
+    assert json.loads(r.stdout)["summary"] == "1 x NVIDIA H200 (sm_90, 140 GiB), driver 550.90.07"
+
+
+def test_fit_json_h100(home: Path):
+    r = hw(home, "fit", str(ENGINES), "--json", "--trtllm", "0.17.0",
+           "--reading", str(FIXTURES / "h100-sxm-80gb-x8.json"))
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["chosen"] == "llama-h100-fp8-tp2"
+    assert data["chosen_profile"]["tp_size"] == 2
+    assert [c["profile_id"] for c in data["candidates"]] == [
+        "llama-h100-fp8-tp2", "llama-a100-bf16-tp1", "llama-h100-bf16-tp1", "llama-cpu"]
+
+
+def test_fit_no_driver_falls_back_to_cpu(home: Path):
+    r = hw(home, "fit", str(ENGINES), "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["chosen"] == "llama-cpu" and data["fallback_to_cpu"] is True
+    assert data["note"] == "no NVIDIA driver found: falling back to CPU profile llama-cpu"
+
+
+def test_fit_pinned_misfit_exits_with_one_line_error(home: Path):
+    r = hw(home, "fit", str(ENGINES), "--json", "--pin", "llama-a100-bf16-tp1",
+           "--reading", str(FIXTURES / "h100-sxm-80gb-x8.json"))
+    assert r.returncode == 9
+    assert json.loads(r.stdout)["chosen"] is None  # the reasons are still printed
+    assert r.stderr == (
+        "error: no engine profile fits this host: pinned profile llama-a100-bf16-tp1 does not "
+        "fit: engine sm_80 tp1 needs 1 sm_80 GPU, this host has 8 H100 (sm_90) (run "
+        "`appliance hw fit` to see each profile's reason; nothing was changed)\n")
+
+
+def test_fit_text_lists_reasons(home: Path):
+    r = hw(home, "fit", str(ENGINES), "--reading", str(FIXTURES / "a100-sxm-40gb-x1.json"))
+    assert r.returncode == 0, r.stderr
+    assert ("no    llama-h100-fp8-tp2: engine sm_90 tp2 needs 2 GPUs, this host has "
+            "1 A100 (sm_80)") in r.stdout
+    assert "chosen: llama-cpu" in r.stdout
+
+
+def test_fit_bad_path_is_one_line(home: Path, tmp_path: Path):
+    r = hw(home, "fit", str(tmp_path / "nowhere"))
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1
+
+
+def test_record_then_replay(home: Path, tmp_path: Path):
+    out = tmp_path / "reading.json"
+    r = hw(home, "record", "--out", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"out": str(out), "summary": "no NVIDIA driver found"}
+    r = hw(home, "show", "--json", "--reading", str(out))
+    assert json.loads(r.stdout)["source"] == "recorded:reading.json"
+
+
+def test_fit_needs_a_user(home: Path):
+    r = subprocess.run([APPLIANCE, "hw", "fit", str(ENGINES)], capture_output=True, text=True,
+                       env=cli_env(home), timeout=120)
+    assert r.returncode == 2 and "pass --user NAME" in r.stderr
