@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.clock import Clock
 from tests.conftest import ADMIN, PASSWORD, cli_env
 
 APPLIANCE = str(Path(sys.executable).parent / "appliance")
@@ -20,6 +21,13 @@ def hw(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.
     return subprocess.run(
         [APPLIANCE, "hw", *args, "--user", ADMIN, "--password-stdin"], input=PASSWORD + "\n",
         capture_output=True, text=True, env={**cli_env(home), **(env or {})}, timeout=120)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """The CLI subprocess reads the real clock, so the appliance is made on it too: a password
+    set at the stepping clock's fixed date would look months old (expired) to the CLI."""
+    return Clock()
 
 
 @pytest.fixture
