@@ -1,0 +1,308 @@
+"""Audit-trail exports (11.10(b)): contents of each format, filters, manifest, permissions."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from appliance.audit.checkpoint import latest
+from appliance.audit.events import FLAT_COLUMNS, Actor, Event
+from appliance.audit.query import EventFilter
+from appliance.audit.trail import iter_events
+from appliance.errors import AuditFailure, InvalidInput, PermissionDenied
+from appliance.keys import load_public_pem, verify_signature
+from appliance.services.audit_export import ExportResult, export_trail
+from appliance.services.setup import init_appliance
+from tests.audit.exportdata import (
+    BOB,
+    IRA,
+    JSONL_RE,
+    SIGNATURE,
+    pdf_pages,
+    pdf_text,
+    populate,
+)
+from tests.conftest import ADMIN, FAST, PASSWORD
+
+SIGNED_CELL = "Bob Approver (bob), approved, 2026-01-15T10:00:00.000Z"
+
+
+@pytest.fixture
+def trail(appliance, clock):
+    populate(appliance, clock)
+    return appliance
+
+
+@pytest.fixture
+def out(tmp_path: Path) -> Path:
+    """An empty destination directory (the appliance home is elsewhere in tmp_path)."""
+    d = tmp_path / "exports"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def auditor(make_user):
+    return make_user(["auditor"], username="audrey", full_name="Audrey Auditor")
+
+
+def stored(app, upto: int) -> list:
+    return list(iter_events(app.conn, 1, upto))
+
+
+def manifest_of(result: ExportResult) -> dict:
+    return json.loads(result.manifest_path.read_text(encoding="utf-8"))
+
+
+def test_csv_holds_every_column_of_every_event_as_stored(trail, auditor, out) -> None:
+    result = export_trail(trail, auditor, "csv", out / "trail.csv")
+    with open(result.path, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    head = manifest_of(result)["manifest"]["chain"]["head_seq"]
+    expected = [{k: str(v) for k, v in e.flat().items()} for e in stored(trail, head)]
+    assert list(rows[0]) == list(FLAT_COLUMNS)
+    assert rows == expected  # SQLite's formatting equals StoredEvent.flat(), cell for cell
+    assert result.count == len(rows) == head
+    signed = [r for r in rows if r["action"] == "update.approve"]
+    assert [r["signature"] for r in signed] == [SIGNED_CELL]
+    assert any("second line" in r["reason"] and "李" in r["reason"] for r in rows)
+    assert any(r["clock_warning"] for r in rows)
+    assert hashlib.sha256(result.path.read_bytes()).hexdigest() == result.sha256
+
+
+def test_jsonl_lines_rehash_from_the_stored_bytes(trail, auditor, out) -> None:
+    result = export_trail(trail, auditor, "jsonl", out / "trail.jsonl")
+    lines = result.path.read_bytes().splitlines()
+    by_seq = {e.seq: e for e in stored(trail, result.count)}
+    prev = bytes(32)
+    for line in lines:
+        m = JSONL_RE.fullmatch(line)
+        assert m is not None
+        seq, prev_hex, hash_hex, body = int(m[1]), m[2].decode(), m[3].decode(), m[4]
+        assert body == by_seq[seq].text.encode("utf-8")
+        assert prev_hex == prev.hex()
+        assert hashlib.sha256(bytes.fromhex(prev_hex) + body).hexdigest() == hash_hex
+        prev = bytes.fromhex(hash_hex)
+    assert len(lines) == result.count and prev.hex() == result.head_hash
+    signed = [json.loads(x)["event"] for x in lines if b'"update.approve"' in x]
+    assert signed[0]["signature"] == SIGNATURE
+
+
+def test_pdf_has_title_table_signatures_and_head_on_every_page(appliance, clock, auditor,
+                                                               out) -> None:
+    populate(appliance, clock, n=150)
+    result = export_trail(appliance, auditor, "pdf", out / "trail.pdf")
+    data = result.path.read_bytes()
+    assert data.startswith(b"%PDF-") and data.rstrip().endswith(b"%%EOF")
+    pages = pdf_pages(data)
+    text = pdf_text(data)
+    assert pages > 2
+    for page in range(1, pages + 1):  # the total is substituted as its own text run
+        assert f"(Page {page} of ) Tj ({pages}) Tj" in text
+    assert text.count(f"sha256 {result.head_hash}") == pages  # chain head on every page
+    cp = latest(appliance.conn)
+    assert cp.body["reason"] == "export"
+    assert text.count(f"tree size {cp.tree_size}, head {cp.head_hash[:16]}") == pages
+    assert text.count(f"signature {cp.signature[:24]}") == pages
+    assert "Audrey Auditor \\(audrey, role auditor\\)" in text
+    assert appliance.appliance_id in text
+    assert ("ELECTRONIC SIGNATURE: Bob Approver \\(bob\\) | meaning: approved | signed "
+            "2026-01-15T10:00:00.000Z UTC") in text
+    assert "Z\\\\u00f6e" not in text and "Zo\\u00eb" not in text  # Latin-1 stays as it is
+    assert "\\\\u674e" in text  # beyond Latin-1: a visible escape, never dropped
+    m = manifest_of(result)["manifest"]
+    assert m["export"] == {"file": "trail.pdf", "format": "pdf", "sha256": result.sha256,
+                           "size": len(data), "columns": list(FLAT_COLUMNS)}
+    assert m["count"] == result.count == cp.tree_size
+
+
+def test_pdf_of_an_empty_selection_says_so(trail, auditor, out) -> None:
+    result = export_trail(trail, auditor, "pdf", out / "none.pdf",
+                          EventFilter(actor="nobody"))
+    assert result.count == 0
+    assert "No events match this filter." in pdf_text(result.path.read_bytes())
+    assert manifest_of(result)["manifest"]["range"]["first_seq"] is None
+
+
+@pytest.mark.parametrize("flt", [
+    EventFilter(action="media.*"),
+    EventFilter(action="update.approve"),
+    EventFilter(actor="ZOE"),
+    EventFilter(target_type="bundle"),
+    EventFilter(target_type="dataset", target_id="item-3"),
+    EventFilter(since="seq 5", until="seq 9"),
+], ids=lambda f: ",".join(f"{k}={v}" for k, v in vars(f).items() if v))
+def test_filters_select_exactly_the_matching_events(trail, auditor, out, flt) -> None:
+    if flt.since == "seq 5":  # a time window around stored events, whatever the clock said
+        ts = {e.seq: e.data["ts"] for e in stored(trail, 9)}
+        flt = EventFilter(since=ts[5], until=ts[9])
+    result = export_trail(trail, auditor, "csv", out, flt)
+    with open(result.path, encoding="utf-8", newline="") as f:
+        got = [int(r["seq"]) for r in csv.DictReader(f)]
+    m = manifest_of(result)["manifest"]
+
+    def matches(e) -> bool:
+        d = e.flat()
+        return ((not flt.action or (d["action"].startswith(flt.action[:-1])
+                                    if flt.action.endswith("*") else d["action"] == flt.action))
+                and (not flt.actor or d["actor"] == flt.actor.lower())
+                and (not flt.target_type or d["target_type"] == flt.target_type)
+                and (not flt.target_id or d["target_id"] == flt.target_id)
+                and (not flt.since or d["ts"] >= flt.since)
+                and (not flt.until or d["ts"] < flt.until))
+
+    want = [e.seq for e in stored(trail, m["chain"]["head_seq"]) if matches(e)]
+    assert got == want and want
+    assert m["filter"] == {k: getattr(flt, k) for k in m["filter"]}
+    assert (m["count"], m["range"]["first_seq"], m["range"]["last_seq"]) == (
+        len(want), want[0], want[-1])
+
+
+def test_export_is_itself_an_audit_event(trail, auditor, out) -> None:
+    flt = EventFilter(action="media.*")
+    result = export_trail(trail, auditor, "jsonl", out, flt)
+    last = list(iter_events(trail.conn))[-1].data
+    assert last["action"] == "audit.export" and last["outcome"] == "success"
+    assert last["actor"] == {"username": "audrey", "name": "Audrey Auditor", "role": "auditor"}
+    assert last["target"]["digest"] == result.sha256
+    d = last["details"]
+    assert (d["format"], d["count"], d["sha256"]) == ("jsonl", result.count, result.sha256)
+    assert d["filter"]["action"] == "media.*" and d["head_hash"] == result.head_hash
+    assert result.path.parent == out and result.path.suffix == ".jsonl"
+
+
+def test_manifest_is_signed_by_the_appliance_key_and_states_the_export(trail, auditor,
+                                                                        out) -> None:
+    result = export_trail(trail, auditor, "csv", out / "a.csv")
+    doc = manifest_of(result)
+    m = doc["manifest"]
+    assert json.loads(doc["manifest_text"]) == m
+    pem = (trail.layout.public_key).read_bytes()
+    assert m["public_key_pem"].encode() == pem and m["key_id"] == trail.key.key_id
+    assert verify_signature(load_public_pem(pem), doc["signature"],
+                            doc["manifest_text"].encode("utf-8"))
+    assert not verify_signature(load_public_pem(pem), doc["signature"],
+                                doc["manifest_text"].replace('"count":', '"count":1').encode())
+    cp = latest(trail.conn)
+    assert m["checkpoint"]["text"] == cp.text and m["checkpoint"]["signature"] == cp.signature
+    assert m["chain"] == {"head_seq": cp.tree_size, "head_hash": cp.head_hash}
+    assert cp.head_hash == result.head_hash and cp.body["reason"] == "export"
+    assert m["appliance_id"] == trail.appliance_id
+    assert m["exported_by"] == {"username": "audrey", "name": "Audrey Auditor",
+                                "role": "auditor"}
+    assert m["export"]["sha256"] == result.sha256 and m["count"] == result.count
+
+
+def test_it_only_user_may_not_export_and_the_denial_is_recorded(trail, make_user,
+                                                                out) -> None:
+    it = make_user(["it"])
+    with pytest.raises(PermissionDenied):
+        export_trail(trail, it, "csv", out / "x.csv")
+    assert list(out.iterdir()) == []
+    last = list(iter_events(trail.conn))[-1].data
+    assert (last["action"], last["outcome"], last["details"]["permission"]) == (
+        "access.denied", "denied", "audit.export")
+
+
+def test_admin_and_auditor_may_export(trail, admin_session, auditor, out) -> None:
+    for session, name in ((admin_session, "admin.csv"), (auditor, "auditor.csv")):
+        assert export_trail(trail, session, "csv", out / name).path.exists()
+
+
+def test_bad_destinations_and_formats_are_refused_before_any_work(trail, auditor,
+                                                                  out) -> None:
+    (out / "taken.csv").write_text("keep me")
+    with pytest.raises(InvalidInput, match="already exists"):
+        export_trail(trail, auditor, "csv", out / "taken.csv")
+    with pytest.raises(InvalidInput, match="does not exist"):
+        export_trail(trail, auditor, "csv", out / "no" / "such.csv")
+    with pytest.raises(InvalidInput, match="unknown export format"):
+        export_trail(trail, auditor, "xlsx", out)
+    assert (out / "taken.csv").read_text() == "keep me"
+    assert sorted(p.name for p in out.iterdir()) == ["taken.csv"]
+
+
+def test_two_exports_into_one_directory_get_different_names(trail, auditor, out) -> None:
+    a = export_trail(trail, auditor, "csv", out)
+    b = export_trail(trail, auditor, "csv", out)
+    assert a.path != b.path and a.path.exists() and b.path.exists()
+    assert a.path.name.startswith(f"audit-{trail.appliance_id[:8]}-")
+
+
+def test_no_export_exists_when_its_audit_event_cannot_be_recorded(trail, auditor,
+                                                                  out) -> None:
+    # A real database failure at the moment the export's own event is written.
+    trail.conn.execute(
+        "CREATE TEMP TRIGGER refuse_export BEFORE INSERT ON main.audit_events "
+        "WHEN json_extract(NEW.body, '$.action') = 'audit.export' "
+        "BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    before = trail.conn.execute("SELECT max(seq) FROM audit_events").fetchone()[0]
+    with pytest.raises(AuditFailure):
+        export_trail(trail, auditor, "jsonl", out / "x.jsonl")
+    assert list(out.iterdir()) == []  # neither the file, its manifest, nor a temp file
+    assert trail.conn.execute("SELECT max(seq) FROM audit_events").fetchone()[0] == before
+
+
+def test_progress_reports_batches_of_at_most_5000(appliance, auditor, out) -> None:
+    actor = Actor("bob", "Bob", "it")
+    with appliance.transaction():
+        for i in range(11_000):
+            appliance.trail.append(Event("test.bulk", actor, target_id=str(i)))
+    calls: list[tuple[int, int]] = []
+    result = export_trail(appliance, auditor, "csv", out, EventFilter(action="test.*"),
+                          progress=lambda done, total: calls.append((done, total)))
+    assert result.count == 11_000
+    assert calls[0] == (0, 11_000) and calls[-1] == (11_000, 11_000)
+    steps = [b[0] - a[0] for a, b in zip(calls, calls[1:], strict=False)]
+    assert all(0 < s <= 5000 for s in steps) and len(calls) == 4
+
+
+def run_cli(home: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, APPLIANCE_HOME=str(home))
+    return subprocess.run([sys.executable, "-m", "appliance", *args], input=PASSWORD + "\n",
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_cli_export_and_events(tmp_path, out) -> None:
+    # The real clock here: the subprocess checks password age against today.
+    home = tmp_path / "cli-home"
+    with init_appliance(home, ADMIN, "Alice Adams", PASSWORD, settings=FAST) as app:
+        with app.transaction():
+            for i in range(3):
+                app.trail.append(Event("media.import", IRA, "bundle", f"b{i}"))
+            app.trail.append(Event("update.approve", BOB, "release", "r-42",
+                                   signature=SIGNATURE))
+    out = out / "out.jsonl"
+    r = run_cli(home, "audit", "export", "--format", "jsonl", "--out", str(out),
+                "--action", "media.*", "--since", "2026-01-15T09:00:00+00:00",
+                "--user", ADMIN, "--password-stdin", "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["path"] == str(out) and data["sha256"] == hashlib.sha256(
+        out.read_bytes()).hexdigest()
+    m = json.loads(Path(data["manifest"]).read_text())["manifest"]
+    assert m["filter"]["since"] == "2026-01-15T09:00:00.000Z" and m["filter"]["action"] == "media.*"
+    assert data["count"] == m["count"] == 3
+
+    r = run_cli(home, "audit", "events", "--action", "update.approve", "--user", ADMIN,
+                "--password-stdin", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert [x["signature"] for x in rows] == [SIGNED_CELL]
+    r = run_cli(home, "audit", "events", "--action", "update.approve", "--user", ADMIN,
+                "--password-stdin")
+    assert "signed: " + SIGNED_CELL in r.stdout
+
+    r = run_cli(home, "audit", "export", "--format", "csv", "--out", str(out),
+                "--until", "last week", "--user", ADMIN, "--password-stdin")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "error: --until 'last week' is not an ISO 8601 date or time "
+        "(e.g. 2026-01-15 or 2026-01-15T09:30:00Z)"]
