@@ -1,0 +1,226 @@
+"""The auditor's verifier, run as a subprocess on real exports and on tampered copies."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from appliance.audit.export import sign_manifest
+from appliance.audit.query import EventFilter
+from appliance.keys import SigningKey, public_pem
+from appliance.services.audit_export import ExportResult, export_trail
+from tests.audit.exportdata import populate
+
+VERIFIER = Path(__file__).resolve().parents[2] / "packaging" / "verify-audit-export"
+
+
+def verify(export: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    # -I: isolated from the repository and site customisation, as on an auditor's machine.
+    return subprocess.run([sys.executable, "-I", str(VERIFIER), str(export), *args],
+                          capture_output=True, text=True, timeout=120, cwd=cwd)
+
+
+def failed(r: subprocess.CompletedProcess, reason: str) -> bool:
+    lines = r.stderr.strip().splitlines()
+    return r.returncode == 1 and len(lines) == 1 and lines[0].startswith("FAILED: ") \
+        and reason in lines[0]
+
+
+@pytest.fixture
+def auditor(make_user):
+    return make_user(["auditor"], username="audrey", full_name="Audrey Auditor")
+
+
+@pytest.fixture
+def exports(appliance, clock, auditor, tmp_path) -> dict[str, ExportResult]:
+    populate(appliance, clock)
+    out = tmp_path / "media"
+    out.mkdir()
+    return {fmt: export_trail(appliance, auditor, fmt, out / f"trail.{fmt}")
+            for fmt in ("csv", "jsonl", "pdf")}
+
+
+@pytest.fixture
+def pub(appliance) -> Path:
+    return appliance.layout.public_key
+
+
+def copy(result: ExportResult, dest: Path) -> tuple[Path, Path]:
+    dest.mkdir(exist_ok=True)
+    path = dest / result.path.name
+    shutil.copy(result.path, path)
+    shutil.copy(result.manifest_path, dest / result.manifest_path.name)
+    return path, dest / result.manifest_path.name
+
+
+def resign(manifest_path: Path, key: SigningKey, **changes) -> None:
+    """Rewrite a manifest with changed fields and a valid signature by `key`."""
+    doc = json.loads(manifest_path.read_text())
+    m = doc["manifest"]
+    for dotted, value in changes.items():
+        *parents, leaf = dotted.split("__")
+        target = m
+        for p in parents:
+            target = target[p]
+        target[leaf] = value
+    manifest_path.write_text(json.dumps(sign_manifest(m, key)))
+
+
+def test_verifier_uses_only_the_standard_library_and_cryptography() -> None:
+    tree = ast.parse(VERIFIER.read_text())
+    roots = {(n.module if isinstance(n, ast.ImportFrom) else a.name).split(".")[0]
+             for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom)
+             for a in (n.names if isinstance(n, ast.Import) else [n])}
+    assert roots - set(sys.stdlib_module_names) == {"cryptography"}
+    assert VERIFIER.read_text().startswith("#!/usr/bin/env python3\n")
+    assert os.access(VERIFIER, os.X_OK)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "pdf"])
+def test_real_exports_verify_with_the_trusted_key(exports, appliance, pub, tmp_path,
+                                                  fmt) -> None:
+    path, _ = copy(exports[fmt], tmp_path / "auditor")  # another place, as on another machine
+    for key in (str(pub), appliance.key.key_id,
+                ":".join(re.findall("..", appliance.key.key_id.upper()))):
+        r = verify(path, "--key", key, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.startswith(f"OK: trail.{fmt}: {fmt}, {exports[fmt].count} events")
+        assert "the trusted key given with --key" in r.stdout
+    r = verify(path)
+    assert r.returncode == 0 and f"signed by key {appliance.key.key_id}" in r.stdout
+    assert "compare this fingerprint" in r.stdout
+
+
+def test_complete_jsonl_export_folds_to_the_signed_merkle_root(exports, pub) -> None:
+    r = verify(exports["jsonl"].path, "--key", str(pub))
+    assert "Merkle root matches the signed checkpoint" in r.stdout
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "pdf"])
+def test_one_changed_byte_in_the_export_fails(exports, pub, tmp_path, fmt) -> None:
+    path, _ = copy(exports[fmt], tmp_path / "t")
+    data = bytearray(path.read_bytes())
+    i = data.index(b"media.import" if fmt != "pdf" else b"/Title")
+    data[i] ^= 0x01
+    path.write_bytes(bytes(data))
+    assert failed(verify(path, "--key", str(pub)), "SHA-256 differs")
+
+
+def test_changed_manifest_fails(exports, pub, tmp_path) -> None:
+    path, manifest = copy(exports["csv"], tmp_path / "m")
+    original = manifest.read_text()
+    doc = json.loads(original)
+    doc["manifest"]["count"] += 1  # only the readable part
+    manifest.write_text(json.dumps(doc))
+    assert failed(verify(path, "--key", str(pub)), "readable part differs")
+    doc = json.loads(original)
+    doc["manifest_text"] = doc["manifest_text"].replace('"count":', '"count":1')
+    doc["manifest"] = json.loads(doc["manifest_text"])  # both, but not re-signed
+    manifest.write_text(json.dumps(doc))
+    assert failed(verify(path, "--key", str(pub)), "signature does not verify")
+
+
+def test_manifest_signed_by_a_foreign_key_fails_against_the_trusted_key(
+        exports, appliance, pub, tmp_path) -> None:
+    path, manifest = copy(exports["jsonl"], tmp_path / "f")
+    foreign = SigningKey.generate()
+    cp = json.loads(manifest.read_text())["manifest"]["checkpoint"]
+    cp["body"]["key_id"] = foreign.key_id  # a forger re-signs checkpoint and manifest
+    cp["text"] = json.dumps(cp["body"], separators=(",", ":"), sort_keys=True)
+    cp["signature"] = foreign.sign(cp["text"].encode())
+    resign(manifest, foreign, public_key_pem=public_pem(foreign.public).decode(),
+           key_id=foreign.key_id, checkpoint=cp)
+    assert failed(verify(path, "--key", str(pub)), "not by the trusted key")
+    assert failed(verify(path, "--key", appliance.key.key_id), "not by the trusted key")
+    r = verify(path)  # without a trusted key it can only show whose key signed it
+    assert r.returncode == 0 and f"signed by key {foreign.key_id}" in r.stdout
+    assert appliance.key.key_id not in r.stdout
+
+
+def test_foreign_public_key_with_the_original_signature_fails(exports, tmp_path) -> None:
+    path, manifest = copy(exports["csv"], tmp_path / "k")
+    foreign = SigningKey.generate()
+    doc = json.loads(manifest.read_text())
+    m = doc["manifest"]
+    m["public_key_pem"], m["key_id"] = public_pem(foreign.public).decode(), foreign.key_id
+    doc["manifest_text"] = json.dumps(m, separators=(",", ":"), sort_keys=True)
+    manifest.write_text(json.dumps(doc))
+    assert failed(verify(path), "signature does not verify")
+
+
+def test_swapped_manifest_fails(exports, pub, tmp_path) -> None:
+    path, _ = copy(exports["csv"], tmp_path / "s")
+    other = exports["pdf"].manifest_path
+    assert failed(verify(path, "--manifest", str(other), "--key", str(pub)),
+                  "SHA-256 differs")
+
+
+def test_edited_event_in_jsonl_is_caught_by_rehashing(exports, appliance, pub,
+                                                      tmp_path) -> None:
+    # Even a manifest re-signed with the real key cannot cover an edited event body.
+    path, manifest = copy(exports["jsonl"], tmp_path / "e")
+    text = path.read_text().replace('"target":{"digest":null,"id":"item-1"',
+                                    '"target":{"digest":null,"id":"item-X"')
+    path.write_text(text)
+    resign(manifest, appliance.key, export__sha256=hashlib.sha256(text.encode()).hexdigest())
+    assert failed(verify(path, "--key", str(pub)), "does not match its hash")
+
+
+def test_dropped_events_in_a_whole_trail_export_are_caught(exports, appliance, pub,
+                                                          tmp_path) -> None:
+    path, manifest = copy(exports["jsonl"], tmp_path / "d")
+    lines = path.read_bytes().splitlines(keepends=True)
+    data = b"".join(lines[:5] + lines[6:])
+    path.write_bytes(data)
+    resign(manifest, appliance.key, export__sha256=hashlib.sha256(data).hexdigest(),
+           export__size=len(data))
+    assert failed(verify(path, "--key", str(pub)), "event 6 is missing")
+    data = b"".join(lines[:-1])  # the newest event cut off, count and range "corrected"
+    path.write_bytes(data)
+    resign(manifest, appliance.key, export__sha256=hashlib.sha256(data).hexdigest(),
+           export__size=len(data), count=len(lines) - 1, range__last_seq=len(lines) - 1)
+    assert failed(verify(path, "--key", str(pub)), "not at the head")
+
+
+def test_csv_rows_must_link(exports, appliance, pub, tmp_path) -> None:
+    path, manifest = copy(exports["csv"], tmp_path / "c")
+    lines = path.read_bytes().split(b"\r\n")
+    row = lines[4]
+    lines[4] = row[:-64] + (b"0" * 64)  # the hash of event 4, rewritten
+    data = b"\r\n".join(lines)
+    path.write_bytes(data)
+    resign(manifest, appliance.key, export__sha256=hashlib.sha256(data).hexdigest())
+    assert failed(verify(path, "--key", str(pub)), "event 5 does not link to event 4")
+
+
+def test_filtered_export_verifies_and_its_filter_is_checked(appliance, clock, auditor, pub,
+                                                            tmp_path) -> None:
+
+    populate(appliance, clock)
+    result = export_trail(appliance, auditor, "jsonl", tmp_path / "f.jsonl",
+                          EventFilter(action="media.*"))
+    r = verify(result.path, "--key", str(pub))
+    assert r.returncode == 0, r.stderr
+    assert "Merkle root" not in r.stdout  # a filtered export is not the whole trail
+    # A manifest claiming a narrower filter than the contents is caught.
+    resign(result.manifest_path, appliance.key, filter__actor="zoe")
+    assert failed(verify(result.path, "--key", str(pub)), "does not match the export's filter")
+    assert hashlib.sha256(result.path.read_bytes()).hexdigest() == result.sha256
+
+
+def test_unreadable_inputs_exit_2(tmp_path) -> None:
+    r = verify(tmp_path / "missing.csv")
+    assert r.returncode == 2 and r.stderr.startswith("error: cannot read manifest")
+    (tmp_path / "x.csv").write_text("a")
+    (tmp_path / "x.csv.manifest.json").write_text("{}")
+    r = verify(tmp_path / "x.csv", "--key", "not-a-key")
+    assert r.returncode == 2 and "neither a PEM file nor" in r.stderr
