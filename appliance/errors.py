@@ -34,6 +34,26 @@ class AuthenticationFailed(ApplianceError):
     hint = "check the username and password; repeated failures lock the account"
 
 
+class AccountLocked(AuthenticationFailed):
+    hint = "wait, or ask a security officer to unlock the account"
+
+
+class SessionExpired(AuthenticationFailed):
+    hint = "log in again; nothing was changed"
+
+
+class PasswordChangeRequired(ApplianceError):
+    exit_code = 4
+    hint = "change your password first: `appliance users passwd --user NAME`"
+
+
+class SignatureRefused(ApplianceError):
+    """An electronic signature could not be applied (re-authentication, statement, duties)."""
+
+    exit_code = 5
+    hint = "nothing was signed; correct the problem and sign again"
+
+
 class PermissionDenied(ApplianceError):
     exit_code = 5
     hint = "ask a user with the required role; the denial was recorded"

@@ -75,9 +75,11 @@ CREATE TABLE users (
     full_name TEXT NOT NULL,
     roles TEXT NOT NULL DEFAULT '[]',
     password_hash TEXT NOT NULL,
+    password_history TEXT NOT NULL DEFAULT '[]',
     password_changed_at TEXT NOT NULL,
     must_change_password INTEGER NOT NULL DEFAULT 0,
     status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'disabled')),
+    signature_ack_at TEXT,
     created_at TEXT NOT NULL,
     created_by TEXT NOT NULL
 );
@@ -90,9 +92,105 @@ CREATE TRIGGER users_no_rename BEFORE UPDATE OF username ON users
 BEGIN
     SELECT RAISE(ABORT, 'usernames never change');
 END;
+
+-- Failed logins by the name typed, known or not, so lockout never reveals whether a
+-- username exists (11.300(d)). Cleared by a successful login or a security officer.
+CREATE TABLE login_failures (
+    username TEXT NOT NULL,
+    ts TEXT NOT NULL
+);
+CREATE INDEX login_failures_user ON login_failures(username, ts);
+
+-- Training records (11.10(i)): a role that requires training is granted only after one.
+CREATE TABLE training (
+    id INTEGER PRIMARY KEY,
+    username TEXT NOT NULL REFERENCES users(username),
+    role TEXT NOT NULL,
+    recorded_by TEXT NOT NULL,
+    recorded_at TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
+
+-- Electronic signatures (11.50, 11.70): bound to the SHA-256 of the signed record's
+-- canonical content and to the audit event that carries their manifestation.
+CREATE TABLE signatures (
+    id TEXT PRIMARY KEY,
+    username TEXT NOT NULL,
+    full_name TEXT NOT NULL,
+    ts TEXT NOT NULL,
+    meaning TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    record_type TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    record_digest TEXT NOT NULL,
+    audit_seq INTEGER NOT NULL
+);
+CREATE INDEX signatures_record ON signatures(record_type, record_id);
+CREATE TRIGGER signatures_no_update BEFORE UPDATE ON signatures
+BEGIN
+    SELECT RAISE(ABORT, 'signatures never change');
+END;
+CREATE TRIGGER signatures_no_delete BEFORE DELETE ON signatures
+BEGIN
+    SELECT RAISE(ABORT, 'signatures never change');
+END;
 """
 
-MIGRATIONS: list[str] = [AUDIT, IDENTITY]
+BUNDLES = """
+-- Trusted TUF metadata (appliance/bundle/trust.py): every version ever trusted, so the root
+-- history and the rollback floor survive; the newest version of each role is current.
+-- Written only in the transaction that records the import (or trust init) event.
+CREATE TABLE trust_metadata (
+    role TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    sha256 TEXT NOT NULL,
+    stored_at TEXT NOT NULL,
+    PRIMARY KEY (role, version)
+);
+CREATE TRIGGER trust_metadata_no_update BEFORE UPDATE ON trust_metadata
+BEGIN
+    SELECT RAISE(ABORT, 'trusted metadata is append-only');
+END;
+CREATE TRIGGER trust_metadata_no_delete BEFORE DELETE ON trust_metadata
+BEGIN
+    SELECT RAISE(ABORT, 'trusted metadata is append-only');
+END;
+
+-- Imported bundles and their lifecycle state (docs: IMPORTED -> ... -> ACTIVE).
+-- `digest` is the SHA-256 of the signed bundle description, which binds every component.
+CREATE TABLE bundles (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    digest TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    publisher TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('IMPORTED', 'VERIFIED', 'EVALUATED',
+        'PENDING_APPROVAL', 'APPROVED', 'INSTALLING', 'ACTIVE', 'REJECTED', 'ROLLED_BACK')),
+    description TEXT NOT NULL,
+    metadata_version INTEGER NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    imported_at TEXT NOT NULL,
+    imported_by TEXT NOT NULL,
+    state_reason TEXT,
+    UNIQUE (name, version)
+);
+-- One row per component; `files` lists [relpath, sha256, size] for the install step.
+CREATE TABLE bundle_components (
+    bundle_id INTEGER NOT NULL REFERENCES bundles(id),
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    role TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    info TEXT NOT NULL,
+    files TEXT NOT NULL,
+    PRIMARY KEY (bundle_id, name)
+);
+CREATE INDEX bundle_components_digest ON bundle_components(kind, digest);
+"""
+
+MIGRATIONS: list[str] = [AUDIT, IDENTITY, BUNDLES]
 
 AUDIT_TRIGGERS = (
     "audit_events_continue_head",

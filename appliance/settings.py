@@ -27,6 +27,7 @@ class PasswordPolicy:
 class LockoutPolicy:
     max_failures: int = 5
     window_minutes: int = 15
+    lock_minutes: int = 30          # a security officer may unlock sooner
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,10 @@ ADMIN = "alice"
 ADMIN_NAME = "Alice Adams"
 PASSWORD = "correct horse battery"
 
-# Cheap scrypt in tests only; the policy default is memory-hard.
-FAST = Settings(password=PasswordPolicy(scrypt_n=2**10))
+# Cheap scrypt in tests only; the policy default is memory-hard. Password expiry is off
+# here because CLI subprocesses run on the real clock while fixtures use a fixed one;
+# the expiry tests turn it on.
+FAST = Settings(password=PasswordPolicy(scrypt_n=2**10, max_age_days=0))
 
 
 class SteppingClock(Clock):

@@ -23,6 +23,10 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "audit.anchor": frozenset({"auditor", "security", "it"}),
     "users.view": frozenset({"security", "admin", "auditor"}),
     "users.manage": frozenset({"security"}),
+    "users.train": frozenset({"admin"}),
+    "users.review": frozenset({"security"}),
+    "password.change": frozenset(ROLES),
+    "signatures.view": frozenset(ROLES),
     "trust.view": frozenset(ROLES),
     "trust.manage": frozenset({"security"}),
     "media.scan": frozenset({"it", "admin"}),
@@ -39,6 +43,14 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "evaluation.run": frozenset({"ml"}),
     "evaluation.sign": frozenset({"ml"}),
 }
+
+
+# Roles granted only after an admin has recorded the person's training (11.10(i)).
+TRAINING_REQUIRED: frozenset[str] = frozenset({"admin"})
+
+# Roles that one person should not hold together (FDA data-integrity guidance: whoever
+# controls accounts does not also approve content). The console warns until separated.
+SEPARATED: tuple[frozenset[str], ...] = (frozenset({"admin", "security"}),)
 
 
 def roles_for(permission: str) -> frozenset[str]:

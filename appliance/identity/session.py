@@ -1,14 +1,18 @@
-"""An authenticated session: who is acting, in which roles, from which terminal."""
+"""An authenticated session: who is acting, in which roles, from which terminal.
+
+Mutable on purpose: the service layer stamps activity (for idle expiry) and counts
+signatures (the first in a session needs username and password, 11.200(a)(1)).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from appliance.audit.events import Actor
 
 
-@dataclass(frozen=True)
+@dataclass
 class Session:
     username: str
     full_name: str
@@ -18,10 +22,9 @@ class Session:
     last_activity: datetime
     signatures: int = 0
     must_change_password: bool = False
+    password_expired: bool = False
     id: str = field(default="")
+    ended: bool = False
 
     def actor(self, role: str) -> Actor:
         return Actor(self.username, self.full_name, role)
-
-    def touched(self, now: datetime) -> Session:
-        return replace(self, last_activity=now)

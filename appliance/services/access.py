@@ -1,17 +1,45 @@
-"""Permission checks in the service layer; every denial is itself an audit event."""
+"""Permission checks in the service layer; every denial is itself an audit event.
+
+Also where sessions end: an idle session expires (11.300), and a session that must change
+its password may do nothing else (a temporary or expired password signs nothing).
+"""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from appliance.audit.events import Actor, Event
 from appliance.context import Appliance
-from appliance.errors import PermissionDenied
+from appliance.errors import PasswordChangeRequired, PermissionDenied, SessionExpired
 from appliance.identity.roles import granting_role, roles_for
 from appliance.identity.session import Session
+
+
+def check_session(app: Appliance, session: Session) -> None:
+    """Expire an idle or ended session; otherwise stamp this moment as activity."""
+    now = app.clock.now()
+    idle = timedelta(minutes=app.settings.session.idle_minutes)
+    if not session.ended and now - session.last_activity > idle:
+        session.ended = True
+        with app.transaction():
+            app.trail.append(Event(
+                action="auth.session_expired", actor=session.actor(",".join(session.roles)),
+                target_type="user", target_id=session.username, terminal=session.terminal,
+                details={"session": session.id,
+                         "idle_minutes": app.settings.session.idle_minutes}))
+        raise SessionExpired(
+            f"session expired after {app.settings.session.idle_minutes} idle minutes")
+    if session.ended:
+        raise SessionExpired("session has ended")
+    session.last_activity = now
 
 
 def authorize(app: Appliance, session: Session, permission: str, *, target_type: str = "",
               target_id: str = "") -> Actor:
     """Return the actor (with the granting role) or record the denial and raise."""
+    check_session(app, session)
+    if session.must_change_password and permission != "password.change":
+        raise PasswordChangeRequired("your password must be changed before anything else")
     role = granting_role(session.roles, permission)
     if role is not None:
         return session.actor(role)

@@ -1,44 +1,111 @@
-"""Logging in: the only way to get a Session. Failures are audit events too."""
+"""Logging in, lockout, password expiry and idle sessions (11.300(b)-(d)).
+
+Failures are audit events too. Failed attempts are counted by the name typed, whether or
+not it exists, so neither the error nor the lockout reveals which usernames are real.
+"""
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta
 
 from appliance.audit.events import Actor, Event
+from appliance.clock import format_ts, parse_ts
 from appliance.context import Appliance
-from appliance.errors import AuthenticationFailed
+from appliance.errors import AccountLocked, AuthenticationFailed
 from appliance.identity.passwords import check_password, hash_password
 from appliance.identity.session import Session
-from appliance.identity.users import get_user
+from appliance.identity.users import User, get_user
 
 # Checked when the username is unknown, so a failure takes as long either way.
 _DUMMY_HASH: dict[int, str] = {}
 
 
-def login(app: Appliance, username: str, password: str) -> Session:
-    name = username.strip().lower()
+def _failures(app: Appliance, name: str, now: datetime) -> list[datetime]:
+    since = format_ts(now - timedelta(minutes=app.settings.lockout.window_minutes))
+    rows = app.conn.execute("SELECT ts FROM login_failures WHERE username = ? AND ts >= ? "
+                            "ORDER BY ts", (name, since)).fetchall()
+    return [parse_ts(r[0]) for r in rows]
+
+
+def locked_until(app: Appliance, name: str, now: datetime) -> datetime | None:
+    policy = app.settings.lockout
+    fails = _failures(app, name, now)
+    if len(fails) < policy.max_failures:
+        return None
+    until = fails[-1] + timedelta(minutes=policy.lock_minutes)
+    return until if now < until else None
+
+
+def check_credentials(app: Appliance, name: str, password: str) -> User | None:
+    """The user if the password is right and the account active; constant work either way."""
     user = get_user(app.conn, name)
     n = app.settings.password.scrypt_n
     if user is None:
         check_password(password, _DUMMY_HASH.setdefault(n, hash_password("x" * 16, n)))
-        ok = False
-    else:
-        ok = check_password(password, user.password_hash) and user.active
-    if not ok:
+        return None
+    return user if check_password(password, user.password_hash) and user.active else None
+
+
+def record_failure(app: Appliance, name: str, action: str, why: str, now: datetime) -> None:
+    """Count a failed password check and record it; lock and say so at the threshold."""
+    user = get_user(app.conn, name)
+    actor = Actor(name, user.full_name if user else "", "none")
+    with app.transaction() as conn:
+        conn.execute("INSERT INTO login_failures (username, ts) VALUES (?, ?)",
+                     (name, format_ts(now)))
+        app.trail.append(Event(action=action, actor=actor, target_type="user", target_id=name,
+                               outcome="failure", details={"reason": why},
+                               terminal=app.terminal))
+        until = locked_until(app, name, now)
+        if until is not None:
+            app.trail.append(Event(
+                action="auth.lockout", actor=actor, target_type="user", target_id=name,
+                outcome="failure", terminal=app.terminal,
+                details={"failures": app.settings.lockout.max_failures,
+                         "window_minutes": app.settings.lockout.window_minutes,
+                         "locked_until": format_ts(until)}))
+    if until is not None:
+        raise AccountLocked(f"too many failed attempts: locked until {format_ts(until)}")
+
+
+def login(app: Appliance, username: str, password: str) -> Session:
+    name = username.strip().lower()
+    now = app.clock.now()
+    until = locked_until(app, name, now)
+    if until is not None:
         with app.transaction():
             app.trail.append(Event(
-                action="auth.login", actor=Actor(name, user.full_name if user else "", "none"),
-                target_type="user", target_id=name, outcome="failure",
-                details={"reason": "bad credentials or inactive account"},
-                terminal=app.terminal))
+                action="auth.login", actor=Actor(name, "", "none"), target_type="user",
+                target_id=name, outcome="failure", terminal=app.terminal,
+                details={"reason": "account locked"}))
+        raise AccountLocked(f"too many failed attempts: locked until {format_ts(until)}")
+    user = check_credentials(app, name, password)
+    if user is None:
+        record_failure(app, name, "auth.login", "bad credentials or inactive account", now)
         # Never says whether the username exists.
         raise AuthenticationFailed("login failed: unknown user or wrong password")
-    now = app.clock.now()
+    max_age = app.settings.password.max_age_days
+    expired = max_age > 0 and now - parse_ts(user.password_changed_at) > timedelta(days=max_age)
     session = Session(user.username, user.full_name, user.roles, app.terminal, now, now,
-                      must_change_password=user.must_change_password, id=str(uuid.uuid4()))
-    with app.transaction():
+                      must_change_password=user.must_change_password or expired,
+                      password_expired=expired, id=str(uuid.uuid4()))
+    with app.transaction() as conn:
+        conn.execute("DELETE FROM login_failures WHERE username = ?", (name,))
         app.trail.append(Event(
             action="auth.login", actor=session.actor(",".join(user.roles)),
-            target_type="user", target_id=user.username, details={"session": session.id},
-            terminal=app.terminal))
+            target_type="user", target_id=user.username, terminal=app.terminal,
+            details={"session": session.id, "must_change_password": session.must_change_password,
+                     "password_expired": expired}))
     return session
+
+
+def logout(app: Appliance, session: Session, reason: str = "logout") -> None:
+    if session.ended:
+        return
+    session.ended = True
+    with app.transaction():
+        app.trail.append(Event(
+            action="auth.logout", actor=session.actor(",".join(session.roles)),
+            target_type="user", target_id=session.username, terminal=session.terminal,
+            details={"session": session.id, "reason": reason}))

@@ -1,16 +1,59 @@
-"""Account management (security role): add users. Accounts are disabled, never deleted."""
+"""Account management (security role), training records (admin) and password changes.
+
+Accounts are disabled, never deleted; usernames are never reused (11.100, 11.300(a)).
+Every change records old and new values and a reason; no password or hash is ever logged.
+"""
 
 from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
 
 from appliance.audit.events import Event
 from appliance.context import Appliance
 from appliance.errors import InvalidInput
-from appliance.identity.passwords import hash_password
+from appliance.identity.passwords import check_password, hash_password
 from appliance.identity.policy import check_new_password
-from appliance.identity.roles import ROLES
+from appliance.identity.roles import ROLES, SEPARATED, TRAINING_REQUIRED
 from appliance.identity.session import Session
-from appliance.identity.users import User, insert_user, normalise_username
+from appliance.identity.signatures import Signature
+from appliance.identity.users import (
+    User,
+    active_holders,
+    get_user,
+    has_training,
+    insert_user,
+    list_users,
+    normalise_username,
+    update_user,
+)
+from appliance.services import auth, signing
 from appliance.services.access import authorize
+
+
+def _reason(reason: str) -> str:
+    if not reason or not reason.strip():
+        raise InvalidInput("a reason is required for every change", "pass --reason")
+    return reason.strip()
+
+
+def _existing(app: Appliance, username: str) -> User:
+    user = get_user(app.conn, username)
+    if user is None:
+        raise InvalidInput(f"no user {username!r}", "see `appliance users list`")
+    return user
+
+
+def _check_roles(app: Appliance, username: str, roles: list[str]) -> None:
+    unknown = sorted(set(roles) - set(ROLES))
+    if unknown or not roles:
+        raise InvalidInput(f"unknown or missing roles: {unknown or 'none given'}",
+                           f"choose from {', '.join(ROLES)}")
+    for role in sorted(set(roles) & TRAINING_REQUIRED):
+        if not has_training(app.conn, username, role):
+            raise InvalidInput(f"{username} has no recorded training for the {role} role",
+                               f"an admin records it first: `appliance users train {username} "
+                               f"--role {role}`")
 
 
 def add_user(app: Appliance, session: Session, username: str, full_name: str,
@@ -19,14 +62,10 @@ def add_user(app: Appliance, session: Session, username: str, full_name: str,
     """Create an account. A temporary password must be changed at first login."""
     actor = authorize(app, session, "users.manage", target_type="user", target_id=username)
     username = normalise_username(username)
-    unknown = sorted(set(roles) - set(ROLES))
-    if unknown or not roles:
-        raise InvalidInput(f"unknown or missing roles: {unknown or 'none given'}",
-                           f"choose from {', '.join(ROLES)}")
+    reason = _reason(reason)
     if not full_name.strip():
         raise InvalidInput("a user needs a printed name", "pass --full-name")
-    if not reason.strip():
-        raise InvalidInput("a reason is required for every change", "pass --reason")
+    _check_roles(app, username, roles)
     check_new_password(password, username, app.settings.password)
     now = app.clock.iso()
     user = User(username, full_name.strip(), tuple(roles),
@@ -38,3 +77,174 @@ def add_user(app: Appliance, session: Session, username: str, full_name: str,
             action="user.create", actor=actor, target_type="user", target_id=username,
             reason=reason, new=user.public(), terminal=session.terminal))
     return user
+
+
+def _change(app: Appliance, session: Session, username: str, action: str, reason: str,
+            permission: str = "users.manage", **changes: object) -> User:
+    """One audited change of stored account fields, old and new values recorded."""
+    actor = authorize(app, session, permission, target_type="user", target_id=username)
+    reason = _reason(reason)
+    before = _existing(app, username)
+    with app.transaction() as conn:
+        update_user(conn, before.username, **changes)
+        after = get_user(conn, before.username)
+        assert after is not None
+        app.trail.append(Event(
+            action=action, actor=actor, target_type="user", target_id=before.username,
+            reason=reason, old=before.public(), new=after.public(), terminal=session.terminal))
+    return after
+
+
+def _keep_one(app: Appliance, username: str, losing: set[str]) -> None:
+    if "security" in losing and active_holders(app.conn, "security") == [username]:
+        raise InvalidInput(f"{username} is the last active security officer",
+                           "give another user the security role first")
+
+
+def disable_user(app: Appliance, session: Session, username: str, reason: str) -> User:
+    user = _existing(app, username)
+    _keep_one(app, user.username, set(user.roles))
+    return _change(app, session, user.username, "user.disable", reason, status="disabled")
+
+
+def enable_user(app: Appliance, session: Session, username: str, reason: str) -> User:
+    return _change(app, session, username, "user.enable", reason, status="active")
+
+
+def grant_role(app: Appliance, session: Session, username: str, role: str,
+               reason: str) -> User:
+    user = _existing(app, username)
+    if role in user.roles:
+        raise InvalidInput(f"{user.username} already holds {role}", "nothing to do")
+    _check_roles(app, user.username, [role])
+    return _change(app, session, user.username, "user.grant_role", reason,
+                   roles=(*user.roles, role))
+
+
+def revoke_role(app: Appliance, session: Session, username: str, role: str,
+                reason: str) -> User:
+    user = _existing(app, username)
+    if role not in user.roles:
+        raise InvalidInput(f"{user.username} does not hold {role}", "nothing to do")
+    if len(user.roles) == 1:
+        raise InvalidInput(f"{role} is {user.username}'s only role", "disable the account instead")
+    _keep_one(app, user.username, {role})
+    return _change(app, session, user.username, "user.revoke_role", reason,
+                   roles=tuple(r for r in user.roles if r != role))
+
+
+@dataclass(frozen=True)
+class TemporaryPassword:
+    username: str
+    password: str
+
+
+def reset_password(app: Appliance, session: Session, username: str,
+                   reason: str) -> TemporaryPassword:
+    """Loss management (11.300(b)): a temporary password that signs nothing until changed."""
+    user = _existing(app, username)
+    temp = secrets.token_urlsafe(12)
+    _change(app, session, user.username, "user.reset_password", reason,
+            password_hash=hash_password(temp, app.settings.password.scrypt_n),
+            password_history=(user.password_hash, *user.password_history),
+            password_changed_at=app.clock.iso(), must_change_password=True)
+    with app.transaction() as conn:
+        conn.execute("DELETE FROM login_failures WHERE username = ?", (user.username,))
+    return TemporaryPassword(user.username, temp)
+
+
+def unlock(app: Appliance, session: Session, username: str, reason: str) -> None:
+    name = username.strip().lower()
+    actor = authorize(app, session, "users.manage", target_type="user", target_id=name)
+    reason = _reason(reason)
+    with app.transaction() as conn:
+        n = conn.execute("DELETE FROM login_failures WHERE username = ?", (name,)).rowcount
+        app.trail.append(Event(action="user.unlock", actor=actor, target_type="user",
+                               target_id=name, reason=reason, details={"failures_cleared": n},
+                               terminal=session.terminal))
+
+
+def change_password(app: Appliance, session: Session, old_password: str,
+                    new_password: str) -> None:
+    """The user's own change: old password, policy, no reuse of the last N (11.300(b))."""
+    actor = authorize(app, session, "password.change", target_type="user",
+                      target_id=session.username)
+    user = _existing(app, session.username)
+    if not check_password(old_password, user.password_hash):
+        auth.record_failure(app, user.username, "user.password_change", "wrong old password",
+                            app.clock.now())
+        raise InvalidInput("the current password is wrong", "type your current password")
+    policy = app.settings.password
+    check_new_password(new_password, user.username, policy,
+                       [user.password_hash, *user.password_history])
+    history = (user.password_hash, *user.password_history)[: policy.history]
+    with app.transaction() as conn:
+        update_user(conn, user.username,
+                    password_hash=hash_password(new_password, policy.scrypt_n),
+                    password_history=history, password_changed_at=app.clock.iso(),
+                    must_change_password=False)
+        app.trail.append(Event(
+            action="user.password_change", actor=actor, target_type="user",
+            target_id=user.username, reason="password changed by its owner",
+            details={"was_temporary_or_expired": session.must_change_password},
+            terminal=session.terminal))
+    session.must_change_password = False
+    session.password_expired = False
+
+
+def record_training(app: Appliance, session: Session, username: str, role: str,
+                    reason: str) -> None:
+    """11.10(i): an admin records that a person was trained for a role."""
+    actor = authorize(app, session, "users.train", target_type="user", target_id=username)
+    user = _existing(app, username)
+    reason = _reason(reason)
+    if role not in ROLES:
+        raise InvalidInput(f"unknown role {role!r}", f"choose from {', '.join(ROLES)}")
+    with app.transaction() as conn:
+        conn.execute("INSERT INTO training (username, role, recorded_by, recorded_at, reason) "
+                     "VALUES (?, ?, ?, ?, ?)",
+                     (user.username, role, session.username, app.clock.iso(), reason))
+        app.trail.append(Event(
+            action="user.training_recorded", actor=actor, target_type="user",
+            target_id=user.username, reason=reason, new={"role": role},
+            terminal=session.terminal))
+
+
+def users(app: Appliance, session: Session) -> list[User]:
+    authorize(app, session, "users.view", target_type="user", target_id="*")
+    return list_users(app.conn)
+
+
+def review_access(app: Appliance, session: Session, req: signing.SignatureRequest
+                  ) -> Signature:
+    """Periodic access review: a security officer signs the account list as it stands."""
+    actor = authorize(app, session, "users.review", target_type="access_review",
+                      target_id="users")
+    with signing.signing(app, session, req) as signer:
+        content = [u.public() for u in list_users(app.conn)]
+        return signer.apply(record_type="access_review", record_id=app.clock.iso(),
+                            content=content, event=Event(
+                                action="user.access_review", actor=actor,
+                                new={"accounts": content}))
+
+
+def role_conflicts(app: Appliance) -> list[str]:
+    """Warnings for people holding roles that should be separated (shown on the dashboard)."""
+    out = []
+    for user in list_users(app.conn):
+        for pair in SEPARATED:
+            if user.active and pair <= set(user.roles):
+                out.append(f"{user.username} holds both {' and '.join(sorted(pair))}: "
+                           "separate the admin and security roles")
+    return out
+
+
+def recent_lockouts(app: Appliance, session: Session, limit: int = 20) -> list[dict]:
+    """Lockouts for the dashboard (11.300(d): attempts reported to admins)."""
+    authorize(app, session, "users.view", target_type="user", target_id="*")
+    rows = app.conn.execute(
+        "SELECT seq, ts, target_id, json_extract(body, '$.details.locked_until') "
+        "FROM audit_events WHERE action = 'auth.lockout' ORDER BY seq DESC LIMIT ?",
+        (limit,)).fetchall()
+    return [{"seq": s, "ts": ts, "username": u, "locked_until": until}
+            for s, ts, u, until in rows]

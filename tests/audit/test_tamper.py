@@ -26,7 +26,7 @@ from appliance.services.setup import init_appliance
 from appliance.settings import AuditPolicy, PasswordPolicy, Settings
 from tests.conftest import ADMIN, PASSWORD
 
-SETTINGS = Settings(password=PasswordPolicy(scrypt_n=2**10),
+SETTINGS = Settings(password=PasswordPolicy(scrypt_n=2**10, max_age_days=0),
                     audit=AuditPolicy(checkpoint_every_events=10))
 ACTOR = Actor("bob", "Bob Builder", "it")
 EVENTS = 40

@@ -1,0 +1,114 @@
+"""Applying an electronic signature as part of an action (11.200(a), 11.50, 11.70, 11.10(j)).
+
+Services that sign (approve, reject, review, roll back...) do their state change inside
+`with signing(app, session, request) as signer:` and call `signer.apply(...)`, so the state
+change, the signature row and the audit event carrying the manifestation commit together
+(the trail then writes a signed checkpoint).
+
+    with signing(app, session, req) as signer:
+        ...state change on app.conn...
+        signer.apply(record_type="bundle", record_id=..., content=record, event=Event(...))
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from appliance.audit.events import Event
+from appliance.canonical import digest_of
+from appliance.context import Appliance
+from appliance.errors import AuthenticationFailed, SignatureRefused
+from appliance.identity.session import Session
+from appliance.identity.signatures import MEANINGS, STATEMENT, Signature, insert_signature
+from appliance.identity.users import get_user, update_user
+from appliance.services import auth
+
+
+@dataclass(frozen=True)
+class SignatureRequest:
+    """What the signer typed in the signature dialog or on the command line."""
+
+    meaning: str
+    reason: str
+    password: str
+    username: str | None = None
+    acknowledge_statement: bool = False
+
+
+def reauthenticate(app: Appliance, session: Session, req: SignatureRequest) -> None:
+    """Username and password for the first signature of a session, then the password."""
+    if req.meaning not in MEANINGS:
+        raise SignatureRefused(f"unknown signature meaning {req.meaning!r}",
+                               f"use one of: {', '.join(MEANINGS)}")
+    if not req.reason.strip():
+        raise SignatureRefused("a signature needs a reason", "type why you sign")
+    if session.must_change_password:
+        raise SignatureRefused("a temporary or expired password cannot sign",
+                               "change your password first")
+    if session.signatures == 0 and not req.username:
+        raise SignatureRefused("the first signature of a session needs your username too",
+                               "enter username and password")
+    now = app.clock.now()
+    if req.username and req.username.strip().lower() != session.username:
+        auth.record_failure(app, session.username, "signature.reauth",
+                            "username differs from the logged-in user", now)
+        raise SignatureRefused("you can only sign as yourself",
+                               "enter your own username and password")
+    until = auth.locked_until(app, session.username, now)
+    if until is not None or auth.check_credentials(app, session.username, req.password) is None:
+        auth.record_failure(app, session.username, "signature.reauth", "wrong password", now)
+        raise AuthenticationFailed("signature not applied: wrong password")
+    user = get_user(app.conn, session.username)
+    assert user is not None
+    if user.signature_ack_at is None and not req.acknowledge_statement:
+        raise SignatureRefused("your first signature needs the signature statement acknowledged",
+                               f"read and accept: {STATEMENT}")
+
+
+@dataclass
+class Signer:
+    app: Appliance
+    session: Session
+    req: SignatureRequest
+    applied: int = 0
+
+    def apply(self, *, record_type: str, record_id: str, content: Any,
+              event: Event) -> Signature:
+        """Append `event` carrying the signature manifestation and store the signature
+        bound to the digest of `content` (11.70)."""
+        app, session, req = self.app, self.session, self.req
+        user = get_user(app.conn, session.username)
+        assert user is not None
+        ts = app.clock.iso()
+        if user.signature_ack_at is None:
+            update_user(app.conn, user.username, signature_ack_at=ts)
+            app.trail.append(Event(
+                action="signature.statement_acknowledged", actor=event.actor,
+                target_type="user", target_id=user.username,
+                reason="first electronic signature", details={"statement": STATEMENT},
+                terminal=session.terminal))
+        sig = Signature(str(uuid.uuid4()), user.username, user.full_name, ts, req.meaning,
+                        req.reason.strip(), record_type, record_id, digest_of(content))
+        stored = app.trail.append(Event(
+            action=event.action, actor=event.actor, target_type=record_type,
+            target_id=record_id, target_digest=sig.record_digest, outcome=event.outcome,
+            reason=req.reason.strip(), old=event.old, new=event.new, details=event.details,
+            terminal=session.terminal, signature=sig.manifestation()))
+        sig = Signature(**{**sig.to_dict(), "audit_seq": stored.seq})
+        insert_signature(app.conn, sig)
+        self.applied += 1
+        return sig
+
+
+@contextmanager
+def signing(app: Appliance, session: Session, req: SignatureRequest) -> Iterator[Signer]:
+    """Re-authenticate, then one transaction for the change and its signature(s)."""
+    reauthenticate(app, session, req)
+    signer = Signer(app, session, req)
+    with app.transaction():
+        yield signer
+    session.signatures += signer.applied
