@@ -12,6 +12,7 @@ import pytest
 
 from appliance.clock import Clock
 from appliance.context import Appliance
+from appliance.identity.roles import TRAINING_REQUIRED
 from appliance.identity.session import Session
 from appliance.services import auth, users
 from appliance.services.setup import init_appliance
@@ -86,8 +87,15 @@ def make_user(appliance: Appliance, admin_session: Session) -> Callable[..., Ses
     def make(roles: list[str], username: str | None = None,
              full_name: str | None = None) -> Session:
         name = username or f"{roles[0]}user{next(_counter)}"
-        users.add_user(appliance, admin_session, name, full_name or name.title(), roles,
+        trained = [r for r in roles if r in TRAINING_REQUIRED]
+        first = [r for r in roles if r not in TRAINING_REQUIRED] or ["auditor"]
+        users.add_user(appliance, admin_session, name, full_name or name.title(), first,
                        PASSWORD, "test account", must_change_password=False)
+        for role in trained:  # 11.10(i): training is recorded before the role is granted
+            users.record_training(appliance, admin_session, name, role, "course completed")
+            users.grant_role(appliance, admin_session, name, role, "trained")
+        if first == ["auditor"] and "auditor" not in roles:
+            users.revoke_role(appliance, admin_session, name, "auditor", "placeholder role")
         return auth.login(appliance, name, PASSWORD)
 
     return make
