@@ -1,0 +1,338 @@
+"""Identity, access control and electronic signatures, named by the Part 11 clause each shows."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from appliance.audit.events import Event
+from appliance.errors import (
+    AccountLocked,
+    AuthenticationFailed,
+    InvalidInput,
+    PasswordChangeRequired,
+    PermissionDenied,
+    SessionExpired,
+    SignatureRefused,
+)
+from appliance.identity.passwords import check_password
+from appliance.identity.roles import PERMISSIONS, ROLES
+from appliance.identity.signatures import binds, get_signature
+from appliance.identity.users import get_user
+from appliance.services import auth, signing, users
+from appliance.services.access import authorize
+from tests.conftest import ADMIN, PASSWORD
+
+NEW_PW = "a brand new passphrase"
+
+
+def events(app, action: str) -> list[dict]:
+    return [json.loads(r[0]) for r in app.conn.execute(
+        "SELECT body FROM audit_events WHERE action = ? ORDER BY seq", (action,))]
+
+
+def req(meaning="reviewed", reason="checked", password=PASSWORD, username=None, ack=True):
+    return signing.SignatureRequest(meaning, reason, password, username, ack)
+
+
+# --- 11.100 / 11.300(a): unique IDs, never reused ------------------------------------------
+
+def test_11_100_usernames_unique_and_never_reused(appliance, admin_session) -> None:
+    users.add_user(appliance, admin_session, "carol", "Carol Chen", ["ml"], NEW_PW, "hire")
+    users.disable_user(appliance, admin_session, "carol", "left the hospital")
+    for name in ("carol", "CAROL", " Carol "):
+        with pytest.raises(InvalidInput, match="never reused|taken"):
+            users.add_user(appliance, admin_session, name, "Another Carol", ["ml"], NEW_PW, "x")
+    assert get_user(appliance.conn, "carol").status == "disabled"
+
+
+def test_11_300a_accounts_are_disabled_never_deleted(appliance) -> None:
+    with pytest.raises(sqlite3.IntegrityError, match="never deleted"):
+        appliance.conn.execute("DELETE FROM users WHERE username = ?", (ADMIN,))
+    with pytest.raises(sqlite3.IntegrityError, match="never change"):
+        appliance.conn.execute("UPDATE users SET username = 'eve' WHERE username = ?", (ADMIN,))
+
+
+def test_11_10d_disabled_user_cannot_log_in(appliance, admin_session, make_user) -> None:
+    s = make_user(["it"], username="ivan")
+    users.disable_user(appliance, admin_session, "ivan", "left")
+    with pytest.raises(AuthenticationFailed):
+        auth.login(appliance, "ivan", PASSWORD)
+    with pytest.raises(InvalidInput):  # an account change needs a reason
+        users.enable_user(appliance, admin_session, "ivan", " ")
+    users.enable_user(appliance, admin_session, "ivan", "returned")
+    assert auth.login(appliance, "ivan", PASSWORD).username == s.username
+
+
+# --- 11.300(b): password policy, ageing, loss management ----------------------------------
+
+def test_11_300b_password_policy(appliance, admin_session) -> None:
+    with pytest.raises(InvalidInput, match="shorter than 12"):
+        users.add_user(appliance, admin_session, "dan", "Dan", ["it"], "short", "hire")
+    with pytest.raises(InvalidInput, match="contains the username"):
+        users.add_user(appliance, admin_session, "danny", "Dan", ["it"], "danny-is-great-123", "h")
+    stored = get_user(appliance.conn, ADMIN).password_hash
+    assert stored.startswith("scrypt$") and PASSWORD not in stored
+
+
+def test_11_300b_password_history_refuses_last_five(appliance, admin_session) -> None:
+    current = PASSWORD
+    for i in range(5):
+        new = f"rotation password {i:02d}"
+        users.change_password(appliance, admin_session, current, new)
+        current = new
+    with pytest.raises(InvalidInput, match="last 5"):
+        users.change_password(appliance, admin_session, current, "rotation password 01")
+    users.change_password(appliance, admin_session, current, PASSWORD)  # 6 changes ago: allowed
+
+
+def test_11_300b_expired_password_forces_change(appliance, clock) -> None:
+    appliance.settings = appliance.settings.__class__.from_dict(
+        {**appliance.settings.to_dict(), "password": {"scrypt_n": 2**10, "max_age_days": 90}})
+    clock.advance(days=91)
+    session = auth.login(appliance, ADMIN, PASSWORD)
+    assert session.password_expired and session.must_change_password
+    with pytest.raises(PasswordChangeRequired):
+        authorize(appliance, session, "audit.view")
+    users.change_password(appliance, session, PASSWORD, NEW_PW)
+    assert authorize(appliance, session, "audit.view").username == ADMIN
+    assert events(appliance, "user.password_change")[-1]["details"] == {
+        "was_temporary_or_expired": True}
+
+
+def test_11_300b_reset_gives_temporary_password_that_cannot_sign(appliance, admin_session,
+                                                                 make_user) -> None:
+    make_user(["security"], username="sam")
+    temp = users.reset_password(appliance, admin_session, "sam", "forgot password")
+    session = auth.login(appliance, "sam", temp.password)
+    assert session.must_change_password
+    with pytest.raises(PasswordChangeRequired):
+        users.review_access(appliance, session, req(password=temp.password, username="sam"))
+    with pytest.raises(SignatureRefused, match="temporary"):
+        signing.reauthenticate(appliance, session, req(password=temp.password, username="sam"))
+    with pytest.raises(PasswordChangeRequired):
+        users.users(appliance, session)
+    users.change_password(appliance, session, temp.password, NEW_PW)
+    sig = users.review_access(appliance, session, req(password=NEW_PW, username="sam"))
+    assert sig.username == "sam"
+    assert temp.password not in json.dumps(events(appliance, "user.reset_password"))
+
+
+# --- 11.300(d): lockout, reported -----------------------------------------------------------
+
+def test_11_300d_lockout_after_five_failures_recorded_and_reported(appliance, admin_session,
+                                                                   make_user) -> None:
+    make_user(["it"], username="ivy")
+    for _ in range(4):
+        with pytest.raises(AuthenticationFailed):
+            auth.login(appliance, "ivy", "wrong password!!")
+    with pytest.raises(AccountLocked, match="locked until"):
+        auth.login(appliance, "ivy", "wrong password!!")
+    with pytest.raises(AccountLocked):  # even the right password, while locked
+        auth.login(appliance, "ivy", PASSWORD)
+    lock = events(appliance, "auth.lockout")
+    assert len(lock) == 1 and lock[0]["target"]["id"] == "ivy"
+    assert [x["username"] for x in users.recent_lockouts(appliance, admin_session)] == ["ivy"]
+    failures = [e for e in events(appliance, "auth.login") if e["outcome"] == "failure"]
+    assert len(failures) == 6
+
+
+def test_11_300d_lockout_expires_or_is_cleared_by_security(appliance, admin_session, clock,
+                                                           make_user) -> None:
+    make_user(["it"], username="ike")
+    for _ in range(5):
+        with pytest.raises(AuthenticationFailed):
+            auth.login(appliance, "ike", "wrong password!!")
+    users.unlock(appliance, admin_session, "ike", "identity confirmed by phone")
+    assert auth.login(appliance, "ike", PASSWORD).username == "ike"
+    for _ in range(5):
+        with pytest.raises(AuthenticationFailed):
+            auth.login(appliance, "ike", "wrong password!!")
+    clock.advance(minutes=31)
+    assert auth.login(appliance, "ike", PASSWORD).username == "ike"
+
+
+def test_11_300d_failures_spread_beyond_the_window_do_not_lock(appliance, clock,
+                                                               make_user) -> None:
+    make_user(["it"], username="ina")
+    for _ in range(8):
+        with pytest.raises(AuthenticationFailed) as exc:
+            auth.login(appliance, "ina", "wrong password!!")
+        assert not isinstance(exc.value, AccountLocked)
+        clock.advance(minutes=4)
+    assert auth.login(appliance, "ina", PASSWORD).username == "ina"
+
+
+def test_login_errors_never_reveal_whether_a_username_exists(appliance) -> None:
+    messages = []
+    for name in (ADMIN, "nobody-here"):
+        for _ in range(5):
+            with pytest.raises(AuthenticationFailed) as exc:
+                auth.login(appliance, name, "wrong password!!")
+            messages.append(type(exc.value).__name__ + str(exc.value).split(" until")[0])
+    assert messages[:5] == messages[5:]  # same errors, same lockout, known or not
+
+
+# --- sessions ---------------------------------------------------------------------------------
+
+def test_idle_session_expires_and_is_recorded(appliance, admin_session, clock) -> None:
+    clock.advance(minutes=14)
+    authorize(appliance, admin_session, "audit.view")  # activity resets the idle timer
+    clock.advance(minutes=16)
+    with pytest.raises(SessionExpired, match="15 idle minutes"):
+        authorize(appliance, admin_session, "audit.view")
+    with pytest.raises(SessionExpired):
+        authorize(appliance, admin_session, "audit.view")
+    assert len(events(appliance, "auth.session_expired")) == 1
+
+
+# --- 11.10(d), (g): authority checks in the service layer -----------------------------------
+
+@pytest.mark.parametrize("role", sorted(ROLES))
+def test_11_10g_every_permission_checked_for_every_role(appliance, make_user, role) -> None:
+    session = make_user([role])
+    for permission, allowed in PERMISSIONS.items():
+        if role in allowed:
+            assert authorize(appliance, session, permission).role == role
+        else:
+            with pytest.raises(PermissionDenied):
+                authorize(appliance, session, permission, target_type="t", target_id=permission)
+    denied = {e["details"]["permission"] for e in events(appliance, "access.denied")
+              if e["actor"]["username"] == session.username}
+    assert denied == {p for p, allowed in PERMISSIONS.items() if role not in allowed}
+
+
+def test_11_10d_auditor_changes_nothing(appliance, make_user) -> None:
+    auditor = make_user(["auditor"])
+    with pytest.raises(PermissionDenied):
+        users.add_user(appliance, auditor, "zed", "Zed", ["it"], NEW_PW, "try")
+    with pytest.raises(PermissionDenied):
+        users.review_access(appliance, auditor, req())
+    assert get_user(appliance.conn, "zed") is None
+
+
+# --- 11.10(i): training before the admin role -----------------------------------------------
+
+def test_11_10i_admin_role_requires_recorded_training(appliance, admin_session,
+                                                      make_user) -> None:
+    make_user(["it"], username="tom")
+    with pytest.raises(InvalidInput, match="no recorded training"):
+        users.grant_role(appliance, admin_session, "tom", "admin", "promotion")
+    it_user = make_user(["it"])
+    with pytest.raises(PermissionDenied):  # only an admin records training
+        users.record_training(appliance, it_user, "tom", "admin", "course")
+    users.record_training(appliance, admin_session, "tom", "admin", "Part 11 course 2026-01")
+    assert "admin" in users.grant_role(appliance, admin_session, "tom", "admin", "promo").roles
+    assert events(appliance, "user.training_recorded")[-1]["new"] == {"role": "admin"}
+
+
+def test_separation_of_duties_warned_until_roles_are_split(appliance, admin_session,
+                                                           make_user) -> None:
+    assert users.role_conflicts(appliance) == [
+        "alice holds both admin and security: separate the admin and security roles"]
+    make_user(["security"], username="sec")
+    users.revoke_role(appliance, admin_session, ADMIN, "security", "separation of duties")
+    assert users.role_conflicts(appliance) == []
+
+
+def test_last_security_officer_cannot_be_removed(appliance, admin_session) -> None:
+    with pytest.raises(InvalidInput, match="last active security officer"):
+        users.revoke_role(appliance, admin_session, ADMIN, "security", "oops")
+    with pytest.raises(InvalidInput, match="last active security officer"):
+        users.disable_user(appliance, admin_session, ADMIN, "oops")
+
+
+# --- 11.10(j), 11.200(a), 11.50, 11.70: electronic signatures -------------------------------
+
+def test_11_10j_first_signature_requires_statement_acknowledgement(appliance,
+                                                                   admin_session) -> None:
+    with pytest.raises(SignatureRefused, match="statement"):
+        users.review_access(appliance, admin_session, req(username=ADMIN, ack=False))
+    assert get_user(appliance.conn, ADMIN).signature_ack_at is None
+    users.review_access(appliance, admin_session, req(username=ADMIN, ack=True))
+    assert get_user(appliance.conn, ADMIN).signature_ack_at is not None
+    ack = events(appliance, "signature.statement_acknowledged")
+    assert len(ack) == 1 and "legally binding" in ack[0]["details"]["statement"]
+    users.review_access(appliance, admin_session, req(ack=False))  # later: no need again
+
+
+def test_11_200a_first_signature_needs_id_and_password_later_password_only(
+        appliance, admin_session) -> None:
+    with pytest.raises(SignatureRefused, match="username too"):
+        users.review_access(appliance, admin_session, req(username=None))
+    users.review_access(appliance, admin_session, req(username=ADMIN))
+    assert admin_session.signatures == 1
+    users.review_access(appliance, admin_session, req(username=None))  # same session
+    assert admin_session.signatures == 2
+    new_session = auth.login(appliance, ADMIN, PASSWORD)
+    with pytest.raises(SignatureRefused, match="username too"):
+        users.review_access(appliance, new_session, req(username=None))
+
+
+def test_11_200a_wrong_password_or_other_user_does_not_sign(appliance, admin_session,
+                                                            make_user) -> None:
+    make_user(["security"], username="sue")
+    with pytest.raises(AuthenticationFailed):
+        users.review_access(appliance, admin_session, req(username=ADMIN, password="nope-nope"))
+    with pytest.raises(SignatureRefused, match="only sign as yourself"):
+        users.review_access(appliance, admin_session, req(username="sue"))
+    assert appliance.conn.execute("SELECT COUNT(*) FROM signatures").fetchone()[0] == 0
+    fails = events(appliance, "signature.reauth")
+    assert [e["outcome"] for e in fails] == ["failure", "failure"]
+    for _ in range(3):  # signature failures count toward lockout like login failures
+        with pytest.raises(AuthenticationFailed):
+            users.review_access(appliance, admin_session, req(username=ADMIN, password="x" * 12))
+    with pytest.raises(AccountLocked):
+        auth.login(appliance, ADMIN, PASSWORD)
+
+
+def test_11_70_signature_bound_to_record(appliance, admin_session) -> None:
+    sig = users.review_access(appliance, admin_session, req(username=ADMIN))
+    signed = json.loads(appliance.conn.execute(
+        "SELECT body FROM audit_events WHERE seq = ?", (sig.audit_seq,)).fetchone()[0])
+    content = signed["new"]["accounts"]
+    assert binds(sig, "access_review", sig.record_id, content)
+    changed = [dict(content[0], roles=["admin"])]
+    assert not binds(sig, "access_review", sig.record_id, changed)  # record changed
+    assert not binds(sig, "bundle", "other-record", content)        # copied elsewhere
+    assert not binds(sig, "access_review", "2099-01-01T00:00:00.000Z", content)
+    assert get_signature(appliance.conn, sig.id) == sig
+    with pytest.raises(sqlite3.IntegrityError, match="never change"):
+        appliance.conn.execute("UPDATE signatures SET record_id = 'x'")
+
+
+def test_11_50_manifestation_carried_by_the_audit_event(appliance, admin_session) -> None:
+    sig = users.review_access(appliance, admin_session,
+                              req(username=ADMIN, reason="quarterly access review"))
+    event = events(appliance, "user.access_review")[-1]
+    assert event["signature"]["name"] == "Alice Adams"
+    assert event["signature"]["meaning"] == "reviewed"
+    assert event["signature"]["ts"] == sig.ts
+    assert event["target"]["digest"] == sig.record_digest
+    assert sig.line().startswith("reviewed by Alice Adams (alice) at ")
+    head = appliance.conn.execute("SELECT MAX(seq) FROM audit_events").fetchone()[0]
+    last_cp = appliance.conn.execute("SELECT MAX(tree_size) FROM audit_checkpoints").fetchone()[0]
+    assert last_cp == head  # a signed checkpoint follows every electronic signature
+
+
+def test_signature_rolls_back_with_the_action(appliance, admin_session) -> None:
+    """The change, the signature row and its event commit together or not at all."""
+    with pytest.raises(RuntimeError), signing.signing(
+            appliance, admin_session, req(username=ADMIN)) as signer:
+        signer.apply(record_type="demo", record_id="1", content={"a": 1},
+                     event=Event("demo.sign", admin_session.actor("admin")))
+        raise RuntimeError("the action failed after signing")
+    assert appliance.conn.execute("SELECT COUNT(*) FROM signatures").fetchone()[0] == 0
+    assert events(appliance, "demo.sign") == []
+    assert admin_session.signatures == 0
+
+
+def test_passwords_never_appear_in_the_trail(appliance, admin_session) -> None:
+    users.add_user(appliance, admin_session, "pat", "Pat", ["ml"], NEW_PW, "hire")
+    users.change_password(appliance, admin_session, PASSWORD, "another fine password")
+    dump = "\n".join(r[0] for r in appliance.conn.execute("SELECT body FROM audit_events"))
+    for secret in (NEW_PW, PASSWORD, "another fine password", "scrypt$"):
+        assert secret not in dump
+    assert check_password(NEW_PW, get_user(appliance.conn, "pat").password_hash)
