@@ -9,7 +9,7 @@ from typing import Annotated
 import click
 import typer
 
-from appliance.cli import audit, hardware, setup, users
+from appliance.cli import audit, backup, hardware, setup, users
 from appliance.cli.common import CliState
 from appliance.errors import ApplianceError
 from appliance.home import default_home
@@ -18,6 +18,7 @@ app = typer.Typer(
     help="Sovereign clinical-AI appliance: signed updates, Part 11 audit trail, provisioning.",
     no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 app.add_typer(audit.app, name="audit")
+app.add_typer(backup.app, name="backup")
 app.add_typer(hardware.app, name="hw")
 app.add_typer(users.app, name="users")
 setup.register(app)

@@ -21,6 +21,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "audit.verify": frozenset({"auditor", "admin", "security", "it"}),
     "audit.export": frozenset({"auditor", "admin", "security"}),
     "audit.anchor": frozenset({"auditor", "security", "it"}),
+    "backup.create": frozenset({"it", "security"}),
     "users.view": frozenset({"security", "admin", "auditor"}),
     "users.manage": frozenset({"security"}),
     "users.train": frozenset({"admin"}),
