@@ -1,0 +1,63 @@
+"""Driving the console like a person: type, press, and wait for workers to report back."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from textual.pilot import Pilot
+from textual.widgets import Input, Static
+
+from tui.screens.audit import AuditScreen
+from tui.screens.dashboard import DashboardScreen
+from tui.widgets.event_list import EventList
+
+
+async def wait_for(pilot: Pilot, predicate: Callable[[], bool], timeout: float = 20.0,
+                   what: str = "condition") -> float:
+    """Poll between event-loop turns; returns the seconds it took."""
+    start = time.perf_counter()
+    while not predicate():
+        if time.perf_counter() - start > timeout:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await pilot.pause(0.01)
+    return time.perf_counter() - start
+
+
+def text_of(pilot: Pilot, selector: str) -> str:
+    return str(pilot.app.screen.query_one(selector, Static).content)
+
+
+async def type_into(pilot: Pilot, selector: str, text: str) -> None:
+    widget = pilot.app.screen.query_one(selector, Input)
+    widget.focus()
+    widget.value = ""
+    await pilot.press(*text)
+
+
+async def log_in(pilot: Pilot, username: str, password: str) -> None:
+    await type_into(pilot, "#username", username)
+    await pilot.press("enter")
+    await type_into(pilot, "#password", password)
+    await pilot.press("enter")
+
+
+async def dashboard_ready(pilot: Pilot) -> None:
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, DashboardScreen), what="dashboard")
+    await wait_for(pilot, lambda: "…" not in text_of(pilot, "#dash-chain")
+                   and "…" not in text_of(pilot, "#dash-events")
+                   and "…" not in text_of(pilot, "#dash-gpus"), what="dashboard data")
+
+
+async def audit_ready(pilot: Pilot) -> EventList:
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, AuditScreen), what="audit screen")
+    events = pilot.app.screen.query_one(EventList)
+    await wait_for(pilot, lambda: events.is_loaded() and (
+        events.current is not None or len(events.view) == 0), what="first page")
+    return events
+
+
+async def settle(pilot: Pilot) -> None:
+    """Wait for every worker of the app to finish, then for the messages they posted."""
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()

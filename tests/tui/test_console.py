@@ -1,0 +1,226 @@
+"""The console driven with Pilot against a real appliance: log in, dashboard, audit trail."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from textual.widgets import Input, RadioButton
+
+from appliance.audit.trail import iter_events, read_head
+from appliance.context import Appliance
+from tests.conftest import ADMIN, PASSWORD
+from tests.tui.conftest import AUDITOR
+from tests.tui.pilot import (
+    audit_ready,
+    dashboard_ready,
+    log_in,
+    settle,
+    text_of,
+    type_into,
+    wait_for,
+)
+from tui.screens.audit import AuditScreen
+from tui.screens.export import ExportDialog
+from tui.screens.login import LoginScreen
+from tui.widgets.event_detail import EventDetail
+from tui.widgets.job_status import JobStatus
+
+pytestmark = pytest.mark.asyncio
+
+
+def last_event(app: Appliance) -> dict:
+    head = read_head(app.conn).seq
+    return next(iter_events(app.conn, head)).data
+
+
+def detail_text(pilot) -> str:
+    body = pilot.app.screen.query_one(EventDetail).query_one("#detail-body").content
+    console = Console(width=200, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    console.print(body)
+    return console.export_text()
+
+
+async def test_wrong_password_shows_one_line_error_and_is_recorded(make_console, history):
+    app = make_console()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await log_in(pilot, ADMIN, "not the password")
+        await wait_for(pilot, lambda: "failed" in text_of(pilot, "#login-message"))
+        assert isinstance(app.screen, LoginScreen)
+        assert text_of(pilot, "#login-message") == "login failed: unknown user or wrong password"
+        assert "Traceback" not in text_of(pilot, "#login-hint")
+        assert app.screen.query_one("#password", Input).value == ""
+        assert app.session is None
+    event = last_event(history)
+    assert (event["action"], event["outcome"], event["target"]["id"]) == (
+        "auth.login", "failure", ADMIN)
+    assert event["terminal"] == "console-test"
+
+
+async def test_right_password_opens_dashboard(make_console, history):
+    app = make_console()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await log_in(pilot, ADMIN, PASSWORD)
+        await dashboard_ready(pilot)
+        assert app.session is not None and app.session.username == ADMIN
+        assert text_of(pilot, "#dash-appliance") == history.appliance_id
+        assert text_of(pilot, "#dash-user") == "Alice Adams (alice)"
+        assert text_of(pilot, "#dash-roles") == "admin, security"
+        chain = text_of(pilot, "#dash-chain")
+        assert chain.startswith("OK (incremental")
+        # The count includes the console's own login and verify events.
+        assert text_of(pilot, "#dash-events") == f"{read_head(history.conn).seq:,}"
+        assert text_of(pilot, "#dash-gpus") == (
+            "2 x NVIDIA H100 80GB HBM3 (sm_90, 80 GiB each), driver 550.54.15")
+        warning = app.screen.query_one("#role-warning")
+        assert warning.display and "separate the admin and security roles" in str(
+            warning.content)
+    assert last_event(history)["action"] == "audit.verify"
+
+
+async def test_dashboard_shows_failed_chain_with_first_bad_seq(make_console, history):
+    # Tamper with the raw file the way an attacker would: drop the trigger, edit a row.
+    history.conn.execute("DROP TRIGGER audit_events_no_update")
+    history.conn.execute("UPDATE audit_events SET body = replace(body, 'radiology-1', "
+                         "'radiology-9') WHERE seq = (SELECT MAX(seq) - 1 FROM audit_events)")
+    bad = history.conn.execute("SELECT MAX(seq) - 1 FROM audit_events").fetchone()[0]
+    app = make_console()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await log_in(pilot, AUDITOR, PASSWORD)
+        await dashboard_ready(pilot)
+        chain = text_of(pilot, "#dash-chain")
+        assert chain.startswith("FAILED"), chain
+        assert f"first bad seq {bad}" in chain or "trigger" in chain
+
+
+async def test_auditor_sees_role_warning_about_the_first_account(make_console):
+    app = make_console()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await log_in(pilot, AUDITOR, PASSWORD)
+        await dashboard_ready(pilot)
+        assert text_of(pilot, "#dash-roles") == "auditor"
+        assert "alice still holds both admin and security" in str(
+            app.screen.query_one("#role-warning").content)
+
+
+async def test_audit_screen_pages_filters_and_shows_the_full_record(make_console, history):
+    app = make_console()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await log_in(pilot, ADMIN, PASSWORD)
+        await dashboard_ready(pilot)
+        await pilot.press("a")
+        events = await audit_ready(pilot)
+        head = read_head(history.conn).seq
+        assert len(events.view) == head
+        assert events.current.event.seq == head  # newest first
+
+        await type_into(pilot, "#filter-action", "update.*")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: events.view.flt.action == "update.*" and
+                       events.is_loaded(), what="filtered view")
+        seqs = [events.view.rows.seq_at(i) for i in range(len(events.view))]
+        actions = {json.loads(e.text)["action"] for e in iter_events(history.conn)
+                   if e.seq in seqs}
+        assert len(seqs) == 5 and actions == {"update.import", "update.approve",
+                                              "update.install"}
+        assert app.screen.focused is events
+
+        await pilot.press("down")  # newest is the failed install; next is the approval
+        await wait_for(pilot, lambda: "update.approve" in detail_text(pilot))
+        text = detail_text(pilot)
+        assert "Alice Adams (alice), approved, 2026-01-15T09:00:01.000Z" in text
+        assert '"state": "PENDING_APPROVAL"' in text and '"state": "APPROVED"' in text
+        assert "validated on site" in text and "cd" * 32 in text
+        assert events.current.event.hash.hex() in text
+
+        await type_into(pilot, "#filter-since", "yesterday")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "not a time" in app.screen.query_one(JobStatus).message)
+        assert events.view.flt.since is None  # the bad filter was not half-applied
+
+
+async def test_verify_runs_in_a_worker_and_shows_the_result(make_console, history):
+    app = make_console()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await log_in(pilot, ADMIN, PASSWORD)
+        await dashboard_ready(pilot)
+        await pilot.press("a")
+        await audit_ready(pilot)
+        await pilot.press("v")
+        job = app.screen.query_one(JobStatus)
+        await wait_for(pilot, lambda: job.message.startswith("Chain"), what="verify")
+        head = read_head(history.conn).seq
+        assert job.message.startswith(f"Chain OK: {head - 1:,} events")
+        await settle(pilot)
+    event = last_event(history)
+    assert (event["action"], event["details"]["mode"]) == ("audit.verify", "full")
+
+
+async def test_export_writes_file_and_records_the_export(make_console, history, tmp_path: Path):
+    out = tmp_path / "usb" / "audit.jsonl"
+    out.parent.mkdir()
+    app = make_console()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await log_in(pilot, ADMIN, PASSWORD)
+        await dashboard_ready(pilot)
+        await pilot.press("a")
+        await audit_ready(pilot)
+        await type_into(pilot, "#filter-actor", "itops")
+        await pilot.press("enter")
+        await pilot.press("e")
+        await wait_for(pilot, lambda: isinstance(app.screen, ExportDialog))
+        app.screen.query_one("#fmt-jsonl", RadioButton).value = True
+        await type_into(pilot, "#export-out", str(out))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, AuditScreen))
+        job = app.screen.query_one(JobStatus)
+        await wait_for(pilot, lambda: job.message.startswith(("Exported", "export failed")),
+                       what="export")
+        assert job.message.startswith(f"Exported 3 events to {out}"), job.message
+        await settle(pilot)
+    assert out.exists()
+    lines = [json.loads(x) for x in out.read_text().splitlines() if x.strip()]
+    assert [x["event"]["actor"]["username"] for x in lines] == ["itops"] * 3
+    event = last_event(history)
+    assert event["action"] == "audit.export" and event["details"]["path"] == str(out)
+    assert event["details"]["filter"]["actor"] == "itops"
+
+
+async def test_export_to_default_directory_creates_it(make_console, history):
+    app = make_console()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await log_in(pilot, ADMIN, PASSWORD)
+        await dashboard_ready(pilot)
+        await pilot.press("a")
+        await audit_ready(pilot)
+        await pilot.press("e")
+        await wait_for(pilot, lambda: isinstance(app.screen, ExportDialog))
+        await pilot.click("#export-ok")
+        job_done = lambda: app.screen.query_one(JobStatus).message.startswith(  # noqa: E731
+            ("Exported", "export failed"))
+        await wait_for(pilot, lambda: isinstance(app.screen, AuditScreen) and job_done())
+        assert app.screen.query_one(JobStatus).message.startswith("Exported")
+        await settle(pilot)
+    files = sorted(p.suffix for p in history.layout.exports.iterdir())
+    assert ".csv" in files and len(files) == 2  # the export and its manifest
+
+
+async def test_command_palette_offers_console_commands_and_logout(make_console):
+    app = make_console()
+    async with app.run_test(size=(80, 24)) as pilot:
+        assert "Audit trail" not in [c.title for c in app.get_system_commands(app.screen)]
+        await log_in(pilot, ADMIN, PASSWORD)
+        await dashboard_ready(pilot)
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert {"Dashboard", "Audit trail", "Log out"} <= set(titles)
+        await pilot.press("a")
+        await audit_ready(pilot)
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert {"Verify audit trail", "Export audit trail"} <= set(titles)
+        await pilot.press("ctrl+l")
+        await wait_for(pilot, lambda: isinstance(app.screen, LoginScreen))
+        assert app.session is None
+        assert text_of(pilot, "#login-message") == "alice logged out"
+        assert len(app.screen_stack) == 2

@@ -1,0 +1,1 @@
+"""Console screens: login, dashboard, audit trail (and the export dialog)."""

@@ -1,0 +1,1 @@
+"""Reusable console widgets; each keeps its own DEFAULT_CSS, screens use the app stylesheet."""
