@@ -43,13 +43,21 @@ def check_root(data: bytes, now: datetime) -> Metadata[Root]:
     return md
 
 
+def _plain(fp: str) -> str:
+    return "".join(fp.split()).lower()
+
+
 def init_trust(app: Appliance, session: Session, root_bytes: bytes,
-               req: signing.SignatureRequest, source: str = "") -> dict[str, Any]:
+               req: signing.SignatureRequest, source: str = "",
+               expect_fingerprint: str | None = None) -> dict[str, Any]:
     """Install the first trusted root. The security officer signs the step after comparing
     the fingerprint with the one printed on paper; refused once trust exists."""
     actor = authorize(app, session, "trust.manage", target_type="trust", target_id="root")
     fingerprint = trust.fingerprint(root_bytes)
     try:
+        if expect_fingerprint is not None and _plain(expect_fingerprint) != _plain(fingerprint):
+            raise BundleRefused("root fingerprint differs from the one expected",
+                                "do not trust this root; contact the vendor")
         if trust.is_initialised(app.conn):
             raise InvalidInput("the trust store is already initialised",
                                "roots rotate only through signed metadata on media")
@@ -62,7 +70,7 @@ def init_trust(app: Appliance, session: Session, root_bytes: bytes,
                                    terminal=session.terminal))
         raise
     record = {"root_version": md.signed.version, "fingerprint": fingerprint,
-              "sha256": fingerprint.replace(" ", "").lower(), "source": source}
+              "sha256": _plain(fingerprint), "source": source}
     with signing.signing(app, session, req) as signer:
         trust.store(app.conn, [("root", root_bytes)], app.clock.iso())
         signer.apply(record_type="trust_root", record_id=f"root-v{md.signed.version}",

@@ -1,0 +1,111 @@
+"""`appliance media ...`: find bundles on removable media and import one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from appliance.cli.common import JsonOpt, PasswordStdinOpt, UserOpt, emit, login, open_app
+
+app = typer.Typer(help="Bundles on removable media: scan and import.", no_args_is_help=True)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+@app.command("scan")
+def scan(
+    ctx: typer.Context,
+    path: Annotated[list[Path] | None, typer.Option(
+        "--path", help="A directory or .tar to look in (besides removable media).")] = None,
+    user: UserOpt = None,
+    password_stdin: PasswordStdinOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """List bundles found (name, version, publisher, components, size, new/update/older)
+    after verifying their metadata; copies nothing."""
+    from appliance.services import media
+
+    with open_app(ctx) as appl:
+        session = login(ctx, appl, user, password_stdin)
+        entries = media.scan(appl, session, path)
+    lines = [] if entries else ["No bundles found on removable media or the given paths."]
+    for e in entries:
+        if e.status == "refused" or not e.name:
+            lines.append(f"{e.path}: {e.status.upper()}: {e.reason}")
+            continue
+        installed = f", installed v{e.installed_version}" if e.installed_version else ""
+        lines.append(f"{e.path}: {e.name} v{e.version} by {e.publisher}, {_size(e.size)} "
+                     f"[{e.status}{installed}]")
+        lines += [f"    {c['kind']:<20} {c['name']:<28} {_size(c['size'])}"
+                  for c in e.components]
+    emit([e.to_dict() for e in entries], as_json, "\n".join(lines))
+
+
+@app.command("import")
+def import_(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="Bundle directory or .tar on the media.")],
+    user: UserOpt = None,
+    password_stdin: PasswordStdinOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Verify a bundle completely, then copy its payload into the content store."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    from appliance.cli.common import err_console
+    from appliance.services import media
+
+    with open_app(ctx) as appl:
+        session = login(ctx, appl, user, password_stdin)
+        bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                       TransferSpeedColumn(), TimeRemainingColumn(), console=err_console,
+                       disable=as_json or not err_console.is_terminal, transient=True)
+        task = bar.add_task("verifying", total=None)
+
+        def progress(p) -> None:
+            bar.update(task, completed=p.done_bytes, total=p.total_bytes,
+                       description=(p.current.rsplit("/", 1)[-1] or "copying")[:32])
+
+        with bar:
+            result = media.import_bundle(appl, session, path, progress)
+    d = result.to_dict()
+    what = "already imported" if result.already_imported else result.state
+    emit(d, as_json,
+         f"{result.name} v{result.version} by {result.publisher}: {what}\n"
+         f"  digest {result.digest}\n"
+         f"  copied {_size(result.copied_bytes)} ({result.files_copied} files), "
+         f"already present {_size(result.skipped_bytes)} ({result.files_skipped} files), "
+         f"{result.seconds:.1f} s")
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    user: UserOpt = None,
+    password_stdin: PasswordStdinOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Imported bundles and their state."""
+    from appliance.services import media
+
+    with open_app(ctx) as appl:
+        session = login(ctx, appl, user, password_stdin)
+        rows = media.bundles(appl, session)
+    emit(rows, as_json, "\n".join(
+        f"{r['id']:>4}  {r['name']} v{r['version']}  {r['state']:<10} {r['publisher']}  "
+        f"{r['imported_at']} by {r['imported_by']}" for r in rows) or "No bundles imported.")
