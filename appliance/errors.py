@@ -90,3 +90,10 @@ class HardwareRefused(ApplianceError):
 
     exit_code = 9
     hint = "run `appliance hw fit` to see each profile's reason; nothing was changed"
+
+
+class UpdateRefused(ApplianceError):
+    """An update step out of order (11.10(f)) or a check that failed; the refusal is recorded."""
+
+    exit_code = 10
+    hint = "run `appliance update show BUNDLE` to see its state and what it needs"

@@ -190,7 +190,54 @@ CREATE TABLE bundle_components (
 CREATE INDEX bundle_components_digest ON bundle_components(kind, digest);
 """
 
-MIGRATIONS: list[str] = [AUDIT, IDENTITY, BUNDLES]
+UPDATES = """
+-- Results of the automatic lifecycle checks (verification, evaluation evidence) per bundle.
+CREATE TABLE update_checks (
+    bundle_id INTEGER NOT NULL REFERENCES bundles(id),
+    kind TEXT NOT NULL CHECK (kind IN ('verification', 'evaluation')),
+    ok INTEGER NOT NULL,
+    result TEXT NOT NULL,
+    checked_at TEXT NOT NULL,
+    PRIMARY KEY (bundle_id, kind)
+);
+
+-- Release directories under releases/<name>/<version>/ (`path` is relative to releases/).
+-- Exactly one is `current` (the target of the `current` link) once anything is installed.
+CREATE TABLE releases (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    bundle_id INTEGER NOT NULL REFERENCES bundles(id),
+    path TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('current', 'kept', 'removed', 'failed')),
+    profile TEXT NOT NULL,
+    placement TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    activated_at TEXT,
+    removed_at TEXT
+);
+CREATE UNIQUE INDEX releases_one_current ON releases(status) WHERE status = 'current';
+
+-- The install journal: an install or rollback in progress has one open row, so that a
+-- process killed half-way is found at the next start and completed or undone.
+CREATE TABLE install_journal (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    op TEXT NOT NULL CHECK (op IN ('install', 'rollback')),
+    bundle_id INTEGER NOT NULL REFERENCES bundles(id),
+    from_bundle_id INTEGER REFERENCES bundles(id),
+    release_path TEXT NOT NULL,
+    previous_target TEXT,
+    profile TEXT NOT NULL,
+    step TEXT NOT NULL,
+    open INTEGER NOT NULL DEFAULT 1 CHECK (open IN (0, 1)),
+    outcome TEXT,
+    details TEXT NOT NULL DEFAULT '{}',
+    started_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    finished_at TEXT
+);
+CREATE UNIQUE INDEX install_journal_one_open ON install_journal(open) WHERE open = 1;
+"""
+
+MIGRATIONS: list[str] = [AUDIT, IDENTITY, BUNDLES, UPDATES]
 
 AUDIT_TRIGGERS = (
     "audit_events_continue_head",

@@ -47,12 +47,32 @@ class ApprovalPolicy:
 
 
 @dataclass(frozen=True)
+class EvaluationGates:
+    """Thresholds the evaluation evidence a bundle carries must meet (metric -> bound).
+
+    `min_metrics` are lower bounds (accuracy-like), `max_metrics` upper bounds (error rates).
+    A gate names metrics the evidence must contain; a missing metric fails the gate.
+    """
+
+    require_evidence: bool = True
+    min_metrics: dict[str, float] = field(default_factory=dict)
+    max_metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UpdatePolicy:
+    keep_releases: int = 2          # the active release and the ones before it, for rollback
+
+
+@dataclass(frozen=True)
 class Settings:
     password: PasswordPolicy = field(default_factory=PasswordPolicy)
     lockout: LockoutPolicy = field(default_factory=LockoutPolicy)
     session: SessionPolicy = field(default_factory=SessionPolicy)
     audit: AuditPolicy = field(default_factory=AuditPolicy)
     approval: ApprovalPolicy = field(default_factory=ApprovalPolicy)
+    evaluation: EvaluationGates = field(default_factory=EvaluationGates)
+    updates: UpdatePolicy = field(default_factory=UpdatePolicy)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
