@@ -9,7 +9,7 @@ from typing import Annotated
 import click
 import typer
 
-from appliance.cli import audit, backup, hardware, setup, users
+from appliance.cli import audit, backup, hardware, setup, signatures, users
 from appliance.cli import bundle as bundle_cli
 from appliance.cli import media as media_cli
 from appliance.cli import trust as trust_cli
@@ -24,6 +24,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(backup.app, name="backup")
 app.add_typer(hardware.app, name="hw")
 app.add_typer(users.app, name="users")
+app.add_typer(signatures.app, name="signatures")
 app.add_typer(trust_cli.app, name="trust")
 app.add_typer(bundle_cli.app, name="bundle")
 app.add_typer(media_cli.app, name="media")

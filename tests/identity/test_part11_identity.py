@@ -336,3 +336,17 @@ def test_passwords_never_appear_in_the_trail(appliance, admin_session) -> None:
     for secret in (NEW_PW, PASSWORD, "another fine password", "scrypt$"):
         assert secret not in dump
     assert check_password(NEW_PW, get_user(appliance.conn, "pat").password_hash)
+
+
+def test_11_50_signatures_show_command_prints_name_time_meaning(appliance, admin_session) -> None:
+    import os
+    import subprocess
+    import sys
+    sig = users.review_access(appliance, admin_session, req(username=ADMIN, reason="Q1 review"))
+    env = dict(os.environ, APPLIANCE_HOME=str(appliance.layout.root))
+    r = subprocess.run([sys.executable, "-m", "appliance", "signatures", "show", sig.id,
+                        "--user", ADMIN, "--password-stdin"], input=PASSWORD + "\n",
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "Signed by:   Alice Adams (alice)" in r.stdout
+    assert f"Date/time:   {sig.ts} (UTC)" in r.stdout and "Meaning:     reviewed" in r.stdout
