@@ -103,14 +103,25 @@ class MediaFetcher(FetcherInterface):
         return iter([self.media.read_bytes(rel, _limit(name))])
 
 
-def _tuf_reason(exc: BaseException) -> str:
+class StaleMetadata(BundleRefused):
+    """Metadata older than (or not matching the versions of) what is trusted: a rollback,
+    a replay, or a mix of releases. `media scan` shows such media as older."""
+
+
+def _tuf_refusal(exc: BaseException) -> BundleRefused:
     if isinstance(exc.__cause__, BundleRefused):
-        return exc.__cause__.message
+        return exc.__cause__
+    if isinstance(exc, tuf_exc.BadVersionNumberError):
+        text = " ".join(str(exc).split())[:200]
+        return StaleMetadata(f"version check failed (rollback, replay or mix-and-match of "
+                             f"releases): {text}")
+    return refuse(_tuf_reason(exc))
+
+
+def _tuf_reason(exc: BaseException) -> str:
     text = " ".join(str(exc).split())[:200] or type(exc).__name__
     if isinstance(exc, tuf_exc.ExpiredMetadataError):
         return f"expired metadata: {text}"
-    if isinstance(exc, tuf_exc.BadVersionNumberError):
-        return f"rollback refused: {text}"
     if isinstance(exc, tuf_exc.UnsignedMetadataError):
         return f"not enough valid signatures: {text}"
     if isinstance(exc, tuf_exc.DownloadHTTPError):
@@ -144,7 +155,7 @@ def verify_media(trusted: TrustState, media: MediaSource, now: datetime,
             updater._trusted_set.reference_time = now
             updater.refresh()
         except _TUF_ERRORS as exc:
-            raise refuse(_tuf_reason(exc)) from None
+            raise _tuf_refusal(exc) from None
         except (ValueError, TypeError, KeyError) as exc:
             raise refuse(f"metadata refused: {' '.join(str(exc).split())[:200]}") from None
         v = _Verification(updater, media, listing, tmpdir)
@@ -166,7 +177,7 @@ class _Verification:
         try:
             info = self.updater.get_targetinfo(path)
         except _TUF_ERRORS as exc:
-            raise refuse(_tuf_reason(exc)) from None
+            raise _tuf_refusal(exc) from None
         if info is None:
             raise refuse(f"{path} is not signed: no TUF role lists it")
         rel = f"{TARGETS_DIR}/{path}"
@@ -245,8 +256,8 @@ class _Verification:
         names = [c.info.name for c in components]
         if len(set(names)) != len(names):
             raise refuse("two components share a name")
-        self.check_bases(components, installed_base)
         self.check_listing()
+        self.check_bases(components, installed_base)
         updates = self.trust_updates()
         return VerifiedBundle(description, desc_bytes, hashlib.sha256(desc_bytes).hexdigest(),
                               tuple(components), self.verified("targets").version, updates)
@@ -284,12 +295,11 @@ class _Verification:
         wanted = []
         for f in manifest.files:
             rel = prefix + f.relpath
-            if rel not in self.listing:
-                raise refuse(f"{what}: missing file {rel}")
-            wanted.append(WantedFile(rel, f.sha256, self.listing[rel]))
             self.expected.add(rel)
+            # A missing file is reported with the whole listing (it may be a rename).
+            wanted.append(WantedFile(rel, f.sha256, self.listing.get(rel, -1)))
         total = sum(w.size for w in wanted)
-        if total != info.size:
+        if all(w.size >= 0 for w in wanted) and total != info.size:
             raise refuse(f"{what}: files on the media total {total} bytes, the signed size is "
                          f"{info.size} (truncated or padded)")
         return VerifiedComponent(info, role, target, sha256, tuple(wanted))

@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from appliance.audit.events import Event
-from appliance.audit.trail import read_head
 from appliance.bundle import trust
 from appliance.bundle.media import find_bundles, open_media
 from appliance.bundle.model import TARGETS_DIR
 from appliance.bundle.store import ContentStore, ImportProgress
-from appliance.bundle.verify import VerifiedBundle, verify_media
+from appliance.bundle.verify import StaleMetadata, VerifiedBundle, verify_media
 from appliance.context import Appliance
 from appliance.errors import ApplianceError, BundleRefused
 from appliance.identity.session import Session
@@ -83,11 +82,13 @@ def _installed_base(app: Appliance, digest: str) -> bool:
 def check_clock(app: Appliance) -> None:
     """Expiry is judged by the appliance clock, so a clock set back (to revive expired
     metadata) must be caught: it may not be earlier than the newest audit event."""
-    head = read_head(app.conn)
+    # MAX(ts), not the head: once the clock is set back, the newest events carry the
+    # rolled-back time too.
+    newest = app.conn.execute("SELECT MAX(ts) FROM audit_events").fetchone()[0]
     now = app.clock.iso()
-    if head.ts is not None and now < head.ts:
+    if newest is not None and now < newest:
         raise BundleRefused(f"clock rollback: the clock ({now}) is earlier than the newest "
-                            f"audit event ({head.ts})",
+                            f"audit event ({newest})",
                             "set the system clock correctly; nothing was imported")
 
 
@@ -133,7 +134,7 @@ def scan(app: Appliance, session: Session, paths: list[Path] | None = None,
         try:
             _, bundle = _verify(app, path)
         except BundleRefused as exc:
-            status = "older" if exc.message.startswith("rollback refused") else "refused"
+            status = "older" if isinstance(exc, StaleMetadata) else "refused"
             entries.append(ScanEntry(str(path), status, reason=exc.message))
             continue
         status, installed = _status(app, bundle)
