@@ -237,7 +237,54 @@ CREATE TABLE install_journal (
 CREATE UNIQUE INDEX install_journal_one_open ON install_journal(open) WHERE open = 1;
 """
 
-MIGRATIONS: list[str] = [AUDIT, IDENTITY, BUNDLES, UPDATES]
+PROVISION = """
+-- Inventory hosts for provisioning (appliance/provision/inventory.py). localhost is built
+-- in; a row named localhost overrides it. host_keys are pinned when the host is added.
+CREATE TABLE provision_hosts (
+    name TEXT PRIMARY KEY,
+    connection TEXT NOT NULL CHECK (connection IN ('local', 'ssh')),
+    address TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    user TEXT NOT NULL,
+    key_file TEXT,
+    host_keys TEXT NOT NULL,
+    appliance_root TEXT NOT NULL,
+    python TEXT NOT NULL,
+    vars TEXT NOT NULL DEFAULT '{}',
+    added_at TEXT NOT NULL,
+    added_by TEXT NOT NULL
+);
+
+-- One row per playbook run; the audit trail holds its start and its result. `extra_vars`
+-- is stored redacted; `owner_pid`/`owner_start` find runs whose process died.
+CREATE TABLE provision_runs (
+    id TEXT PRIMARY KEY,
+    playbook TEXT NOT NULL,
+    inventory TEXT NOT NULL,
+    inventory_digest TEXT NOT NULL,
+    hosts_list TEXT NOT NULL,
+    check_mode INTEGER NOT NULL CHECK (check_mode IN (0, 1)),
+    extra_vars TEXT NOT NULL,
+    limit_hosts TEXT,
+    status TEXT NOT NULL CHECK (status IN ('running', 'successful', 'failed', 'cancelled',
+        'timeout', 'error', 'interrupted')),
+    started_at TEXT NOT NULL,
+    started_by TEXT NOT NULL,
+    finished_at TEXT,
+    duration_s REAL,
+    rc INTEGER,
+    host_counts TEXT NOT NULL DEFAULT '{}',
+    failure TEXT,
+    job_dir TEXT NOT NULL,
+    owner_host TEXT NOT NULL,
+    owner_pid INTEGER NOT NULL,
+    owner_start INTEGER
+);
+CREATE INDEX provision_runs_started ON provision_runs(started_at);
+CREATE INDEX provision_runs_status ON provision_runs(status);
+"""
+
+MIGRATIONS: list[str] = [AUDIT, IDENTITY, BUNDLES, UPDATES, PROVISION]
 
 AUDIT_TRIGGERS = (
     "audit_events_continue_head",
