@@ -97,3 +97,10 @@ class UpdateRefused(ApplianceError):
 
     exit_code = 10
     hint = "run `appliance update show BUNDLE` to see its state and what it needs"
+
+
+class ProvisionFailed(ApplianceError):
+    """A provisioning run ended without success; its record and artifacts are kept."""
+
+    exit_code = 11
+    hint = "see `appliance provision show RUN` for each host's result and the artifacts"

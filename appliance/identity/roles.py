@@ -33,6 +33,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "media.scan": frozenset({"it", "admin"}),
     "media.import": frozenset({"it"}),
     "provision.run": frozenset({"it"}),
+    "provision.view": frozenset({"it", "admin", "auditor", "security"}),
     "hardware.view": frozenset(ROLES),
     "update.view": frozenset(ROLES),
     "update.approve": frozenset({"admin"}),
