@@ -26,7 +26,8 @@ class ConsoleApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "Appliance console"
     BINDINGS = [
-        Binding("ctrl+l", "logout", "Log out"),
+        # Shown in the dashboard's footer; here so that it works on every screen.
+        Binding("ctrl+l", "logout", "Log out", show=False),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 

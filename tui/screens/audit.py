@@ -35,10 +35,16 @@ def describe_filter(flt: EventFilter) -> str:
     return "all events" if not parts else "events with " + ", ".join(parts)
 
 
+def describe_view(view: TrailView) -> str:
+    order = "newest first" if view.descending else "oldest first"
+    what = describe_filter(view.flt).removeprefix("all ")
+    return f"{len(view):,} {what}, {order}"
+
+
 def verify_text(report: VerifyReport) -> tuple[str, str]:
     if report.ok:
         return (f"Chain OK: {report.events_checked:,} events and "
-                f"{report.checkpoints_checked} checkpoints verified, head seq "
+                f"{report.checkpoints_checked} checkpoint(s) verified, head seq "
                 f"{report.head_seq:,}", "ok")
     first = report.findings[0]
     return (f"Chain FAILED at seq {report.first_bad_seq}: "
@@ -51,7 +57,7 @@ class AuditScreen(Screen):
     BINDINGS = [
         Binding("escape", "back", "Back"),
         Binding("slash", "focus_filter", "Filter", key_display="/"),
-        Binding("ctrl+x", "clear_filter", "Clear filter"),
+        Binding("ctrl+x", "clear_filter", "Clear filter", show=False),
         Binding("o", "toggle_order", "Order"),
         Binding("v", "verify", "Verify"),
         Binding("e", "export", "Export"),
@@ -133,9 +139,8 @@ class AuditScreen(Screen):
             return  # superseded by a newer filter
         self.events.show(view, message.keep_seq)
         self._update_columns()
-        order = "newest first" if view.descending else "oldest first"
         if self._announce and self.busy is None:
-            self.job.say(f"{len(view):,} {describe_filter(view.flt)}, {order}")
+            self.job.say(describe_view(view))
         if len(view) == 0:
             self.query_one(EventDetail).show(None)
 

@@ -48,6 +48,7 @@ class DashboardScreen(Screen):
     BINDINGS = [
         Binding("a", "app.open_audit", "Audit trail"),
         Binding("r", "refresh", "Refresh"),
+        Binding("ctrl+l", "app.logout", "Log out"),
     ]
 
     class Loaded(Message):

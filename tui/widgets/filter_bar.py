@@ -12,7 +12,7 @@ from appliance.errors import ApplianceError
 from tui.filters import build_filter
 from tui.widgets.inputs import ConsoleInput
 
-FIELDS = (("actor", "actor"), ("action", "action / update.*"), ("target", "target type:id"),
+FIELDS = (("actor", "actor"), ("action", "action (x.*)"), ("target", "target type:id"),
           ("since", "since (UTC)"), ("until", "until (UTC)"))
 
 

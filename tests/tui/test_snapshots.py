@@ -1,0 +1,73 @@
+"""SVG snapshots of every console screen at 80x24 and 120x40 (fixed ids, clock and GPUs).
+
+Regenerate after an intended change with `pytest tests/tui --snapshot-update` and review
+the SVGs; a second run must then pass unchanged.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import ADMIN, PASSWORD
+from tests.tui.pilot import audit_ready, dashboard_ready, log_in, type_into, wait_for
+from tui.screens.export import ExportDialog
+
+SIZES = pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+
+
+async def _dashboard(pilot) -> None:
+    await log_in(pilot, ADMIN, PASSWORD)
+    await dashboard_ready(pilot)
+
+
+async def _audit_on_signed_event(pilot) -> None:
+    await _dashboard(pilot)
+    await pilot.press("a")
+    events = await audit_ready(pilot)
+    await type_into(pilot, "#filter-action", "update.*")
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: events.view.flt.action == "update.*" and events.is_loaded())
+    await pilot.press("down")  # the signed approval
+    await wait_for(pilot, lambda: events.current is not None
+                   and events.current.data["action"] == "update.approve")
+    await pilot.app.workers.wait_for_complete()
+
+
+async def _export_dialog(pilot) -> None:
+    await _dashboard(pilot)
+    await pilot.press("a")
+    await audit_ready(pilot)
+    await pilot.press("e")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, ExportDialog))
+    await type_into(pilot, "#export-out", "/media/usb")
+
+
+async def _login_failed(pilot) -> None:
+    await log_in(pilot, ADMIN, "not the password")
+    await wait_for(pilot, lambda: "failed" in str(
+        pilot.app.screen.query_one("#login-message").content))
+
+
+@SIZES
+def test_login_screen(snap_compare, make_console, size):
+    assert snap_compare(make_console(), terminal_size=size)
+
+
+@SIZES
+def test_login_failed(snap_compare, make_console, size):
+    assert snap_compare(make_console(), terminal_size=size, run_before=_login_failed)
+
+
+@SIZES
+def test_dashboard(snap_compare, make_console, size):
+    assert snap_compare(make_console(), terminal_size=size, run_before=_dashboard)
+
+
+@SIZES
+def test_audit_screen_with_signed_event(snap_compare, make_console, size):
+    assert snap_compare(make_console(), terminal_size=size, run_before=_audit_on_signed_event)
+
+
+@SIZES
+def test_export_dialog(snap_compare, make_console, size):
+    assert snap_compare(make_console(), terminal_size=size, run_before=_export_dialog)
