@@ -144,6 +144,8 @@ class EventList(ScrollView, can_focus=True):
         self._fit_columns()
         self.virtual_size = Size(self.scrollable_content_region.width, len(view))
         index = view.rows.index_of(keep_seq) if keep_seq is not None else None
+        if index is None:
+            self.scroll_to(y=0, animate=False, immediate=True)
         self.cursor = self._clamp(index or 0)
         self.refresh()
 

@@ -1,0 +1,96 @@
+"""Virtual scrolling: the audit screen opens on a large trail as fast as on a small one.
+
+The trail is built once per module through the real write path (`trail.append`, one
+transaction). 200,000 events keep the suite quick; the 1,000,000-event case is `slow`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from appliance.audit.events import Actor, Event
+from appliance.hardware import GpuInventory
+from appliance.services.setup import init_appliance
+from tests.conftest import ADMIN, ADMIN_NAME, FAST, PASSWORD, SteppingClock
+from tests.tui.pilot import audit_ready, dashboard_ready, log_in, type_into, wait_for
+from tui.app import build_app
+from tui.widgets.event_list import CACHE_PAGES
+
+pytestmark = pytest.mark.asyncio
+ACTORS = (Actor("itops", "Ira Tech", "it"), Actor("mleng", "Mina Learner", "ml"),
+          Actor("auditor", "Ada Auditor", "auditor"), Actor("alice", ADMIN_NAME, "admin"))
+
+
+class NoDriver:
+    """The hardware edge: a host without an NVIDIA driver."""
+
+    def read(self) -> GpuInventory:
+        return GpuInventory(driver_found=False)
+
+
+def build_trail(home: Path, events: int) -> Path:
+    app = init_appliance(home, ADMIN, ADMIN_NAME, PASSWORD, clock=SteppingClock(),
+                         settings=FAST, terminal="bulk")
+    with app.transaction():
+        for i in range(events):
+            app.trail.append(Event(
+                action=("update.import", "model.evaluate", "auth.login", "audit.verify")[i % 4],
+                actor=ACTORS[i % 4], target_type="bundle", target_id=f"bundle-{i % 97}",
+                details={"n": i}, terminal="bulk"))
+    app.close()
+    return home
+
+
+async def open_and_measure(home: Path) -> dict[str, float]:
+    app = build_app(home, SteppingClock(), terminal="console-test", gpu_source=NoDriver())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await log_in(pilot, ADMIN, PASSWORD)
+        await dashboard_ready(pilot)
+        start = time.perf_counter()
+        await pilot.press("a")
+        events = await audit_ready(pilot)
+        opened = time.perf_counter() - start
+        total = len(events.view)
+
+        start = time.perf_counter()
+        await pilot.press("end")
+        await wait_for(pilot, lambda: events.current is not None and events.current.event.seq == 1,
+                       what="oldest event")
+        to_end = time.perf_counter() - start
+        assert len(events._cache) <= CACHE_PAGES  # pages, never the table
+
+        start = time.perf_counter()
+        await type_into(pilot, "#filter-actor", "mleng")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: events.view.flt.actor == "mleng" and events.is_loaded()
+                       and events.current is not None, what="filtered view")
+        filtered = time.perf_counter() - start
+        assert events.current.data["actor"]["username"] == "mleng"
+        assert len(events.view) == total // 4 or abs(len(events.view) - total // 4) <= 1
+    return {"events": total, "open_s": opened, "jump_to_end_s": to_end, "filter_s": filtered}
+
+
+@pytest.fixture(scope="module")
+def trail_200k(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_trail(tmp_path_factory.mktemp("big") / "home", 200_000)
+
+
+async def test_audit_screen_opens_on_200k_events_under_a_second(trail_200k: Path):
+    figures = await open_and_measure(trail_200k)
+    print(json.dumps({"bench": "tui_audit_open", **figures}))
+    assert figures["events"] >= 200_000
+    assert figures["open_s"] < 1.0
+    assert figures["jump_to_end_s"] < 1.0
+
+
+@pytest.mark.slow
+async def test_audit_screen_opens_on_1m_events_under_a_second(tmp_path: Path):
+    figures = await open_and_measure(build_trail(tmp_path / "home", 1_000_000))
+    print(json.dumps({"bench": "tui_audit_open", **figures}))
+    assert figures["events"] >= 1_000_000
+    assert figures["open_s"] < 1.0
+    assert figures["jump_to_end_s"] < 1.0
