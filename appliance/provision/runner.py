@@ -1,0 +1,249 @@
+"""Run one playbook through ansible-runner in a fresh private job directory.
+
+What AWX taught: a fresh 0700 private data directory per job (ansible-runner reuses
+options left in `env/`, so a reused one can turn a real run into a check run), the
+project pointing at the installed playbooks, an environment built from nothing (the
+operator's variables never reach Ansible or its artifacts), explicit timeouts, and a
+cancel that kills every process of the run, not only the playbook's process group.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from appliance.provision import proctree
+from appliance.provision.events import EventTracker, TaskEvent, one_line
+from appliance.provision.redaction import REDACTED, redact, scrub_tree, secret_values
+
+CANCEL_FLAG = "cancel-requested"
+POLL_S = 0.2
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# What ansible-runner itself must set for its event callback; nothing else of its env.
+_RUNNER_KEYS = ("ANSIBLE_STDOUT_CALLBACK", "ANSIBLE_RETRY_FILES_ENABLED",
+                "AWX_ISOLATED_DATA_DIR", "ANSIBLE_CACHE_PLUGIN",
+                "ANSIBLE_CACHE_PLUGIN_CONNECTION", "RUNNER_OMIT_EVENTS",
+                "RUNNER_ONLY_FAILED_EVENTS")
+STATUSES = ("running", "successful", "failed", "cancelled", "timeout", "error", "interrupted")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything one run needs; built by the service, independent of the database."""
+
+    run_id: str
+    job_dir: Path
+    project_dir: Path
+    playbook: str
+    inventory_text: str
+    known_hosts: str
+    hosts: tuple[str, ...]
+    extra_vars: dict[str, Any] = field(default_factory=dict)
+    check: bool = False
+    limit: str | None = None
+    timeout_s: int = 3600
+    task_timeout_s: int = 1800
+    connect_timeout_s: int = 10
+
+
+@dataclass
+class JobOutcome:
+    status: str
+    rc: int | None
+    hosts: dict[str, dict[str, Any]]
+    failures: list[TaskEvent]
+    duration_s: float
+    artifact_dir: Path
+    killed_processes: int = 0
+    error: str | None = None
+
+    @property
+    def failure_line(self) -> str | None:
+        if self.failures:
+            return self.failures[0].line()
+        return one_line(self.error) if self.error else None
+
+
+def venv_bin() -> Path:
+    """The bin directory of the Python running the appliance: its own ansible-playbook."""
+    return Path(sys.executable).parent
+
+
+def job_environment(spec: JobSpec) -> dict[str, str]:
+    """The whole environment Ansible gets: built, not inherited, so nothing secret leaks."""
+    job = spec.job_dir
+    ssh_args = " ".join([
+        "-F none",  # no user or system ssh_config changes what we connect to
+        "-o ControlMaster=no -o ControlPersist=no",  # no master lingers after the run
+        "-o IdentitiesOnly=yes -o BatchMode=yes",
+        f"-o UserKnownHostsFile={job / 'known_hosts'} -o GlobalKnownHostsFile=/dev/null",
+        "-o StrictHostKeyChecking=yes",
+        f"-o ConnectTimeout={spec.connect_timeout_s}",
+    ])
+    env = {
+        "PATH": f"{venv_bin()}:{SYSTEM_PATH}",
+        "HOME": str(job / "home"),
+        "TMPDIR": str(job / "tmp"),
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "ANSIBLE_HOME": str(job / "ansible"),
+        "ANSIBLE_LOCAL_TEMP": str(job / "tmp"),
+        "ANSIBLE_REMOTE_TEMP": str(job / "remote-tmp"),
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
+        "ANSIBLE_SSH_ARGS": ssh_args,
+        "ANSIBLE_PIPELINING": "True",
+        "ANSIBLE_TIMEOUT": str(spec.connect_timeout_s),
+        "ANSIBLE_TASK_TIMEOUT": str(spec.task_timeout_s),
+        "ANSIBLE_NOCOLOR": "True",
+        "ANSIBLE_FORCE_COLOR": "False",
+        "ANSIBLE_CALLBACK_PLUGINS": "",
+        proctree.MARKER: spec.run_id,
+    }
+    cfg = spec.project_dir / "ansible.cfg"
+    if cfg.is_file():
+        env["ANSIBLE_CONFIG"] = str(cfg)
+    return env
+
+
+def prepare_job_dir(spec: JobSpec) -> None:
+    """Create the job directory fresh (never reused) with the inputs of this run only."""
+    spec.job_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    spec.job_dir.mkdir(mode=0o700)  # raises if it exists: a job dir is never reused
+    for sub in ("home", "tmp", "ansible", "remote-tmp", "inventory", "env"):
+        (spec.job_dir / sub).mkdir(mode=0o700)
+    _write_private(spec.job_dir / "inventory" / "hosts.yml", spec.inventory_text)
+    _write_private(spec.job_dir / "known_hosts", spec.known_hosts)
+    # Extra vars go in a file, not on the command line where `ps` would show them.
+    _write_private(spec.job_dir / "env" / "extravars", json.dumps(spec.extra_vars))
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+class Job:
+    """One playbook run. `run()` blocks; `request_cancel()` may be called from anywhere."""
+
+    def __init__(self, spec: JobSpec, tasks_per_host: int,
+                 on_events: Callable[[list[TaskEvent]], None] | None = None) -> None:
+        self.spec = spec
+        self.tracker = EventTracker(spec.hosts, tasks_per_host, on_events)
+        self._cancelled = threading.Event()
+        self.killed = 0
+
+    @property
+    def cancel_flag(self) -> Path:
+        return self.spec.job_dir / CANCEL_FLAG
+
+    def request_cancel(self) -> None:
+        """Ask the run to stop; another process can do the same by creating the flag file."""
+        self.cancel_flag.touch(mode=0o600)
+
+    def _poll(self) -> bool:
+        # Called by ansible-runner every POLL_S while the playbook runs.
+        self.tracker.flush()
+        if self._cancelled.is_set():
+            return True
+        if self.cancel_flag.exists():
+            self._cancelled.set()
+            self.killed += proctree.kill_run(self.spec.run_id)
+            return True
+        return False
+
+    def run(self) -> JobOutcome:
+        from ansible_runner.config.runner import RunnerConfig
+        from ansible_runner.runner import Runner
+        from ansible_runner.utils import get_callback_dir
+
+        spec = self.spec
+        started = time.monotonic()
+        artifact_dir = spec.job_dir / "artifacts" / spec.run_id
+        status, rc, error = "error", None, None
+        try:
+            cmdline = ["--check", "--diff"] if spec.check else []
+            if spec.limit:
+                cmdline += ["--limit", spec.limit]
+            ours = job_environment(spec)
+            config = RunnerConfig(
+                private_data_dir=str(spec.job_dir), project_dir=str(spec.project_dir),
+                playbook=spec.playbook, inventory=str(spec.job_dir / "inventory" / "hosts.yml"),
+                ident=spec.run_id, quiet=True, timeout=spec.timeout_s,
+                cmdline=" ".join(cmdline) or None, envvars=ours,
+                settings={"pexpect_timeout": POLL_S, "suppress_ansible_output": True})
+            config.prepare()
+            env = dict(ours)
+            env.update({k: config.env[k] for k in _RUNNER_KEYS if k in config.env})
+            env["ANSIBLE_CALLBACK_PLUGINS"] = get_callback_dir()
+            config.env = env
+            runner = Runner(config=config, event_handler=self.tracker.handle,
+                            cancel_callback=self._poll)
+            status, rc = runner.run()
+        except Exception as exc:  # noqa: BLE001 - any runner failure is a run result
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            # Whatever ended the run, nothing it started may keep running.
+            self.killed += proctree.kill_run(spec.run_id)
+            self.tracker.flush()
+            scrub_job_dir(spec)
+        if self._cancelled.is_set():
+            status = "cancelled"
+        status = {"canceled": "cancelled", "unstarted": "error",
+                  "starting": "error", "running": "error"}.get(status, status)
+        if error is None and status == "failed" and not self.tracker.failures:
+            error = _stdout_tail(artifact_dir)
+        if status == "timeout":
+            error = error or f"the run took longer than {spec.timeout_s} s and was stopped"
+        if status == "cancelled":
+            error = "cancelled by request"
+        return JobOutcome(status, rc, self.tracker.host_counts(), list(self.tracker.failures),
+                          time.monotonic() - started, artifact_dir, self.killed, error)
+
+
+def scrub_job_dir(spec: JobSpec) -> None:
+    """Leave nothing secret in the stored job: extra vars, command and env, every artifact."""
+    env_dir = spec.job_dir / "env"
+    extravars = env_dir / "extravars"
+    if extravars.exists():
+        extravars.write_text(json.dumps(redact(spec.extra_vars)), encoding="utf-8")
+    envvars = env_dir / "envvars"
+    if envvars.exists():
+        envvars.write_text(json.dumps(_allowed_env(json.loads(envvars.read_text()))))
+    for command in (spec.job_dir / "artifacts").glob("*/command"):
+        data = json.loads(command.read_text(encoding="utf-8"))
+        data["env"] = _allowed_env(data.get("env") or {})
+        command.write_text(json.dumps(data), encoding="utf-8")
+    scrub_tree(spec.job_dir, secret_values(spec.extra_vars))
+    # The flag and the SSH temp files are inputs, not a record.
+    (spec.job_dir / CANCEL_FLAG).unlink(missing_ok=True)
+
+
+def _allowed_env(env: dict[str, str]) -> dict[str, str]:
+    allowed = set(job_environment_keys()) | set(_RUNNER_KEYS) | {"ANSIBLE_CALLBACK_PLUGINS"}
+    return {k: (v if k in allowed else REDACTED) for k, v in env.items()}
+
+
+def job_environment_keys() -> tuple[str, ...]:
+    return ("PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "ANSIBLE_HOME", "ANSIBLE_LOCAL_TEMP",
+            "ANSIBLE_REMOTE_TEMP", "ANSIBLE_HOST_KEY_CHECKING", "ANSIBLE_SSH_ARGS",
+            "ANSIBLE_PIPELINING", "ANSIBLE_TIMEOUT", "ANSIBLE_TASK_TIMEOUT", "ANSIBLE_NOCOLOR",
+            "ANSIBLE_FORCE_COLOR", "ANSIBLE_CONFIG", proctree.MARKER)
+
+
+def _stdout_tail(artifact_dir: Path) -> str | None:
+    """A failure with no failed task (a syntax error, a missing file): the output's end."""
+    try:
+        text = (artifact_dir / "stdout").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "ERROR" in ln]
+    return one_line((errors or lines or ["failed with no output"])[0])

@@ -1,0 +1,423 @@
+"""Provisioning actions: run a playbook (or check it), cancel, browse runs and artifacts,
+and manage the inventory. The CLI and the console call these and nothing below them.
+
+A run is recorded twice in the audit trail: `provision.start` before anything runs (if it
+cannot be recorded, nothing runs) and `provision.run` with the result. The playbook runs
+in a worker thread; events reach the caller's callback in that thread, in batches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from appliance.audit.events import SYSTEM_ACTOR, Actor, Event
+from appliance.clock import Clock
+from appliance.context import Appliance
+from appliance.errors import InvalidInput
+from appliance.identity.session import Session
+from appliance.provision import inventory as inv
+from appliance.provision import proctree, records
+from appliance.provision.events import EventTracker, TaskEvent
+from appliance.provision.plan import tasks_per_host
+from appliance.provision.records import RunRecord
+from appliance.provision.redaction import redact
+from appliance.provision.runner import CANCEL_FLAG, Job, JobOutcome, JobSpec, prepare_job_dir
+from appliance.services.access import authorize
+
+PLAYBOOKS_ENV = "APPLIANCE_PLAYBOOKS"
+MAX_TIMEOUT_S = 24 * 3600
+ARTIFACT_PAGE = 64 * 1024
+_SKIP_DIRS = {"home", "tmp", "ansible", "remote-tmp"}
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What to run: a playbook of the installed set, on `local` or `cluster`."""
+
+    playbook: str = "site.yml"
+    inventory: str = "cluster"
+    check: bool = False
+    extra_vars: dict[str, Any] = field(default_factory=dict)
+    limit: str | None = None
+    timeout_s: int = 3600
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    name: str
+    size: int
+
+
+@dataclass(frozen=True)
+class ArtifactChunk:
+    name: str
+    offset: int
+    text: str
+    next_offset: int | None
+    size: int
+
+
+def default_playbooks_dir() -> Path:
+    """The installed playbooks: $APPLIANCE_PLAYBOOKS, the packaged copy, or the checkout."""
+    here = Path(__file__).resolve().parents[2]
+    candidates = [os.environ.get(PLAYBOOKS_ENV), "/opt/appliance/playbooks",
+                  str(here / "playbooks")]
+    for c in candidates:
+        if c and (Path(c) / "site.yml").is_file():
+            return Path(c)
+    raise InvalidInput("the provisioning playbooks are not installed",
+                       f"install them from the media or set {PLAYBOOKS_ENV}")
+
+
+def _playbook(project: Path, name: str) -> str:
+    if "/" in name or not name.endswith(".yml") or not (project / name).is_file():
+        known = ", ".join(p.name for p in sorted(project.glob("*.yml")))
+        raise InvalidInput(f"unknown playbook {name!r}", f"choose one of: {known}")
+    return name
+
+
+class RunHandle:
+    """A run in progress in this process: wait for it, or read its progress."""
+
+    def __init__(self, record: RunRecord, job: Job) -> None:
+        self.record = record
+        self.job = job
+        self._done = threading.Event()
+        self._error: BaseException | None = None
+        self.thread: threading.Thread | None = None
+
+    @property
+    def run_id(self) -> str:
+        return self.record.id
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def progress(self):
+        return self.job.tracker.progress()
+
+    def wait(self, timeout: float | None = None) -> RunRecord:
+        """The final record; raises what recording the result raised (e.g. AuditFailure)."""
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"run {self.run_id} still running after {timeout} s")
+        if self._error is not None:
+            raise self._error
+        return self.record
+
+
+# -- runs ------------------------------------------------------------------------------
+
+def start(app: Appliance, session: Session, request: RunRequest,
+          on_events: Callable[[list[TaskEvent]], None] | None = None, *,
+          playbooks_dir: Path | None = None) -> RunHandle:
+    """Record the start, then run the playbook in a worker thread."""
+    actor = authorize(app, session, "provision.run", target_type="provision_run",
+                      target_id=request.playbook)
+    project = (playbooks_dir or default_playbooks_dir()).resolve()
+    playbook = _playbook(project, request.playbook)
+    extra = _check_extra_vars(request.extra_vars)
+    if not 0 < request.timeout_s <= MAX_TIMEOUT_S:
+        raise InvalidInput(f"timeout {request.timeout_s} s out of range",
+                           f"use 1 to {MAX_TIMEOUT_S} seconds")
+    _reap_stale(app)
+    hosts = inv.select(inv.load_hosts(app.conn), request.inventory)
+    rendered = inv.render(hosts)
+    run_id = f"{app.clock.now():%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+    spec = JobSpec(run_id=run_id, job_dir=app.layout.jobs / f"provision-{run_id}",
+                   project_dir=project, playbook=playbook, inventory_text=rendered.text,
+                   known_hosts=rendered.known_hosts, hosts=rendered.hosts, extra_vars=extra,
+                   check=request.check, limit=request.limit or None,
+                   timeout_s=request.timeout_s)
+    pid = os.getpid()
+    record = RunRecord(
+        id=run_id, playbook=playbook, inventory=request.inventory,
+        inventory_digest=rendered.digest, hosts_list=rendered.hosts, check=request.check,
+        extra_vars=redact(extra), limit=spec.limit, status="running",
+        started_at=app.clock.iso(), started_by=session.username, finished_at=None,
+        duration_s=None, rc=None, hosts={}, failure=None, job_dir=str(spec.job_dir),
+        owner_host=socket.gethostname(), owner_pid=pid, owner_start=proctree.start_ticks(pid))
+    prepare_job_dir(spec)
+    try:
+        with app.transaction():
+            records.insert(app.conn, record)
+            app.trail.append(Event(
+                action="provision.start", actor=actor, target_type="provision_run",
+                target_id=run_id, target_digest=rendered.digest,
+                details=_details(record), terminal=session.terminal))
+    except BaseException:
+        shutil.rmtree(spec.job_dir, ignore_errors=True)  # fail closed: nothing ran
+        raise
+    job = Job(spec, tasks_per_host(project, playbook), on_events)
+    handle = RunHandle(record, job)
+    handle.thread = threading.Thread(
+        target=_work, args=(handle, app.layout.root, app.clock, app.terminal, actor,
+                            session.terminal), name=f"provision-{run_id}")
+    handle.thread.start()
+    return handle
+
+
+def run(app: Appliance, session: Session, request: RunRequest,
+        on_events: Callable[[list[TaskEvent]], None] | None = None, *,
+        playbooks_dir: Path | None = None) -> RunRecord:
+    """Start a run and wait for its recorded result."""
+    return start(app, session, request, on_events, playbooks_dir=playbooks_dir).wait()
+
+
+def _work(handle: RunHandle, home: Path, clock: Clock, app_terminal: str, actor: Actor,
+          terminal: str) -> None:
+    try:
+        outcome = handle.job.run()
+        # The caller's connection belongs to its thread; the result gets its own.
+        with Appliance.open(home, clock=clock, terminal=app_terminal) as app:
+            handle.record = _record_result(app, handle.record, outcome, actor, terminal)
+    except BaseException as exc:  # noqa: BLE001 - handed to whoever waits
+        handle._error = exc
+    finally:
+        handle._done.set()
+
+
+def _record_result(app: Appliance, rec: RunRecord, outcome: JobOutcome, actor: Actor,
+                   terminal: str) -> RunRecord:
+    failure = outcome.failure_line
+    with app.transaction():
+        records.finish(app.conn, rec.id, outcome.status, app.clock.iso(),
+                       round(outcome.duration_s, 3), outcome.rc, outcome.hosts, failure)
+        final = records.get(app.conn, rec.id)
+        app.trail.append(Event(
+            action="provision.run", actor=actor, target_type="provision_run",
+            target_id=rec.id, target_digest=rec.inventory_digest,
+            outcome="success" if outcome.status == "successful" else "failure",
+            reason=failure, details={**_details(final), "killed_processes":
+                                     outcome.killed_processes},
+            terminal=terminal))
+    return final
+
+
+def _details(rec: RunRecord) -> dict[str, Any]:
+    return {"playbook": rec.playbook, "mode": rec.mode, "inventory": rec.inventory,
+            "inventory_digest": rec.inventory_digest, "hosts": list(rec.hosts_list),
+            "limit": rec.limit, "extra_vars": rec.extra_vars, "status": rec.status,
+            "host_counts": {h: {k: v for k, v in c.items() if k != "changed_by_role"}
+                            for h, c in rec.hosts.items()},
+            "duration_s": rec.duration_s, "failure": rec.failure}
+
+
+def _check_extra_vars(extra: dict[str, Any]) -> dict[str, Any]:
+    for key in extra:
+        if not isinstance(key, str) or not key.isidentifier():
+            raise InvalidInput(f"invalid variable name {key!r}", "use NAME=VALUE")
+    try:
+        return json.loads(json.dumps(extra))
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"extra variables are not plain data: {exc}") from exc
+
+
+def _owner_alive(rec: RunRecord) -> bool:
+    if rec.owner_host != socket.gethostname():
+        return True  # another machine's run: we cannot tell, so we do not judge
+    return proctree.alive(rec.owner_pid, rec.owner_start)
+
+
+def _reap_stale(app: Appliance) -> None:
+    """Close runs whose process died (power loss, kill -9) and stop what they left."""
+    for rec in records.running(app.conn):
+        if _owner_alive(rec):
+            continue
+        proctree.kill_run(rec.id)
+        with app.transaction():
+            records.finish(app.conn, rec.id, "interrupted", app.clock.iso(), None, None,
+                           rec.hosts, "the process running it stopped before it finished")
+            app.trail.append(Event(
+                action="provision.run", actor=SYSTEM_ACTOR, target_type="provision_run",
+                target_id=rec.id, target_digest=rec.inventory_digest, outcome="failure",
+                reason="interrupted", details=_details(records.get(app.conn, rec.id))))
+
+
+def cancel(app: Appliance, session: Session, run_id: str, reason: str | None = None
+           ) -> RunRecord:
+    """Ask a running run to stop. Works across processes: the run polls a flag file."""
+    actor = authorize(app, session, "provision.run", target_type="provision_run",
+                      target_id=run_id)
+    _reap_stale(app)
+    rec = records.get(app.conn, run_id)
+    if rec.finished:
+        raise InvalidInput(f"run {run_id} already ended ({rec.status})", "nothing to cancel")
+    with app.transaction():
+        app.trail.append(Event(
+            action="provision.cancel", actor=actor, target_type="provision_run",
+            target_id=run_id, reason=reason, details={"playbook": rec.playbook},
+            terminal=session.terminal))
+    (Path(rec.job_dir) / CANCEL_FLAG).touch(mode=0o600)
+    return rec
+
+
+def _shown(rec: RunRecord) -> RunRecord:
+    if rec.status == "running" and not _owner_alive(rec):
+        return replace(rec, status="interrupted")
+    return rec
+
+
+def list_runs(app: Appliance, session: Session, limit: int = 50, before: str | None = None
+              ) -> list[RunRecord]:
+    authorize(app, session, "provision.view")
+    return [_shown(r) for r in records.page(app.conn, limit, before)]
+
+
+def get_run(app: Appliance, session: Session, run_id: str) -> RunRecord:
+    authorize(app, session, "provision.view", target_type="provision_run", target_id=run_id)
+    return _shown(records.get(app.conn, run_id))
+
+
+def run_events(app: Appliance, session: Session, run_id: str) -> list[TaskEvent]:
+    """The run's task events, replayed from its stored job events (history view)."""
+    rec = get_run(app, session, run_id)
+    events_dir = Path(rec.job_dir) / "artifacts" / rec.id / "job_events"
+    collected: list[TaskEvent] = []
+    tracker = EventTracker(rec.hosts_list, 0, collected.extend, throttle_s=0)
+    raws = []
+    for path in events_dir.glob("*.json") if events_dir.is_dir() else ():
+        try:
+            raws.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue
+    for raw in sorted(raws, key=lambda r: r.get("counter", 0)):
+        tracker.handle(raw)
+    tracker.flush()
+    return collected
+
+
+def list_artifacts(app: Appliance, session: Session, run_id: str) -> list[ArtifactInfo]:
+    rec = get_run(app, session, run_id)
+    root = Path(rec.job_dir)
+    out = []
+    for path in sorted(root.rglob("*")) if root.is_dir() else ():
+        rel = path.relative_to(root)
+        if rel.parts[0] in _SKIP_DIRS or not path.is_file() or path.is_symlink():
+            continue
+        out.append(ArtifactInfo(str(rel), path.stat().st_size))
+    return out
+
+
+def read_artifact(app: Appliance, session: Session, run_id: str, name: str,
+                  offset: int = 0, limit: int = ARTIFACT_PAGE) -> ArtifactChunk:
+    """One page of an artifact's text; page on with `next_offset` (None at the end)."""
+    rec = get_run(app, session, run_id)
+    root = Path(rec.job_dir).resolve()
+    path = (root / name).resolve()
+    if root not in path.parents or path.relative_to(root).parts[0] in _SKIP_DIRS \
+            or not path.is_file():
+        raise InvalidInput(f"no artifact {name!r} in run {run_id}",
+                           f"list them with `appliance provision artifacts {run_id}`")
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        fh.seek(max(0, offset))
+        data = fh.read(max(1, min(limit, 4 * ARTIFACT_PAGE)))
+    end = max(0, offset) + len(data)
+    return ArtifactChunk(name, offset, data.decode("utf-8", errors="replace"),
+                         end if end < size else None, size)
+
+
+def list_playbooks(app: Appliance, session: Session, playbooks_dir: Path | None = None
+                   ) -> list[str]:
+    authorize(app, session, "provision.view")
+    project = playbooks_dir or default_playbooks_dir()
+    return [p.name for p in sorted(project.glob("*.yml"))]
+
+
+# -- inventory -------------------------------------------------------------------------
+
+def inventory_list(app: Appliance, session: Session) -> list[inv.Host]:
+    authorize(app, session, "provision.view")
+    return inv.load_hosts(app.conn)
+
+
+def inventory_add(app: Appliance, session: Session, host: inv.Host, *,
+                  key_source: Path | None = None, host_key_file: Path | None = None,
+                  scan: Callable[[str, int], str] = inv.scan_host_keys) -> inv.Host:
+    """Add a host. Its SSH key is copied into the appliance (the media may go); its host
+    key is pinned from `host_key_file`, else scanned once and its fingerprint recorded."""
+    actor = authorize(app, session, "provision.run", target_type="provision_host",
+                      target_id=host.name)
+    if host.name == inv.LOCALHOST:
+        host = replace(host, connection="local", address="127.0.0.1")
+    copied: Path | None = None
+    if host.connection == "ssh":
+        if host_key_file is not None:
+            try:
+                keys = inv.parse_host_keys(host_key_file.read_text(encoding="utf-8"))
+            except OSError as exc:
+                raise InvalidInput(f"cannot read host key file {host_key_file}: "
+                                   f"{exc.strerror}") from exc
+            if not keys:
+                raise InvalidInput(f"no SSH host key in {host_key_file}",
+                                   "pass a known_hosts line or the host's .pub key file")
+        else:
+            inv.validate(replace(host, host_keys="pending"))
+            keys = scan(host.address, host.port)
+        host = replace(host, host_keys=keys)
+    host = replace(host, added_at=app.clock.iso(), added_by=session.username)
+    inv.validate(host)
+    if key_source is not None:
+        copied = _copy_key(app, host.name, key_source)
+        host = replace(host, key_file=str(copied))
+    try:
+        with app.transaction():
+            inv.insert_host(app.conn, host)
+            app.trail.append(Event(
+                action="provision.inventory.add", actor=actor, target_type="provision_host",
+                target_id=host.name, new={**host.to_dict(), "vars": redact(host.vars)},
+                terminal=session.terminal))
+    except BaseException:
+        if copied is not None:
+            copied.unlink(missing_ok=True)
+        raise
+    return host
+
+
+def _copy_key(app: Appliance, name: str, source: Path) -> Path:
+    try:
+        data = source.read_bytes()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read SSH key {source}: {exc.strerror}",
+                           "pass the private key file from the media") from exc
+    if b"PRIVATE KEY" not in data:
+        raise InvalidInput(f"{source} is not an SSH private key",
+                           "pass the private key, not the .pub file")
+    keys_dir = app.layout.keys / "provision"
+    keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    dest = keys_dir / name
+    tmp = keys_dir / f".{name}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, dest)
+    return dest
+
+
+def inventory_remove(app: Appliance, session: Session, name: str, reason: str | None = None
+                     ) -> None:
+    actor = authorize(app, session, "provision.run", target_type="provision_host",
+                      target_id=name)
+    old = next((h for h in inv.load_hosts(app.conn) if h.name == name), None)
+    with app.transaction():
+        if not inv.delete_host(app.conn, name):
+            raise InvalidInput(f"no host {name!r} in the inventory",
+                               "see `appliance provision inventory list`")
+        app.trail.append(Event(
+            action="provision.inventory.remove", actor=actor, target_type="provision_host",
+            target_id=name, reason=reason,
+            old={**old.to_dict(), "vars": redact(old.vars)} if old else None,
+            terminal=session.terminal))
+    if old is not None and old.key_file and \
+            Path(old.key_file).parent == app.layout.keys / "provision":
+        Path(old.key_file).unlink(missing_ok=True)
