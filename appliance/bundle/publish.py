@@ -292,9 +292,14 @@ def build(directory: Path, now: datetime | None = None) -> None:
     if not roots or _root_changed(roots[-1].signed, new_root):
         _write(out / f"{new_root.version}.root.json", Metadata(new_root))
     lora_only = all(c.role == LORA_ROLE for c in spec.components)
-    targets = {"targets": Targets(version=repo.published_version("targets") + 1,
-                                  expires=_expiry(now, cfg, "targets"))}
-    if cfg.delegations:
+    # A LoRA-only release (the appliance publishing its own adapter) leaves the vendor's
+    # signed targets metadata as it is: only the delegated role, snapshot and timestamp move.
+    reuse_targets = lora_only and (repo.published / "targets.json").exists()
+    targets: dict[str, Targets] = {}
+    if not reuse_targets:
+        targets["targets"] = Targets(version=repo.published_version("targets") + 1,
+                                     expires=_expiry(now, cfg, "targets"))
+    if cfg.delegations and not reuse_targets:
         keys = _tuf_keys(cfg, [k for rk in cfg.delegations.values() for k in rk.keyids])
         targets["targets"].delegations = Delegations(keys=keys, roles={
             name: DelegatedRole(name, list(rk.keyids), rk.threshold, True, paths=LORA_PATHS)
@@ -319,12 +324,17 @@ def build(directory: Path, now: datetime | None = None) -> None:
     targets[desc_role].targets[desc_path] = TargetFile.from_data(desc_path, desc_bytes,
                                                                  ["sha256"])
     if spec.trusted_root:
+        if reuse_targets:
+            raise InvalidInput("a LoRA-only release cannot ship a trusted root",
+                               "ship it in a vendor release")
         data = (repo.release_targets / SIGSTORE_ROOT_TARGET).read_bytes()
         targets["targets"].targets[SIGSTORE_ROOT_TARGET] = TargetFile.from_data(
             SIGSTORE_ROOT_TARGET, data, ["sha256"])
     snapshot = Snapshot(version=repo.published_version("snapshot") + 1,
                         expires=_expiry(now, cfg, "snapshot"))
     snapshot.meta = {f"{role}.json": MetaFile(version=t.version) for role, t in targets.items()}
+    if reuse_targets:
+        snapshot.meta["targets.json"] = MetaFile(version=repo.published_version("targets"))
     timestamp = Timestamp(version=repo.published_version("timestamp") + 1,
                           expires=_expiry(now, cfg, "timestamp"),
                           snapshot_meta=MetaFile(version=snapshot.version))
@@ -370,7 +380,8 @@ def _delegators(repo: Repo) -> tuple[list[Root], Targets | None]:
     roots = [r.signed for r in repo.published_roots()[-1:]]
     if "root" in files:
         roots.append(Metadata[Root].from_bytes(files["root"].read_bytes()).signed)
-    targets = Metadata[Targets].from_bytes(files["targets"].read_bytes()).signed
+    path = files.get("targets", repo.published / "targets.json")
+    targets = Metadata[Targets].from_bytes(path.read_bytes()).signed
     return roots, targets
 
 
@@ -473,6 +484,11 @@ def _release_files(repo: Repo) -> dict[str, Path]:
     for name, p in new.items():
         if not name.endswith(".root.json"):
             files[f"{METADATA_DIR}/{name}"] = p
+    # Roles the snapshot names but this release did not rebuild come from the published set.
+    snapshot = Metadata[Snapshot].from_bytes(new["snapshot.json"].read_bytes()).signed
+    for name in snapshot.meta:
+        if name not in new:
+            files[f"{METADATA_DIR}/{name}"] = repo.published / name
     for p in sorted(repo.release_targets.rglob("*")):
         if p.is_file():
             files[f"{TARGETS_DIR}/{p.relative_to(repo.release_targets).as_posix()}"] = p

@@ -130,7 +130,8 @@ class Publisher:
 
     def release(self, out: Path, signers: tuple[str, ...] = ("root1", "targets", "online"),
                 now: datetime = BUILT) -> Path:
-        publish.build(self.repo, now)
+        if not (self.repo / "release" / "metadata").exists():
+            publish.build(self.repo, now)
         for s in signers:
             try:
                 publish.sign(self.repo, self.keys.private(s), now)

@@ -23,6 +23,7 @@ from appliance.bundle.components import sign_component
 from appliance.bundle.repo import Repo
 from appliance.bundle.store import ContentStore
 from appliance.context import Appliance
+from appliance.errors import InvalidInput
 from tests.bundle.bundlekit import BUILT, Keys, Publisher
 
 SIGNERS = ("root1", "root2", "targets", "online", "lora")
@@ -104,7 +105,10 @@ def force_publish(pub: Publisher, out: Path, signers: tuple[str, ...]) -> Path:
     """Publish what was signed even if thresholds are not met (an attacker's publisher)."""
     publish.build(pub.repo, BUILT)
     for s in signers:
-        publish.sign(pub.repo, pub.keys.private(s), BUILT)
+        try:
+            publish.sign(pub.repo, pub.keys.private(s), BUILT)
+        except InvalidInput:
+            pass    # this key may sign nothing here
     repo = Repo(pub.repo)
     for rel, src in publish._release_files(repo).items():
         (out / rel).parent.mkdir(parents=True, exist_ok=True)

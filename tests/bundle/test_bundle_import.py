@@ -6,11 +6,20 @@ import json
 
 import pytest
 
+from appliance.bundle import publish
 from appliance.bundle.store import ContentStore
+from appliance.bundle.trust import fingerprint
+from appliance.errors import BundleRefused, InvalidInput, PermissionDenied
 from appliance.services import media as media_service
 from appliance.services import trust as trust_service
 from appliance.services.signing import SignatureRequest
-from tests.bundle.bundlekit import full_release, new_publisher, session_keys
+from tests.bundle.bundlekit import (
+    full_release,
+    new_publisher,
+    session_keys,
+    tiny_adapter,
+    tiny_base,
+)
 from tests.conftest import PASSWORD
 
 
@@ -69,3 +78,154 @@ def test_import_complete_bundle(trusted, itop, first_media):
     assert json.loads(event[0])["outcome"] == "success"
     again = media_service.import_bundle(app, itop, first_media)
     assert again.already_imported and again.copied_bytes == 0
+
+
+def v1_digest(media, name: str) -> str:
+    targets = json.loads((media / "metadata" / "targets.json").read_bytes())["signed"]["targets"]
+    return targets[f"components/{name}.sig"]["custom"]["digest"]
+
+
+def test_adapter_update_copies_only_the_adapter(trusted, itop, vendor, first_media, tmp_path):
+    media_service.import_bundle(trusted, itop, first_media)
+    tiny_adapter(vendor.src / "tiny-adapter-2", seed=11)
+    vendor.add("lora_adapter", "tiny-adapter-2", base_model="tiny-base",
+               base_digest=v1_digest(first_media, "tiny-base"))
+    v2 = vendor.release(tmp_path / "usb2")
+    scan = media_service.scan(trusted, itop, [v2, first_media], search_removable=False)
+    assert [(e.version, e.status) for e in scan] == [(2, "update"), (1, "imported")]
+    result = media_service.import_bundle(trusted, itop, v2)
+    # Two adapter files; its config is byte-identical to the first adapter's, so only the
+    # new weights are copied, and nothing of the base model is touched.
+    assert (result.version, result.files_copied, result.files_skipped) == (2, 1, 1)
+    versions = dict(trusted.conn.execute(
+        "SELECT role, MAX(version) FROM trust_metadata GROUP BY role"))
+    assert versions == {"root": 1, "timestamp": 2, "snapshot": 2, "targets": 2}
+    scan = media_service.scan(trusted, itop, [first_media], search_removable=False)
+    assert scan[0].status == "older" and "rollback" in scan[0].reason
+
+
+def test_progress_reaches_the_caller(trusted, itop, first_media):
+    seen = []
+    media_service.import_bundle(trusted, itop, first_media, seen.append)
+    assert seen and seen[-1].done_bytes == seen[-1].total_bytes > 0
+
+
+def test_expiry_is_judged_by_the_appliance_clock(trusted, itop, first_media, clock):
+    # Built 2026-01-10; the timestamp role expires after 90 days. The real date does not
+    # matter: the appliance clock decides.
+    clock.advance(days=100)
+    from appliance.services import auth
+    session = auth.login(trusted, "ivan", PASSWORD)
+    with pytest.raises(BundleRefused, match="timestamp.json is expired"):
+        media_service.import_bundle(trusted, session, first_media)
+
+
+def test_import_needs_the_it_role(trusted, make_user, first_media):
+    admin = make_user(["admin"], "ada")
+    with pytest.raises(PermissionDenied):
+        media_service.import_bundle(trusted, admin, first_media)
+    denied = trusted.conn.execute("SELECT body FROM audit_events WHERE action = 'access.denied'"
+                                  ).fetchall()
+    assert json.loads(denied[-1][0])["details"]["permission"] == "media.import"
+    assert trusted.conn.execute("SELECT COUNT(*) FROM bundles").fetchone()[0] == 0
+
+
+def test_root_rotation_by_threshold_of_old_and_new_keys(trusted, itop, vendor, keys,
+                                                          first_media, tmp_path):
+    media_service.import_bundle(trusted, itop, first_media)
+    publish.set_role_keys(vendor.repo, "root", [keys.public("root2"), keys.public("root3")], 2)
+    vendor.add("golden_set", "golden-2")
+    # The old root (root1, threshold 1) and the new one (root2 + root3, threshold 2) sign.
+    v2 = vendor.release(tmp_path / "usb2", signers=("root1", "root2", "root3", "targets",
+                                                    "online"))
+    assert sorted(p.name for p in (v2 / "metadata").glob("*.root.json")) == [
+        "1.root.json", "2.root.json"]
+    media_service.import_bundle(trusted, itop, v2)
+    shown = trust_service.show_trust(trusted, itop)
+    assert shown["root_version"] == 2 and [r["version"] for r in shown["root_history"]] == [1, 2]
+    root_role = next(r for r in shown["roles"] if r["role"] == "root")
+    assert root_role["threshold"] == 2 and len(root_role["keyids"]) == 2
+    # After rotation the old root key alone can no longer move trust.
+    publish.set_role_keys(vendor.repo, "root", [keys.public("attacker")], 1)
+    vendor.add("golden_set", "golden-3")
+    from tests.bundle.hostile import force_publish
+    v3 = force_publish(vendor, tmp_path / "usb3", ("root1", "attacker", "targets", "online"))
+    with pytest.raises(BundleRefused, match="root was signed by 0/2 keys"):
+        media_service.import_bundle(trusted, itop, v3)
+
+
+def test_k_of_n_targets_signatures(appliance, security, itop, keys, tmp_path):
+    pub = new_publisher(tmp_path, keys, "two-of-three")
+    cfg_keys = [keys.public(k) for k in ("targets", "p384", "root3")]
+    publish.set_role_keys(pub.repo, "targets", cfg_keys, 2)
+    pub.add("base_model", "tiny-base", key="p384")     # a P-384 key signs the manifest
+    with pytest.raises(InvalidInput, match="targets has 1 of 2 signatures"):
+        pub.release(tmp_path / "usb", signers=("root1", "targets", "online"))
+    media = pub.release(tmp_path / "usb", signers=("p384",))
+    trust_service.init_trust(appliance, security,
+                             (media / "metadata" / "1.root.json").read_bytes(), sign_req("sam"))
+    assert media_service.import_bundle(appliance, itop, media).state == "IMPORTED"
+
+
+def test_appliance_key_publishes_a_lora_adapter(trusted, itop, vendor, keys, first_media,
+                                                 tmp_path):
+    media_service.import_bundle(trusted, itop, first_media)
+    vendor.add("lora_adapter", "site-adapter", key="lora", role="appliance-lora",
+               base_model="tiny-base", base_digest=v1_digest(first_media, "tiny-base"))
+    media = vendor.release(tmp_path / "usb-lora", signers=("lora", "online"))
+    assert (media / "targets" / "lora" / "bundle.json").exists()
+    result = media_service.import_bundle(trusted, itop, media)
+    role = trusted.conn.execute("SELECT role, kind FROM bundle_components WHERE bundle_id = ?",
+                                (result.bundle_id,)).fetchall()
+    assert role == [("appliance-lora", "lora_adapter")]
+    shown = trust_service.show_trust(trusted, itop)
+    lora = next(p for p in shown["publishers"] if p["role"] == "appliance-lora")
+    assert lora["kinds"] == ["lora_adapter"] and lora["keyids"] == [keys.keyid("lora")]
+
+
+def test_publisher_refuses_wrong_keys(vendor, keys, tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    ed = tmp_path / "ed.pem"
+    ed.write_bytes(ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    src = tiny_base(tmp_path / "b")
+    with pytest.raises(InvalidInput, match="not an ECDSA key"):
+        publish.add_component(vendor.repo, "base_model", src, ed, name="b")
+    with pytest.raises(InvalidInput, match="is not a targets key"):
+        publish.add_component(vendor.repo, "base_model", src, keys.private("attacker"),
+                              name="b")
+    with pytest.raises(InvalidInput, match="may not publish base_model"):
+        publish.add_component(vendor.repo, "base_model", src, keys.private("lora"), name="b",
+                              role="appliance-lora")
+    assert not (vendor.repo / "release" / "targets" / "components" / "b").exists()
+
+
+def test_trust_init_refusals_are_recorded(appliance, security, make_user, first_media, keys,
+                                          tmp_path):
+    root = (first_media / "metadata" / "1.root.json").read_bytes()
+    it = make_user(["it"], "ivo")
+    with pytest.raises(PermissionDenied):
+        trust_service.init_trust(appliance, it, root, sign_req("ivo"))
+    with pytest.raises(BundleRefused, match="not signed by its own threshold"):
+        trust_service.init_trust(appliance, security, root.replace(b'"version": 1',
+                                                                   b'"version": 7'),
+                                 sign_req("sam"))
+    with pytest.raises(BundleRefused, match="fingerprint differs"):
+        trust_service.init_trust(appliance, security, root, sign_req("sam"),
+                                 expect_fingerprint="ab" * 32)
+    out = trust_service.init_trust(appliance, security, root, sign_req("sam"),
+                                   expect_fingerprint=fingerprint(root).lower())
+    assert out["root_version"] == 1
+    with pytest.raises(InvalidInput, match="already initialised"):
+        trust_service.init_trust(appliance, security, root, sign_req("sam"))
+    events = [json.loads(b) for (b,) in appliance.conn.execute(
+        "SELECT body FROM audit_events WHERE action = 'trust.init' ORDER BY seq")]
+    assert [e["outcome"] for e in events] == ["failure", "failure", "success", "failure"]
+    signed = events[2]
+    assert signed["signature"]["meaning"] == "approved"
+    assert signed["signature"]["username"] == "sam"
+    assert signed["new"]["fingerprint"] == fingerprint(root)
+    sig = appliance.conn.execute("SELECT record_type, meaning FROM signatures").fetchall()
+    assert sig == [("trust_root", "approved")]
