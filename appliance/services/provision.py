@@ -103,6 +103,10 @@ class RunHandle:
     def done(self) -> bool:
         return self._done.is_set()
 
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait up to `timeout` seconds; True once the run and its record are done."""
+        return self._done.wait(timeout)
+
     def progress(self):
         return self.job.tracker.progress()
 
