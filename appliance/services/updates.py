@@ -1,0 +1,393 @@
+"""Update actions: list, check, show (the approval view), approve, reject, install, roll back,
+status. One function per user action; each checks its permission, and first finishes or
+undoes an install that a crash interrupted (`recover`), so every entry point is a start.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from appliance.audit.events import Actor, Event
+from appliance.bundle.store import ContentStore
+from appliance.context import Appliance
+from appliance.errors import SignatureRefused
+from appliance.hardware import GpuSource
+from appliance.hardware.profiles import EngineProfile, Selection
+from appliance.identity.roles import granting_role
+from appliance.identity.session import Session
+from appliance.services import hardware
+from appliance.services.access import authorize
+from appliance.services.signing import SignatureRequest, signing
+from appliance.updates import approval as ap
+from appliance.updates import journal, view
+from appliance.updates.evidence import CarriedEvidenceGate, EvidenceGate
+from appliance.updates.fit import (
+    bundle_profiles,
+    external_bases,
+    release_components,
+    release_files,
+    serving_config,
+)
+from appliance.updates.install import (
+    Edges,
+    InstallResult,
+    Plan,
+    Runner,
+    begin,
+    carry_out,
+    open_journal,
+    release_dirs,
+)
+from appliance.updates.lifecycle import (
+    NEXT_STEP,
+    BundleRecord,
+    State,
+    active_bundle,
+    all_bundles,
+    bundle_event,
+    find_bundle,
+    get_bundle,
+    move,
+    refuse,
+    require,
+    transition,
+)
+from appliance.updates.recovery import consistency, describe, recover, recover_locked
+from appliance.updates.releases import InstallLock
+from appliance.updates.verification import verify_bundle
+
+
+def _startup(app: Appliance, session: Session, edges: Edges | None = None) -> None:
+    """Recover an interrupted install before anything else (cheap when there is none)."""
+    if journal.open_entry(app.conn) is not None or release_dirs(app).root.is_dir():
+        recover(app, edges, found_by=session.username)
+
+
+def list_updates(app: Appliance, session: Session, state: str | None = None
+                 ) -> list[dict[str, Any]]:
+    authorize(app, session, "update.view", target_type="bundle", target_id="*")
+    _startup(app, session)
+    return [b.summary() for b in all_bundles(app.conn, state)]
+
+
+# --- automatic checks: IMPORTED -> VERIFIED -> EVALUATED -> PENDING_APPROVAL ---------------
+
+def check(app: Appliance, session: Session, ref: str, gate: EvidenceGate | None = None
+          ) -> BundleRecord:
+    """Run the automatic steps a bundle is waiting for; a failed one rejects it with reasons."""
+    actor = authorize(app, session, "update.install", target_type="bundle", target_id=ref)
+    _startup(app, session)
+    return _advance(app, session, actor, find_bundle(app.conn, ref), gate)
+
+
+def _advance(app: Appliance, session: Session, actor: Actor, bundle: BundleRecord,
+             gate: EvidenceGate | None) -> BundleRecord:
+    store = ContentStore(app.layout.store)
+    if bundle.state == State.IMPORTED:
+        result = verify_bundle(bundle, store, app.layout.releases,
+                               lambda d: _base_available(app, d))
+        to = State.VERIFIED if result.ok else State.REJECTED
+        with app.transaction():
+            ap.save_check(app.conn, bundle.id, "verification", result.ok, result.to_dict(),
+                          app.clock.iso())
+            bundle = transition(app, bundle, to, actor, session.terminal,
+                                reason=None if result.ok else "; ".join(result.reasons),
+                                outcome="success" if result.ok else "failure",
+                                details={"verification": result.to_dict()})
+    if bundle.state == State.VERIFIED:
+        gate = gate or CarriedEvidenceGate(app.settings.evaluation)
+
+        def read(sha: str, size: int) -> bytes:
+            return store.path_of(sha).read_bytes()[:size]
+
+        result = gate.evaluate(bundle, read)
+        to = State.EVALUATED if result.passed else State.REJECTED
+        with app.transaction():
+            ap.save_check(app.conn, bundle.id, "evaluation", result.passed, result.to_dict(),
+                          app.clock.iso())
+            bundle = transition(app, bundle, to, actor, session.terminal,
+                                reason=result.summary(),
+                                outcome="success" if result.passed else "failure",
+                                details={"evaluation": result.to_dict(),
+                                         "gates": _gates(app)})
+    if bundle.state == State.EVALUATED:
+        with app.transaction():
+            bundle = transition(app, bundle, State.PENDING_APPROVAL, actor, session.terminal,
+                                details={"required_signatures":
+                                         app.settings.approval.required_admin_signatures})
+    return bundle
+
+
+def _gates(app: Appliance) -> dict[str, Any]:
+    g = app.settings.evaluation
+    return {"require_evidence": g.require_evidence, "min_metrics": g.min_metrics,
+            "max_metrics": g.max_metrics}
+
+
+def _base_available(app: Appliance, digest: str) -> bool:
+    return app.conn.execute(
+        "SELECT 1 FROM bundle_components c JOIN bundles b ON b.id = c.bundle_id WHERE "
+        "c.kind = 'base_model' AND c.digest = ? AND b.state IN ('APPROVED', 'INSTALLING', "
+        "'ACTIVE') LIMIT 1", (digest,)).fetchone() is not None
+
+
+def _select(app: Appliance, session: Session, bundle: BundleRecord,
+            source: GpuSource | None, pinned: str | None) -> Selection:
+    """Hardware fit on the bundle's own engines (recorded as a hardware.fit event)."""
+    profiles = bundle_profiles(bundle, external_bases(app.conn, bundle))
+    return hardware.fit(app, session, profiles, pinned, source=source, target_id=bundle.ref)
+
+
+# --- the approval view -------------------------------------------------------------------
+
+def show(app: Appliance, session: Session, ref: str, source: GpuSource | None = None,
+         pinned: str | None = None) -> dict[str, Any]:
+    """Everything an approver must see, recorded as `update.viewed` (approval needs it)."""
+    actor = authorize(app, session, "update.view", target_type="bundle", target_id=ref)
+    _startup(app, session)
+    bundle = find_bundle(app.conn, ref)
+    checker = granting_role(session.roles, "update.install")
+    if bundle.state in (State.IMPORTED, State.VERIFIED, State.EVALUATED) and checker:
+        bundle = _advance(app, session, session.actor(checker), bundle, None)
+    selection = _select(app, session, bundle, source, pinned)
+    active = active_bundle(app.conn)
+    bases = external_bases(app.conn, bundle)
+    verification = ap.stored_check(app.conn, bundle.id, "verification")
+    evaluation = ap.stored_check(app.conn, bundle.id, "evaluation")
+    required = app.settings.approval.required_admin_signatures
+    signed = ap.approvals(app.conn, bundle, required)
+    data = {
+        "bundle": bundle.summary(), "description": _description(bundle),
+        "publisher": bundle.publisher, "signers": view.signers(bundle),
+        "version": view.version_line(bundle, active),
+        "components": view.component_diff(bundle, active, bases),
+        "hardware": selection.to_dict(),
+        "verification": verification[1] if verification else None,
+        "evaluation": evaluation[1] if evaluation else None,
+        "gates": _gates(app),
+        "approvals": {"required": required,
+                      "signatures": [s.manifestation() for s in signed.signers]},
+        "history": view.history(app.conn, bundle),
+    }
+    with app.transaction():
+        app.trail.append(bundle_event(
+            bundle, "update.viewed", actor, session.terminal,
+            details={"state": str(bundle.state),
+                     "profile": selection.chosen.id if selection.chosen else None,
+                     "pinned": pinned, "components": len(bundle.components)}))
+    return data
+
+
+def _description(bundle: BundleRecord) -> str:
+    try:
+        return str(json.loads(bundle.description).get("description", ""))
+    except ValueError:
+        return ""
+
+
+# --- approve / reject (electronic signatures) ---------------------------------------------
+
+def _signable(app: Appliance, session: Session, actor: Actor, bundle: BundleRecord,
+              step: str, req: SignatureRequest, meaning: str) -> None:
+    if req.meaning != meaning:
+        raise SignatureRefused(f"{step} is signed with the meaning {meaning!r}",
+                               f"sign with meaning {meaning}")
+    if bundle.state != State.PENDING_APPROVAL:
+        raise refuse(app, actor, session.terminal, bundle, step,
+                     f"{bundle.ref} is {bundle.state}: {step} is allowed only while it is "
+                     f"{State.PENDING_APPROVAL}", NEXT_STEP[bundle.state])
+
+
+def approve(app: Appliance, session: Session, ref: str, req: SignatureRequest,
+            source: GpuSource | None = None, pinned: str | None = None) -> dict[str, Any]:
+    actor = authorize(app, session, "update.approve", target_type="bundle", target_id=ref)
+    _startup(app, session)
+    bundle = find_bundle(app.conn, ref)
+    _signable(app, session, actor, bundle, "approve", req, "approved")
+    term = session.terminal
+    if bundle.imported_by == session.username:
+        raise refuse(app, actor, term, bundle, "approve",
+                     f"{session.username} imported {bundle.ref} and may not approve it",
+                     "another admin approves it (separation of duties)")
+    selection = _select(app, session, bundle, source, pinned)
+    if not selection.ok:
+        raise refuse(app, actor, term, bundle, "approve",
+                     f"no engine profile of {bundle.ref} fits this host: {selection.note}",
+                     "run `appliance update show` to see each profile's reason")
+    profile = selection.chosen.id
+    if not ap.viewed(app.conn, session.username, bundle, profile):
+        raise refuse(app, actor, term, bundle, "approve",
+                     f"{session.username} has not opened the approval view of {bundle.ref} "
+                     f"as it is now (profile {profile})",
+                     "open it first: `appliance update show " + bundle.ref + "`")
+    evaluation = ap.stored_check(app.conn, bundle.id, "evaluation")
+    record = ap.approval_record(bundle, profile, pinned, evaluation[1] if evaluation else None)
+    required = max(1, app.settings.approval.required_admin_signatures)
+    before = ap.approvals(app.conn, bundle, required, record)
+    if any(s.username == session.username for s in before.signers):
+        raise refuse(app, actor, term, bundle, "approve",
+                     f"{session.username} already approved {bundle.ref}",
+                     f"policy needs {required} different admins")
+    count = len(before.signers) + 1
+    details = {"bundle_digest": bundle.digest, "profile": profile, "pinned": pinned,
+               "signatures": count, "required": required,
+               "hardware": selection.to_dict()}
+    with signing(app, session, req) as signer:
+        if count >= required:
+            action, old, new = move(app.conn, get_bundle(app.conn, bundle.id), State.APPROVED)
+        else:
+            action, old, new = "update.approval_signed", None, {}
+        sig = signer.apply(record_type="bundle", record_id=bundle.ref, content=record,
+                           event=Event(action=action, actor=actor, old=old,
+                                       new={**new, "approval": record}, details=details))
+    return {"bundle": bundle.ref, "state": str(get_bundle(app.conn, bundle.id).state),
+            "signatures": count, "required": required, "signature": sig.manifestation(),
+            "record": record}
+
+
+def reject(app: Appliance, session: Session, ref: str, req: SignatureRequest
+           ) -> dict[str, Any]:
+    actor = authorize(app, session, "update.approve", target_type="bundle", target_id=ref)
+    _startup(app, session)
+    bundle = find_bundle(app.conn, ref)
+    _signable(app, session, actor, bundle, "reject", req, "rejected")
+    if not req.reason.strip():
+        raise refuse(app, actor, session.terminal, bundle, "reject",
+                     "a rejection needs a reason", "pass --reason")
+    if not ap.viewed(app.conn, session.username, bundle, _viewed_profile(app, session, bundle)):
+        raise refuse(app, actor, session.terminal, bundle, "reject",
+                     f"{session.username} has not opened the approval view of {bundle.ref}",
+                     "open it first: `appliance update show " + bundle.ref + "`")
+    record = {"type": "update-rejection", "bundle": bundle.ref, "digest": bundle.digest,
+              "reason": req.reason.strip()}
+    with signing(app, session, req) as signer:
+        action, old, new = move(app.conn, get_bundle(app.conn, bundle.id), State.REJECTED,
+                                req.reason.strip())
+        sig = signer.apply(record_type="bundle", record_id=bundle.ref, content=record,
+                           event=Event(action=action, actor=actor, old=old, new=new,
+                                       details={"bundle_digest": bundle.digest}))
+    return {"bundle": bundle.ref, "state": "REJECTED", "signature": sig.manifestation()}
+
+
+def _viewed_profile(app: Appliance, session: Session, bundle: BundleRecord) -> str | None:
+    """The profile of this user's latest view (a rejection does not depend on hardware)."""
+    row = app.conn.execute("SELECT body FROM audit_events WHERE action = 'update.viewed' AND "
+                           "actor = ? AND target_id = ? ORDER BY seq DESC LIMIT 1",
+                           (session.username, bundle.ref)).fetchone()
+    return json.loads(row[0])["details"].get("profile") if row else None
+
+
+# --- install, rollback, status -------------------------------------------------------------
+
+def _lock(app: Appliance, actor: Actor, session: Session, bundle_ref: str) -> InstallLock:
+    lock = InstallLock(app.layout.releases)
+    if not lock.acquire():
+        raise refuse(app, actor, session.terminal, None, "install",
+                     "another install, rollback or recovery is running",
+                     "wait for it to finish, then look at `appliance update status`",
+                     details={"bundle": bundle_ref})
+    return lock
+
+
+def install(app: Appliance, session: Session, ref: str, edges: Edges | None = None
+            ) -> InstallResult:
+    """Install an approved bundle: lay out, switch, restart, health-check, keep or roll back."""
+    actor = authorize(app, session, "update.install", target_type="bundle", target_id=ref)
+    edges = edges or Edges()
+    lock = _lock(app, actor, session, ref)
+    try:
+        recover_locked(Runner(app, actor, session.terminal, edges), session.username)
+        bundle = find_bundle(app.conn, ref)
+        term = session.terminal
+        require(app, actor, term, bundle, State.INSTALLING, "install")
+        active = active_bundle(app.conn)
+        if active and active.name == bundle.name and active.version >= bundle.version:
+            raise refuse(app, actor, term, bundle, "install",
+                         f"{bundle.ref} is not newer than the active {active.ref}",
+                         f"going back is a signed rollback: `appliance update rollback "
+                         f"{bundle.ref}`")
+        if app.conn.execute("SELECT 1 FROM releases WHERE bundle_id = ? AND status = 'kept'",
+                            (bundle.id,)).fetchone():
+            raise refuse(app, actor, term, bundle, "install",
+                         f"{bundle.ref} was installed before and is kept for rollback",
+                         f"use `appliance update rollback {bundle.ref}`")
+        required = max(1, app.settings.approval.required_admin_signatures)
+        signed = ap.approvals(app.conn, bundle, required)
+        if not signed.complete:
+            raise refuse(app, actor, term, bundle, "install",
+                         f"{bundle.ref} has {len(signed.signers)} valid approval signature(s); "
+                         f"policy needs {required}",
+                         "approval signatures must bind the bundle as it is now")
+        assert signed.record is not None
+        selection = _select(app, session, bundle, edges.source, signed.record["profile"])
+        if not selection.ok:
+            raise refuse(app, actor, term, bundle, "install",
+                         f"the approved profile {signed.record['profile']} no longer fits this "
+                         f"host: {selection.note}", "fix the hardware, or import and approve "
+                         "a bundle with a profile that fits")
+        plan = _plan(app, bundle, selection.chosen, selection.to_dict())
+        runner = Runner(app, actor, term, edges)
+        return carry_out(runner, begin(runner, plan), plan)
+    finally:
+        lock.release()
+
+
+def _plan(app: Appliance, bundle: BundleRecord, profile: EngineProfile,
+          selection: dict[str, Any], rel: str | None = None) -> Plan:
+    components = release_components(bundle, external_bases(app.conn, bundle))
+    return Plan(bundle, profile, rel or f"{bundle.name}/{bundle.version}",
+                release_files(components), serving_config(bundle, profile, components),
+                selection)
+
+
+def rollback(app: Appliance, session: Session, ref: str, req: SignatureRequest,
+             edges: Edges | None = None) -> InstallResult:
+    """Switch back to a kept release; an admin signs it."""
+    actor = authorize(app, session, "update.rollback", target_type="bundle", target_id=ref)
+    edges = edges or Edges()
+    lock = _lock(app, actor, session, ref)
+    try:
+        recover_locked(Runner(app, actor, session.terminal, edges), session.username)
+        target = find_bundle(app.conn, ref)
+        term = session.terminal
+        current = active_bundle(app.conn)
+        row = app.conn.execute("SELECT path, profile FROM releases WHERE bundle_id = ? AND "
+                               "status = 'kept'", (target.id,)).fetchone()
+        if current is None or row is None or target.state != State.APPROVED:
+            raise refuse(app, actor, term, target, "rollback",
+                         f"{target.ref} has no kept release to roll back to",
+                         "see the kept releases in `appliance update status`")
+        if req.meaning != "approved":
+            raise SignatureRefused("a rollback is signed with the meaning 'approved'")
+        profile = EngineProfile.from_dict(json.loads(row[1]))
+        plan = _plan(app, target, profile, {}, rel=row[0])
+        runner = Runner(app, actor, term, edges)
+        dirs = release_dirs(app)
+        record = ap.rollback_record(target, current, row[0])
+        with signing(app, session, req) as signer:
+            entry_id = open_journal(app, "rollback", plan, current, dirs.read_current())
+            action, old, new = move(app.conn, target, State.INSTALLING, req.reason.strip())
+            signer.apply(record_type="bundle", record_id=target.ref, content=record,
+                         event=Event(action=action, actor=actor, old=old, new=new,
+                                     details={"bundle_digest": target.digest, "op": "rollback",
+                                              "journal": entry_id, "release": row[0],
+                                              "from": current.ref,
+                                              "from_digest": current.digest}))
+            runner.point("started:before-commit")
+        runner.point("started:committed")
+        return carry_out(runner, journal.get(app.conn, entry_id), plan)
+    finally:
+        lock.release()
+
+
+def status(app: Appliance, session: Session, edges: Edges | None = None) -> dict[str, Any]:
+    """Find and resolve an interrupted install, then say what runs and whether the records
+    agree with the disk."""
+    authorize(app, session, "update.view", target_type="releases", target_id="status")
+    report = recover(app, edges, found_by=session.username)
+    data = describe(app)
+    data["recovery"] = report.to_dict()
+    data["problems"] = [] if report.busy else consistency(app)
+    data["consistent"] = not data["problems"]
+    return data

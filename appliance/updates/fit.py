@@ -1,0 +1,96 @@
+"""Engine profiles from a bundle's components, and the serving configuration for the chosen one.
+
+This replaces `hardware.catalog.read_engines_dir` for imported bundles: every
+`trtllm_engine` component is a profile (its signed engine section says what it was built
+for), and a base model tagged `cpu` or `vllm` offers a CPU or a generic-GPU profile.
+Selection itself is `hardware.profiles.select_profile`, unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from appliance.hardware.profiles import EngineProfile
+from appliance.updates.lifecycle import BundleRecord, ComponentRecord
+
+SERVING_FILE = "serving.json"
+COMPONENTS_DIR = "components"
+
+
+def external_bases(conn: sqlite3.Connection, bundle: BundleRecord) -> list[ComponentRecord]:
+    """Base models an adapter needs that this bundle does not ship (an adapter-only update):
+    taken from a bundle on the appliance that is approved, installing or active."""
+    own = {c.digest for c in bundle.components if c.kind == "base_model"}
+    wanted = {c.base_model["digest"] for c in bundle.components
+              if c.kind == "lora_adapter" and c.base_model} - own
+    found = []
+    for digest in sorted(wanted):
+        row = conn.execute(
+            "SELECT c.name, c.kind, c.role, c.digest, c.info, c.files FROM bundle_components c"
+            " JOIN bundles b ON b.id = c.bundle_id WHERE c.kind = 'base_model' AND c.digest = ?"
+            " AND b.state IN ('APPROVED', 'INSTALLING', 'ACTIVE') ORDER BY b.id DESC LIMIT 1",
+            (digest,)).fetchone()
+        if row:
+            n, k, r, d, i, fs = row
+            found.append(ComponentRecord(n, k, r, d, json.loads(i),
+                                         tuple((f[0], f[1], int(f[2])) for f in json.loads(fs))))
+    return found
+
+
+def bundle_profiles(bundle: BundleRecord, bases: list[ComponentRecord]) -> list[EngineProfile]:
+    profiles = []
+    for c in bundle.components:
+        if c.kind == "trtllm_engine":
+            e = c.info["engine"]
+            profiles.append(EngineProfile(
+                id=c.name, kind="trtllm_engine", gpu_archs=tuple(e["gpu_archs"]),
+                trtllm_version=e["trtllm_version"], tp_size=e["tp"], pp_size=e["pp"],
+                min_gpu_memory_gib=round(e["min_gpu_memory_mib"] / 1024, 2),
+                extra={"component": c.name}))
+    for c in [*(c for c in bundle.components if c.kind == "base_model"), *bases]:
+        tags = set(c.info.get("tags", []))
+        if "vllm" in tags:
+            profiles.append(EngineProfile(id=f"{c.name}-vllm", kind="vllm",
+                                          gpu_archs=("generic",), extra={"component": c.name}))
+        if "cpu" in tags:
+            profiles.append(EngineProfile(id=f"{c.name}-cpu", kind="cpu", gpu_archs=("cpu",),
+                                          extra={"component": c.name}))
+    return profiles
+
+
+def release_components(bundle: BundleRecord, bases: list[ComponentRecord]
+                       ) -> list[ComponentRecord]:
+    return [*bundle.components, *(b for b in bases if bundle.component(b.name) is None)]
+
+
+def release_files(components: list[ComponentRecord]) -> list[tuple[str, str, int]]:
+    """Every file of the release directory as (relpath, signed sha256, size)."""
+    return [(f"{COMPONENTS_DIR}/{c.name}/{rel}", sha, size)
+            for c in components for rel, sha, size in c.files]
+
+
+def serving_config(bundle: BundleRecord, profile: EngineProfile,
+                   components: list[ComponentRecord]) -> dict[str, Any]:
+    """What the serving layer reads from `current/serving.json`: which runtime, which files."""
+    def where(c: ComponentRecord) -> str:
+        return f"{COMPONENTS_DIR}/{c.name}"
+
+    component = profile.extra.get("component")
+    bases = [c for c in components if c.kind == "base_model"]
+    adapters = [c for c in components if c.kind == "lora_adapter"]
+    runtime = {"trtllm_engine": "tensorrt_llm", "vllm": "vllm", "cpu": "transformers"}
+    cfg: dict[str, Any] = {
+        "format": "appliance.serving/1", "bundle": bundle.ref, "bundle_digest": bundle.digest,
+        "runtime": runtime[profile.kind], "profile": profile.to_dict(),
+        "adapters": [{"name": a.name, "path": where(a), "base_model": a.base_model}
+                     for a in adapters],
+        "golden_sets": [where(c) for c in components if c.kind == "golden_set"],
+    }
+    if profile.kind == "trtllm_engine":
+        cfg["engine_dir"] = f"{COMPONENTS_DIR}/{component}"
+    else:
+        cfg["model_dir"] = f"{COMPONENTS_DIR}/{component}" if component else \
+            (where(bases[0]) if bases else None)
+    return cfg
