@@ -20,8 +20,10 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from appliance.bundle.media import MediaSource
+from appliance.bundle.objectfile import ALIGN, ObjectFile, aligned_buffer
 from appliance.bundle.progress import ImportProgress, ProgressMeter
 from appliance.errors import ApplianceError, BundleRefused
 
@@ -32,9 +34,6 @@ BLOCK = 4 << 20  # 1-4 MiB reads keep hashlib at full speed; 8 MiB measured slow
 # cores hashing; more only add contention.
 DEFAULT_WORKERS = 2
 PROGRESS_INTERVAL = 0.1  # at most ~10 callbacks a second
-# Start write-back of every 16 MiB already written instead of letting dirty pages pile up
-# for fsync: measured to halve the CPU per GB copied on the target (dirty-page throttling).
-WRITEBACK_CHUNK = 16 << 20
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
@@ -66,13 +65,17 @@ class _Cancelled(Exception):
 class ContentStore:
     """Objects at `root/sha256/ab/<digest>`, written only through `ingest`."""
 
-    def __init__(self, root: Path, workers: int = DEFAULT_WORKERS, block_size: int = BLOCK
-                 ) -> None:
+    def __init__(self, root: Path, workers: int = DEFAULT_WORKERS, block_size: int = BLOCK,
+                 direct: bool = True) -> None:
+        if block_size <= 0 or block_size % ALIGN:
+            raise ValueError(f"block_size must be a positive multiple of {ALIGN}")
         self.root = Path(root)
         self.objects = self.root / "sha256"
         self.tmp = self.root / "tmp"
         self.workers = max(1, workers)
         self.block_size = block_size
+        self.direct = direct
+        self._local = threading.local()
 
     def path_of(self, sha256: str) -> Path:
         if not _DIGEST.fullmatch(sha256):
@@ -150,28 +153,25 @@ class ContentStore:
         final = self.path_of(wanted.sha256)
         label = f"{media.label}: {wanted.relpath!r}"
         try:
-            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            out = ObjectFile(tmp, direct=self.direct)
         except OSError as e:
             raise _store_error(e, label) from None
         try:
             try:
                 with media.open(wanted.relpath) as src:
                     digest = self._copy_stream(src, out, wanted, label, meter, cancel)
-            except OSError as e:
-                raise _store_error(e, label) from None
-            if digest != wanted.sha256:
-                raise BundleRefused(f"{label} does not match its signed SHA-256 "
-                                    f"(expected {wanted.sha256[:16]}..., got {digest[:16]}...)")
-            try:
-                os.fchmod(out, 0o444)
-                os.fsync(out)
+                if digest != wanted.sha256:
+                    raise BundleRefused(
+                        f"{label} does not match its signed SHA-256 "
+                        f"(expected {wanted.sha256[:16]}..., got {digest[:16]}...)")
+                out.finish()
             except OSError as e:
                 raise _store_error(e, label) from None
         except BaseException:
-            os.close(out)
+            out.close()
             _unlink_quietly(tmp)
             raise
-        os.close(out)
+        out.close()
         try:
             if not final.parent.is_dir():
                 final.parent.mkdir(exist_ok=True)
@@ -183,37 +183,41 @@ class ContentStore:
             raise _store_error(e, label) from None
         meter.finished(wanted.relpath)
 
-    def _copy_stream(self, src, out: int, wanted: WantedFile, label: str,
+    def _copy_stream(self, src: BinaryIO, out: ObjectFile, wanted: WantedFile, label: str,
                      meter: ProgressMeter, cancel: threading.Event) -> str:
+        """Read whole blocks, hash each, write the same bytes: the media is read once."""
         h = hashlib.sha256()
-        buf = memoryview(bytearray(self.block_size))
+        buf = self._buffer()
         remaining = wanted.size
-        written = flushed = 0
         meter.started(wanted.relpath)
-        while True:
+        while remaining:
             if cancel.is_set():
                 raise _Cancelled
-            # Ask for one byte past the expected end, so a longer file is caught too.
-            n = src.readinto(buf[:min(self.block_size, remaining + 1)])
-            if not n:
+            want = min(self.block_size, remaining)
+            filled = 0
+            while filled < want and (n := src.readinto(buf[filled:want])):
+                filled += n
+            if not filled:
                 break
-            if n > remaining:
-                raise BundleRefused(f"{label} is longer than its signed size "
-                                    f"{wanted.size}")
-            chunk = buf[:n]
-            h.update(chunk)
-            while chunk:
-                chunk = chunk[os.write(out, chunk):]
-            remaining -= n
-            written += n
-            if written - flushed >= 2 * WRITEBACK_CHUNK:
-                _start_writeback(out, flushed, WRITEBACK_CHUNK)
-                flushed += WRITEBACK_CHUNK
-            meter.add(n)
+            h.update(buf[:filled])
+            out.write(buf, filled)
+            remaining -= filled
+            meter.add(filled)
+            if filled < want:
+                break
         if remaining:
             raise BundleRefused(f"{label} is truncated: {wanted.size - remaining} of "
                                 f"{wanted.size} bytes")
+        if src.readinto(buf[:1]):
+            raise BundleRefused(f"{label} is longer than its signed size {wanted.size}")
         return h.hexdigest()
+
+    def _buffer(self) -> memoryview:
+        # One aligned block per worker thread, reused for every file it copies.
+        view = getattr(self._local, "buffer", None)
+        if view is None:
+            view = self._local.buffer = memoryview(aligned_buffer(self.block_size))
+        return view
 
     def _check_space(self, media: MediaSource, todo: list[WantedFile]) -> None:
         need = sum(w.size for w in todo)
@@ -293,14 +297,6 @@ def _store_error(e: OSError, label: str) -> BundleRefused:
                              "free disk space and import again; nothing partial was kept")
     return BundleRefused(f"{label}: {e.strerror or e}",
                          "check the media is still inserted and import again; it resumes")
-
-
-def _start_writeback(fd: int, offset: int, length: int) -> None:
-    # On Linux, DONTNEED on dirty pages starts their write-back without waiting (the
-    # sync_file_range(2) that Python lacks) and drops them once clean: store objects are
-    # not read again soon.
-    if hasattr(os, "posix_fadvise"):
-        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
 
 def _unlink_quietly(path: Path) -> None:
