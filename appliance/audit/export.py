@@ -9,7 +9,9 @@ renamed only once the export's own audit event is recorded.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import sqlite3
@@ -20,7 +22,7 @@ from typing import Any, BinaryIO
 
 from appliance import __version__
 from appliance.audit.checkpoint import Checkpoint
-from appliance.audit.events import FLAT_COLUMNS, Actor
+from appliance.audit.events import FLAT_COLUMNS, Actor, StoredEvent
 from appliance.audit.query import EventFilter
 from appliance.canonical import canonical_text
 from appliance.keys import SigningKey, fingerprint, public_pem
@@ -77,9 +79,12 @@ FLAT_SELECT = ", ".join(FLAT_SQL.values())
 # One printf per row builds the whole CSV line inside SQLite: "%w" doubles embedded double
 # quotes, which is CSV's escaping. Measured: 40% less CPU than replace() and || per column.
 _CSV_FORMAT = ",".join("%s" if c in _BARE else '"%w"' for c in FLAT_COLUMNS)
-CSV_LINE = f"printf('{_CSV_FORMAT}', " + ", ".join(
+# SQLite's JSON functions stop at an escaped NUL (\u0000) inside a string, so rows whose
+# body holds one come back NULL here and are formatted in Python from the stored body.
+HAS_NUL = "instr(body, '\\u0000') > 0"
+CSV_LINE = f"CASE WHEN {HAS_NUL} THEN NULL ELSE printf('{_CSV_FORMAT}', " + ", ".join(
     v if c in _BARE or v.startswith(("ifnull(", "CASE")) else f"ifnull({v}, '')"
-    for c, v in FLAT_SQL.items()) + ")"
+    for c, v in FLAT_SQL.items()) + ") END"
 CSV_HEADER = ",".join(FLAT_COLUMNS)
 # The body must stay the LAST member and be copied verbatim: the verifier slices it out.
 JSONL_LINE = ("printf('{\"seq\":%d,\"prev_hash\":\"%s\",\"hash\":\"%s\",\"event\":%s}', "
@@ -203,11 +208,26 @@ def _stream_lines(conn: sqlite3.Connection, select: str, header: str | None,
         if first is None:
             first = rows[0][0]
         last = rows[-1][0]
-        out.write((sep.join([r[1] for r in rows]) + sep).encode("utf-8"))
+        lines = [r[1] for r in rows]
+        if None in lines:
+            lines = [line if line is not None else _csv_line_python(conn, r[0])
+                     for line, r in zip(lines, rows, strict=True)]
+        out.write((sep.join(lines) + sep).encode("utf-8"))
         count += len(rows)
         if progress is not None:
             progress(count, total)
     return count, first, last
+
+
+def stored_event(conn: sqlite3.Connection, seq: int) -> StoredEvent:
+    return StoredEvent(*conn.execute(
+        "SELECT seq, prev_hash, hash, body FROM audit_events WHERE seq = ?", (seq,)).fetchone())
+
+
+def _csv_line_python(conn: sqlite3.Connection, seq: int) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="").writerow(stored_event(conn, seq).flat().values())
+    return buf.getvalue()
 
 
 def write_export(conn: sqlite3.Connection, hdr: ExportHeader, target: StagedFile,

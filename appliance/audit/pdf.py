@@ -9,6 +9,7 @@ nothing is dropped, and the CSV/JSON Lines exports hold every value in full.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import textwrap
 from collections.abc import Callable
@@ -16,7 +17,14 @@ from collections.abc import Callable
 from fpdf import FPDF
 
 from appliance.audit.events import FLAT_COLUMNS
-from appliance.audit.export import FLAT_SELECT, ExportHeader, HashingWriter, iter_batches
+from appliance.audit.export import (
+    FLAT_SELECT,
+    HAS_NUL,
+    ExportHeader,
+    HashingWriter,
+    iter_batches,
+    stored_event,
+)
 from appliance.clock import parse_ts
 
 MARGIN = 10.0
@@ -36,12 +44,14 @@ INDENT = sum(w + 1 for _, w in _FIXED[:2])
 
 _IDX = {name: i + 1 for i, name in enumerate(FLAT_COLUMNS)}  # row[0] is the paging seq
 _CONTROL = {9: "\\t", 10: "\\n", 13: "\\r"}
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def printable(text: str) -> str:
     """Latin-1 for the core fonts; anything else becomes a visible escape, never dropped."""
     if not text.isascii() or not text.isprintable():
-        text = text.translate(_CONTROL)
+        text = _CONTROL_RE.sub(
+            lambda m: _CONTROL.get(ord(m[0]), f"\\x{ord(m[0]):02x}"), text)
         text = text.encode("latin-1", "backslashreplace").decode("latin-1")
     return text
 
@@ -170,6 +180,13 @@ def event_lines(row: tuple) -> list[tuple[str, bool]]:
     return out
 
 
+def _row_python(conn: sqlite3.Connection, seq: int) -> tuple:
+    """The SQL row rebuilt from the stored body, for the rare body SQLite's JSON cannot read."""
+    e = stored_event(conn, seq)
+    sig = e.data.get("signature")
+    return (seq, *e.flat().values(), json.dumps(sig) if sig else None, False)
+
+
 def _summary(hdr: ExportHeader, total: int, first_ts: str | None, last_ts: str | None
              ) -> list[str]:
     flt = {k: v for k, v in vars(hdr.flt).items() if v}
@@ -197,10 +214,10 @@ def write_pdf(conn: sqlite3.Connection, hdr: ExportHeader, out: HashingWriter, t
     pdf.set_creation_date(parse_ts(hdr.exported_at).replace(microsecond=0))
     pdf.add_page()
     count = 0
-    select = FLAT_SELECT + ", body -> '$.signature'"
+    select = f"{FLAT_SELECT}, body -> '$.signature', {HAS_NUL}"
     for rows in iter_batches(conn, select, hdr.flt, hdr.head_seq):
         for row in rows:
-            pdf.event(event_lines(row))
+            pdf.event(event_lines(row if not row[-1] else _row_python(conn, row[0])))
         count += len(rows)
         if progress is not None:
             progress(count, total)

@@ -11,9 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from appliance.audit.checkpoint import latest
 from appliance.audit.events import FLAT_COLUMNS, Actor, Event
+from appliance.audit.export import CSV_LINE, _csv_line_python
 from appliance.audit.query import EventFilter
 from appliance.audit.trail import iter_events
 from appliance.errors import AuditFailure, InvalidInput, PermissionDenied
@@ -121,6 +124,21 @@ def test_pdf_has_title_table_signatures_and_head_on_every_page(appliance, clock,
     assert m["export"] == {"file": "trail.pdf", "format": "pdf", "sha256": result.sha256,
                            "size": len(data), "columns": None}
     assert m["count"] == result.count == cp.tree_size
+
+
+def test_values_sqlite_json_cannot_read_are_exported_whole(appliance, auditor, out) -> None:
+    # SQLite's JSON functions stop at NUL; such rows are formatted from the stored body.
+    with appliance.transaction():
+        ev = appliance.trail.append(Event("odd.input", IRA, "file", "a\x00b",
+                                          reason="before\x00after, \"end\""))
+    flt = EventFilter(action="odd.input")
+    result = export_trail(appliance, auditor, "csv", out, flt)
+    with open(result.path, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows == [{k: str(v) for k, v in ev.flat().items()}]
+    assert rows[0]["reason"] == "before\x00after, \"end\""
+    pdf = export_trail(appliance, auditor, "pdf", out, flt)
+    assert "before\\\\x00after" in pdf_text(pdf.path.read_bytes())
 
 
 def test_pdf_of_an_empty_selection_says_so(trail, auditor, out) -> None:
@@ -306,3 +324,31 @@ def test_cli_export_and_events(tmp_path, out) -> None:
     assert r.stderr.strip().splitlines() == [
         "error: --until 'last week' is not an ISO 8601 date or time "
         "(e.g. 2026-01-15 or 2026-01-15T09:30:00Z)"]
+
+
+_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+_json = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6) | _text,
+                     lambda inner: st.lists(inner, max_size=3)
+                     | st.dictionaries(_text, inner, max_size=3), max_leaves=8)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # one trail, appended to
+@given(name=_text, reason=st.none() | _text, target_id=_text, old=_json, details=st.dictionaries(
+    _text, _json, max_size=3), meaning=st.none() | _text)
+def test_sqlite_csv_line_equals_flat_for_any_text(appliance, name, reason, target_id, old,
+                                                  details, meaning) -> None:
+    """The SQL that formats CSV rows agrees with StoredEvent.flat() on arbitrary values
+    (floats aside: the export shows their canonical RFC 8785 form)."""
+    sig = {"username": "bob", "name": name, "meaning": meaning, "ts": "t"} if meaning else None
+    with appliance.transaction():
+        ev = appliance.trail.append(Event(
+            "prop.test", Actor("bob", name or "x", "admin"), "thing", target_id,
+            reason=reason, old=old, details=details, signature=sig))
+    line = appliance.conn.execute(f"SELECT {CSV_LINE} FROM audit_events WHERE seq = ?",
+                                  (ev.seq,)).fetchone()[0]
+    if line is None:  # the body holds an escaped NUL: the export formats it in Python
+        assert "\\u0000" in ev.text
+        line = _csv_line_python(appliance.conn, ev.seq)
+    row = next(csv.reader([line]))
+    assert row == [str(v) for v in ev.flat().values()]
