@@ -1,0 +1,150 @@
+"""The approval view and the signed approval or rejection (11.50, 11.70, 11.10(f), (g))."""
+
+from __future__ import annotations
+
+import pytest
+
+from appliance.errors import AuthenticationFailed, PermissionDenied, UpdateRefused
+from appliance.identity.signatures import binds, signatures_for
+from appliance.services import updates
+from appliance.services.signing import SignatureRequest
+from appliance.updates.approval import approval_record
+from appliance.updates.install import Edges
+from appliance.updates.lifecycle import State, find_bundle
+from tests.conftest import ADMIN
+from tests.updates.kit import a100, approve, h100, sign_req, trust_and_import
+from tests.updates.test_lifecycle import events
+
+
+@pytest.fixture
+def pending(app, admin_session, security, itop, media):
+    """v1 installed and active, v2 imported (IMPORTED)."""
+    ref1, ref2 = trust_and_import(app, security, itop, media, 1, 2)
+    approve(app, admin_session, ref1)
+    assert updates.install(app, admin_session, ref1, Edges(source=h100())).outcome == \
+        "activated"
+    return ref2
+
+
+def test_approval_view_shows_what_the_approver_needs(app, admin_session, pending) -> None:
+    view = updates.show(app, admin_session, pending, source=h100())
+    assert view["publisher"] == "Demo Vendor"
+    assert {s["method"] for s in view["signers"]} == {"key"}
+    assert all(len(s["keyid"]) == 64 for s in view["signers"])
+    assert view["version"]["relation"] == "upgrade from version 1"
+    assert view["version"]["active"] == "demo-clinical@1"
+    diff = {c["name"]: c for c in view["components"]}
+    assert diff["tiny-adapter"]["change"] == "changed"
+    assert diff["tiny-adapter"]["old_digest"] != diff["tiny-adapter"]["digest"]
+    assert diff["tiny-adapter"]["base_model"]["name"] == "tiny-base"
+    assert diff["tiny-adapter"]["base_model"]["where"] == "this bundle"
+    assert diff["shard-golden"]["change"] == "added" and diff["shard-golden"]["files"] == 90
+    assert diff["old-golden"]["change"] == "removed"
+    assert diff["tiny-base"]["change"] == "unchanged" and diff["tiny-base"]["size"] > 0
+    hw = view["hardware"]
+    assert hw["chosen"] == "tiny-engine-h100"
+    reasons = {c["profile_id"]: c["reason"] for c in hw["candidates"]}
+    assert reasons["tiny-engine-h100"].startswith("engine sm_90 tp1 fits")
+    assert reasons["tiny-base-cpu"] == "cpu profile runs without a GPU"
+    assert view["evaluation"]["passed"] is True
+    actions = [h["action"] for h in view["history"]]
+    assert actions[:4] == ["media.import", "update.verified", "update.evaluated",
+                           "update.submitted"]
+    [viewed] = events(app, "update.viewed", pending)
+    assert viewed["details"]["profile"] == "tiny-engine-h100"
+    assert viewed["target"]["digest"] == view["bundle"]["digest"]
+    # The hardware choice and every reason are in the trail too.
+    fit = events(app, "hardware.fit", pending)[-1]
+    assert fit["details"]["chosen"] == "tiny-engine-h100"
+
+
+def test_the_approver_must_open_the_view_first(app, admin_session, pending) -> None:
+    updates.check(app, admin_session, pending)
+    with pytest.raises(UpdateRefused, match="has not opened the approval view"):
+        updates.approve(app, admin_session, pending, sign_req(ADMIN), source=h100())
+    assert events(app, "update.refused", pending)[-1]["details"]["step"] == "approve"
+    updates.show(app, admin_session, pending, source=h100())
+    result = updates.approve(app, admin_session, pending, sign_req(ADMIN), source=h100())
+    assert result["state"] == "APPROVED"
+
+
+def test_a_view_on_other_hardware_does_not_count(app, admin_session, pending) -> None:
+    updates.show(app, admin_session, pending, source=a100())   # no sm_90 engine fits: cpu
+    with pytest.raises(UpdateRefused, match="profile tiny-engine-h100"):
+        updates.approve(app, admin_session, pending, sign_req(ADMIN), source=h100())
+
+
+def test_the_importer_may_not_approve(app, admin_session, security, make_user, media) -> None:
+    both = make_user(["it", "admin"], "ozzie")
+    [ref] = trust_and_import(app, security, both, media, 1)
+    updates.show(app, both, ref, source=h100())
+    with pytest.raises(UpdateRefused, match="ozzie imported demo-clinical@1 and may not"):
+        updates.approve(app, both, ref, sign_req("ozzie"), source=h100())
+    assert find_bundle(app.conn, ref).state == State.PENDING_APPROVAL
+    assert signatures_for(app.conn, "bundle", ref) == []
+
+
+def test_policy_of_two_admins(two_admins, admin_session, admin2, security, itop,
+                              media) -> None:
+    app = two_admins
+    [ref] = trust_and_import(app, security, itop, media, 1)
+    first = approve(app, admin_session, ref)
+    assert first["state"] == "PENDING_APPROVAL" and first["signatures"] == 1
+    with pytest.raises(UpdateRefused, match="alice already approved"):
+        updates.approve(app, admin_session, ref, sign_req(ADMIN), source=h100())
+    with pytest.raises(UpdateRefused, match="PENDING_APPROVAL: install is not allowed"):
+        updates.install(app, admin_session, ref, Edges(source=h100()))
+    second = approve(app, admin2, ref)
+    assert second["state"] == "APPROVED" and second["signatures"] == 2
+    sigs = signatures_for(app.conn, "bundle", ref)
+    assert {s.username for s in sigs} == {"alice", "bea"}
+    record = approval_record(find_bundle(app.conn, ref), "tiny-engine-h100", None,
+                             updates.show(app, admin_session, ref,
+                                          source=h100())["evaluation"])
+    assert all(binds(s, "bundle", ref, record) for s in sigs)
+    assert [e["action"] for e in events(app, target=ref) if e.get("signature")] == [
+        "update.approval_signed", "update.approved"]
+
+
+def test_wrong_password_signs_nothing(app, admin_session, pending) -> None:
+    updates.show(app, admin_session, pending, source=h100())
+    bad = SignatureRequest("approved", "ok", "not the password", ADMIN, True)
+    with pytest.raises(AuthenticationFailed):
+        updates.approve(app, admin_session, pending, bad, source=h100())
+    assert find_bundle(app.conn, pending).state == State.PENDING_APPROVAL
+
+
+def test_rejection_is_signed_and_needs_a_reason(app, admin_session, pending) -> None:
+    updates.show(app, admin_session, pending, source=h100())
+    with pytest.raises(UpdateRefused, match="a rejection needs a reason"):
+        updates.reject(app, admin_session, pending, sign_req(ADMIN, "rejected", " "))
+    out = updates.reject(app, admin_session, pending,
+                         sign_req(ADMIN, "rejected", "adapter regresses on oncology notes"))
+    assert out["state"] == "REJECTED"
+    assert out["signature"]["meaning"] == "rejected" and out["signature"]["name"] == "Alice Adams"
+    bundle = find_bundle(app.conn, pending)
+    assert bundle.state_reason == "adapter regresses on oncology notes"
+    with pytest.raises(UpdateRefused, match="REJECTED: approve is allowed only"):
+        updates.approve(app, admin_session, pending, sign_req(ADMIN), source=h100())
+
+
+def test_roles_without_approval_cannot_sign_and_viewers_change_nothing(
+        app, admin_session, security, itop, make_user, media) -> None:
+    [ref] = trust_and_import(app, security, itop, media, 1)
+    auditor = make_user(["auditor"], "audrey")
+    view = updates.show(app, auditor, ref, source=h100())
+    assert view["bundle"]["state"] == "IMPORTED"      # an auditor's look runs no step
+    with pytest.raises(PermissionDenied):
+        updates.approve(app, itop, ref, sign_req("ivan"), source=h100())
+    with pytest.raises(PermissionDenied):
+        updates.approve(app, auditor, ref, sign_req("audrey"), source=h100())
+    denied = [e["details"]["permission"] for e in events(app, "access.denied")]
+    assert denied.count("update.approve") == 2
+
+
+def test_install_refuses_when_the_approved_profile_no_longer_fits(app, admin_session,
+                                                                  pending) -> None:
+    approve(app, admin_session, pending)
+    with pytest.raises(UpdateRefused, match="approved profile tiny-engine-h100 no longer"):
+        updates.install(app, admin_session, pending, Edges(source=a100()))
+    assert find_bundle(app.conn, pending).state == State.APPROVED
