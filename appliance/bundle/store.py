@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import itertools
 import os
 import re
 import stat
@@ -123,9 +124,12 @@ class ContentStore:
         # Largest first, so one big file does not start last and run alone at the end.
         order = sorted(todo, key=lambda w: -w.size)
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="ingest")
+        # Each copying worker keeps one block in flight on a writer thread of its own pool
+        # while it reads and hashes the next, so the write hides under the hashing.
+        writers = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="ingest-w")
+        run = _Run(media, meter, cancel, writers)
         try:
-            futures: list[Future[None]] = [
-                pool.submit(self._copy_one, media, w, meter, cancel) for w in order]
+            futures: list[Future[None]] = [pool.submit(self._copy_one, run, w) for w in order]
             pending = set(futures)
             meter.report(force=True)
             while pending:
@@ -144,10 +148,11 @@ class ContentStore:
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            writers.shutdown(wait=True)
 
-    def _copy_one(self, media: MediaSource, wanted: WantedFile, meter: ProgressMeter,
-                  cancel: threading.Event) -> None:
-        if cancel.is_set():
+    def _copy_one(self, run: _Run, wanted: WantedFile) -> None:
+        media = run.media
+        if run.cancel.is_set():
             raise _Cancelled
         tmp = self.tmp / f"{wanted.sha256}.{os.getpid()}.{threading.get_ident()}.part"
         final = self.path_of(wanted.sha256)
@@ -159,7 +164,7 @@ class ContentStore:
         try:
             try:
                 with media.open(wanted.relpath) as src:
-                    digest = self._copy_stream(src, out, wanted, label, meter, cancel)
+                    digest = self._copy_stream(run, src, out, wanted, label)
                 if digest != wanted.sha256:
                     raise BundleRefused(
                         f"{label} does not match its signed SHA-256 "
@@ -181,43 +186,59 @@ class ContentStore:
         except OSError as e:
             _unlink_quietly(tmp)
             raise _store_error(e, label) from None
-        meter.finished(wanted.relpath)
+        run.meter.finished(wanted.relpath)
 
-    def _copy_stream(self, src: BinaryIO, out: ObjectFile, wanted: WantedFile, label: str,
-                     meter: ProgressMeter, cancel: threading.Event) -> str:
-        """Read whole blocks, hash each, write the same bytes: the media is read once."""
+    def _copy_stream(self, run: _Run, src: BinaryIO, out: ObjectFile, wanted: WantedFile,
+                     label: str) -> str:
+        """Read whole blocks, hash each, write the same bytes: the media is read once.
+
+        Two buffers alternate: block i is written on a writer thread while block i+1 is read
+        and hashed; a buffer is refilled only after its write has finished."""
         h = hashlib.sha256()
-        buf = self._buffer()
+        buffers = self._buffers()
         remaining = wanted.size
-        meter.started(wanted.relpath)
-        while remaining:
-            if cancel.is_set():
-                raise _Cancelled
-            want = min(self.block_size, remaining)
-            filled = 0
-            while filled < want and (n := src.readinto(buf[filled:want])):
-                filled += n
-            if not filled:
-                break
-            h.update(buf[:filled])
-            out.write(buf, filled)
-            remaining -= filled
-            meter.add(filled)
-            if filled < want:
-                break
+        writing: Future[None] | None = None
+        run.meter.started(wanted.relpath)
+        try:
+            for i in itertools.count():
+                if not remaining:
+                    break
+                if run.cancel.is_set():
+                    raise _Cancelled
+                buf = buffers[i % 2]
+                want = min(self.block_size, remaining)
+                filled = 0
+                while filled < want and (n := src.readinto(buf[filled:want])):
+                    filled += n
+                if not filled:
+                    break
+                h.update(buf[:filled])
+                if writing is not None:
+                    writing.result()  # keeps writes in order, and frees the other buffer
+                writing = run.writers.submit(out.write, buf, filled)
+                remaining -= filled
+                run.meter.add(filled)
+                if filled < want:
+                    break
+            if writing is not None:
+                writing.result()
+        finally:
+            if writing is not None:
+                wait([writing])  # never close or unlink under a write still running
         if remaining:
             raise BundleRefused(f"{label} is truncated: {wanted.size - remaining} of "
                                 f"{wanted.size} bytes")
-        if src.readinto(buf[:1]):
+        if src.readinto(bytearray(1)):
             raise BundleRefused(f"{label} is longer than its signed size {wanted.size}")
         return h.hexdigest()
 
-    def _buffer(self) -> memoryview:
-        # One aligned block per worker thread, reused for every file it copies.
-        view = getattr(self._local, "buffer", None)
-        if view is None:
-            view = self._local.buffer = memoryview(aligned_buffer(self.block_size))
-        return view
+    def _buffers(self) -> tuple[memoryview, memoryview]:
+        # Two aligned blocks per copying thread, reused for every file it copies.
+        views = getattr(self._local, "buffers", None)
+        if views is None:
+            views = self._local.buffers = (memoryview(aligned_buffer(self.block_size)),
+                                           memoryview(aligned_buffer(self.block_size)))
+        return views
 
     def _check_space(self, media: MediaSource, todo: list[WantedFile]) -> None:
         need = sum(w.size for w in todo)
@@ -239,6 +260,16 @@ class ContentStore:
         for entry in os.scandir(self.tmp):
             _unlink_quietly(Path(entry.path))
         _fsync_dir(self.tmp)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every worker of one ingest shares."""
+
+    media: MediaSource
+    meter: ProgressMeter
+    cancel: threading.Event
+    writers: ThreadPoolExecutor
 
 
 class _StoreLock:
