@@ -35,10 +35,19 @@ async def type_into(pilot: Pilot, selector: str, text: str) -> None:
     await pilot.press(*text)
 
 
-async def log_in(pilot: Pilot, username: str, password: str) -> None:
-    await type_into(pilot, "#username", username)
+async def fill(pilot: Pilot, selector: str, text: str) -> None:
+    """Set an input's value at once (long paths typed key by key only slow the suite)."""
+    widget = pilot.app.screen.query_one(selector, Input)
+    widget.focus()
+    widget.value = text
+    await pilot.pause()
+
+
+async def log_in(pilot: Pilot, username: str, password: str, typed: bool = False) -> None:
+    enter = type_into if typed else fill
+    await enter(pilot, "#username", username)
     await pilot.press("enter")
-    await type_into(pilot, "#password", password)
+    await enter(pilot, "#password", password)
     await pilot.press("enter")
 
 

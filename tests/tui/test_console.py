@@ -16,6 +16,7 @@ from tests.tui.conftest import AUDITOR
 from tests.tui.pilot import (
     audit_ready,
     dashboard_ready,
+    fill,
     log_in,
     settle,
     text_of,
@@ -46,7 +47,7 @@ def detail_text(pilot) -> str:
 async def test_wrong_password_shows_one_line_error_and_is_recorded(make_console, history):
     app = make_console()
     async with app.run_test(size=(80, 24)) as pilot:
-        await log_in(pilot, ADMIN, "not the password")
+        await log_in(pilot, ADMIN, "not the password", typed=True)
         await wait_for(pilot, lambda: "failed" in text_of(pilot, "#login-message"))
         assert isinstance(app.screen, LoginScreen)
         assert text_of(pilot, "#login-message") == "login failed: unknown user or wrong password"
@@ -83,16 +84,18 @@ async def test_right_password_opens_dashboard(make_console, history):
 async def test_dashboard_shows_failed_chain_with_first_bad_seq(make_console, history):
     # Tamper with the raw file the way an attacker would: drop the trigger, edit a row.
     history.conn.execute("DROP TRIGGER audit_events_no_update")
-    history.conn.execute("UPDATE audit_events SET body = replace(body, 'radiology-1', "
-                         "'radiology-9') WHERE seq = (SELECT MAX(seq) - 1 FROM audit_events)")
-    bad = history.conn.execute("SELECT MAX(seq) - 1 FROM audit_events").fetchone()[0]
+    # The newest event lies after the last checkpoint, where incremental verify re-hashes.
+    history.conn.execute("UPDATE audit_events SET body = replace(body, 'radiology-2', "
+                         "'radiology-9') WHERE seq = (SELECT MAX(seq) FROM audit_events)")
+    bad = history.conn.execute("SELECT MAX(seq) FROM audit_events").fetchone()[0]
     app = make_console()
     async with app.run_test(size=(80, 24)) as pilot:
         await log_in(pilot, AUDITOR, PASSWORD)
         await dashboard_ready(pilot)
         chain = text_of(pilot, "#dash-chain")
         assert chain.startswith("FAILED"), chain
-        assert f"first bad seq {bad}" in chain or "trigger" in chain
+        assert chain.startswith(f"FAILED at seq {bad} ("), chain
+        assert "trigger-missing" in chain
 
 
 async def test_auditor_sees_role_warning_about_the_first_account(make_console):
@@ -172,7 +175,7 @@ async def test_export_writes_file_and_records_the_export(make_console, history, 
         await pilot.press("e")
         await wait_for(pilot, lambda: isinstance(app.screen, ExportDialog))
         app.screen.query_one("#fmt-jsonl", RadioButton).value = True
-        await type_into(pilot, "#export-out", str(out))
+        await fill(pilot, "#export-out", str(out))
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, AuditScreen))
         job = app.screen.query_one(JobStatus)

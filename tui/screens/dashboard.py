@@ -40,8 +40,8 @@ def chain_text(report: VerifyReport | None) -> tuple[str, str]:
         return (f"OK ({report.mode}: {report.events_checked:,} events checked, "
                 f"head seq {report.head_seq:,})", "-ok")
     kinds = ", ".join(sorted(report.kinds()))
-    where = f"first bad seq {report.first_bad_seq}" if report.first_bad_seq else "no seq"
-    return f"FAILED: {where} ({kinds})", "-error"
+    where = f" at seq {report.first_bad_seq}" if report.first_bad_seq else ""
+    return f"FAILED{where} ({kinds})", "-error"
 
 
 class DashboardScreen(Screen):
