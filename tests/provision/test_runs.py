@@ -1,0 +1,167 @@
+"""Runs end to end: a forced failure through the CLI, secrets kept out of artifacts,
+cancel leaving no process behind, permissions, and runs whose process died."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from appliance.audit.query import EventFilter
+from appliance.context import Appliance
+from appliance.errors import InvalidInput, PermissionDenied
+from appliance.identity.session import Session
+from appliance.provision import proctree, records
+from appliance.provision.records import RunRecord
+from appliance.services import audit, auth, provision
+from appliance.services.provision import RunRequest
+from tests.conftest import ADMIN, PASSWORD
+from tests.provision.kit import live_processes, make_root, site_vars
+
+PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
+SECRET = "Zq7-s3cret-value-91"
+ENV_SECRET = "env-token-5531-not-for-ansible"
+SLEEP_A, SLEEP_B = "sleep 3217", "sleep 3218"
+
+
+@pytest.fixture
+def test_playbooks(tmp_path: Path) -> Path:
+    """A project dir beside the real one for behaviour the real playbooks must not have."""
+    proj = tmp_path / "test-playbooks"
+    proj.mkdir()
+    shutil.copy(PLAYBOOKS / "ansible.cfg", proj / "ansible.cfg")
+    (proj / "leak.yml").write_text(
+        "- name: Echo what must not be stored\n  hosts: all\n  gather_facts: false\n"
+        "  tasks:\n"
+        "    - name: Print the password and the operator's environment\n"
+        "      ansible.builtin.debug:\n"
+        "        msg: \"pw={{ db_password }} env={{ lookup('env', 'APPLIANCE_TEST_TOKEN') }}\"\n")
+    (proj / "slow.yml").write_text(
+        "- name: Start children that outlive their parent\n  hosts: all\n"
+        "  gather_facts: false\n  tasks:\n"
+        f"    - name: Sleep in a grandchild\n      ansible.builtin.shell: "
+        f"\"{SLEEP_A} & {SLEEP_B}\"\n      changed_when: false\n")
+    return proj
+
+
+def test_forced_failure_is_one_line_naming_host_and_task(
+        appliance: Appliance, it_session: Session, tmp_path: Path, home: Path,
+        wheelhouse: Path) -> None:
+    root = make_root(tmp_path)
+    args = [f"--var={k}={json.dumps(v)}" for k, v in site_vars(
+        wheelhouse, appliance_root=str(root), appliance_min_memory_mb=99_999_999).items()]
+    env = dict(os.environ, APPLIANCE_HOME=str(home))
+    r = subprocess.run([sys.executable, "-m", "appliance", "provision", "run", "site.yml",
+                        "-i", "local", *args, "--user", "ivan", "--password-stdin"],
+                       input=PASSWORD + "\n", capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert r.returncode == 11, r.stderr
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("error: run site.yml failed: localhost: preflight : Fail naming "
+                             "what is missing: preflight: memory ")
+    assert "need 99999999 MiB" in err[0] and "see `appliance provision show" in err[0]
+    # The live task list was printed as the run went, the failure with its message.
+    assert "failed      localhost  preflight : Fail naming what is missing" in r.stdout
+    rec = provision.list_runs(appliance, it_session)[0]
+    assert rec.status == "failed" and rec.hosts["localhost"]["failed"] == 1
+    assert not (root / "opt").exists()  # nothing after preflight ran
+    ended = audit.events(appliance, auth.login(appliance, ADMIN, PASSWORD),
+                         EventFilter(action="provision.run"), limit=5)
+    assert ended[-1].data["outcome"] == "failure"
+    assert ended[-1].data["reason"] == rec.failure
+
+
+def test_secrets_stay_out_of_the_job_directory(
+        appliance: Appliance, it_session: Session, test_playbooks: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APPLIANCE_TEST_TOKEN", ENV_SECRET)
+    runs = [provision.run(appliance, it_session,
+                          RunRequest("leak.yml", "local", False, {"db_password": SECRET}),
+                          playbooks_dir=test_playbooks) for _ in range(2)]
+    assert [r.status for r in runs] == ["successful", "successful"]
+    assert runs[0].job_dir != runs[1].job_dir  # a fresh private directory per run
+    job = Path(runs[0].job_dir)
+    assert stat.S_IMODE(job.stat().st_mode) == 0o700
+    everything = b"".join(p.read_bytes() for p in job.rglob("*") if p.is_file())
+    assert b"pw=[redacted] env=" in everything  # the task ran and printed, then scrubbed
+    assert SECRET.encode() not in everything and ENV_SECRET.encode() not in everything
+    command = json.loads((job / "artifacts" / runs[0].id / "command").read_text())
+    assert "APPLIANCE_TEST_TOKEN" not in command["env"]
+    assert command["env"]["ANSIBLE_HOME"].startswith(str(job))
+    assert command["env"]["ANSIBLE_REMOTE_TEMP"].startswith(str(job))
+    assert command["env"]["PATH"].split(":")[0] == str(Path(sys.executable).parent)
+    assert json.loads((job / "env" / "extravars").read_text()) == {"db_password": "[redacted]"}
+    assert runs[0].extra_vars == {"db_password": "[redacted]"}
+    listed = {a.name for a in provision.list_artifacts(appliance, it_session, runs[0].id)}
+    assert f"artifacts/{runs[0].id}/stdout" in listed and "env/extravars" in listed
+    with pytest.raises(InvalidInput):
+        provision.read_artifact(appliance, it_session, runs[0].id, "../../appliance.db")
+
+
+def test_cancel_kills_the_whole_tree_and_records_it(
+        appliance: Appliance, it_session: Session, test_playbooks: Path) -> None:
+    seen: list = []
+    handle = provision.start(appliance, it_session, RunRequest("slow.yml", "local"),
+                             seen.extend, playbooks_dir=test_playbooks)
+    deadline = time.monotonic() + 60
+    while not (live_processes(SLEEP_A) and live_processes(SLEEP_B)):
+        assert time.monotonic() < deadline, "the sleeping task never started"
+        time.sleep(0.1)
+    assert proctree.run_processes(handle.run_id)  # found by marker and parent links
+    provision.cancel(appliance, it_session, handle.run_id, "testing cancel")
+    rec = handle.wait(60)
+    assert rec.status == "cancelled"
+    assert live_processes(SLEEP_A) == [] and live_processes(SLEEP_B) == []
+    assert live_processes(rec.job_dir) == []
+    assert proctree.run_processes(rec.id) == set()
+    assert any(e.kind == "started" and e.task == "Sleep in a grandchild" for e in seen)
+    admin = auth.login(appliance, ADMIN, PASSWORD)
+    cancel = audit.events(appliance, admin, EventFilter(action="provision.cancel"))
+    assert cancel[-1].data["reason"] == "testing cancel"
+    ended = audit.events(appliance, admin, EventFilter(action="provision.run"))[-1].data
+    assert ended["details"]["status"] == "cancelled" and ended["outcome"] == "failure"
+    assert ended["details"]["killed_processes"] >= 2
+    with pytest.raises(InvalidInput, match="already ended"):
+        provision.cancel(appliance, it_session, rec.id)
+
+
+def test_only_it_may_run_and_a_denial_leaves_nothing(
+        appliance: Appliance, make_user, home: Path) -> None:
+    auditor = make_user(["auditor"])
+    with pytest.raises(PermissionDenied):
+        provision.start(appliance, auditor, RunRequest("site.yml", "local"))
+    assert not (home / "jobs").exists() or not any((home / "jobs").iterdir())
+    assert provision.list_runs(appliance, auditor) == []  # auditors may read history
+    admin = auth.login(appliance, ADMIN, PASSWORD)
+    denied = audit.events(appliance, admin, EventFilter(action="access.denied"))[-1].data
+    assert denied["details"]["permission"] == "provision.run"
+    with pytest.raises(InvalidInput, match="unknown playbook"):
+        provision.start(appliance, make_user(["it"]), RunRequest("../site.yml", "local"))
+
+
+def test_a_run_whose_process_died_is_closed_as_interrupted(
+        appliance: Appliance, it_session: Session, home: Path) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    rec = RunRecord(
+        id="20260101T000000-dead00", playbook="site.yml", inventory="local",
+        inventory_digest="0" * 64, hosts_list=("localhost",), check=False, extra_vars={},
+        limit=None, status="running", started_at="2026-01-01T00:00:00.000Z",
+        started_by="ivan", finished_at=None, duration_s=None, rc=None, hosts={},
+        failure=None, job_dir=str(home / "jobs" / "gone"), owner_host=os.uname().nodename,
+        owner_pid=dead.pid, owner_start=None)
+    with appliance.transaction():
+        records.insert(appliance.conn, rec)
+    assert provision.get_run(appliance, it_session, rec.id).status == "interrupted"
+    with pytest.raises(InvalidInput, match="already ended \\(interrupted\\)"):
+        provision.cancel(appliance, it_session, rec.id)
+    stored = records.get(appliance.conn, rec.id)
+    assert stored.status == "interrupted" and stored.finished_at is not None
