@@ -167,7 +167,7 @@ def bench(scratch: Path, total: int, args: argparse.Namespace) -> None:
 
     if args.sweep:
         for workers in (1, 2, 3, 4):
-            for block in (1, 2, 4):
+            for block in (2, 4):
                 cold = drop_caches()
                 res, rss = run_import(media, scratch / f"sweep-{workers}-{block}", manifest,
                                       workers, block)
