@@ -44,7 +44,24 @@ def ensure_demo(home: Path) -> bool:
                            "demo user", must_change_password=False)
         for u in DEMO_USERS[1:]:
             auth.login(app, u.username, u.password)
+        _import_demo_bundle(app, admin, Path(home))
         audit_service.verify(app, admin)
     finally:
         app.close()
     return True
+
+
+def _import_demo_bundle(app, admin, home: Path) -> None:
+    """Publish the demo vendor's bundle, trust its root and import it: the same services a
+    hospital uses (trust init signed by the security officer, import by IT)."""
+    from appliance.bundle.demo_bundle import build_demo_bundle
+    from appliance.services import media, trust
+    from appliance.services.signing import SignatureRequest
+
+    demo = build_demo_bundle(home / "demo-vendor")
+    first = DEMO_USERS[0]
+    trust.init_trust(app, admin, demo.root, SignatureRequest(
+        "approved", "demo: trust the demo vendor's root", first.password, first.username,
+        acknowledge_statement=True), source=str(demo.media), expect_fingerprint=demo.fingerprint)
+    it = next(u for u in DEMO_USERS if "it" in u.roles)
+    media.import_bundle(app, auth.login(app, it.username, it.password), demo.media)

@@ -6,16 +6,21 @@ Keys are generated once per test session (module cache); bundles are cheap to bu
 
 from __future__ import annotations
 
-import json
 import shutil
-import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from appliance.bundle import keys as bkeys
 from appliance.bundle import publish
-from appliance.bundle.model import EngineSpec
+from appliance.bundle.demo_bundle import (  # noqa: F401 (re-exported for tests)
+    ENGINE,
+    safetensors_bytes,
+    tiny_adapter,
+    tiny_base,
+    tiny_engine,
+    tiny_golden,
+)
 from appliance.errors import InvalidInput
 
 # Bundles are "built" a few days before the test clock (2026-01-15) reads them.
@@ -50,63 +55,6 @@ def session_keys(base: Path) -> Keys:
         _KEYS["keys"] = Keys(d)
     return _KEYS["keys"]
 
-
-def safetensors_bytes(tensors: dict[str, tuple[list[int], bytes]]) -> bytes:
-    """A valid safetensors file: 8-byte header length, JSON header, raw F32 data."""
-    header, offset, data = {}, 0, b""
-    for name, (shape, raw) in tensors.items():
-        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [offset,
-                                                                          offset + len(raw)]}
-        offset += len(raw)
-        data += raw
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
-    return struct.pack("<Q", len(h)) + h + data
-
-
-def _floats(n: int, seed: int) -> bytes:
-    return b"".join(struct.pack("<f", ((i * 7919 + seed) % 1000) / 1000.0) for i in range(n))
-
-
-def tiny_base(d: Path, seed: int = 1) -> Path:
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "model.safetensors").write_bytes(safetensors_bytes(
-        {"embed.weight": ([32, 8], _floats(256, seed)), "lm_head.weight": ([32, 8],
-                                                                          _floats(256, seed + 1))}))
-    (d / "config.json").write_text(json.dumps({"model_type": "llama", "vocab_size": 32,
-                                               "hidden_size": 8, "num_hidden_layers": 1}))
-    vocab = {f"t{i}": i for i in range(32)}
-    (d / "tokenizer.json").write_text(json.dumps({"version": "1.0", "model": {
-        "type": "WordLevel", "vocab": vocab, "unk_token": "t0"}}))
-    return d
-
-
-def tiny_adapter(d: Path, seed: int = 3) -> Path:
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "adapter_model.safetensors").write_bytes(safetensors_bytes(
-        {"lora_A.weight": ([2, 8], _floats(16, seed)), "lora_B.weight": ([8, 2],
-                                                                         _floats(16, seed + 1))}))
-    (d / "adapter_config.json").write_text(json.dumps({"r": 2, "lora_alpha": 4,
-                                                       "peft_type": "LORA"}))
-    return d
-
-
-def tiny_golden(d: Path) -> Path:
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "golden.jsonl").write_text("".join(json.dumps({"prompt": f"q{i}", "answer": f"a{i}"})
-                                            + "\n" for i in range(5)))
-    (d / "card.md").write_text("# Golden set\nFive synthetic questions.\n")
-    return d
-
-
-def tiny_engine(d: Path) -> Path:
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "rank0.engine").write_bytes(bytes(range(256)) * 4)
-    (d / "config.json").write_text(json.dumps({"builder_config": {"tp": 1}}))
-    return d
-
-
-ENGINE = EngineSpec(("sm_90",), "0.17.0", 1, 1, 40_000)
 
 
 @dataclass
