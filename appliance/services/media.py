@@ -18,7 +18,12 @@ from typing import Any
 from appliance.audit.events import Event
 from appliance.bundle import trust
 from appliance.bundle.media import find_bundles, open_media
-from appliance.bundle.model import TARGETS_DIR
+from appliance.bundle.model import (
+    DESCRIPTION_TARGETS,
+    MAX_DESCRIPTION,
+    TARGETS_DIR,
+    BundleDescription,
+)
 from appliance.bundle.store import ContentStore, ImportProgress
 from appliance.bundle.verify import StaleMetadata, VerifiedBundle, verify_media
 from appliance.context import Appliance
@@ -134,8 +139,10 @@ def scan(app: Appliance, session: Session, paths: list[Path] | None = None,
         try:
             _, bundle = _verify(app, path)
         except BundleRefused as exc:
-            status = "older" if isinstance(exc, StaleMetadata) else "refused"
-            entries.append(ScanEntry(str(path), status, reason=exc.message))
+            if isinstance(exc, StaleMetadata):
+                entries.append(_older_entry(app, path, exc.message))
+            else:
+                entries.append(ScanEntry(str(path), "refused", reason=exc.message))
             continue
         status, installed = _status(app, bundle)
         d = bundle.description
@@ -150,6 +157,25 @@ def scan(app: Appliance, session: Session, paths: list[Path] | None = None,
                                 "version": e.version} for e in entries]},
             terminal=session.terminal))
     return entries
+
+
+def _older_entry(app: Appliance, path: Path, reason: str) -> ScanEntry:
+    """Media older than the trusted metadata cannot be verified any more; its description
+    is read (size-limited, never trusted) only to tell the user which release it is."""
+    name, version, publisher = "", 0, ""
+    try:
+        media = open_media(Path(path))
+        for rel in DESCRIPTION_TARGETS:
+            if any(f.relpath == f"{TARGETS_DIR}/{rel}" for f in media.list_files()):
+                d = BundleDescription.from_dict(json.loads(media.read_bytes(
+                    f"{TARGETS_DIR}/{rel}", MAX_DESCRIPTION)))
+                name, version, publisher = d.name, d.version, d.publisher
+                break
+    except (BundleRefused, ValueError):
+        pass
+    installed = _installed_version(app, name) if name else None
+    return ScanEntry(str(path), "older", name, version, publisher, installed_version=installed,
+                     reason=f"{reason} (not verifiable: older than the trusted metadata)")
 
 
 def import_bundle(app: Appliance, session: Session, path: Path,

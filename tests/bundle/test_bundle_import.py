@@ -101,7 +101,8 @@ def test_adapter_update_copies_only_the_adapter(trusted, itop, vendor, first_med
         "SELECT role, MAX(version) FROM trust_metadata GROUP BY role"))
     assert versions == {"root": 1, "timestamp": 2, "snapshot": 2, "targets": 2}
     scan = media_service.scan(trusted, itop, [first_media], search_removable=False)
-    assert scan[0].status == "older" and "rollback" in scan[0].reason
+    assert (scan[0].status, scan[0].name, scan[0].version) == ("older", "demo-clinical", 1)
+    assert "rollback" in scan[0].reason and scan[0].installed_version == 2
 
 
 def test_progress_reaches_the_caller(trusted, itop, first_media):
@@ -229,3 +230,21 @@ def test_trust_init_refusals_are_recorded(appliance, security, make_user, first_
     assert signed["new"]["fingerprint"] == fingerprint(root)
     sig = appliance.conn.execute("SELECT record_type, meaning FROM signatures").fetchall()
     assert sig == [("trust_root", "approved")]
+
+
+def test_ctrl_c_during_copy_is_recorded_and_leaves_no_record(trusted, itop, first_media):
+    def interrupt(progress) -> None:
+        if progress.done_bytes:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        media_service.import_bundle(trusted, itop, first_media, interrupt)
+    event = json.loads(trusted.conn.execute(
+        "SELECT body FROM audit_events WHERE action = 'media.import' ORDER BY seq DESC LIMIT 1"
+    ).fetchone()[0])
+    assert event["outcome"] == "failure" and event["reason"] == "interrupted (Ctrl-C)"
+    assert trusted.conn.execute("SELECT COUNT(*) FROM bundles").fetchone()[0] == 0
+    versions = dict(trusted.conn.execute(
+        "SELECT role, MAX(version) FROM trust_metadata GROUP BY role"))
+    assert versions == {"root": 1}
+    # Running the import again completes it.
+    assert media_service.import_bundle(trusted, itop, first_media).state == "IMPORTED"
