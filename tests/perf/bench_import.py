@@ -3,13 +3,17 @@
 Run on its own (pytest does not collect it):
     .venv/bin/python tests/perf/bench_import.py [--size-gb 2.2] [--dir DIR] [--sweep]
 
-Builds a bundle of random bytes (a few large files and some small ones) in a temporary
-directory on the same disk, then prints one JSON object per line. The import runs in a child
-process so its peak RSS is its own; its time is measured inside the child (open_media +
-ContentStore.ingest, excluding interpreter start-up), with its CPU seconds per GB, which a
-busy shared machine disturbs far less than wall time. The page cache is dropped before each
-cold measurement when this process may write /proc/sys/vm/drop_caches (root); every line says
-whether it was.
+Builds, on the spot and on the same disk, a signed bundle of random bytes (a base model in a
+few large safetensors shards, a golden set of small files) with the publisher code the
+`appliance bundle` commands run, sets up an appliance that trusts it, and prints one JSON
+object per line:
+- bench "import[appliance media import]": the whole CLI command in a child process (start-up,
+  login, TUF and signature verification, copy and verify), wall time and peak RSS;
+- bench "import[ContentStore.ingest via open_media]": the payload copy alone in a child
+  process, timed inside it, on the same bundle into a fresh store.
+The page cache is dropped before each cold measurement when /proc/sys/vm/drop_caches is
+writable (root); `cold_cache` says whether it was. `load1` and CPU seconds per GB are given
+because the 2-core machine is shared and its wall times move with others' load.
 """
 
 from __future__ import annotations
@@ -30,13 +34,17 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 MiB = 1 << 20
 BLOCK = 4 * MiB
-BENCH = "import[ContentStore.ingest via open_media]"
-SCOPE = "open_media + ContentStore.ingest (appliance media import not yet available)"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CLI_BENCH = "import[appliance media import]"
+INGEST_BENCH = "import[ContentStore.ingest via open_media]"
+PASSWORD = "correct horse battery"
+HASH_BASELINE = "hashlib sha256 of the same bytes in memory, 1 thread"
+CP_BASELINE = "cp -r then openssl dgst -sha256 of the copies (no fsync)"
 
 
-def emit(metric: str, value: float, unit: str, baseline: str, baseline_value: float,
-         goal: str, **extra: object) -> None:
-    line = {"bench": BENCH, "metric": metric, "value": round(value, 4), "unit": unit,
+def emit(bench: str, metric: str, value: float, unit: str, baseline: str,
+         baseline_value: float, goal: str, **extra: object) -> None:
+    line = {"bench": bench, "metric": metric, "value": round(value, 4), "unit": unit,
             "baseline": baseline, "baseline_value": round(baseline_value, 4),
             "ratio": round(value / baseline_value, 4) if baseline_value else None,
             "goal": goal, **extra}
@@ -52,78 +60,162 @@ def drop_caches() -> bool:
         return False
 
 
-def build_bundle(root: Path, total: int, seed: int = 2026) -> list[tuple[str, int]]:
-    """Random-looking bytes from AES-CTR (fast and seeded), 85% in four large files."""
+def write_random(path: Path, size: int, seed: str, header: bytes = b"") -> None:
+    """`header` then `size` random-looking bytes from AES-CTR (fast and seeded)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    enc = Cipher(algorithms.AES(hashlib.sha256(seed.encode()).digest()),
+                 modes.CTR(bytes(16))).encryptor()
+    zeros, out = bytes(BLOCK), bytearray(BLOCK)
+    with open(path, "wb", buffering=0) as f:
+        f.write(header)
+        left = size
+        while left:
+            k = min(left, BLOCK)
+            enc.update_into(zeros[:k], out)
+            f.write(memoryview(out)[:k])
+            left -= k
+
+
+def safetensors_header(n: int) -> bytes:
+    meta = json.dumps({"weight": {"dtype": "U8", "shape": [n], "data_offsets": [0, n]}})
+    meta += " " * (-len(meta) % 8)
+    return len(meta).to_bytes(8, "little") + meta.encode()
+
+
+def build_sources(src: Path, total: int) -> None:
+    """85% of the bytes in four shards, the rest in 48 small golden-set files."""
+    base, golden = src / "bench-base", src / "bench-golden"
     large = [int(total * share) for share in (0.35, 0.25, 0.15, 0.10)]
-    small_total = total - sum(large)
-    small = [small_total // 48] * 47 + [small_total - 47 * (small_total // 48)]
-    layout = [(f"base_model/model-{i:05d}-of-00004.safetensors", s) for i, s in enumerate(large)]
-    layout += [(f"golden_set/shard-{i:03d}.jsonl", s) for i, s in enumerate(small)]
-    layout.append(("metadata/root.json", 2_000))
-    zeros = bytes(BLOCK)
-    out = bytearray(BLOCK)
-    for n, (rel, size) in enumerate(layout):
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        key = hashlib.sha256(f"{seed}:{n}".encode()).digest()
-        enc = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
-        with open(path, "wb", buffering=0) as f:
-            left = size
-            while left:
-                k = min(left, BLOCK)
-                enc.update_into(zeros[:k], out)
-                f.write(memoryview(out)[:k])
-                left -= k
+    for i, n in enumerate(large):
+        write_random(base / f"model-{i + 1:05d}-of-00004.safetensors", n, f"shard{i}",
+                     safetensors_header(n))
+    (base / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    small = (total - sum(large)) // 48
+    for i in range(48):
+        write_random(golden / f"cases-{i:03d}.bin", small, f"golden{i}")
+    (golden / "card.md").write_text("# Bench golden set\nRandom bytes for the benchmark.\n")
+
+
+def build_signed_bundle(scratch: Path, total: int) -> Path:
+    """Keys, repository, two signed components and one published release directory."""
+    from appliance.bundle import keys as bkeys
+    from appliance.bundle import publish
+
+    keys = scratch / "keys"
+    for name in ("root", "targets", "online"):
+        bkeys.generate(keys / f"{name}.pem")
+    pub = {n: bkeys.public_path_for(keys / f"{n}.pem").read_bytes()
+           for n in ("root", "targets", "online")}
+    repo, src = scratch / "repo", scratch / "src"
+    build_sources(src, total)
+    publish.init_repo(repo, "bench-import", "Bench Vendor", [pub["root"]],
+                      targets_keys=[pub["targets"]], online_keys=[pub["online"]])
+    publish.add_component(repo, "base_model", src / "bench-base", keys / "targets.pem",
+                          name="bench-base", tags=["cpu"])
+    publish.add_component(repo, "golden_set", src / "bench-golden", keys / "targets.pem",
+                          name="bench-golden")
+    shutil.rmtree(src)
+    publish.set_release(repo, description="benchmark bundle of random bytes")
+    for name in ("root", "targets", "online"):
+        publish.sign(repo, keys / f"{name}.pem")
+    media = publish.publish(repo, scratch / "usb" / "bench-import-1")
+    shutil.rmtree(repo)
     subprocess.run(["sync"], check=True)
-    return layout
+    return media
 
 
-def hash_in_memory(root: Path, layout: list[tuple[str, int]]) -> tuple[float, list[dict]]:
+def setup_appliance(home: Path, media: Path) -> dict[str, str]:
+    """An appliance with an IT user, trusting the bundle's root (through the CLI)."""
+    from appliance.bundle.trust import fingerprint
+    from appliance.services import auth, users
+    from appliance.services.setup import init_appliance
+
+    app = init_appliance(home, "alice", "Alice Adams", PASSWORD)
+    admin = auth.login(app, "alice", PASSWORD)
+    users.add_user(app, admin, "ivan", "Ivan Importer", ["it"], PASSWORD, "benchmark",
+                   must_change_password=False)
+    users.add_user(app, admin, "sam", "Sam Security", ["security"], PASSWORD, "benchmark",
+                   must_change_password=False)
+    app.close()
+    env = {**os.environ, "APPLIANCE_HOME": str(home)}
+    root = media / "metadata" / "1.root.json"
+    subprocess.run([appliance_cli(), "trust", "init", "--root", str(root),
+                    "--expect-fingerprint", fingerprint(root.read_bytes()),
+                    "--acknowledge-statement", "--user", "sam", "--password-stdin"],
+                   input=PASSWORD + "\n", text=True, env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    return env
+
+
+def appliance_cli() -> str:
+    return shutil.which("appliance") or str(REPO_ROOT / ".venv/bin/appliance")
+
+
+# A child's ru_maxrss starts from its parent's RSS at fork (Linux carries the pre-exec
+# high-water mark over exec), so each command runs under a small wrapper process whose
+# RUSAGE_CHILDREN then holds the command's own peak.
+_WRAPPER = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[2:]).returncode; "
+            "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN)"
+            ".ru_maxrss)); sys.exit(rc)")
+
+
+def run_measured(cmd: list[str], env: dict[str, str] | None, stdin: str, scratch: Path
+                 ) -> tuple[str, float, float]:
+    """Run a command; return its stdout, wall seconds and peak RSS in MiB."""
+    rss_path = scratch / "child.rss"
+    wrapped = [sys.executable, "-S", "-c", _WRAPPER, str(rss_path), *cmd]
+    t = time.perf_counter()
+    proc = subprocess.run(wrapped, input=stdin, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t
+    if proc.returncode:
+        raise SystemExit(f"{cmd[:3]} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return proc.stdout, wall, int(rss_path.read_text()) / 1024
+
+
+def hash_in_memory(media: Path) -> tuple[float, int, list[dict]]:
     """SHA-256 of every file, timing only the hashing of blocks already in memory."""
-    spent = 0.0
-    wanted = []
+    spent, total, wanted = 0.0, 0, []
     buf = bytearray(BLOCK)
     view = memoryview(buf)
-    for rel, size in layout:
+    for path in sorted(p for p in media.rglob("*") if p.is_file()):
         h = hashlib.sha256()
-        with open(root / rel, "rb", buffering=0) as f:
+        with open(path, "rb", buffering=0) as f:
             while n := f.readinto(buf):
                 t = time.perf_counter()
                 h.update(view[:n])
                 spent += time.perf_counter() - t
-        wanted.append({"relpath": rel, "sha256": h.hexdigest(), "size": size})
-    return spent, wanted
+        size = path.stat().st_size
+        total += size
+        wanted.append({"relpath": path.relative_to(media).as_posix(),
+                       "sha256": h.hexdigest(), "size": size})
+    return spent, total, wanted
 
 
-def run_import(media: Path, store: Path, manifest: Path, workers: int | None = None,
-               block: int | None = None) -> tuple[dict, float]:
-    """Import in a child process; returns its own timing and its peak RSS in MiB."""
-    cmd = [sys.executable, __file__, "--child", str(media), str(store), str(manifest)]
-    if workers:
-        cmd += ["--workers", str(workers)]
-    if block:
-        cmd += ["--block-mib", str(block)]
-    out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True).stdout
-    result = json.loads(out)
-    return result, result["peak_rss_kib"] / 1024
-
-
-def child(args: argparse.Namespace) -> None:
+def ingest_child(args: argparse.Namespace) -> None:
     from appliance.bundle.media import open_media
     from appliance.bundle.store import BLOCK as STORE_BLOCK
     from appliance.bundle.store import DEFAULT_WORKERS, ContentStore, WantedFile
 
-    wanted = [WantedFile(**w) for w in json.loads(Path(args.child[2]).read_text())]
-    store = ContentStore(Path(args.child[1]), workers=args.workers or DEFAULT_WORKERS,
+    media, store_root, manifest = (Path(p) for p in args.child)
+    wanted = [WantedFile(**w) for w in json.loads(manifest.read_text())]
+    store = ContentStore(store_root, workers=args.workers or DEFAULT_WORKERS,
                          block_size=(args.block_mib * MiB) if args.block_mib else STORE_BLOCK)
     t = time.perf_counter()
-    result = store.ingest(open_media(Path(args.child[0])), wanted)
+    result = store.ingest(open_media(media), wanted)
     seconds = time.perf_counter() - t
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    peak = usage.ru_maxrss  # KiB on Linux
-    print(json.dumps({"seconds": seconds, "cpu_s": usage.ru_utime + usage.ru_stime, "copied": result.copied_bytes,
-                      "skipped": result.skipped_bytes, "workers": store.workers,
-                      "block_mib": store.block_size // MiB, "peak_rss_kib": peak}))
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # CPU only: its maxrss is inflated
+    print(json.dumps({"seconds": seconds, "cpu_s": usage.ru_utime + usage.ru_stime,
+                      "copied": result.copied_bytes, "workers": store.workers,
+                      "block_mib": store.block_size // MiB}))
+
+
+def run_ingest(media: Path, store: Path, manifest: Path, scratch: Path,
+               workers: int | None = None, block: int | None = None) -> tuple[dict, float]:
+    cmd = [sys.executable, __file__, "--child", str(media), str(store), str(manifest)]
+    cmd += ["--workers", str(workers)] if workers else []
+    cmd += ["--block-mib", str(block)] if block else []
+    out, _, rss = run_measured(cmd, None, "", scratch)
+    return json.loads(out), rss
 
 
 def cp_openssl(media: Path, dest: Path) -> float:
@@ -133,6 +225,75 @@ def cp_openssl(media: Path, dest: Path) -> float:
     subprocess.run(["openssl", "dgst", "-sha256", *files], check=True,
                    stdout=subprocess.DEVNULL)
     return time.perf_counter() - t
+
+
+def bench(scratch: Path, total: int, args: argparse.Namespace) -> None:
+    media = build_signed_bundle(scratch, total)
+    env = setup_appliance(scratch / "home", media)
+    hash_s, nbytes, wanted = hash_in_memory(media)
+    manifest = scratch / "wanted.json"
+    manifest.write_text(json.dumps(wanted))
+    hash_gbps = nbytes / 1e9 / hash_s
+    common = {"files": len(wanted), "cpus": os.cpu_count(),
+              "hash_cpu_s_per_gb": round(hash_s / (nbytes / 1e9), 3)}
+
+    cli = [appliance_cli(), "media", "import", str(media), "--json", "--user", "ivan",
+           "--password-stdin"]
+    cold = drop_caches()
+    out, wall, rss = run_measured(cli, env, PASSWORD + "\n", scratch)
+    first = json.loads(out)
+    load_first = os.getloadavg()[0]
+    out, wall2, rss2 = run_measured(cli, env, PASSWORD + "\n", scratch)
+    again = json.loads(out)
+    assert first["copied_bytes"] > 0 and again["copied_bytes"] == 0, (first, again)
+
+    cold_ingest = drop_caches()
+    res, irss = run_ingest(media, scratch / "store", manifest, scratch, args.workers,
+                           args.block_mib)
+    res2, irss2 = run_ingest(media, scratch / "store", manifest, scratch, args.workers,
+                             args.block_mib)
+    unique = sum({w["sha256"]: w["size"] for w in wanted}.values())
+    assert res["copied"] == unique and res2["copied"] == 0, (res, res2)
+    cold_cp = drop_caches()
+    cp_s = cp_openssl(media, scratch / "copy")
+    shutil.rmtree(scratch / "copy")
+
+    copied = first["copied_bytes"]
+    run = {**common, "bytes": copied, "cold_cache": cold, "load1": load_first,
+           "ingest_s": round(first["seconds"], 3),
+           "verify_and_startup_s": round(wall - first["seconds"], 3)}
+    emit(CLI_BENCH, "import_throughput", copied / 1e9 / wall, "GB/s", HASH_BASELINE,
+         hash_gbps, ">= 0.85", **run)
+    emit(CLI_BENCH, "import_vs_cp_openssl", wall, "s", CP_BASELINE, cp_s, "<= 0.7",
+         cp_cold_cache=cold_cp, **run)
+    emit(CLI_BENCH, "import_peak_rss", max(rss, rss2), "MiB", "goal", 256.0, "< 256", **run)
+    emit(CLI_BENCH, "reimport_unchanged", wall2, "s", "first import", wall, "< 0.05",
+         reimport_ingest_s=round(again["seconds"], 4), **run)
+
+    run = {**common, "bytes": unique, "cold_cache": cold_ingest, "workers": res["workers"],
+           "block_mib": res["block_mib"], "load1": os.getloadavg()[0],
+           "import_cpu_s_per_gb": round(res["cpu_s"] / (unique / 1e9), 3)}
+    emit(INGEST_BENCH, "import_throughput", unique / 1e9 / res["seconds"], "GB/s",
+         HASH_BASELINE, hash_gbps, ">= 0.85", **run)
+    emit(INGEST_BENCH, "import_vs_cp_openssl", res["seconds"], "s", CP_BASELINE, cp_s,
+         "<= 0.7", cp_cold_cache=cold_cp, **run)
+    emit(INGEST_BENCH, "import_peak_rss", max(irss, irss2), "MiB", "goal", 256.0, "< 256",
+         **run)
+    emit(INGEST_BENCH, "reimport_unchanged", res2["seconds"], "s", "first import",
+         res["seconds"], "< 0.05", **run)
+
+    if args.sweep:
+        for workers in (1, 2, 3, 4):
+            for block in (2, 4):
+                store = scratch / f"sweep-{workers}-{block}"
+                cold = drop_caches()
+                r, srss = run_ingest(media, store, manifest, scratch, workers, block)
+                shutil.rmtree(store)
+                emit(INGEST_BENCH, "import_throughput_sweep", unique / 1e9 / r["seconds"],
+                     "GB/s", HASH_BASELINE, hash_gbps, "pick the best", workers=workers,
+                     block_mib=block, cold_cache=cold, peak_rss_mib=round(srss, 1),
+                     cpu_s_per_gb=round(r["cpu_s"] / (unique / 1e9), 3),
+                     load1=os.getloadavg()[0])
 
 
 def main() -> None:
@@ -145,60 +306,13 @@ def main() -> None:
     parser.add_argument("--child", nargs=3, metavar=("MEDIA", "STORE", "MANIFEST"))
     args = parser.parse_args()
     if args.child:
-        child(args)
+        ingest_child(args)
         return
-    total = int(args.size_gb * 1e9)
     scratch = Path(tempfile.mkdtemp(prefix="bench-import-", dir=args.dir))
     try:
-        bench(scratch, total, args)
+        bench(scratch, int(args.size_gb * 1e9), args)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def bench(scratch: Path, total: int, args: argparse.Namespace) -> None:
-    media, manifest = scratch / "bundle", scratch / "wanted.json"
-    layout = build_bundle(media, total)
-    hash_s, wanted = hash_in_memory(media, layout)
-    manifest.write_text(json.dumps(wanted))
-    total = sum(size for _, size in layout)
-    gb = total / 1e9
-    hash_gbps = gb / hash_s
-    common = {"bytes": total, "files": len(layout), "scope": SCOPE, "cpus": os.cpu_count()}
-
-    if args.sweep:
-        for workers in (1, 2, 3, 4):
-            for block in (2, 4):
-                cold = drop_caches()
-                res, rss = run_import(media, scratch / f"sweep-{workers}-{block}", manifest,
-                                      workers, block)
-                shutil.rmtree(scratch / f"sweep-{workers}-{block}")
-                emit("import_throughput_sweep", gb / res["seconds"], "GB/s",
-                     "hashlib sha256 in memory, 1 thread", hash_gbps, "pick the best",
-                     workers=workers, block_mib=block, cold_cache=cold,
-                     cpu_s_per_gb=round(res["cpu_s"] / gb, 3),
-                     peak_rss_mib=round(rss, 1), load1=os.getloadavg()[0])
-
-    cold = drop_caches()
-    first, rss = run_import(media, scratch / "store", manifest, args.workers, args.block_mib)
-    assert first["copied"] == total, first
-    again, rss2 = run_import(media, scratch / "store", manifest, args.workers, args.block_mib)
-    assert again["copied"] == 0, again
-    cold_cp = drop_caches()
-    cp_s = cp_openssl(media, scratch / "copy")
-    # On a shared machine the wall time depends on other load; CPU seconds per GB do not.
-    run = {**common, "workers": first["workers"], "block_mib": first["block_mib"],
-           "import_cpu_s_per_gb": round(first["cpu_s"] / gb, 3),
-           "hash_cpu_s_per_gb": round(hash_s / gb, 3), "load1": os.getloadavg()[0]}
-
-    emit("import_throughput", gb / first["seconds"], "GB/s",
-         "hashlib sha256 of the same bytes in memory, 1 thread", hash_gbps, ">= 0.85",
-         cold_cache=cold, **run)
-    emit("import_vs_cp_openssl", first["seconds"], "s",
-         "cp -r then openssl dgst -sha256 of the copies (no fsync)", cp_s, "<= 0.7",
-         cold_cache=cold and cold_cp, **run)
-    emit("import_peak_rss", max(rss, rss2), "MiB", "goal", 256.0, "< 256", **run)
-    emit("reimport_unchanged", again["seconds"], "s", "first import", first["seconds"],
-         "< 0.05", **run)
 
 
 if __name__ == "__main__":
