@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -227,3 +228,45 @@ async def test_command_palette_offers_console_commands_and_logout(make_console):
         assert app.session is None
         assert text_of(pilot, "#login-message") == "alice logged out"
         assert len(app.screen_stack) == 2
+
+
+async def test_no_database_or_gpu_work_on_the_ui_thread(make_console, tmp_path: Path):
+    """The UI never waits on SQLite or NVML: every statement runs in a worker thread."""
+    app = make_console()
+    threads: set[int] = set()
+    plain_open = app.ctx.open
+
+    def traced_open() -> Appliance:
+        opened = plain_open()
+        opened.conn.set_trace_callback(lambda _sql: threads.add(threading.get_ident()))
+        return opened
+
+    app.ctx.open = traced_open
+    reading = app.ctx.gpu_source
+    gpu_threads: list[int] = []
+
+    class TracedGpus:
+        def read(self):
+            gpu_threads.append(threading.get_ident())
+            return reading.read()
+
+    app.ctx.gpu_source = TracedGpus()
+    ui_thread = threading.get_ident()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await log_in(pilot, ADMIN, PASSWORD)
+        await dashboard_ready(pilot)
+        await pilot.press("a")
+        await audit_ready(pilot)
+        await fill(pilot, "#filter-actor", ADMIN)
+        await pilot.press("enter", "pagedown", "end", "home", "o", "v")
+        job = app.screen.query_one(JobStatus)
+        await wait_for(pilot, lambda: job.message.startswith("Chain"))
+        await pilot.press("e")
+        await wait_for(pilot, lambda: isinstance(app.screen, ExportDialog))
+        await fill(pilot, "#export-out", str(tmp_path))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, AuditScreen)
+                       and job.message.startswith("Exported"))
+        await settle(pilot)
+    assert threads and ui_thread not in threads
+    assert gpu_threads and ui_thread not in gpu_threads

@@ -26,6 +26,7 @@ class ExportDialog(ModalScreen[ExportRequest | None]):
     """Asks where to; a directory gets a generated file name, a file is never overwritten."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    AUTO_FOCUS = "#export-ok"  # Enter exports with the defaults; Tab reaches the options
 
     def __init__(self, default_dir: Path, summary: str) -> None:
         super().__init__()
