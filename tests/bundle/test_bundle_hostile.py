@@ -588,6 +588,57 @@ def tar_with_tampered_metadata(e: Env):
     return _tar(m, e.tmp / "m.tar"), "not enough valid signatures"
 
 
+@case
+def tar_with_absolute_path(e: Env):
+    def extra(tar: tarfile.TarFile) -> None:
+        tar.addfile(tarfile.TarInfo("/etc/cron.d/evil"))
+    return _tar(e.v1, e.tmp / "m.tar", extra), "absolute path"
+
+
+@case
+def tar_with_hard_link(e: Env):
+    def extra(tar: tarfile.TarFile) -> None:
+        info = tarfile.TarInfo("targets/components/tiny-base/hard")
+        info.type = tarfile.LNKTYPE
+        info.linkname = "targets/bundle.json"
+        tar.addfile(info)
+    return _tar(e.v1, e.tmp / "m.tar", extra), "link"
+
+
+@case
+def tar_with_device(e: Env):
+    def extra(tar: tarfile.TarFile) -> None:
+        info = tarfile.TarInfo("targets/components/tiny-base/sda")
+        info.type = tarfile.BLKTYPE
+        info.devmajor, info.devminor = 8, 0
+        tar.addfile(info)
+    return _tar(e.v1, e.tmp / "m.tar", extra), "device"
+
+
+@case
+def tar_with_duplicate_entry(e: Env):
+    def extra(tar: tarfile.TarFile) -> None:
+        tar.add(e.v1 / "targets" / "bundle.json", "targets/bundle.json")
+    return _tar(e.v1, e.tmp / "m.tar", extra), "duplicate path"
+
+
+@case
+def tar_with_case_colliding_entries(e: Env):
+    def extra(tar: tarfile.TarFile) -> None:
+        tar.add(e.v1 / "targets" / "bundle.json", "targets/Bundle.json")
+    return _tar(e.v1, e.tmp / "m.tar", extra), "differ only by case"
+
+
+@case
+def targets_threshold_not_met(e: Env):
+    """Targets now needs 2 of 2 keys; the release carries one targets signature."""
+    publish.set_role_keys(e.pub.repo, "targets", [e.keys.public("targets"),
+                                                  e.keys.public("p384")], 2)
+    e.pub.add("golden_set", "more-golden")
+    m = force_publish(e.pub, e.tmp / "m", ("root1", "root2", "targets", "online"))
+    return m, "targets was signed by 1/2 keys"
+
+
 def _run_refused(e: Env, media: Path, expect: str) -> BundleRefused:
     before = Snapshot.take(e.app)
     audit_before = e.app.conn.execute("SELECT MAX(seq) FROM audit_events").fetchone()[0]
