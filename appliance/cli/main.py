@@ -14,6 +14,7 @@ from appliance.cli import bundle as bundle_cli
 from appliance.cli import media as media_cli
 from appliance.cli import provision as provision_cli
 from appliance.cli import trust as trust_cli
+from appliance.cli import updates as updates_cli
 from appliance.cli.common import CliState
 from appliance.errors import ApplianceError
 from appliance.home import default_home
@@ -28,6 +29,7 @@ app.add_typer(users.app, name="users")
 app.add_typer(signatures.app, name="signatures")
 app.add_typer(trust_cli.app, name="trust")
 app.add_typer(bundle_cli.app, name="bundle")
+app.add_typer(updates_cli.app, name="update")
 app.add_typer(media_cli.app, name="media")
 app.add_typer(provision_cli.app, name="provision")
 setup.register(app)
