@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
-from textual.widgets import Input, RadioButton
+from textual.command import CommandList, CommandPalette
+from textual.widgets import Input, ProgressBar, RadioButton
 
 from appliance.audit.trail import iter_events, read_head
 from appliance.context import Appliance
@@ -183,6 +184,8 @@ async def test_export_writes_file_and_records_the_export(make_console, history, 
         await wait_for(pilot, lambda: job.message.startswith(("Exported", "export failed")),
                        what="export")
         assert job.message.startswith(f"Exported 3 events to {out}"), job.message
+        bar = job.query_one(ProgressBar)  # fed from the worker through call_from_thread
+        assert (bar.progress, bar.total) == (3, 3)
         await settle(pilot)
     assert out.exists()
     lines = [json.loads(x) for x in out.read_text().splitlines() if x.strip()]
@@ -219,7 +222,12 @@ async def test_command_palette_offers_console_commands_and_logout(make_console):
         await dashboard_ready(pilot)
         titles = [c.title for c in app.get_system_commands(app.screen)]
         assert {"Dashboard", "Audit trail", "Log out"} <= set(titles)
-        await pilot.press("a")
+        await pilot.press("ctrl+p")
+        await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette))
+        await pilot.press(*"audit trail")
+        # The palette searches its providers asynchronously: wait for the hits.
+        await wait_for(pilot, lambda: app.screen.query_one(CommandList).option_count > 0)
+        await pilot.press("enter")
         await audit_ready(pilot)
         titles = [c.title for c in app.get_system_commands(app.screen)]
         assert {"Verify audit trail", "Export audit trail"} <= set(titles)
