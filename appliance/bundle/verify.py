@@ -326,6 +326,16 @@ class _Verification:
         root_json = f"{METADATA_DIR}/root.json"
         if root_json in self.listing and self.media.read_bytes(root_json, MAX_ROOT) != final_root:
             raise refuse(f"{root_json} is not the newest signed root")
+        # Role metadata on the media must be exactly what was verified (python-tuf skips a
+        # file whose version it already trusts, and never loads a role it does not need).
+        for rel in sorted(m for m in allowed_meta if m in self.listing):
+            name = rel.rsplit("/", 1)[-1]
+            if name.endswith("root.json"):
+                continue
+            verified = self.tmpdir / name
+            if not verified.is_file() or verified.read_bytes() != self.media.read_bytes(
+                    rel, _limit(name)):
+                raise refuse(f"{rel} is not the metadata that was verified")
         expected = self.expected | {m for m in allowed_meta if m in self.listing}
         extra = sorted(set(self.listing) - expected)
         missing = sorted(self.expected - set(self.listing))

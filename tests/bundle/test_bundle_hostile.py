@@ -519,6 +519,17 @@ def description_lists_component_twice(e: Env):
 
 
 @case
+def unverified_metadata_on_reimport(e: Env):
+    """python-tuf does not re-read a snapshot whose version it already trusts; a changed
+    copy on the media is still refused rather than carried along unverified."""
+    e.imported(e.v1)
+    m = e.copy("m")
+    p = meta(m, "snapshot")
+    p.write_bytes(p.read_bytes().replace(b'"_type": "snapshot"', b'"_type":  "snapshot"'))
+    return m, "metadata/snapshot.json is not the metadata that was verified"
+
+
+@case
 def root_json_not_newest_root(e: Env):
     m = e.copy("m")
     p = m / "metadata" / "root.json"
