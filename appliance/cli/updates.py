@@ -107,6 +107,9 @@ def _view_text(v: dict[str, Any]) -> str:
     ev = v["evaluation"]
     if ev:
         lines.append(f"evaluation ({ev['gate']}): {'passed' if ev['passed'] else 'FAILED'}")
+        lines += [f"  evidence {e['component']} on {e['golden_set']} ({e['samples']} samples): "
+                  + ", ".join(f"{k} {val}" for k, val in sorted(e["metrics"].items()))
+                  for e in ev["evidence"]]
         lines += [f"  {c['metric']} = {c['value']} ({c['bound']} {c['threshold']}) "
                   f"{'ok' if c['ok'] else 'FAILS'}" for c in ev["checks"]]
         lines += [f"  {r}" for r in ev["reasons"]]
