@@ -31,9 +31,10 @@ from appliance.errors import ApplianceError, BundleRefused
 __all__ = ["WantedFile", "ImportProgress", "IngestResult", "ContentStore", "StoreBusy"]
 
 BLOCK = 4 << 20  # 1-4 MiB reads keep hashlib at full speed; 8 MiB measured slower
-# Measured on the 2-core target (tests/perf/bench_import.py --sweep): two workers keep both
-# cores hashing; more only add contention.
-DEFAULT_WORKERS = 2
+# Measured on the 2-core target (tests/perf/bench_import.py --sweep, 2.2 GB, three runs):
+# 3 workers were as fast as 2 or faster (a worker waiting on its read or write leaves a
+# core to another), 4 slower, 1 about half; 2 vs 4 MiB blocks made no steady difference.
+DEFAULT_WORKERS = 3
 PROGRESS_INTERVAL = 0.1  # at most ~10 callbacks a second
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
