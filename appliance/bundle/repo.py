@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,6 +155,11 @@ class Repo:
 
     def exists(self) -> bool:
         return self.config_path.exists()
+
+    def drop_signatures(self) -> None:
+        """Content changed: signatures collected so far would no longer match."""
+        if self.release_metadata.exists():
+            shutil.rmtree(self.release_metadata)
 
     def config(self) -> RepoConfig:
         if not self.exists():
