@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,21 +22,17 @@ from appliance.errors import BundleRefused
 from tests.bundle.bundlekit import BUILT, full_release, new_publisher, session_keys
 from tests.bundle.hostile import set_custom, set_target
 
-_CACHE: dict[str, Any] = {}
 
-
-def valid_media() -> tuple[Path, TrustState, dict]:
-    if "media" not in _CACHE:
-        base = Path(tempfile.mkdtemp(prefix="bundle-fuzz-"))
-        keys = session_keys(base)
-        pub = new_publisher(base, keys)
-        media = full_release(pub, base / "usb", signers=("root1", "targets", "online"))
-        trusted = TrustState((media / "metadata" / "1.root.json").read_bytes(), {})
-        good = verify_media(trusted, open_media(media), BUILT + timedelta(days=5),
-                            lambda d: False)
-        _CACHE["media"] = (media, trusted, {c.info.name: c.info.digest
-                                            for c in good.components})
-    return _CACHE["media"]
+@pytest.fixture(scope="module")
+def valid(tmp_path_factory) -> tuple[Path, TrustState, dict]:
+    """One valid published bundle, the trust it needs, and its components' signed digests."""
+    base = tmp_path_factory.mktemp("fuzz")
+    keys = session_keys(tmp_path_factory.getbasetemp())
+    pub = new_publisher(base, keys)
+    media = full_release(pub, base / "usb", signers=("root1", "targets", "online"))
+    trusted = TrustState((media / "metadata" / "1.root.json").read_bytes(), {})
+    good = verify_media(trusted, open_media(media), BUILT + timedelta(days=5), lambda d: False)
+    return media, trusted, {c.info.name: c.info.digest for c in good.components}
 
 
 MUTABLE = ["metadata/root.json", "metadata/1.root.json", "metadata/timestamp.json",
@@ -90,9 +87,9 @@ def mutations(draw: st.DrawFn) -> tuple[str, str, bool, Any]:
 @settings(max_examples=120, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(mutations())
-def test_mutated_media_is_refused_or_verified_cleanly(mutation) -> None:
+def test_mutated_media_is_refused_or_verified_cleanly(valid, mutation) -> None:
     target, kind, resigned, data = mutation
-    media, trusted, digests = valid_media()
+    media, trusted, digests = valid
     with tempfile.TemporaryDirectory(prefix="fuzz-") as tmp:
         m = shutil.copytree(media, Path(tmp) / "m")
         keys = session_keys(Path(tmp))
