@@ -160,7 +160,7 @@ class ReleaseDirs:
             os.rename(partial, final)
             fsync_dir(final.parent)
         except OSError as exc:
-            shutil.rmtree(partial, ignore_errors=True)
+            _drop(partial)
             if _disk_full(exc):
                 raise UpdateRefused(f"the disk holding {self.root} is full while laying out "
                                     f"release {rel}",
@@ -169,7 +169,7 @@ class ReleaseDirs:
             raise UpdateRefused(f"could not lay out release {rel}: {exc.strerror or exc}",
                                 "nothing was switched; check the appliance home") from None
         except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
+            _drop(partial)
             raise
         return placement
 
@@ -243,7 +243,7 @@ class ReleaseDirs:
         trash = path.with_name(f".trash-{path.name}-{os.getpid()}")
         os.rename(path, trash)
         fsync_dir(path.parent)
-        shutil.rmtree(trash, ignore_errors=True)
+        _drop(trash)
 
     def sweep(self, keep: set[str]) -> list[str]:
         """Remove everything under releases/ that no kept release, current link or open
@@ -273,6 +273,15 @@ class ReleaseDirs:
         if removed:
             fsync_dir(self.root)
         return removed
+
+
+def _drop(path: Path) -> None:
+    """Remove a directory tree and its parent if that is left empty (releases/<name>/)."""
+    shutil.rmtree(path, ignore_errors=True)
+    try:
+        path.parent.rmdir()
+    except OSError:
+        pass    # not empty (other versions), or already gone: both fine
 
 
 def _write_file(path: Path, data: bytes) -> None:

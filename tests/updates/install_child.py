@@ -1,0 +1,49 @@
+"""Runs one install in its own process (for tests that give it a tiny file system) and prints
+one JSON line: the outcome or the refusal, and what is left on disk and in the records.
+
+Usage: python install_child.py HOME REF GPU_READING
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from appliance.context import Appliance
+from appliance.errors import ApplianceError
+from appliance.hardware import RecordedSource
+from appliance.services import auth, updates
+from appliance.updates.install import Edges
+from appliance.updates.lifecycle import find_bundle
+from appliance.updates.recovery import consistency
+from tests.conftest import ADMIN, PASSWORD
+
+
+def main(home: str, ref: str, reading: str) -> None:
+    out: dict = {}
+    with Appliance.open(Path(home)) as app:
+        session = auth.login(app, ADMIN, PASSWORD)
+        try:
+            result = updates.install(app, session, ref, Edges(source=RecordedSource(
+                Path(reading))))
+            out.update(ok=True, outcome=result.outcome, placement=result.placement)
+        except ApplianceError as exc:
+            out.update(ok=False, type=type(exc).__name__, error=exc.message, hint=exc.hint)
+        releases = app.layout.releases
+        out["left"] = sorted(str(p.relative_to(releases)) for p in releases.rglob("*")
+                             if p.name != ".install.lock")
+        out["current"] = os.readlink(releases / "current") \
+            if os.path.lexists(releases / "current") else None
+        out["state"] = str(find_bundle(app.conn, ref).state)
+        out["journal"] = app.conn.execute("SELECT outcome, open FROM install_journal ORDER BY "
+                                          "id DESC LIMIT 1").fetchone()
+        out["problems"] = consistency(app)
+        out["undone"] = [json.loads(r[0])["reason"] for r in app.conn.execute(
+            "SELECT body FROM audit_events WHERE action = 'update.install_undone'")]
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])
