@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from appliance.bundle.media import DirectoryMedia, open_media
+from appliance.bundle.objectfile import ObjectFile, aligned_buffer
 from appliance.bundle.progress import ImportProgress, ProgressMeter
 from appliance.bundle.store import ContentStore, StoreBusy, WantedFile
 from appliance.errors import BundleRefused
@@ -96,6 +97,22 @@ def test_odd_sizes_copy_exactly_with_either_write_path(tmp_path, direct, block) 
     assert store.ingest(open_media(root), wanted).files_copied == len(wanted)
     for w in wanted:
         assert store.path_of(w.sha256).read_bytes() == (root / w.relpath).read_bytes()
+
+
+def test_object_file_falls_back_to_the_page_cache_when_o_direct_refuses(tmp_path) -> None:
+    # Memory one byte off a page boundary: O_DIRECT refuses it with EINVAL.
+    raw = aligned_buffer(3 * 4096)
+    view = memoryview(raw)[1:1 + 2 * 4096]
+    view[:] = bytes(range(256)) * 32
+    f = ObjectFile(tmp_path / "obj", direct=True)
+    try:
+        f.write(view, 5000)
+        f.finish()
+        assert f.direct is False
+    finally:
+        f.close()
+    assert (tmp_path / "obj").read_bytes() == bytes(view[:5000])
+    view.release()
 
 
 def test_block_size_must_be_aligned(tmp_path) -> None:
