@@ -106,13 +106,20 @@ class ContentStore:
         """
         started = time.monotonic()
         unique = _check_wanted(media, files)
-        self.objects.mkdir(parents=True, exist_ok=True)
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        with self._lock():
-            self._clean_tmp()
-            todo = [w for w in unique if not self._present(w)]
-            skipped = sum(w.size for w in unique) - sum(w.size for w in todo)
-            self._check_space(media, todo)
+        try:
+            self.objects.mkdir(parents=True, exist_ok=True)
+            self.tmp.mkdir(parents=True, exist_ok=True)
+            lock = self._lock()
+        except OSError as e:
+            raise _store_error(e, f"content store {self.root}", _STORE_HINT) from None
+        with lock:
+            try:
+                self._clean_tmp()
+                todo = [w for w in unique if not self._present(w)]
+                skipped = sum(w.size for w in unique) - sum(w.size for w in todo)
+                self._check_space(media, todo)
+            except OSError as e:
+                raise _store_error(e, f"content store {self.root}", _STORE_HINT) from None
             meter = ProgressMeter(sum(w.size for w in unique), skipped, progress)
             self._run(media, todo, meter)
         return IngestResult(
@@ -283,7 +290,10 @@ class _StoreLock:
         self.fd = -1
 
     def __enter__(self) -> _StoreLock:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            raise _store_error(e, f"content store {self.path.parent}", _STORE_HINT) from None
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -323,12 +333,16 @@ def _first_error(failed: list[Future[None]], order: list[Future[None]]) -> BaseE
     return (real or errors)[0]  # type: ignore[return-value]
 
 
-def _store_error(e: OSError, label: str) -> BundleRefused:
+_STORE_HINT = "check the appliance home's disk and permissions; nothing was copied"
+
+
+def _store_error(e: OSError, label: str,
+                 hint: str = "check the media is still inserted and import again; it resumes"
+                 ) -> BundleRefused:
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         return BundleRefused(f"{label}: the content store's disk is full",
                              "free disk space and import again; nothing partial was kept")
-    return BundleRefused(f"{label}: {e.strerror or e}",
-                         "check the media is still inserted and import again; it resumes")
+    return BundleRefused(f"{label}: {e.strerror or e}", hint)
 
 
 def _unlink_quietly(path: Path) -> None:

@@ -260,6 +260,16 @@ def test_object_of_wrong_size_is_replaced(bundle, store) -> None:
     assert path.read_bytes() == (root / w.relpath).read_bytes()
 
 
+def test_unusable_store_directory_is_refused_in_one_line(bundle, tmp_path) -> None:
+    root, wanted = bundle
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the store should be")
+    with pytest.raises(BundleRefused) as err:
+        ContentStore(blocker / "store").ingest(open_media(root), wanted)
+    assert f"content store {blocker / 'store'}" in assert_one_line(err)
+    assert "appliance home" in err.value.hint
+
+
 def test_a_second_concurrent_ingest_is_refused(bundle, store) -> None:
     root, wanted = bundle
     store.root.mkdir(parents=True)
