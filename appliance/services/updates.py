@@ -11,7 +11,7 @@ from typing import Any
 from appliance.audit.events import Actor, Event
 from appliance.bundle.store import ContentStore
 from appliance.context import Appliance
-from appliance.errors import SignatureRefused
+from appliance.errors import SignatureRefused, UpdateRefused
 from appliance.hardware import GpuSource
 from appliance.hardware.profiles import EngineProfile, Selection
 from appliance.identity.roles import granting_role
@@ -229,11 +229,15 @@ def approve(app: Appliance, session: Session, ref: str, req: SignatureRequest,
         raise refuse(app, actor, term, bundle, "approve",
                      f"{session.username} already approved {bundle.ref}",
                      f"policy needs {required} different admins")
-    count = len(before.signers) + 1
-    details = {"bundle_digest": bundle.digest, "profile": profile, "pinned": pinned,
-               "signatures": count, "required": required,
-               "hardware": selection.to_dict()}
     with signing(app, session, req) as signer:
+        # Counted again under the write lock: two admins signing at once both count.
+        now = ap.approvals(app.conn, bundle, required, record)
+        if any(s.username == session.username for s in now.signers):
+            raise UpdateRefused(f"{session.username} already approved {bundle.ref}")
+        count = len(now.signers) + 1
+        details = {"bundle_digest": bundle.digest, "profile": profile, "pinned": pinned,
+                   "signatures": count, "required": required,
+                   "hardware": selection.to_dict()}
         if count >= required:
             action, old, new = move(app.conn, get_bundle(app.conn, bundle.id), State.APPROVED)
         else:
