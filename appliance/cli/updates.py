@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -84,46 +84,6 @@ def check(ctx: typer.Context, ref: RefArg, user: UserOpt = None,
                                             if bundle.state_reason else ""))
 
 
-def _view_text(v: dict[str, Any]) -> str:
-    b = v["bundle"]
-    lines = [f"{b['ref']}  {b['state']}  digest {b['digest']}",
-             f"publisher: {v['publisher']}   imported {b['imported_at']} by {b['imported_by']}",
-             f"version {v['version']['version']}: {v['version']['relation']}"]
-    if b.get("state_reason"):
-        lines.append(f"reason: {b['state_reason']}")
-    lines.append("signers:")
-    lines += [f"  {s['component']:<20} {s['method']} {s['keyid'] or s['identity']}"
-              for s in v["signers"]]
-    lines.append("components (against the active release):")
-    for c in v["components"]:
-        base = c.get("base_model")
-        extra = f"  needs base {base['name']} ({base['where']})" if base else ""
-        lines.append(f"  {c['change']:<9} {c['name']:<20} {c['kind']:<19} {c['size']:>12} B "
-                     f"{c['files']:>4} files{extra}")
-    hw = v["hardware"]
-    lines.append(f"hardware: {hw['note']}")
-    lines += [f"  {'fits' if c['fits'] else 'no  '} {c['profile_id']}: {c['reason']}"
-              for c in hw["candidates"]]
-    ev = v["evaluation"]
-    if ev:
-        lines.append(f"evaluation ({ev['gate']}): {'passed' if ev['passed'] else 'FAILED'}")
-        lines += [f"  evidence {e['component']} on {e['golden_set']} ({e['samples']} samples): "
-                  + ", ".join(f"{k} {val}" for k, val in sorted(e["metrics"].items()))
-                  for e in ev["evidence"]]
-        lines += [f"  {c['metric']} = {c['value']} ({c['bound']} {c['threshold']}) "
-                  f"{'ok' if c['ok'] else 'FAILS'}" for c in ev["checks"]]
-        lines += [f"  {r}" for r in ev["reasons"]]
-    ap = v["approvals"]
-    lines.append(f"approvals: {len(ap['signatures'])} of {ap['required']}")
-    lines += [f"  {s['meaning']} by {s['name']} ({s['username']}) at {s['ts']}: {s['reason']}"
-              for s in ap["signatures"]]
-    lines.append("history:")
-    lines += [f"  {h['seq']:>6} {h['ts']} {h['action']:<26} {h['actor']:<10} {h['outcome']}"
-              + (f"  [{h['signature']}]" if h["signature"] else "")
-              + (f"  {h['reason']}" if h["reason"] else "") for h in v["history"]]
-    return "\n".join(lines)
-
-
 @app.command("show")
 def show(ctx: typer.Context, ref: RefArg, reading: ReadingOpt = None, profile: ProfileOpt = None,
          user: UserOpt = None, password_stdin: PasswordStdinOpt = False,
@@ -131,11 +91,12 @@ def show(ctx: typer.Context, ref: RefArg, reading: ReadingOpt = None, profile: P
     """The approval view: publisher, signers, diff, hardware profile, evidence, history.
     Opening it is recorded; approving needs it."""
     from appliance.services import updates
+    from appliance.updates import view
 
     with open_app(ctx) as appl:
         data = updates.show(appl, login(ctx, appl, user, password_stdin), ref,
                             _source(reading), profile)
-    emit(data, as_json, _view_text(data))
+    emit(data, as_json, view.view_text(data))
 
 
 @app.command("approve")
@@ -173,32 +134,17 @@ def reject(ctx: typer.Context, ref: RefArg, reason: ReasonReq, user: UserOpt = N
                        f"{s['reason']}")
 
 
-def _install_text(r) -> str:
-    lines = [f"{r.bundle}: {r.outcome} ({r.op} of release {r.release}, previous "
-             f"{r.previous or 'none'})"]
-    if r.placement:
-        p = r.placement
-        lines.append(f"  layout: {p['hardlink']} hard links, {p['reflink']} reflinks, "
-                     f"{p['copy']} copies ({p['copied_bytes']} bytes copied)"
-                     + ("; releases/ is on another file system than the store"
-                        if p["cross_filesystem"] else ""))
-    lines += [f"  restart: {x['detail']}" for x in r.restarts]
-    lines += [f"  {'ok  ' if h['ok'] else 'FAIL'} {h['name']}: {h['detail']}" for h in r.health]
-    if r.reason:
-        lines.append(f"  reason: {r.reason}")
-    return "\n".join(lines)
-
-
 @app.command("install")
 def install(ctx: typer.Context, ref: RefArg, reading: ReadingOpt = None, user: UserOpt = None,
             password_stdin: PasswordStdinOpt = False, as_json: JsonOpt = False) -> None:
     """Install an approved bundle; a failed health check switches back automatically."""
     from appliance.services import updates
+    from appliance.updates import view
 
     with open_app(ctx) as appl:
         result = updates.install(appl, login(ctx, appl, user, password_stdin), ref,
                                  _edges(reading))
-    emit(result.to_dict(), as_json, _install_text(result))
+    emit(result.to_dict(), as_json, view.install_text(result.to_dict()))
     if result.outcome != "activated":
         raise typer.Exit(11)
 
@@ -209,13 +155,14 @@ def rollback(ctx: typer.Context, ref: RefArg, reason: ReasonReq, reading: Readin
              acknowledge_statement: AckOpt = False, as_json: JsonOpt = False) -> None:
     """Switch back to a kept release (an admin signs it)."""
     from appliance.services import auth, updates
+    from appliance.updates import view
 
     password, req = _signed(ctx, user, password_stdin, "approved", reason,
                             acknowledge_statement)
     with open_app(ctx) as appl:
         result = updates.rollback(appl, auth.login(appl, user, password), ref, req,
                                   _edges(reading))
-    emit(result.to_dict(), as_json, _install_text(result))
+    emit(result.to_dict(), as_json, view.install_text(result.to_dict()))
     if result.outcome != "activated":
         raise typer.Exit(11)
 

@@ -86,3 +86,62 @@ def history(conn: sqlite3.Connection, bundle: BundleRecord) -> list[dict[str, An
                     "signature": None if not sig else
                     f"{sig['meaning']} by {sig['name']} ({sig['username']}) at {sig['ts']}"})
     return out
+
+
+def view_text(v: dict[str, Any]) -> str:
+    """The approval view as plain text (the CLI prints it; the console shows it)."""
+    b = v["bundle"]
+    lines = [f"{b['ref']}  {b['state']}  digest {b['digest']}",
+             f"publisher: {v['publisher']}   imported {b['imported_at']} by {b['imported_by']}",
+             f"version {v['version']['version']}: {v['version']['relation']}"]
+    if b.get("state_reason"):
+        lines.append(f"reason: {b['state_reason']}")
+    lines.append("signers:")
+    lines += [f"  {s['component']:<20} {s['method']} {s['keyid'] or s['identity']}"
+              for s in v["signers"]]
+    lines.append("components (against the active release):")
+    for c in v["components"]:
+        base = c.get("base_model")
+        extra = f"  needs base {base['name']} ({base['where']})" if base else ""
+        lines.append(f"  {c['change']:<9} {c['name']:<20} {c['kind']:<19} {c['size']:>12} B "
+                     f"{c['files']:>4} files{extra}")
+    hw = v["hardware"]
+    lines.append(f"hardware: {hw['note']}")
+    lines += [f"  {'fits' if c['fits'] else 'no  '} {c['profile_id']}: {c['reason']}"
+              for c in hw["candidates"]]
+    ev = v["evaluation"]
+    if ev:
+        lines.append(f"evaluation ({ev['gate']}): {'passed' if ev['passed'] else 'FAILED'}")
+        lines += [f"  evidence {e['component']} on {e['golden_set']} ({e['samples']} samples): "
+                  + ", ".join(f"{k} {val}" for k, val in sorted(e["metrics"].items()))
+                  for e in ev["evidence"]]
+        lines += [f"  {c['metric']} = {c['value']} ({c['bound']} {c['threshold']}) "
+                  f"{'ok' if c['ok'] else 'FAILS'}" for c in ev["checks"]]
+        lines += [f"  {r}" for r in ev["reasons"]]
+    ap = v["approvals"]
+    lines.append(f"approvals: {len(ap['signatures'])} of {ap['required']}")
+    lines += [f"  {s['meaning']} by {s['name']} ({s['username']}) at {s['ts']}: {s['reason']}"
+              for s in ap["signatures"]]
+    lines.append("history:")
+    lines += [f"  {h['seq']:>6} {h['ts']} {h['action']:<26} {h['actor']:<10} {h['outcome']}"
+              + (f"  [{h['signature']}]" if h["signature"] else "")
+              + (f"  {h['reason']}" if h["reason"] else "") for h in v["history"]]
+    return "\n".join(lines)
+
+
+def install_text(r: dict[str, Any]) -> str:
+    """An install or rollback result as plain text."""
+    lines = [f"{r['bundle']}: {r['outcome']} ({r['op']} of release {r['release']}, "
+             f"previous {r['previous'] or 'none'})"]
+    if r["placement"]:
+        p = r["placement"]
+        lines.append(f"  layout: {p['hardlink']} hard links, {p['reflink']} reflinks, "
+                     f"{p['copy']} copies ({p['copied_bytes']} bytes copied)"
+                     + ("; releases/ is on another file system than the store"
+                        if p["cross_filesystem"] else ""))
+    lines += [f"  restart: {x['detail']}" for x in r["restarts"]]
+    lines += [f"  {'ok  ' if h['ok'] else 'FAIL'} {h['name']}: {h['detail']}"
+              for h in r["health"]]
+    if r["reason"]:
+        lines.append(f"  reason: {r['reason']}")
+    return "\n".join(lines)
