@@ -7,19 +7,29 @@ logged-in Session and nothing else of the appliance's state: screens ask service
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import timedelta
 from pathlib import Path
 
+from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 
 from appliance.clock import Clock
+from appliance.errors import ApplianceError, SessionExpired
 from appliance.hardware import GpuSource
 from appliance.identity.session import Session
+from appliance.services import auth
+from appliance.services.access import check_session
 from tui.context import ConsoleContext
 from tui.screens.audit import AuditScreen
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.login import LoginScreen
+from tui.screens.password import PasswordChangeScreen
+
+# Reading the clock from a timer would shift recorded times in tests; every 30 s is
+# plenty for a 15-minute limit and never fires within a test.
+IDLE_CHECK_SECONDS = 30
 
 
 class ConsoleApp(App[None]):
@@ -39,43 +49,98 @@ class ConsoleApp(App[None]):
     def on_mount(self) -> None:
         self.sub_title = f"appliance {self.ctx.appliance_id[:8]}"
         self.push_screen(LoginScreen())
+        self.set_interval(IDLE_CHECK_SECONDS, self._check_idle)
 
     # -- session ---------------------------------------------------------------------
 
     def start_session(self, session: Session) -> None:
-        """Where a successful login leads (a forced password change will come first)."""
+        """Where a successful login leads: a temporary or expired password is changed first."""
         self.session = session
         self.sub_title = f"{session.username} ({', '.join(session.roles)})"
+        if session.must_change_password:
+            self.switch_screen(PasswordChangeScreen(expired=session.password_expired))
+        else:
+            self.switch_screen(DashboardScreen())
+
+    def password_changed(self) -> None:
         self.switch_screen(DashboardScreen())
 
     def end_session(self, notice: str) -> None:
-        """Back to the login screen, saying why (log out, and later idle expiry)."""
+        """Back to the login screen, saying why (logout, idle expiry). Any open dialog is
+        closed, and the notice says so, so no typed-in work disappears silently."""
+        dialogs = [s for s in self.screen_stack if isinstance(s, ModalScreen)]
+        if dialogs:
+            notice += f"; the open dialog was closed without acting ({len(dialogs)})" \
+                if len(dialogs) > 1 else "; the open dialog was closed without acting"
         self.session = None
-        self.sub_title = f"appliance {self.ctx.appliance_id[:8]}"
+        self.call_later(self._back_to_login, notice)
+
+    async def _back_to_login(self, notice: str) -> None:
+        # Screens go one at a time, and the title changes last: a header being torn
+        # down must not be asked to show the new one.
         while len(self.screen_stack) > 2:
-            self.pop_screen()
-        self.switch_screen(LoginScreen(notice))
+            await self.pop_screen()
+        await self.switch_screen(LoginScreen(notice))
+        self.sub_title = f"appliance {self.ctx.appliance_id[:8]}"
+
+    def session_error(self, error: ApplianceError, undone: str = "") -> bool:
+        """Return to the login screen if a service said the session is over; True if so."""
+        if not isinstance(error, SessionExpired) or self.session is None:
+            return False
+        notice = error.message + (f"; {undone}" if undone else "") + ": log in again"
+        self.end_session(notice)
+        return True
+
+    def _check_idle(self) -> None:
+        """An unattended console leaves by itself; the service records the expiry."""
+        session = self.session
+        if session is None or session.ended:
+            return
+        idle = timedelta(minutes=self.ctx.idle_minutes)
+        if self.ctx.clock.now() - session.last_activity > idle:
+            self._expire(session)
+
+    @work(thread=True, exclusive=True, group="session")
+    def _expire(self, session: Session) -> None:
+        try:
+            with self.ctx.open() as app:
+                check_session(app, session)
+        except SessionExpired as exc:
+            self.call_from_thread(self.session_error, exc)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("logout", "open_audit", "open_dashboard"):
+        if action == "logout":
             return self.session is not None
+        if action in ("open_audit", "open_dashboard"):
+            return self.session is not None and not self.session.must_change_password
         return True
 
     def action_logout(self) -> None:
         if self.session is not None:
-            self.end_session(f"{self.session.username} logged out")
+            self._logout(self.session)
+
+    @work(thread=True, exclusive=True, group="session")
+    def _logout(self, session: Session) -> None:
+        notice = f"{session.username} logged out"
+        try:
+            with self.ctx.open() as app:
+                auth.logout(app, session)
+        except ApplianceError as exc:
+            # The console still closes the session: leaving it open would be worse.
+            notice += f" (the logout could not be recorded: {exc.message})"
+        self.call_from_thread(self.end_session, notice)
 
     # -- navigation ------------------------------------------------------------------
 
     def action_open_audit(self) -> None:
-        if self.session is None:
+        if not self.check_action("open_audit", ()):
             return
         if isinstance(self.screen, AuditScreen):
             return
         self.push_screen(AuditScreen())
 
     def action_open_dashboard(self) -> None:
-        if self.session is None:
+        if not self.check_action("open_dashboard", ()):
             return
         while isinstance(self.screen, AuditScreen) or len(self.screen_stack) > 2:
             self.pop_screen()
@@ -83,6 +148,9 @@ class ConsoleApp(App[None]):
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         if self.session is None:
+            return
+        if self.session.must_change_password:
+            yield SystemCommand("Log out", "End this session", self.action_logout)
             return
         yield SystemCommand("Dashboard", "Appliance, audit chain, events, GPUs",
                             self.action_open_dashboard)

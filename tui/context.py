@@ -21,6 +21,7 @@ class ConsoleContext:
     clock: Clock
     terminal: str
     appliance_id: str
+    idle_minutes: int = 15
     gpu_source: GpuSource | None = None
 
     @classmethod
@@ -30,7 +31,8 @@ class ConsoleContext:
         clock = clock or Clock()
         terminal = terminal or f"console@{default_terminal()}"
         with Appliance.open(Path(home), clock=clock, terminal=terminal) as app:
-            return cls(Path(home), clock, terminal, app.appliance_id, gpu_source)
+            return cls(Path(home), clock, terminal, app.appliance_id,
+                       app.settings.session.idle_minutes, gpu_source)
 
     def open(self) -> Appliance:
         """A fresh connection for the calling thread; use as a context manager."""

@@ -106,7 +106,7 @@ async def test_auditor_sees_role_warning_about_the_first_account(make_console):
         await log_in(pilot, AUDITOR, PASSWORD)
         await dashboard_ready(pilot)
         assert text_of(pilot, "#dash-roles") == "auditor"
-        assert "alice still holds both admin and security" in str(
+        assert "Warning: alice holds both admin and security" in str(
             app.screen.query_one("#role-warning").content)
 
 

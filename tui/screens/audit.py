@@ -79,9 +79,9 @@ class AuditScreen(Screen):
             self.result = result
 
     class JobFailed(Message):
-        def __init__(self, what: str, message: str) -> None:
+        def __init__(self, what: str, error: ApplianceError) -> None:
             super().__init__()
-            self.what, self.message = what, message
+            self.what, self.error = what, error
 
     def __init__(self) -> None:
         super().__init__()
@@ -129,7 +129,7 @@ class AuditScreen(Screen):
             with self.app.ctx.open() as app:
                 view = TrailView.load(app, session, flt, descending)
         except ApplianceError as exc:
-            self.post_message(self.JobFailed("loading", str(exc)))
+            self.post_message(self.JobFailed("loading", exc))
             return
         self.post_message(self.ViewReady(view, keep_seq))
 
@@ -154,7 +154,8 @@ class AuditScreen(Screen):
         self.query_one(EventDetail).show(message.row)
 
     def on_event_list_load_failed(self, message: EventList.LoadFailed) -> None:
-        self.job.say(message.message, "error")
+        if not self.app.session_error(message.error):
+            self.job.say(str(message.error), "error")
 
     def on_filter_bar_changed(self, message: FilterBar.Changed) -> None:
         self.flt = message.flt
@@ -197,7 +198,7 @@ class AuditScreen(Screen):
             with self.app.ctx.open() as app:
                 report = audit.verify(app, session)
         except ApplianceError as exc:
-            self.post_message(self.JobFailed("verify", str(exc)))
+            self.post_message(self.JobFailed("verify", exc))
             return
         self.post_message(self.Verified(report))
 
@@ -237,7 +238,7 @@ class AuditScreen(Screen):
                 result = audit_export.export_trail(app, session, request.fmt, out, flt,
                                                    progress)
         except ApplianceError as exc:
-            self.post_message(self.JobFailed("export", str(exc)))
+            self.post_message(self.JobFailed("export", exc))
             return
         self.post_message(self.Exported(result))
 
@@ -251,7 +252,10 @@ class AuditScreen(Screen):
     def on_audit_screen_job_failed(self, message: JobFailed) -> None:
         if message.what != "loading":
             self.busy = None
-        self.job.finish(f"{message.what} failed: {message.message}", "error")
+        undone = "" if message.what == "loading" else f"the {message.what} did not run"
+        if self.app.session_error(message.error, undone):
+            return
+        self.job.finish(f"{message.what} failed: {message.error}", "error")
 
     def _reload_keeping_cursor(self) -> None:
         current = self.events.current

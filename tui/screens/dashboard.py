@@ -21,14 +21,15 @@ from appliance.audit.verify import VerifyReport
 from appliance.errors import ApplianceError
 from appliance.identity.roles import granting_role, roles_for
 from appliance.identity.session import Session
-from appliance.services import audit, status
+from appliance.services import audit, users
 
 
 @dataclass(frozen=True)
 class DashboardData:
     report: VerifyReport | None      # None: this user may not verify
     events: int
-    conflicts: list[str]
+    conflicts: list[str]             # "alice holds both admin and security: ..."
+    lockouts: list[dict] | None      # None: this user may not view accounts
 
 
 def chain_text(report: VerifyReport | None) -> tuple[str, str]:
@@ -62,9 +63,9 @@ class DashboardScreen(Screen):
             self.summary = summary
 
     class Failed(Message):
-        def __init__(self, message: str) -> None:
+        def __init__(self, error: ApplianceError) -> None:
             super().__init__()
-            self.message = message
+            self.error = error
 
     def compose(self) -> ComposeResult:
         session = self.app.session
@@ -85,6 +86,8 @@ class DashboardScreen(Screen):
                 yield Static("counting…", id="dash-events", markup=False)
                 yield Static("GPUs", classes="dash-key")
                 yield Static("reading…", id="dash-gpus", markup=False)
+                yield Static("Lockouts", classes="dash-key", id="dash-lockouts-key")
+                yield Static("", id="dash-lockouts", markup=False)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -103,16 +106,18 @@ class DashboardScreen(Screen):
     @work(thread=True, exclusive=True, group="dashboard")
     def _load(self, session: Session, verify: bool) -> None:
         may_verify = granting_role(session.roles, "audit.verify") is not None
+        may_view_users = granting_role(session.roles, "users.view") is not None
         try:
             with self.app.ctx.open() as app:
-                conflicts = status.role_conflicts(app, session)
                 report = audit.verify(app, session, incremental=True) if (
                     verify and may_verify) else None
                 events = audit.count(app, session, EventFilter())
+                conflicts = users.role_conflicts(app)
+                lockouts = users.recent_lockouts(app, session, 5) if may_view_users else None
         except ApplianceError as exc:
-            self.post_message(self.Failed(str(exc)))
+            self.post_message(self.Failed(exc))
             return
-        self.post_message(self.Loaded(DashboardData(report, events, conflicts)))
+        self.post_message(self.Loaded(DashboardData(report, events, conflicts, lockouts)))
 
     @work(thread=True, exclusive=True, group="gpus")
     def _read_gpus(self) -> None:
@@ -130,18 +135,23 @@ class DashboardScreen(Screen):
             chain.set_classes(cls)
         self.query_one("#dash-events", Static).update(f"{data.events:,}")
         warning = self.query_one("#role-warning", Static)
-        if data.conflicts:
-            names = ", ".join(data.conflicts)
-            verb = "holds" if len(data.conflicts) == 1 else "hold"
-            warning.update(f"Warning: {names} still {verb} both admin and security roles: "
-                           "separate the admin and security roles (give account management "
-                           "to another person).")
+        warning.update("\n".join(f"Warning: {c}" for c in data.conflicts))
         warning.display = bool(data.conflicts)
+        lockouts = self.query_one("#dash-lockouts", Static)
+        lockouts.display = data.lockouts is not None
+        self.query_one("#dash-lockouts-key").display = data.lockouts is not None
+        if data.lockouts is not None:
+            lockouts.update("none" if not data.lockouts else "\n".join(
+                f"{x['username']} at {x['ts']} (until {x['locked_until']})"
+                for x in data.lockouts))
+            lockouts.set_class(bool(data.lockouts), "-error")
 
     def on_dashboard_screen_gpu_read(self, message: GpuRead) -> None:
         self.query_one("#dash-gpus", Static).update(message.summary)
 
     def on_dashboard_screen_failed(self, message: Failed) -> None:
+        if self.app.session_error(message.error):
+            return
         chain = self.query_one("#dash-chain", Static)
-        chain.update(message.message)
+        chain.update(str(message.error))
         chain.set_classes("-error")

@@ -117,9 +117,9 @@ class EventList(ScrollView, can_focus=True):
             self.generation, self.page, self.rows = generation, page, rows
 
     class LoadFailed(Message):
-        def __init__(self, message: str) -> None:
+        def __init__(self, error: ApplianceError) -> None:
             super().__init__()
-            self.message = message
+            self.error = error
 
     def __init__(self, open_appliance: Callable[[], Appliance], session: Session, *,
                  id: str | None = None) -> None:
@@ -253,7 +253,7 @@ class EventList(ScrollView, can_focus=True):
                     self.post_message(self.PageLoaded(generation, page,
                                                       view.fetch(app, self._session, page)))
         except ApplianceError as exc:
-            self.post_message(self.LoadFailed(exc.message))
+            self.post_message(self.LoadFailed(exc))
 
     def on_event_list_page_loaded(self, message: PageLoaded) -> None:
         message.stop()

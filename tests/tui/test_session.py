@@ -1,0 +1,127 @@
+"""Sessions in the console: forced password change, lockout, idle expiry, logout (11.300)."""
+
+from __future__ import annotations
+
+import pytest
+
+from appliance.audit.trail import iter_events, read_head
+from appliance.context import Appliance
+from appliance.identity.session import Session
+from appliance.services import users
+from tests.conftest import ADMIN, PASSWORD
+from tests.tui.pilot import audit_ready, dashboard_ready, fill, log_in, text_of, wait_for
+from tui.screens.dashboard import DashboardScreen
+from tui.screens.export import ExportDialog
+from tui.screens.login import LoginScreen
+from tui.screens.password import PasswordChangeScreen
+
+pytestmark = pytest.mark.asyncio
+NEW_PASSWORD = "a brand new passphrase"
+
+
+def actions_since(app: Appliance, seq: int) -> list[str]:
+    return [e.data["action"] for e in iter_events(app.conn, seq + 1)]
+
+
+async def test_temporary_password_must_be_changed_before_anything_else(
+        make_console, history: Appliance, admin_session: Session):
+    users.add_user(history, admin_session, "tempuser", "Temp User", ["auditor"], PASSWORD,
+                   "new starter")  # a temporary password by default
+    app = make_console()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await log_in(pilot, "tempuser", PASSWORD)
+        await wait_for(pilot, lambda: isinstance(app.screen, PasswordChangeScreen))
+        assert "temporary password" in text_of(pilot, "#password-why")
+        await pilot.press("a")  # nothing else is reachable
+        assert isinstance(app.screen, PasswordChangeScreen)
+        assert "Audit trail" not in [c.title for c in app.get_system_commands(app.screen)]
+
+        await fill(pilot, "#old-password", PASSWORD)
+        await fill(pilot, "#new-password", NEW_PASSWORD)
+        await fill(pilot, "#repeat-password", NEW_PASSWORD + "x")
+        await pilot.press("enter")
+        assert text_of(pilot, "#password-message") == "the new passwords differ"
+
+        await fill(pilot, "#old-password", "not my password")
+        await fill(pilot, "#new-password", NEW_PASSWORD)
+        await fill(pilot, "#repeat-password", NEW_PASSWORD)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "wrong" in text_of(pilot, "#password-message"))
+        assert isinstance(app.screen, PasswordChangeScreen)
+
+        await fill(pilot, "#old-password", PASSWORD)
+        await fill(pilot, "#new-password", NEW_PASSWORD)
+        await fill(pilot, "#repeat-password", NEW_PASSWORD)
+        await pilot.press("enter")
+        await dashboard_ready(pilot)
+        assert not app.session.must_change_password
+    assert "user.password_change" in actions_since(history, 0)
+
+
+async def test_lockout_is_explained_on_the_login_screen(make_console, history: Appliance):
+    app = make_console()
+    async with app.run_test(size=(80, 24)) as pilot:
+        for attempt in range(history.settings.lockout.max_failures):
+            await log_in(pilot, ADMIN, f"wrong password {attempt}")
+            await wait_for(pilot, lambda: not app.screen.busy)
+        assert text_of(pilot, "#login-message").startswith(
+            "too many failed attempts: locked until")
+        assert "security officer" in text_of(pilot, "#login-hint")
+        # Even the right password is refused now, with the same explanation.
+        await log_in(pilot, ADMIN, PASSWORD)
+        await wait_for(pilot, lambda: not app.screen.busy)
+        assert isinstance(app.screen, LoginScreen) and app.session is None
+        assert text_of(pilot, "#login-message").startswith("too many failed attempts")
+    assert "auth.lockout" in actions_since(history, 0)
+
+
+async def test_idle_session_returns_to_login_and_says_why(make_console, history: Appliance,
+                                                          clock):
+    app = make_console()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await log_in(pilot, ADMIN, PASSWORD)
+        await dashboard_ready(pilot)
+        await pilot.press("a")
+        await audit_ready(pilot)
+        await pilot.press("e")
+        await wait_for(pilot, lambda: isinstance(app.screen, ExportDialog))
+        await fill(pilot, "#export-out", "/half/typed/destination")
+        start = read_head(history.conn).seq
+        clock.advance(minutes=history.settings.session.idle_minutes + 1)
+        app._check_idle()  # what the console's timer does every 30 s
+        await wait_for(pilot, lambda: isinstance(app.screen, LoginScreen))
+        notice = text_of(pilot, "#login-message")
+        assert notice.startswith("session expired after 15 idle minutes")
+        assert "the open dialog was closed without acting" in notice
+        assert app.session is None and len(app.screen_stack) == 2
+    assert actions_since(history, start) == ["auth.session_expired"]
+
+
+async def test_an_action_after_idle_time_is_refused_and_explained(make_console, clock,
+                                                                  history: Appliance):
+    app = make_console()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await log_in(pilot, ADMIN, PASSWORD)
+        await dashboard_ready(pilot)
+        await pilot.press("a")
+        await audit_ready(pilot)
+        start = read_head(history.conn).seq
+        clock.advance(minutes=16)
+        await pilot.press("v")
+        await wait_for(pilot, lambda: isinstance(app.screen, LoginScreen))
+        assert text_of(pilot, "#login-message") == (
+            "session expired after 15 idle minutes; the verify did not run: log in again")
+    assert actions_since(history, start) == ["auth.session_expired"]
+
+
+async def test_logout_is_recorded(make_console, history: Appliance):
+    app = make_console()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await log_in(pilot, ADMIN, PASSWORD)
+        await dashboard_ready(pilot)
+        assert isinstance(app.screen, DashboardScreen)
+        start = read_head(history.conn).seq
+        await pilot.press("ctrl+l")
+        await wait_for(pilot, lambda: isinstance(app.screen, LoginScreen))
+        assert text_of(pilot, "#login-message") == "alice logged out"
+    assert actions_since(history, start) == ["auth.logout"]
