@@ -1,0 +1,120 @@
+"""The console's updates screen driven by Pilot: open, sign the approval in the signature
+dialog, install with progress, then a signed rollback, on real signed bundles."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from textual.widgets import DataTable
+
+from appliance.context import Appliance
+from appliance.settings import save_settings
+from appliance.updates.lifecycle import State, find_bundle
+from tests.conftest import ADMIN, PASSWORD
+from tests.tui.pilot import dashboard_ready, fill, log_in, wait_for
+from tests.updates.kit import h100, trust_and_import
+from tui.app import build_app
+from tui.screens.dashboard import DashboardScreen
+from tui.screens.updates import SignatureDialog, UpdatesScreen
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture
+def imported(app, security, itop, media):
+    refs = trust_and_import(app, security, itop, media, 1, 2)
+    save_settings(app.layout.config, app.settings)
+    return refs
+
+
+def message(pilot) -> str:
+    return str(pilot.app.screen.query_one("#upd-message").content)
+
+
+async def select(pilot, ref: str) -> None:
+    await wait_for(pilot, lambda: bool(pilot.app.screen.query(DataTable)), what="the list")
+    table = pilot.app.screen.query_one(DataTable)
+    await wait_for(pilot, lambda: ref in [str(k.value) for k in table.rows], what=ref)
+    table.move_cursor(row=table.get_row_index(ref))
+    await pilot.pause()
+
+
+async def act(pilot, key: str, expect: str) -> None:
+    await pilot.press(key)
+    await wait_for(pilot, lambda: expect in message(pilot) or "error:" in message(pilot),
+                   what=expect)
+    assert expect in message(pilot), message(pilot)
+
+
+async def sign(pilot, key: str, reason: str, expect: str, username: str = "") -> None:
+    await pilot.press(key)
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, SignatureDialog),
+                   what="signature dialog")
+    dialog = pilot.app.screen
+    if not dialog.query_one("#sig-ack").value:
+        await pilot.click("#sig-ack")
+    await fill(pilot, "#sig-reason", reason)
+    if username:
+        await fill(pilot, "#sig-user", username)
+    await fill(pilot, "#sig-password", PASSWORD)
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, UpdatesScreen),
+                   what="back on the updates screen")
+    await wait_for(pilot, lambda: expect in message(pilot) or "error:" in message(pilot),
+                   what=expect)
+    assert expect in message(pilot), message(pilot)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_console_approve_install_and_roll_back(app, imported, clock, size) -> None:
+    ref1, ref2 = imported
+    home = app.layout.root
+    app.close()
+    console = build_app(home, clock, terminal="console-test", gpu_source=h100())
+    async with console.run_test(size=size) as pilot:
+        await log_in(pilot, ADMIN, PASSWORD)
+        await dashboard_ready(pilot)
+        pilot.app.push_screen(UpdatesScreen())
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, UpdatesScreen))
+        for ref in (ref1, ref2):
+            await select(pilot, ref)
+            await act(pilot, "o", f"{ref}: PENDING_APPROVAL (opened; recorded)")
+            view = str(pilot.app.screen.query_one("#upd-view").content)
+            assert "publisher: Demo Vendor" in view and "tiny-engine-h100" in view
+            await sign(pilot, "a", "evidence meets the gates", f"{ref}: APPROVED",
+                       username=ADMIN if ref == ref1 else "")
+            await select(pilot, ref)
+            await act(pilot, "i", f"{ref}: activated")
+            progress = str(pilot.app.screen.query_one("#upd-progress").content)
+            assert "health checks passed" in progress and progress.endswith("ACTIVE")
+        await select(pilot, ref1)
+        await sign(pilot, "b", "v2 misreads dosages", f"{ref1}: activated")
+        progress = str(pilot.app.screen.query_one("#upd-progress").content)
+        assert "`current` switched to the new release" in progress
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, DashboardScreen))
+    with Appliance.open(home) as check:
+        assert find_bundle(check.conn, ref1).state == State.ACTIVE
+        assert find_bundle(check.conn, ref2).state == State.ROLLED_BACK
+        assert os.readlink(home / "releases" / "current") == "demo-clinical/1"
+
+
+async def test_cancelled_signature_changes_nothing(app, imported, clock) -> None:
+    ref1, _ = imported
+    home = app.layout.root
+    app.close()
+    console = build_app(home, clock, terminal="console-test", gpu_source=h100())
+    async with console.run_test(size=(80, 24)) as pilot:
+        await log_in(pilot, ADMIN, PASSWORD)
+        await dashboard_ready(pilot)
+        pilot.app.push_screen(UpdatesScreen())
+        await select(pilot, ref1)
+        await act(pilot, "o", "PENDING_APPROVAL")
+        await pilot.press("a")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, SignatureDialog))
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: "not signed" in message(pilot))
+        await act(pilot, "i", "error: demo-clinical@1 is PENDING_APPROVAL: install is not")
+    with Appliance.open(home) as check:
+        assert find_bundle(check.conn, ref1).state == State.PENDING_APPROVAL

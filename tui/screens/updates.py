@@ -1,0 +1,331 @@
+"""Updates: bundles by state, the approval view, the signature dialog, install progress and
+rollback. Every action is a service call in a worker thread; the screen only shows results.
+
+Install progress comes from the install's own step points (`Hooks.point`, the same edge
+the crash tests kill at), posted to the screen as messages.
+"""
+
+from __future__ import annotations
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Button, Checkbox, DataTable, Footer, Header, Input, Label, Static
+
+from appliance.errors import ApplianceError
+from appliance.identity.session import Session
+from appliance.identity.signatures import STATEMENT
+from appliance.services import updates
+from appliance.services.signing import SignatureRequest
+from appliance.updates.install import Edges
+from appliance.updates.view import install_text, view_text
+from tui.widgets.inputs import ConsoleInput
+
+# Install step points worth a line of progress (the others are per-file or internal).
+STEPS = {
+    "started:committed": "started: APPROVED -> INSTALLING",
+    "laid_out:committed": "release laid out from the content store",
+    "switch:after": "`current` switched to the new release",
+    "restart:recorded": "services restarted (or the restart recorded)",
+    "healthy:committed": "health checks passed",
+    "failed:committed": "health check FAILED: switching back",
+    "switch_back:after": "`current` switched back to the previous release",
+    "activate:committed": "ACTIVE",
+    "rolled_back:committed": "ROLLED_BACK",
+}
+
+
+class SignatureDialog(ModalScreen[SignatureRequest | None]):
+    """An electronic signature: meaning, reason, and the signer's own ID and password
+    (11.200(a): the first signature of a session needs both, later ones the password)."""
+
+    DEFAULT_CSS = """
+    SignatureDialog { align: center middle; }
+    #sig-box { width: 72; max-width: 100%; height: auto; border: round $primary;
+               background: $surface; padding: 0 1; }
+    #sig-title { text-style: bold; }
+    #sig-statement { color: $text-muted; height: auto; }
+    #sig-buttons { height: auto; margin-top: 1; align-horizontal: right; }
+    #sig-buttons Button { margin-left: 1; }
+    """
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    AUTO_FOCUS = "#sig-reason"
+
+    def __init__(self, meaning: str, subject: str, username: str) -> None:
+        super().__init__()
+        self.meaning, self.subject, self.username = meaning, subject, username
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="sig-box"):
+            yield Static(f"Sign: {self.meaning} - {self.subject}", id="sig-title", markup=False)
+            yield Static(STATEMENT, id="sig-statement", markup=False)
+            yield Checkbox("I have read and accept the statement above", id="sig-ack")
+            yield Label("Reason")
+            yield ConsoleInput(id="sig-reason")
+            yield Label("Username")
+            yield ConsoleInput(self.username, id="sig-user")
+            yield Label("Password")
+            yield ConsoleInput(password=True, id="sig-password")
+            with Horizontal(id="sig-buttons"):
+                yield Button("Sign", variant="primary", id="sig-ok")
+                yield Button("Cancel", id="sig-cancel")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "sig-ok":
+            self._submit()
+        else:
+            self.dismiss(None)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        if event.input.id == "sig-password":
+            self._submit()
+        else:
+            self.focus_next()
+
+    def _submit(self) -> None:
+        def value(selector: str) -> str:
+            return self.query_one(selector, Input).value
+        self.dismiss(SignatureRequest(self.meaning, value("#sig-reason"),
+                                      value("#sig-password"),
+                                      value("#sig-user").strip() or None,
+                                      self.query_one("#sig-ack", Checkbox).value))
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class UpdatesScreen(Screen):
+    DEFAULT_CSS = """
+    #upd-list { height: 8; }
+    #upd-progress { height: auto; max-height: 10; color: $text-muted; border-top: solid $primary; }
+    #upd-message { height: auto; text-style: bold; }
+    #upd-message.-error { color: $error; }
+    #upd-view-box { height: 1fr; border-top: solid $primary; }
+    """
+    BINDINGS = [
+        Binding("o", "open", "Open"),
+        Binding("a", "approve", "Approve"),
+        Binding("x", "reject", "Reject"),
+        Binding("i", "install", "Install"),
+        Binding("b", "rollback", "Roll back"),
+        Binding("r", "refresh", "Refresh"),
+        Binding("escape", "app.pop_screen", "Back"),
+    ]
+
+    class Loaded(Message):
+        def __init__(self, rows: list[dict], status: dict) -> None:
+            super().__init__()
+            self.rows, self.status = rows, status
+
+    class Opened(Message):
+        def __init__(self, ref: str, data: dict) -> None:
+            super().__init__()
+            self.ref, self.data = ref, data
+
+    class Step(Message):
+        def __init__(self, text: str) -> None:
+            super().__init__()
+            self.text = text
+
+    class Done(Message):
+        def __init__(self, text: str, ok: bool) -> None:
+            super().__init__()
+            self.text, self.ok = text, ok
+
+    class Failed(Message):
+        def __init__(self, message: str) -> None:
+            super().__init__()
+            self.message = message
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        table = DataTable(id="upd-list", cursor_type="row", zebra_stripes=True)
+        table.add_columns("bundle", "state", "publisher", "imported by", "digest")
+        yield table
+        yield Static("", id="upd-message", markup=False)
+        yield Static("", id="upd-progress", markup=False)
+        with VerticalScroll(id="upd-view-box"):
+            yield Static("Select a bundle and press o to open its approval view.",
+                         id="upd-view", markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.action_refresh()
+
+    # -- helpers ------------------------------------------------------------------------
+
+    @property
+    def session(self) -> Session:
+        return self.app.session
+
+    def selected(self) -> str | None:
+        table = self.query_one(DataTable)
+        if table.row_count == 0:
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+        return str(key.value)
+
+    def say(self, text: str, error: bool = False) -> None:
+        msg = self.query_one("#upd-message", Static)
+        msg.update(text)
+        msg.set_class(error, "-error")
+
+    def edges(self, hooks=None) -> Edges:
+        edges = Edges(source=self.app.ctx.gpu_source)
+        if hooks is not None:
+            edges.hooks = hooks
+        return edges
+
+    # -- actions ------------------------------------------------------------------------
+
+    def action_refresh(self) -> None:
+        self._load(self.session)
+
+    def action_open(self) -> None:
+        ref = self.selected()
+        if ref:
+            self.say(f"opening {ref}…")
+            self._open(self.session, ref)
+
+    def _ask(self, meaning: str, ref: str, then) -> None:
+        username = "" if self.session.signatures == 0 else self.session.username
+        self.app.push_screen(SignatureDialog(meaning, ref, username),
+                             lambda req: then(req) if req is not None else self.say(
+                                 "not signed: nothing was changed"))
+
+    def action_approve(self) -> None:
+        ref = self.selected()
+        if ref:
+            self._ask("approved", ref, lambda req: self._sign(self.session, "approve", ref, req))
+
+    def action_reject(self) -> None:
+        ref = self.selected()
+        if ref:
+            self._ask("rejected", ref, lambda req: self._sign(self.session, "reject", ref, req))
+
+    def action_rollback(self) -> None:
+        ref = self.selected()
+        if ref:
+            self._ask("approved", f"roll back to {ref}",
+                      lambda req: self._sign(self.session, "rollback", ref, req))
+
+    def action_install(self) -> None:
+        ref = self.selected()
+        if ref:
+            self.query_one("#upd-progress", Static).update("")
+            self.say(f"installing {ref}…")
+            self._install(self.session, ref)
+
+    # -- workers ------------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="updates-load")
+    def _load(self, session: Session) -> None:
+        try:
+            with self.app.ctx.open() as app:
+                rows = updates.list_updates(app, session)
+                status = updates.status(app, session)
+        except ApplianceError as exc:
+            self.post_message(self.Failed(str(exc)))
+            return
+        self.post_message(self.Loaded(rows, status))
+
+    @work(thread=True, exclusive=True, group="updates-act")
+    def _open(self, session: Session, ref: str) -> None:
+        try:
+            with self.app.ctx.open() as app:
+                data = updates.show(app, session, ref, source=self.app.ctx.gpu_source)
+        except ApplianceError as exc:
+            self.post_message(self.Failed(str(exc)))
+            return
+        self.post_message(self.Opened(ref, data))
+
+    @work(thread=True, exclusive=True, group="updates-act")
+    def _sign(self, session: Session, what: str, ref: str, req: SignatureRequest) -> None:
+        try:
+            with self.app.ctx.open() as app:
+                if what == "approve":
+                    out = updates.approve(app, session, ref, req, self.app.ctx.gpu_source)
+                    text = f"{ref}: {out['state']} ({out['signatures']} of {out['required']} " \
+                           f"approvals)"
+                elif what == "reject":
+                    updates.reject(app, session, ref, req)
+                    text = f"{ref}: REJECTED"
+                else:
+                    result = updates.rollback(app, session, ref, req, self.edges(
+                        _Progress(self)))
+                    self.post_message(self.Done(install_text(result.to_dict()),
+                                                result.outcome == "activated"))
+                    return
+        except ApplianceError as exc:
+            self.post_message(self.Failed(str(exc)))
+            return
+        self.post_message(self.Done(text, True))
+
+    @work(thread=True, exclusive=True, group="updates-act")
+    def _install(self, session: Session, ref: str) -> None:
+        try:
+            with self.app.ctx.open() as app:
+                result = updates.install(app, session, ref, self.edges(_Progress(self)))
+        except ApplianceError as exc:
+            self.post_message(self.Failed(str(exc)))
+            return
+        self.post_message(self.Done(install_text(result.to_dict()),
+                                    result.outcome == "activated"))
+
+    # -- results ------------------------------------------------------------------------
+
+    def on_updates_screen_loaded(self, msg: Loaded) -> None:
+        table = self.query_one(DataTable)
+        keep = self.selected()
+        table.clear()
+        for r in msg.rows:
+            table.add_row(r["ref"], r["state"], r["publisher"], r["imported_by"],
+                          r["digest"][:12], key=r["ref"])
+        if keep in {r["ref"] for r in msg.rows}:
+            table.move_cursor(row=table.get_row_index(keep))
+        st = msg.status
+        active = st["active"]["ref"] if st["active"] else "nothing"
+        resolved = st["recovery"]["resolved"]
+        note = f"; recovered an interrupted {resolved['op']}: {resolved['decision']}" \
+            if resolved else ""
+        if not self.query_one("#upd-message", Static).content:
+            self.say(f"active: {active}; current -> {st['current'] or '(none)'}{note}")
+
+    def on_updates_screen_opened(self, msg: Opened) -> None:
+        self.query_one("#upd-view", Static).update(view_text(msg.data))
+        self.say(f"{msg.ref}: {msg.data['bundle']['state']} (opened; recorded)")
+        self._load(self.session)
+
+    def on_updates_screen_step(self, msg: Step) -> None:
+        progress = self.query_one("#upd-progress", Static)
+        text = str(progress.content)
+        progress.update(f"{text}\n{msg.text}" if text else msg.text)
+
+    def on_updates_screen_done(self, msg: Done) -> None:
+        self.say(msg.text.splitlines()[0], error=not msg.ok)
+        if "\n" in msg.text:
+            self.query_one("#upd-view", Static).update(msg.text)
+        self._load(self.session)
+
+    def on_updates_screen_failed(self, msg: Failed) -> None:
+        self.say(f"error: {msg.message}", error=True)
+
+
+class _Progress:
+    """Install hooks that report the main steps to the screen (called in the worker)."""
+
+    def __init__(self, screen: UpdatesScreen) -> None:
+        self.screen = screen
+        self.files = 0
+
+    def point(self, label: str) -> None:
+        if label.startswith("layout:"):
+            self.files += 1
+            if self.files % 25 == 0:
+                self.screen.post_message(UpdatesScreen.Step(f"laying out: {self.files} files"))
+        elif label in STEPS:
+            self.screen.post_message(UpdatesScreen.Step(STEPS[label]))
