@@ -60,6 +60,11 @@ class StoreBusy(ApplianceError):
     hint = "another import is writing to the content store; wait for it to finish"
 
 
+class ContentMismatch(BundleRefused):
+    """The media's bytes differ from what was signed: the bundle is bad, not the media, so
+    the import service removes what this import added instead of keeping it to resume."""
+
+
 class _Cancelled(Exception):
     """Another worker failed or the caller was interrupted: stop without reporting."""
 
@@ -86,6 +91,18 @@ class ContentStore:
 
     def has(self, sha256: str) -> bool:
         return self.path_of(sha256).is_file()
+
+    def discard(self, digests: list[str]) -> int:
+        """Remove objects (those a refused import added); returns how many were removed."""
+        removed = 0
+        with self._lock():
+            for digest in digests:
+                path = self.path_of(digest)
+                if path.is_file():
+                    path.unlink()
+                    _fsync_dir(path.parent)
+                    removed += 1
+        return removed
 
     def _present(self, wanted: WantedFile) -> bool:
         # A stat per file keeps a re-import nearly free. A wrong size can only be damage
@@ -174,7 +191,7 @@ class ContentStore:
                 with media.open(wanted.relpath) as src:
                     digest = self._copy_stream(run, src, out, wanted, label)
                 if digest != wanted.sha256:
-                    raise BundleRefused(
+                    raise ContentMismatch(
                         f"{label} does not match its signed SHA-256 "
                         f"(expected {wanted.sha256[:16]}..., got {digest[:16]}...)")
                 out.finish()
@@ -234,10 +251,10 @@ class ContentStore:
             if writing is not None:
                 wait([writing])  # never close or unlink under a write still running
         if remaining:
-            raise BundleRefused(f"{label} is truncated: {wanted.size - remaining} of "
+            raise ContentMismatch(f"{label} is truncated: {wanted.size - remaining} of "
                                 f"{wanted.size} bytes")
         if src.readinto(bytearray(1)):
-            raise BundleRefused(f"{label} is longer than its signed size {wanted.size}")
+            raise ContentMismatch(f"{label} is longer than its signed size {wanted.size}")
         return h.hexdigest()
 
     def _buffers(self) -> tuple[memoryview, memoryview]:

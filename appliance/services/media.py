@@ -24,7 +24,7 @@ from appliance.bundle.model import (
     TARGETS_DIR,
     BundleDescription,
 )
-from appliance.bundle.store import ContentStore, ImportProgress
+from appliance.bundle.store import ContentMismatch, ContentStore, ImportProgress
 from appliance.bundle.verify import StaleMetadata, VerifiedBundle, verify_media
 from appliance.context import Appliance
 from appliance.errors import ApplianceError, BundleRefused
@@ -196,7 +196,15 @@ def import_bundle(app: Appliance, session: Session, path: Path,
         if clash and clash[0] != bundle.digest:
             raise BundleRefused(f"another bundle {d.name} version {d.version} is already "
                                 "imported")
-        ingest = ContentStore(app.layout.store).ingest(media, bundle.wanted(), progress)
+        store = ContentStore(app.layout.store)
+        fresh = [w.sha256 for w in bundle.wanted() if not store.has(w.sha256)]
+        try:
+            ingest = store.ingest(media, bundle.wanted(), progress)
+        except ContentMismatch:
+            # A bad bundle leaves nothing behind; an interrupted one (Ctrl-C, a pulled
+            # stick, a full disk) keeps its verified objects so the next run resumes.
+            store.discard([d for d in fresh if not _referenced(app, d)])
+            raise
     except (ApplianceError, KeyboardInterrupt) as exc:
         reason = exc.message if isinstance(exc, ApplianceError) else "interrupted (Ctrl-C)"
         _record_failure(app, session, actor, path, reason, bundle)
@@ -224,6 +232,12 @@ def import_bundle(app: Appliance, session: Session, path: Path,
     return ImportResult(bundle_id, d.name, d.version, d.publisher, bundle.digest, state,
                         already, ingest.copied_bytes, ingest.skipped_bytes,
                         ingest.files_copied, ingest.files_skipped, ingest.seconds, added)
+
+
+def _referenced(app: Appliance, digest: str) -> bool:
+    return app.conn.execute(
+        "SELECT 1 FROM bundle_components, json_each(bundle_components.files) "
+        "WHERE json_extract(json_each.value, '$[1]') = ? LIMIT 1", (digest,)).fetchone() is not None
 
 
 def _insert(app: Appliance, session: Session, bundle: VerifiedBundle, source: str) -> int:
