@@ -112,7 +112,7 @@ class EventTracker:
         self._on_events = on_events
         self._throttle_s = throttle_s
         self._pending: list[TaskEvent] = []
-        self._last_flush = 0.0
+        self._last_flush = float("-inf")  # the first event goes out at once
 
     # -- called by ansible-runner, in its thread -------------------------------------
     def handle(self, raw: dict[str, Any]) -> bool:

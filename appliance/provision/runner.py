@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -62,6 +64,7 @@ class JobOutcome:
     duration_s: float
     artifact_dir: Path
     killed_processes: int = 0
+    stopped_processes: int = 0
     error: str | None = None
 
     @property
@@ -76,12 +79,19 @@ def venv_bin() -> Path:
     return Path(sys.executable).parent
 
 
-def job_environment(spec: JobSpec) -> dict[str, str]:
-    """The whole environment Ansible gets: built, not inherited, so nothing secret leaks."""
+def job_environment(spec: JobSpec, ssh_control_dir: Path | None = None) -> dict[str, str]:
+    """The whole environment Ansible gets: built, not inherited, so nothing secret leaks.
+
+    With `ssh_control_dir`, SSH connections are multiplexed (one handshake per host, not
+    several per task); the master processes carry the run's marker and are stopped with
+    everything else when the run ends. The directory must have a short path: a control
+    socket's path is limited to 107 bytes, which a job directory would exceed.
+    """
     job = spec.job_dir
     ssh_args = " ".join([
         "-F none",  # no user or system ssh_config changes what we connect to
-        "-o ControlMaster=no -o ControlPersist=no",  # no master lingers after the run
+        ("-o ControlMaster=auto -o ControlPersist=120s" if ssh_control_dir
+         else "-o ControlMaster=no"),
         "-o IdentitiesOnly=yes -o BatchMode=yes",
         f"-o UserKnownHostsFile={job / 'known_hosts'} -o GlobalKnownHostsFile=/dev/null",
         "-o StrictHostKeyChecking=yes",
@@ -106,6 +116,9 @@ def job_environment(spec: JobSpec) -> dict[str, str]:
         "ANSIBLE_CALLBACK_PLUGINS": "",
         proctree.MARKER: spec.run_id,
     }
+    if ssh_control_dir is not None:
+        env["ANSIBLE_SSH_CONTROL_PATH_DIR"] = str(ssh_control_dir)
+        env["ANSIBLE_SSH_CONTROL_PATH"] = "%(directory)s/%%C"
     cfg = spec.project_dir / "ansible.cfg"
     if cfg.is_file():
         env["ANSIBLE_CONFIG"] = str(cfg)
@@ -138,7 +151,8 @@ class Job:
         self.spec = spec
         self.tracker = EventTracker(spec.hosts, tasks_per_host, on_events)
         self._cancelled = threading.Event()
-        self.killed = 0
+        self.killed = 0  # by a cancel
+        self.stopped = 0  # left running when the playbook ended (SSH masters, daemons)
 
     @property
     def cancel_flag(self) -> Path:
@@ -168,11 +182,14 @@ class Job:
         started = time.monotonic()
         artifact_dir = spec.job_dir / "artifacts" / spec.run_id
         status, rc, error = "error", None, None
+        ssh_dir: Path | None = None
         try:
             cmdline = ["--check", "--diff"] if spec.check else []
             if spec.limit:
                 cmdline += ["--limit", spec.limit]
-            ours = job_environment(spec)
+            if spec.known_hosts.strip():
+                ssh_dir = Path(tempfile.mkdtemp(prefix="apl-ssh-", dir="/tmp"))
+            ours = job_environment(spec, ssh_dir)
             config = RunnerConfig(
                 private_data_dir=str(spec.job_dir), project_dir=str(spec.project_dir),
                 playbook=spec.playbook, inventory=str(spec.job_dir / "inventory" / "hosts.yml"),
@@ -190,8 +207,11 @@ class Job:
         except Exception as exc:  # noqa: BLE001 - any runner failure is a run result
             error = f"{type(exc).__name__}: {exc}"
         finally:
-            # Whatever ended the run, nothing it started may keep running.
-            self.killed += proctree.kill_run(spec.run_id)
+            # Whatever ended the run, nothing it started may keep running (this also
+            # ends the SSH connection masters).
+            self.stopped += proctree.kill_run(spec.run_id)
+            if ssh_dir is not None:
+                shutil.rmtree(ssh_dir, ignore_errors=True)
             self.tracker.flush()
             scrub_job_dir(spec)
         if self._cancelled.is_set():
@@ -205,7 +225,8 @@ class Job:
         if status == "cancelled":
             error = "cancelled by request"
         return JobOutcome(status, rc, self.tracker.host_counts(), list(self.tracker.failures),
-                          time.monotonic() - started, artifact_dir, self.killed, error)
+                          time.monotonic() - started, artifact_dir, self.killed, self.stopped,
+                          error)
 
 
 def scrub_job_dir(spec: JobSpec) -> None:
@@ -235,7 +256,8 @@ def job_environment_keys() -> tuple[str, ...]:
     return ("PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "ANSIBLE_HOME", "ANSIBLE_LOCAL_TEMP",
             "ANSIBLE_REMOTE_TEMP", "ANSIBLE_HOST_KEY_CHECKING", "ANSIBLE_SSH_ARGS",
             "ANSIBLE_PIPELINING", "ANSIBLE_TIMEOUT", "ANSIBLE_TASK_TIMEOUT", "ANSIBLE_NOCOLOR",
-            "ANSIBLE_FORCE_COLOR", "ANSIBLE_CONFIG", proctree.MARKER)
+            "ANSIBLE_FORCE_COLOR", "ANSIBLE_CONFIG", "ANSIBLE_SSH_CONTROL_PATH_DIR",
+            "ANSIBLE_SSH_CONTROL_PATH", proctree.MARKER)
 
 
 def _stdout_tail(artifact_dir: Path) -> str | None:

@@ -201,8 +201,9 @@ def _record_result(app: Appliance, rec: RunRecord, outcome: JobOutcome, actor: A
             action="provision.run", actor=actor, target_type="provision_run",
             target_id=rec.id, target_digest=rec.inventory_digest,
             outcome="success" if outcome.status == "successful" else "failure",
-            reason=failure, details={**_details(final), "killed_processes":
-                                     outcome.killed_processes},
+            reason=failure, details={**_details(final),
+                                     "killed_processes": outcome.killed_processes,
+                                     "stopped_processes": outcome.stopped_processes},
             terminal=terminal))
     return final
 

@@ -118,6 +118,13 @@ def test_rerun_changes_nothing_in_any_role(story) -> None:
     assert len(results) == tasks_per_host(PLAYBOOKS, "site.yml")
 
 
+def test_check_mode_on_the_converged_root_shows_no_change(story) -> None:
+    app, session = story["app"], story["session"]
+    rec = provision.run(app, session, RunRequest("site.yml", "local", True, story["vars"]))
+    assert rec.status == "successful" and rec.check
+    assert rec.hosts["localhost"]["changed"] == 0, rec.hosts
+
+
 def test_update_switches_release_and_restarts_serving(story) -> None:
     app, session, root = story["app"], story["session"], story["root"]
     make_release(root, "2.0.0")

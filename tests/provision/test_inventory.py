@@ -1,0 +1,98 @@
+"""Inventory: localhost by default, hosts added with pinned keys, audited changes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from appliance.audit.query import EventFilter
+from appliance.context import Appliance
+from appliance.errors import InvalidInput, PermissionDenied
+from appliance.identity.session import Session
+from appliance.provision.inventory import Host, fingerprint, render, select
+from appliance.services import audit, auth, provision
+from tests.conftest import ADMIN, PASSWORD
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> dict[str, Path]:
+    for name in ("client", "hostkey"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f",
+                        str(tmp_path / name)], check=True)
+    return {"client": tmp_path / "client", "host_pub": tmp_path / "hostkey.pub"}
+
+
+def test_default_inventory_is_localhost_with_the_appliance_python(
+        appliance: Appliance, it_session: Session) -> None:
+    hosts = provision.inventory_list(appliance, it_session)
+    assert [h.name for h in hosts] == ["localhost"]
+    hv = hosts[0].hostvars()
+    assert hv["ansible_connection"] == "local"
+    assert hv["ansible_python_interpreter"] == sys.executable
+    assert hv["appliance_root"] == "/"
+
+
+def test_add_pins_the_host_key_copies_the_key_and_is_audited(
+        appliance: Appliance, it_session: Session, keys: dict[str, Path], home: Path) -> None:
+    host = Host("gpu-2", address="10.213.7.2", user="provision", appliance_root="/srv/a",
+                vars={"appliance_serving_profile": "trtllm", "vault_password": "xyzzy-42"})
+    added = provision.inventory_add(appliance, it_session, host, key_source=keys["client"],
+                                    host_key_file=keys["host_pub"])
+    assert added.fingerprints() == [fingerprint(keys["host_pub"].read_text())]
+    copied = Path(added.key_file)
+    assert copied.parent == home / "keys" / "provision"
+    assert copied.stat().st_mode & 0o777 == 0o600
+    assert copied.read_bytes() == keys["client"].read_bytes()
+    hosts = provision.inventory_list(appliance, it_session)
+    assert [h.name for h in hosts] == ["localhost", "gpu-2"]
+    rendered = render(select(hosts, "cluster"))
+    hv = yaml.safe_load(rendered.text)["all"]["hosts"]["gpu-2"]
+    assert hv["ansible_become"] is True and hv["ansible_remote_tmp"] == \
+        "/srv/a/var/tmp/appliance-ansible"
+    assert rendered.known_hosts.startswith("10.213.7.2 ssh-ed25519 ")
+    assert render(select(hosts, "cluster")).digest == rendered.digest  # deterministic
+    assert render(select(hosts, "local")).hosts == ("localhost",)
+    admin = auth.login(appliance, ADMIN, PASSWORD)
+    ev = audit.events(appliance, admin, EventFilter(action="provision.inventory.add"))[-1]
+    assert ev.data["new"]["vars"]["vault_password"] == "[redacted]"
+    assert "xyzzy-42" not in ev.text
+
+    with pytest.raises(InvalidInput, match="already in the inventory"):
+        provision.inventory_add(appliance, it_session, host, host_key_file=keys["host_pub"])
+    provision.inventory_remove(appliance, it_session, "gpu-2", "decommissioned")
+    assert not copied.exists()
+    assert [h.name for h in provision.inventory_list(appliance, it_session)] == ["localhost"]
+
+
+@pytest.mark.parametrize("bad, match", [
+    (Host("bad name", address="10.0.0.1"), "invalid host name"),
+    (Host("n1", address="10.0.0.1; rm -rf /"), "invalid address"),
+    (Host("n1", address="10.0.0.1", user="Root!"), "invalid user"),
+    (Host("n1", address="10.0.0.1", appliance_root="relative"), "absolute path"),
+    (Host("n1", address="10.0.0.1", vars={"ansible_host": "evil"}), "invalid host variable"),
+])
+def test_bad_hosts_are_refused_with_nothing_stored(
+        appliance: Appliance, it_session: Session, keys: dict[str, Path], bad: Host,
+        match: str) -> None:
+    with pytest.raises(InvalidInput, match=match):
+        provision.inventory_add(appliance, it_session, bad, host_key_file=keys["host_pub"])
+    assert [h.name for h in provision.inventory_list(appliance, it_session)] == ["localhost"]
+
+
+def test_a_public_key_is_not_accepted_as_the_login_key(
+        appliance: Appliance, it_session: Session, keys: dict[str, Path], home: Path) -> None:
+    with pytest.raises(InvalidInput, match="not an SSH private key"):
+        provision.inventory_add(appliance, it_session, Host("n1", address="10.0.0.1"),
+                                key_source=keys["host_pub"], host_key_file=keys["host_pub"])
+    assert not (home / "keys" / "provision" / "n1").exists()
+
+
+def test_only_it_changes_the_inventory(appliance: Appliance, make_user,
+                                       keys: dict[str, Path]) -> None:
+    with pytest.raises(PermissionDenied):
+        provision.inventory_add(appliance, make_user(["auditor"]),
+                                Host("n1", address="10.0.0.1"), host_key_file=keys["host_pub"])
