@@ -198,10 +198,13 @@ class StagedFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        self.created = False
         self.committed = False
 
     def open(self) -> BinaryIO:
-        return open(self.tmp, "xb")
+        f = open(self.tmp, "xb")  # never through a link or over a file someone else made
+        self.created = True
+        return f
 
     def commit(self) -> None:
         os.replace(self.tmp, self.path)
@@ -209,9 +212,11 @@ class StagedFile:
         _fsync_dir(self.path.parent)
 
     def discard(self) -> None:
-        self.tmp.unlink(missing_ok=True)
+        """Remove what this export created, and nothing else."""
         if self.committed:
             self.path.unlink(missing_ok=True)
+        elif self.created:
+            self.tmp.unlink(missing_ok=True)
 
 
 def _fsync_dir(path: Path) -> None:

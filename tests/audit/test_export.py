@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 
 from appliance.audit.checkpoint import latest
 from appliance.audit.events import FLAT_COLUMNS, Actor, Event
-from appliance.audit.export import CSV_LINE, _csv_line_python
+from appliance.audit.export import CSV_LINE, HashingWriter, _csv_line_python
 from appliance.audit.query import EventFilter
 from appliance.audit.trail import iter_events
-from appliance.errors import AuditFailure, InvalidInput, PermissionDenied
+from appliance.errors import ApplianceError, AuditFailure, InvalidInput, PermissionDenied
 from appliance.keys import load_public_pem, verify_signature
 from appliance.services.audit_export import ExportResult, export_trail
 from appliance.services.setup import init_appliance
@@ -352,3 +352,22 @@ def test_sqlite_csv_line_equals_flat_for_any_text(appliance, name, reason, targe
         line = _csv_line_python(appliance.conn, ev.seq)
     row = next(csv.reader([line]))
     assert row == [str(v) for v in ev.flat().values()]
+
+
+def test_a_write_error_is_recorded_and_leaves_nothing_behind(trail, auditor, out) -> None:
+    # Something else already holds the temporary name (here a link to a full device).
+    tmp = out / f".x.csv.{os.getpid()}.tmp"
+    tmp.symlink_to("/dev/full")
+    with pytest.raises(ApplianceError, match="could not write the export"):
+        export_trail(trail, auditor, "csv", out / "x.csv")
+    assert sorted(p.name for p in out.iterdir()) == [tmp.name]  # not ours: left alone
+    last = list(iter_events(trail.conn))[-1].data
+    assert (last["action"], last["outcome"]) == ("audit.export", "failure")
+    assert "File exists" in last["details"]["error"]
+
+
+def test_writer_errors_on_its_thread_reach_the_caller() -> None:
+    with open("/dev/full", "wb") as f, HashingWriter(f) as w:
+        w.write(b"x" * 100_000)  # larger than the buffer: written, and refused, at once
+        with pytest.raises(OSError, match="No space left"):
+            w.finish()
