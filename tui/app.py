@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 from textual import work
@@ -18,6 +19,7 @@ from textual.screen import ModalScreen, Screen
 from appliance.clock import Clock
 from appliance.errors import ApplianceError, SessionExpired
 from appliance.hardware import GpuSource
+from appliance.identity.roles import granting_role
 from appliance.identity.session import Session
 from appliance.services import auth
 from appliance.services.access import check_session
@@ -26,6 +28,7 @@ from tui.screens.audit import AuditScreen
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.login import LoginScreen
 from tui.screens.password import PasswordChangeScreen
+from tui.screens.users import UsersScreen
 
 # Reading the clock from a timer would shift recorded times in tests; every 30 s is
 # plenty for a 15-minute limit and never fires within a test.
@@ -111,8 +114,11 @@ class ConsoleApp(App[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "logout":
             return self.session is not None
-        if action in ("open_audit", "open_dashboard"):
-            return self.session is not None and not self.session.must_change_password
+        if action in ("open_audit", "open_dashboard", "open_users"):
+            if self.session is None or self.session.must_change_password:
+                return False
+            if action == "open_users":
+                return granting_role(self.session.roles, "users.view") is not None
         return True
 
     def action_logout(self) -> None:
@@ -139,10 +145,14 @@ class ConsoleApp(App[None]):
             return
         self.push_screen(AuditScreen())
 
+    def action_open_users(self) -> None:
+        if self.check_action("open_users", ()) and not isinstance(self.screen, UsersScreen):
+            self.push_screen(UsersScreen())
+
     def action_open_dashboard(self) -> None:
         if not self.check_action("open_dashboard", ()):
             return
-        while isinstance(self.screen, AuditScreen) or len(self.screen_stack) > 2:
+        while len(self.screen_stack) > 2:
             self.pop_screen()
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
@@ -156,11 +166,19 @@ class ConsoleApp(App[None]):
                             self.action_open_dashboard)
         yield SystemCommand("Audit trail", "Browse, filter, verify and export the trail",
                             self.action_open_audit)
+        if self.check_action("open_users", ()):
+            yield SystemCommand("Users", "Accounts, roles, passwords, lockouts",
+                                self.action_open_users)
         if isinstance(screen, AuditScreen):
             yield SystemCommand("Verify audit trail", "Check the whole chain and checkpoints",
                                 screen.action_verify)
             yield SystemCommand("Export audit trail", "CSV, JSON Lines or PDF with a signed "
                                 "manifest", screen.action_export)
+        if isinstance(screen, UsersScreen):
+            for name, title in (("enable", "Enable account"), ("unlock", "Unlock account"),
+                                ("training", "Record training")):
+                yield SystemCommand(title, "For the selected user, with a reason",
+                                    partial(screen.action_account, name))
         yield SystemCommand("Log out", "End this session", self.action_logout)
 
 

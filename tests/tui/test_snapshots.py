@@ -7,10 +7,14 @@ the SVGs; a second run must then pass unchanged.
 from __future__ import annotations
 
 import pytest
+from textual.widgets import DataTable
 
+from appliance.services import users
 from tests.conftest import ADMIN, PASSWORD
 from tests.tui.pilot import audit_ready, dashboard_ready, log_in, type_into, wait_for
 from tui.screens.export import ExportDialog
+from tui.screens.password import PasswordChangeScreen
+from tui.screens.users import AccountDialog, UsersScreen
 
 SIZES = pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
 
@@ -71,3 +75,38 @@ def test_audit_screen_with_signed_event(snap_compare, make_console, size):
 @SIZES
 def test_export_dialog(snap_compare, make_console, size):
     assert snap_compare(make_console(), terminal_size=size, run_before=_export_dialog)
+
+
+async def _users(pilot) -> None:
+    await _dashboard(pilot)
+    await pilot.press("u")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, UsersScreen)
+                   and pilot.app.screen.query_one(DataTable).row_count > 0)
+
+
+async def _new_user_dialog(pilot) -> None:
+    await _users(pilot)
+    await pilot.press("n")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, AccountDialog))
+
+
+async def _password_change(pilot) -> None:
+    await log_in(pilot, "tempuser", PASSWORD)
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, PasswordChangeScreen))
+
+
+@SIZES
+def test_users_screen(snap_compare, make_console, size):
+    assert snap_compare(make_console(), terminal_size=size, run_before=_users)
+
+
+@SIZES
+def test_new_user_dialog(snap_compare, make_console, size):
+    assert snap_compare(make_console(), terminal_size=size, run_before=_new_user_dialog)
+
+
+@SIZES
+def test_forced_password_change(snap_compare, make_console, history, admin_session, size):
+    users.add_user(history, admin_session, "tempuser", "Temp User", ["auditor"], PASSWORD,
+                   "new starter")
+    assert snap_compare(make_console(), terminal_size=size, run_before=_password_change)
