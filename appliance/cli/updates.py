@@ -168,13 +168,16 @@ def rollback(ctx: typer.Context, ref: RefArg, reason: ReasonReq, reading: Readin
 
 
 @app.command("status")
-def status(ctx: typer.Context, user: UserOpt = None, password_stdin: PasswordStdinOpt = False,
-           as_json: JsonOpt = False) -> None:
+def status(ctx: typer.Context, deep: Annotated[bool, typer.Option(
+        "--deep", help="Also re-hash the current and kept releases against the signed "
+                       "digests.")] = False,
+        user: UserOpt = None, password_stdin: PasswordStdinOpt = False,
+        as_json: JsonOpt = False) -> None:
     """What runs now; finds and completes or undoes an interrupted install."""
     from appliance.services import updates
 
     with open_app(ctx) as appl:
-        st = updates.status(appl, login(ctx, appl, user, password_stdin))
+        st = updates.status(appl, login(ctx, appl, user, password_stdin), deep=deep)
     rec = st["recovery"]
     lines = [f"active: {st['active']['ref'] if st['active'] else 'nothing'}   current -> "
              f"{st['current'] or '(none)'}   keeping {st['keep_releases']} releases"]

@@ -385,13 +385,17 @@ def rollback(app: Appliance, session: Session, ref: str, req: SignatureRequest,
         lock.release()
 
 
-def status(app: Appliance, session: Session, edges: Edges | None = None) -> dict[str, Any]:
+def status(app: Appliance, session: Session, edges: Edges | None = None,
+           deep: bool = False) -> dict[str, Any]:
     """Find and resolve an interrupted install, then say what runs and whether the records
-    agree with the disk."""
+    agree with the disk (`deep`: re-hash the kept and current releases too; a release
+    directory only ever appears under its final name complete, so the quick check trusts
+    names and links)."""
     authorize(app, session, "update.view", target_type="releases", target_id="status")
     report = recover(app, edges, found_by=session.username)
     data = describe(app)
     data["recovery"] = report.to_dict()
-    data["problems"] = [] if report.busy else consistency(app)
+    data["problems"] = [] if report.busy else consistency(app, deep=deep)
+    data["deep"] = deep
     data["consistent"] = not data["problems"]
     return data

@@ -412,7 +412,8 @@ class Recovery:
 
 
 def resolve(runner: Runner, entry: JournalEntry,
-            files_of: Callable[[BundleRecord], list[tuple[str, str, int]]]) -> Recovery:
+            files_of: Callable[[BundleRecord], list[tuple[str, str, int]]],
+            found_by: str = "") -> Recovery:
     """Finish or undo the interrupted operation `entry` (the install lock is held)."""
     app, dirs = runner.app, runner.dirs
     bundle = get_bundle(app.conn, entry.bundle_id)
@@ -429,7 +430,7 @@ def resolve(runner: Runner, entry: JournalEntry,
             reason=f"found an interrupted {entry.op} at step {entry.step}",
             details={"journal": entry.id, "op": entry.op, "step": entry.step,
                      "decision": decision, "current": dirs.read_current(),
-                     "previous": entry.previous_target}))
+                     "previous": entry.previous_target, "found_by": found_by}))
     runner.point("recovery:recorded")
     if decision == "completed":
         activate(runner, entry)

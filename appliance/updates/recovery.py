@@ -60,7 +60,7 @@ def recover_locked(runner: Runner, found_by: str = "") -> RecoveryReport:
     report = RecoveryReport()
     entry = journal.open_entry(app.conn)
     if entry is not None:
-        report.resolved = resolve(runner, entry, lambda b: files_of(app, b))
+        report.resolved = resolve(runner, entry, lambda b: files_of(app, b), found_by)
     report.removed = prune(runner)
     swept = runner.dirs.sweep(keep_set(app))
     if swept:

@@ -66,7 +66,7 @@ def test_cli_review_approve_install_and_roll_back(home, imported) -> None:
     back = run(home, "rollback", ref1, "--reason", "regression on ward notes", "--json")
     assert back.returncode == 0, back.stderr
     assert json.loads(back.stdout)["outcome"] == "activated"
-    st = json.loads(run(home, "status", "--json").stdout)
+    st = json.loads(run(home, "status", "--deep", "--json").stdout)
     assert st["consistent"] and st["current"] == "demo-clinical/1"
     assert st["active"]["ref"] == ref1
     text = run(home, "status").stdout

@@ -216,6 +216,9 @@ def test_release_check_catches_a_replaced_file(app, admin_session, v1_v2) -> Non
     res = ReleaseDigests().check(ctx)
     assert not res.ok and "adapter_config.json: wrong size" in res.detail
     assert any("tiny-adapter/adapter_config.json" in p for p in consistency(app))
+    assert updates.status(app, admin_session)["consistent"]      # quick: names and links
+    deep = updates.status(app, admin_session, deep=True)
+    assert not deep["consistent"] and "adapter_config.json" in deep["problems"][0]
     assert ContentStore(app.layout.store).has(files_of(app, bundle)[0][1])
 
 
