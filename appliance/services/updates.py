@@ -38,6 +38,7 @@ from appliance.updates.install import (
     carry_out,
     open_journal,
     release_dirs,
+    system_runner,
 )
 from appliance.updates.lifecycle import (
     NEXT_STEP,
@@ -301,7 +302,7 @@ def install(app: Appliance, session: Session, ref: str, edges: Edges | None = No
     edges = edges or Edges()
     lock = _lock(app, actor, session, ref)
     try:
-        recover_locked(Runner(app, actor, session.terminal, edges), session.username)
+        recover_locked(system_runner(app, edges), session.username)
         bundle = find_bundle(app.conn, ref)
         term = session.terminal
         require(app, actor, term, bundle, State.INSTALLING, "install")
@@ -352,7 +353,7 @@ def rollback(app: Appliance, session: Session, ref: str, req: SignatureRequest,
     edges = edges or Edges()
     lock = _lock(app, actor, session, ref)
     try:
-        recover_locked(Runner(app, actor, session.terminal, edges), session.username)
+        recover_locked(system_runner(app, edges), session.username)
         target = find_bundle(app.conn, ref)
         term = session.terminal
         current = active_bundle(app.conn)

@@ -230,3 +230,17 @@ def test_status_reports_the_active_release(app, admin_session, v1_v2) -> None:
     assert st["active"]["ref"] == ref1 and st["open_journal"] is None
     assert st["recent_journal"][0]["outcome"] == "activated"
     assert PASSWORD not in json.dumps(st)
+
+
+def test_an_admin_pin_is_signed_and_installed(app, admin_session, v1_v2) -> None:
+    ref1, _ = v1_v2
+    view = updates.show(app, admin_session, ref1, source=h100(), pinned="tiny-base-cpu")
+    assert view["hardware"]["chosen"] == "tiny-base-cpu"
+    assert view["hardware"]["note"].startswith("pinned by admin")
+    out = updates.approve(app, admin_session, ref1, sign_req(ADMIN), source=h100(),
+                          pinned="tiny-base-cpu")
+    assert out["record"]["profile"] == "tiny-base-cpu" and out["record"]["pinned"]
+    result = updates.install(app, admin_session, ref1, edges())
+    assert result.outcome == "activated"
+    serving = json.loads((app.layout.releases / "current/serving.json").read_text())
+    assert serving["profile"]["id"] == "tiny-base-cpu" and serving["runtime"] == "transformers"
