@@ -28,6 +28,7 @@ from tui.screens.audit import AuditScreen
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.login import LoginScreen
 from tui.screens.password import PasswordChangeScreen
+from tui.screens.updates import UpdatesScreen
 from tui.screens.users import UsersScreen
 
 # Reading the clock from a timer would shift recorded times in tests; every 30 s is
@@ -114,7 +115,7 @@ class ConsoleApp(App[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "logout":
             return self.session is not None
-        if action in ("open_audit", "open_dashboard", "open_users"):
+        if action in ("open_audit", "open_dashboard", "open_users", "open_updates"):
             if self.session is None or self.session.must_change_password:
                 return False
             if action == "open_users":
@@ -145,6 +146,10 @@ class ConsoleApp(App[None]):
             return
         self.push_screen(AuditScreen())
 
+    def action_open_updates(self) -> None:
+        if self.check_action("open_updates", ()) and not isinstance(self.screen, UpdatesScreen):
+            self.push_screen(UpdatesScreen())
+
     def action_open_users(self) -> None:
         if self.check_action("open_users", ()) and not isinstance(self.screen, UsersScreen):
             self.push_screen(UsersScreen())
@@ -166,6 +171,8 @@ class ConsoleApp(App[None]):
                             self.action_open_dashboard)
         yield SystemCommand("Audit trail", "Browse, filter, verify and export the trail",
                             self.action_open_audit)
+        yield SystemCommand("Updates", "Bundles by state, approval, install, rollback",
+                            self.action_open_updates)
         if self.check_action("open_users", ()):
             yield SystemCommand("Users", "Accounts, roles, passwords, lockouts",
                                 self.action_open_users)

@@ -28,6 +28,8 @@ from tests.tui.pilot import (
 from tui.screens.audit import AuditScreen
 from tui.screens.export import ExportDialog
 from tui.screens.login import LoginScreen
+from tui.screens.updates import UpdatesScreen
+from tui.screens.users import UsersScreen
 from tui.widgets.event_detail import EventDetail
 from tui.widgets.job_status import JobStatus
 
@@ -221,7 +223,7 @@ async def test_command_palette_offers_console_commands_and_logout(make_console):
         await log_in(pilot, ADMIN, PASSWORD)
         await dashboard_ready(pilot)
         titles = [c.title for c in app.get_system_commands(app.screen)]
-        assert {"Dashboard", "Audit trail", "Log out"} <= set(titles)
+        assert {"Dashboard", "Audit trail", "Updates", "Users", "Log out"} <= set(titles)
         await pilot.press("ctrl+p")
         await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette))
         await pilot.press(*"audit trail")
@@ -278,3 +280,17 @@ async def test_no_database_or_gpu_work_on_the_ui_thread(make_console, tmp_path: 
         await settle(pilot)
     assert threads and ui_thread not in threads
     assert gpu_threads and ui_thread not in gpu_threads
+
+
+async def test_dashboard_keys_open_updates_and_users(make_console):
+    app = make_console()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await log_in(pilot, ADMIN, PASSWORD)
+        await dashboard_ready(pilot)
+        await pilot.press("b")
+        await wait_for(pilot, lambda: isinstance(app.screen, UpdatesScreen))
+        await pilot.press("escape")
+        await dashboard_ready(pilot)
+        await pilot.press("u")
+        await wait_for(pilot, lambda: isinstance(app.screen, UsersScreen))
+        await settle(pilot)

@@ -48,6 +48,7 @@ def chain_text(report: VerifyReport | None) -> tuple[str, str]:
 class DashboardScreen(Screen):
     BINDINGS = [
         Binding("a", "app.open_audit", "Audit trail"),
+        Binding("b", "app.open_updates", "Updates"),
         Binding("u", "app.open_users", "Users"),
         Binding("r", "refresh", "Refresh"),
         Binding("ctrl+l", "app.logout", "Log out"),
