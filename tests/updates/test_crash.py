@@ -202,6 +202,7 @@ def test_sigkill_during_a_first_install_and_then_during_recovery(
     rng = random.Random(SEED + 1)
     points = sorted(rng.sample(range(1, len(labels) + 1), 20))
     seen: dict[str, int] = {}
+    recovery_killed = 0
     for i, k in enumerate(points):
         home = runs / f"first-{k}"
         shutil.copytree(template, home, symlinks=True)
@@ -209,8 +210,9 @@ def test_sigkill_during_a_first_install_and_then_during_recovery(
                                lambda a, s, k=k: action(a, s, KillAt(k))))
         if i % 2 == 0:      # the recovery dies too, at one of its first points
             j = rng.randint(1, 3)
-            in_child(home, t0 + timedelta(minutes=30),
-                     lambda a, s, j=j: updates.status(a, s, Edges(hooks=KillAt(j))))
+            recovery_killed += killed(in_child(
+                home, t0 + timedelta(minutes=30),
+                lambda a, s, j=j: updates.status(a, s, Edges(hooks=KillAt(j)))))
         out = recover_and_check(home, t0 + timedelta(hours=1))
         assert out["states"]["demo-clinical@1"] in ("ACTIVE", "APPROVED")
         if out["states"]["demo-clinical@1"] == "APPROVED":
@@ -219,6 +221,9 @@ def test_sigkill_during_a_first_install_and_then_during_recovery(
                                                           0) + 1
         shutil.rmtree(home)
     assert seen.get("APPROVED", 0) >= 5
+    print(f"\nfirst install: {len(points)} kill points of {len(labels)}, {recovery_killed} "
+          f"recoveries killed too: {seen}")
+    assert recovery_killed >= 3
 
 
 def test_sigkill_during_a_signed_rollback(app, admin_session, security, itop, media, clock,
@@ -245,7 +250,9 @@ def test_sigkill_during_a_signed_rollback(app, admin_session, security, itop, me
             # Undone: v2 still runs and v1's kept release is intact for another try.
             assert out["states"] == {ref1: "APPROVED", ref2: "ACTIVE"}, label
 
-    _kill_runs(template, runs, t0, action, points, labels, expect)
+    seen = _kill_runs(template, runs, t0, action, points, labels, expect)
+    print(f"\nrollback: {len(points)} kill points of {len(labels)}: {seen}")
+    assert seen.get("undone", 0) >= 5
 
 
 def test_cli_status_finds_and_undoes_an_interrupted_install(upgrade_template,
