@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
 from appliance.cli import audit, backup, hardware, setup, signatures, users
@@ -53,13 +52,15 @@ def main(argv: list[str] | None = None) -> None:
     except ApplianceError as exc:
         print(f"error: {exc.message} ({exc.hint})", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         print("error: aborted (nothing was changed)", file=sys.stderr)
         sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
+    except typer.TyperException as exc:  # usage errors: typer's own vendored click
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else "appliance"
+        print(f"error: {exc.format_message()} (see `{where} --help`)", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         print("error: interrupted (nothing half-done was kept)", file=sys.stderr)

@@ -113,3 +113,11 @@ def test_help_does_not_import_heavy_modules() -> None:
             "'textual') if m in sys.modules]\nprint('HEAVY', heavy)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "HEAVY []" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("args", [["users", "add"], ["nosuch"], ["audit", "verify", "--bogus"]])
+def test_usage_errors_are_one_line_without_traceback(tmp_path: Path, args: list[str]) -> None:
+    r = run(tmp_path / "h", *args)
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1
+    assert "Traceback" not in r.stderr and "--help" in r.stderr
