@@ -102,6 +102,7 @@ def _keep_one(app: Appliance, username: str, losing: set[str]) -> None:
 
 
 def disable_user(app: Appliance, session: Session, username: str, reason: str) -> User:
+    authorize(app, session, "users.manage", target_type="user", target_id=username)
     user = _existing(app, username)
     _keep_one(app, user.username, set(user.roles))
     return _change(app, session, user.username, "user.disable", reason, status="disabled")
@@ -113,6 +114,7 @@ def enable_user(app: Appliance, session: Session, username: str, reason: str) ->
 
 def grant_role(app: Appliance, session: Session, username: str, role: str,
                reason: str) -> User:
+    authorize(app, session, "users.manage", target_type="user", target_id=username)
     user = _existing(app, username)
     if role in user.roles:
         raise InvalidInput(f"{user.username} already holds {role}", "nothing to do")
@@ -123,6 +125,7 @@ def grant_role(app: Appliance, session: Session, username: str, role: str,
 
 def revoke_role(app: Appliance, session: Session, username: str, role: str,
                 reason: str) -> User:
+    authorize(app, session, "users.manage", target_type="user", target_id=username)
     user = _existing(app, username)
     if role not in user.roles:
         raise InvalidInput(f"{user.username} does not hold {role}", "nothing to do")
@@ -142,6 +145,7 @@ class TemporaryPassword:
 def reset_password(app: Appliance, session: Session, username: str,
                    reason: str) -> TemporaryPassword:
     """Loss management (11.300(b)): a temporary password that signs nothing until changed."""
+    authorize(app, session, "users.manage", target_type="user", target_id=username)
     user = _existing(app, username)
     temp = secrets.token_urlsafe(12)
     _change(app, session, user.username, "user.reset_password", reason,

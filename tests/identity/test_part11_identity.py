@@ -350,3 +350,16 @@ def test_11_50_signatures_show_command_prints_name_time_meaning(appliance, admin
     assert r.returncode == 0, r.stderr
     assert "Signed by:   Alice Adams (alice)" in r.stdout
     assert f"Date/time:   {sig.ts} (UTC)" in r.stdout and "Meaning:     reviewed" in r.stdout
+
+
+def test_11_10g_refusals_are_recorded_before_any_business_rule(appliance, make_user) -> None:
+    it_user = make_user(["it"])
+    for call in (lambda: users.disable_user(appliance, it_user, ADMIN, "x"),
+                 lambda: users.revoke_role(appliance, it_user, ADMIN, "security", "x"),
+                 lambda: users.grant_role(appliance, it_user, ADMIN, "ml", "x"),
+                 lambda: users.reset_password(appliance, it_user, ADMIN, "x")):
+        with pytest.raises(PermissionDenied):
+            call()
+    denied = [e for e in events(appliance, "access.denied")
+              if e["actor"]["username"] == it_user.username]
+    assert len(denied) == 4
