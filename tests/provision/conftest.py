@@ -10,16 +10,6 @@ import pytest
 from appliance.identity.session import Session
 from tests.provision.kit import build_wheel
 
-HERE = Path(__file__).parent
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """One xdist worker for all provisioning tests: they are CPU-bound playbook runs, and a
-    module shares its converged root between tests."""
-    for item in items:
-        if HERE in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.xdist_group("provision"))
-
 
 @pytest.fixture(scope="session")
 def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -21,6 +21,10 @@ from tests.conftest import PASSWORD
 from tests.provision.kit import make_release, make_root, site_vars
 from tests.provision.netns import REMOTE_PYTHON, ssh_node
 
+# One xdist worker runs every provisioning test: they are CPU-bound playbook runs,
+# and test_site_localhost shares one converged root across its tests.
+pytestmark = pytest.mark.xdist_group("provision")
+
 
 def cli(home: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "appliance", *args, "--user", "ivan",

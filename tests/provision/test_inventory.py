@@ -17,6 +17,10 @@ from appliance.provision.inventory import Host, fingerprint, render, select
 from appliance.services import audit, auth, provision
 from tests.conftest import ADMIN, PASSWORD
 
+# One xdist worker runs every provisioning test: they are CPU-bound playbook runs,
+# and test_site_localhost shares one converged root across its tests.
+pytestmark = pytest.mark.xdist_group("provision")
+
 
 @pytest.fixture
 def keys(tmp_path: Path) -> dict[str, Path]:

@@ -25,6 +25,10 @@ from appliance.services.provision import RunRequest
 from tests.conftest import ADMIN, PASSWORD
 from tests.provision.kit import live_processes, make_root, site_vars
 
+# One xdist worker runs every provisioning test: they are CPU-bound playbook runs,
+# and test_site_localhost shares one converged root across its tests.
+pytestmark = pytest.mark.xdist_group("provision")
+
 PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
 SECRET = "Zq7-s3cret-value-91"
 ENV_SECRET = "env-token-5531-not-for-ansible"

@@ -23,6 +23,10 @@ from appliance.services.setup import init_appliance
 from tests.conftest import ADMIN, ADMIN_NAME, FAST, PASSWORD, SteppingClock
 from tests.provision.kit import make_release, make_root, site_vars
 
+# One xdist worker runs every provisioning test: they are CPU-bound playbook runs,
+# and test_site_localhost shares one converged root across its tests.
+pytestmark = pytest.mark.xdist_group("provision")
+
 ROLES = ("preflight", "runtime", "release", "serving", "hardening")
 PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
 

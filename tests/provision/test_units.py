@@ -5,9 +5,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from appliance.provision.events import EventTracker, failure_message
 from appliance.provision.plan import tasks_per_host
 from appliance.provision.redaction import redact, scrub_tree, secret_values
+
+# One xdist worker runs every provisioning test: they are CPU-bound playbook runs,
+# and test_site_localhost shares one converged root across its tests.
+pytestmark = pytest.mark.xdist_group("provision")
 
 PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
 
