@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -305,12 +306,18 @@ def list_artifacts(app: Appliance, session: Session, run_id: str) -> list[Artifa
     rec = get_run(app, session, run_id)
     root = Path(rec.job_dir)
     out = []
-    for path in sorted(root.rglob("*")) if root.is_dir() else ():
+    for path in sorted(root.rglob("*"), key=_natural) if root.is_dir() else ():
         rel = path.relative_to(root)
         if rel.parts[0] in _SKIP_DIRS or not path.is_file() or path.is_symlink():
             continue
         out.append(ArtifactInfo(str(rel), path.stat().st_size))
     return out
+
+
+def _natural(path: Path) -> list:
+    """Job events by their counter (2 before 10), everything else by name."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t)
+            for t in re.split(r"(\d+)", str(path))]
 
 
 def read_artifact(app: Appliance, session: Session, run_id: str, name: str,
