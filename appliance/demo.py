@@ -1,17 +1,29 @@
 """The self-contained demo appliance behind `make demo`: fixed demo users and some history.
 
+The history is made by the real services with the demo users' real signatures: the demo
+vendor's root trusted by the security officer, release 1 imported by IT, checked, approved
+by the admin and installed (ACTIVE), and release 2 imported and checked, so it waits for
+the admin's signature (PENDING_APPROVAL) when the console opens. The hardware fit is read
+from this host: without an NVIDIA driver the CPU profile is chosen, and the view says why.
+
 Demo passwords are printed on purpose; a real appliance is created with `appliance init`.
 """
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.context import Appliance
+from appliance.errors import UpdateRefused
+from appliance.hardware import GpuSource
 from appliance.home import HomeLayout
+from appliance.identity.session import Session
 from appliance.services import audit as audit_service
 from appliance.services import auth, users
 from appliance.services.setup import init_appliance
+from appliance.settings import EvaluationGates, Settings
 
 
 @dataclass(frozen=True)
@@ -29,39 +41,84 @@ DEMO_USERS = (
     DemoUser("auditor", "Ada Auditor", ("auditor",), "demo-pass-ada"),
 )
 
+# The demo hospital's quality unit set these at install (recorded in appliance.init).
+DEMO_GATES = EvaluationGates(require_evidence=True, min_metrics={"exact_match": 0.85},
+                             max_metrics={"hallucination_rate": 0.05})
+DEMO_SETTINGS = Settings(evaluation=DEMO_GATES)
 
-def ensure_demo(home: Path) -> bool:
-    """Create the demo appliance unless it exists; returns whether it was created."""
-    if HomeLayout(Path(home)).exists():
+
+def ensure_demo(home: Path, source: GpuSource | None = None) -> bool:
+    """Create the demo appliance unless it exists; returns whether it was created. A set-up
+    that fails removes the home it created, so the next `make demo` starts clean. `source`
+    is where the GPU reading comes from (None: this host, through NVML)."""
+    home = Path(home)
+    if HomeLayout(home).exists():
         return False
+    created_root = not home.exists()
     first = DEMO_USERS[0]
     app = init_appliance(home, first.username, first.full_name, first.password,
-                         terminal="demo-setup")
+                         settings=DEMO_SETTINGS, terminal="demo-setup")
     try:
         admin = auth.login(app, first.username, first.password)
         for u in DEMO_USERS[1:]:
             users.add_user(app, admin, u.username, u.full_name, list(u.roles), u.password,
                            "demo user", must_change_password=False)
+        sessions = {first.username: admin}
         for u in DEMO_USERS[1:]:
-            auth.login(app, u.username, u.password)
-        _import_demo_bundle(app, admin, Path(home))
+            sessions[u.username] = auth.login(app, u.username, u.password)
+        _update_history(app, sessions, home, source)
         audit_service.verify(app, admin)
-    finally:
+    except BaseException:
         app.close()
+        if created_root:
+            shutil.rmtree(home, ignore_errors=True)
+        raise
+    app.close()
     return True
 
 
-def _import_demo_bundle(app, admin, home: Path) -> None:
-    """Publish the demo vendor's bundle, trust its root and import it: the same services a
-    hospital uses (trust init signed by the security officer, import by IT)."""
-    from appliance.bundle.demo_bundle import build_demo_bundle
-    from appliance.services import media, trust
+def _sign(user: DemoUser, meaning: str, reason: str):
     from appliance.services.signing import SignatureRequest
 
+    return SignatureRequest(meaning, reason, user.password, user.username,
+                            acknowledge_statement=True)
+
+
+def _update_history(app: Appliance, sessions: dict[str, Session], home: Path,
+                    source: GpuSource | None) -> None:
+    """Publish the demo vendor's releases, trust its root and bring them through the update
+    lifecycle: the same services and signatures a hospital uses."""
+    from appliance.bundle.demo_bundle import build_demo_bundle
+    from appliance.services import media, trust, updates
+    from appliance.updates.install import Edges
+
     demo = build_demo_bundle(home / "demo-vendor")
-    first = DEMO_USERS[0]
-    trust.init_trust(app, admin, demo.root, SignatureRequest(
-        "approved", "demo: trust the demo vendor's root", first.password, first.username,
-        acknowledge_statement=True), source=str(demo.media), expect_fingerprint=demo.fingerprint)
-    it = next(u for u in DEMO_USERS if "it" in u.roles)
-    media.import_bundle(app, auth.login(app, it.username, it.password), demo.media)
+    security = next(u for u in DEMO_USERS if "security" in u.roles)
+    approver = next(u for u in DEMO_USERS if "admin" in u.roles)
+    it = sessions[next(u for u in DEMO_USERS if "it" in u.roles).username]
+    admin = sessions[approver.username]
+    trust.init_trust(app, sessions[security.username], demo.root, _sign(
+        security, "approved", "demo: trust the demo vendor's root"),
+        source=str(demo.releases[0]), expect_fingerprint=demo.fingerprint)
+
+    def import_and_check(path: Path) -> str:
+        imported = media.import_bundle(app, it, path)
+        ref = f"{imported.name}@{imported.version}"
+        bundle = updates.check(app, it, ref)     # IMPORTED -> ... -> PENDING_APPROVAL
+        if str(bundle.state) != "PENDING_APPROVAL":
+            raise UpdateRefused(f"demo bundle {ref} is {bundle.state}: {bundle.state_reason}",
+                                "the demo vendor's release is broken; report it")
+        return ref
+
+    *earlier, latest = demo.releases
+    for path in earlier:
+        ref = import_and_check(path)
+        updates.show(app, admin, ref, source=source)    # opened before signing (recorded)
+        updates.approve(app, admin, ref, _sign(
+            approver, "approved", "demo: evidence meets the gates; profile fits this host"),
+            source=source)
+        result = updates.install(app, it, ref, Edges(source=source))
+        if result.outcome != "activated":
+            raise UpdateRefused(f"demo install of {ref} ended {result.outcome}: "
+                                f"{result.reason}", "see `appliance update status`")
+    import_and_check(latest)

@@ -1,7 +1,7 @@
 """On the demo appliance (`make demo`'s setup): approve, install, a health check that fails,
 automatic rollback; the auditor's export shows every step, and the offline verifier accepts
-the export. The demo vendor publishes versions 2 and 3 with its own keys (a 0.8+ engine
-config and signed evaluation evidence); the demo's first bundle stays as the setup left it.
+the export. The set-up left version 1 active and version 2 waiting for approval; the demo
+vendor then publishes version 3 with its own keys.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from appliance.bundle import publish
-from appliance.bundle.demo_bundle import tiny_adapter, tiny_base, tiny_golden
+from appliance.bundle.demo_bundle import DemoRelease, publish_demo_release
 from appliance.context import Appliance
 from appliance.demo import DEMO_USERS, ensure_demo
 from appliance.services import auth, updates
@@ -20,33 +19,11 @@ from appliance.services import media as media_service
 from appliance.services.audit_export import export_trail
 from appliance.services.signing import SignatureRequest
 from appliance.updates.install import Edges
-from tests.updates.kit import ENGINE, engine_dir, evidence_dir, h100
+from tests.updates.kit import h100
 from tests.updates.test_install import FailingCheck
 
 VERIFIER = Path(__file__).resolve().parents[2] / "packaging" / "verify-audit-export"
 USERS = {u.username: u for u in DEMO_USERS}
-
-
-def publish_demo_release(vendor: Path, version: int, seed: int) -> Path:
-    """The next release of the demo vendor, with the keys `make demo` generated."""
-    repo, keys, src = vendor / "repo", vendor / "keys", vendor / f"src-v{version}"
-    key = keys / "targets.pem"
-
-    def add(kind, path, name, **kw):
-        return publish.add_component(repo, kind, path, key, name=name, **kw).custom
-
-    add("base_model", tiny_base(src / "base"), "tiny-base", tags=["cpu", "demo"])
-    add("lora_adapter", tiny_adapter(src / "adapter", seed), "tiny-adapter",
-        base_model="tiny-base")
-    add("trtllm_engine", engine_dir(src / "engine"), "tiny-engine-h100", engine=ENGINE,
-        tags=["h100"])
-    golden = add("golden_set", tiny_golden(src / "golden"), "tiny-golden")
-    add("evaluation_evidence", evidence_dir(src / "evidence", "tiny-golden", golden["digest"],
-                                            {"exact_match": 0.91}), "tiny-evidence")
-    publish.set_release(repo, version=version, description=f"demo release {version}")
-    for name in ("targets", "online"):      # the root is unchanged: its key signs nothing
-        publish.sign(repo, keys / f"{name}.pem")
-    return publish.publish(repo, vendor / "media" / f"demo-clinical-{version}")
 
 
 def sign(user: str, reason: str) -> SignatureRequest:
@@ -56,16 +33,15 @@ def sign(user: str, reason: str) -> SignatureRequest:
 
 def test_demo_approve_install_health_fail_rollback_in_the_audit_export(tmp_path) -> None:
     home = tmp_path / "demo"
-    assert ensure_demo(home)
-    v2 = publish_demo_release(home / "demo-vendor", 2, seed=11)
-    v3 = publish_demo_release(home / "demo-vendor", 3, seed=13)
+    assert ensure_demo(home, source=h100())
+    v3 = publish_demo_release(home / "demo-vendor", DemoRelease(3, 13, 0.91, 0.01,
+                                                                "demo release 3"))
     with Appliance.open(home, terminal="demo-console") as app:
         dana = auth.login(app, "admin", USERS["admin"].password)
         ira = auth.login(app, "itops", USERS["itops"].password)
-        for media in (v2, v3):
-            media_service.import_bundle(app, ira, media)
+        media_service.import_bundle(app, ira, v3)
         first = updates.show(app, dana, "demo-clinical@1", source=h100())
-        assert first["bundle"]["state"] == "REJECTED"    # its engine config predates 0.8
+        assert first["bundle"]["state"] == "ACTIVE"      # installed by the set-up
 
         updates.show(app, dana, "demo-clinical@2", source=h100())
         updates.approve(app, dana, "demo-clinical@2", sign(
