@@ -116,7 +116,14 @@ def test_cancel_kills_the_whole_tree_and_records_it(
     handle = provision.start(appliance, it_session, RunRequest("slow.yml", "local"),
                              seen.extend, playbooks_dir=test_playbooks)
     deadline = time.monotonic() + 60
-    while not (live_processes(SLEEP_A) and live_processes(SLEEP_B)):
+
+    def started() -> bool:
+        # The task's start event reaches us through Ansible's main process, which may
+        # print it after the module's children are already running: wait for both.
+        return any(e.kind == "started" and e.task == "Sleep in a grandchild"
+                   for e in list(seen))
+
+    while not (started() and live_processes(SLEEP_A) and live_processes(SLEEP_B)):
         assert time.monotonic() < deadline, "the sleeping task never started"
         time.sleep(0.1)
     assert proctree.run_processes(handle.run_id)  # found by marker and parent links
@@ -126,7 +133,6 @@ def test_cancel_kills_the_whole_tree_and_records_it(
     assert live_processes(SLEEP_A) == [] and live_processes(SLEEP_B) == []
     assert live_processes(rec.job_dir) == []
     assert proctree.run_processes(rec.id) == set()
-    assert any(e.kind == "started" and e.task == "Sleep in a grandchild" for e in seen)
     admin = auth.login(appliance, ADMIN, PASSWORD)
     cancel = audit.events(appliance, admin, EventFilter(action="provision.cancel"))
     assert cancel[-1].data["reason"] == "testing cancel"
