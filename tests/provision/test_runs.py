@@ -180,7 +180,7 @@ def test_a_run_whose_process_died_is_closed_as_interrupted(
 def test_a_run_past_its_timeout_is_stopped_with_its_children(
         appliance: Appliance, it_session: Session, test_playbooks: Path) -> None:
     handle = provision.start(appliance, it_session,
-                             RunRequest("slow.yml", "local", timeout_s=8),
+                             RunRequest("slow.yml", "local", timeout_s=12),
                              playbooks_dir=test_playbooks)
     seen = False
     while not handle.join(0.1):
@@ -188,6 +188,6 @@ def test_a_run_past_its_timeout_is_stopped_with_its_children(
     assert seen, "the sleeping task never started before the timeout"
     rec = handle.wait()
     assert rec.status == "timeout"
-    assert rec.failure == "the run took longer than 8 s and was stopped"
+    assert rec.failure == "the run took longer than 12 s and was stopped"
     assert live_processes(SLEEP_A) == [] and live_processes(SLEEP_B) == []
     assert proctree.run_processes(rec.id) == set()
