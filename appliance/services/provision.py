@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import shutil
 import socket
@@ -25,9 +24,10 @@ from appliance.clock import Clock
 from appliance.context import Appliance
 from appliance.errors import InvalidInput
 from appliance.identity.session import Session
+from appliance.provision import artifacts, proctree, records
 from appliance.provision import inventory as inv
-from appliance.provision import proctree, records
-from appliance.provision.events import EventTracker, TaskEvent
+from appliance.provision.artifacts import ArtifactChunk, ArtifactInfo
+from appliance.provision.events import TaskEvent
 from appliance.provision.plan import tasks_per_host
 from appliance.provision.records import RunRecord
 from appliance.provision.redaction import redact
@@ -36,8 +36,6 @@ from appliance.services.access import authorize
 
 PLAYBOOKS_ENV = "APPLIANCE_PLAYBOOKS"
 MAX_TIMEOUT_S = 24 * 3600
-ARTIFACT_PAGE = 64 * 1024
-_SKIP_DIRS = {"home", "tmp", "ansible", "remote-tmp"}
 
 
 @dataclass(frozen=True)
@@ -50,21 +48,6 @@ class RunRequest:
     extra_vars: dict[str, Any] = field(default_factory=dict)
     limit: str | None = None
     timeout_s: int = 3600
-
-
-@dataclass(frozen=True)
-class ArtifactInfo:
-    name: str
-    size: int
-
-
-@dataclass(frozen=True)
-class ArtifactChunk:
-    name: str
-    offset: int
-    text: str
-    next_offset: int | None
-    size: int
 
 
 def default_playbooks_dir() -> Path:
@@ -287,56 +270,22 @@ def get_run(app: Appliance, session: Session, run_id: str) -> RunRecord:
 def run_events(app: Appliance, session: Session, run_id: str) -> list[TaskEvent]:
     """The run's task events, replayed from its stored job events (history view)."""
     rec = get_run(app, session, run_id)
-    events_dir = Path(rec.job_dir) / "artifacts" / rec.id / "job_events"
-    collected: list[TaskEvent] = []
-    tracker = EventTracker(rec.hosts_list, 0, collected.extend, throttle_s=0)
-    raws = []
-    for path in events_dir.glob("*.json") if events_dir.is_dir() else ():
-        try:
-            raws.append(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError):
-            continue
-    for raw in sorted(raws, key=lambda r: r.get("counter", 0)):
-        tracker.handle(raw)
-    tracker.flush()
-    return collected
+    return artifacts.replay_events(Path(rec.job_dir), rec.id, rec.hosts_list)
 
 
 def list_artifacts(app: Appliance, session: Session, run_id: str) -> list[ArtifactInfo]:
-    rec = get_run(app, session, run_id)
-    root = Path(rec.job_dir)
-    out = []
-    for path in sorted(root.rglob("*"), key=_natural) if root.is_dir() else ():
-        rel = path.relative_to(root)
-        if rel.parts[0] in _SKIP_DIRS or not path.is_file() or path.is_symlink():
-            continue
-        out.append(ArtifactInfo(str(rel), path.stat().st_size))
-    return out
-
-
-def _natural(path: Path) -> list:
-    """Job events by their counter (2 before 10), everything else by name."""
-    return [(0, int(t), "") if t.isdigit() else (1, 0, t)
-            for t in re.split(r"(\d+)", str(path))]
+    return artifacts.list_files(Path(get_run(app, session, run_id).job_dir))
 
 
 def read_artifact(app: Appliance, session: Session, run_id: str, name: str,
-                  offset: int = 0, limit: int = ARTIFACT_PAGE) -> ArtifactChunk:
+                  offset: int = 0, limit: int = artifacts.PAGE) -> ArtifactChunk:
     """One page of an artifact's text; page on with `next_offset` (None at the end)."""
     rec = get_run(app, session, run_id)
-    root = Path(rec.job_dir).resolve()
-    path = (root / name).resolve()
-    if root not in path.parents or path.relative_to(root).parts[0] in _SKIP_DIRS \
-            or not path.is_file():
+    chunk = artifacts.read_page(Path(rec.job_dir), name, offset, limit)
+    if chunk is None:
         raise InvalidInput(f"no artifact {name!r} in run {run_id}",
                            f"list them with `appliance provision artifacts {run_id}`")
-    size = path.stat().st_size
-    with path.open("rb") as fh:
-        fh.seek(max(0, offset))
-        data = fh.read(max(1, min(limit, 4 * ARTIFACT_PAGE)))
-    end = max(0, offset) + len(data)
-    return ArtifactChunk(name, offset, data.decode("utf-8", errors="replace"),
-                         end if end < size else None, size)
+    return chunk
 
 
 def list_playbooks(app: Appliance, session: Session, playbooks_dir: Path | None = None
