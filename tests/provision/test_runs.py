@@ -103,6 +103,7 @@ def test_secrets_stay_out_of_the_job_directory(
     assert command["env"]["ANSIBLE_REMOTE_TEMP"].startswith(str(job))
     assert command["env"]["PATH"].split(":")[0] == str(Path(sys.executable).parent)
     assert json.loads((job / "env" / "extravars").read_text()) == {"db_password": "[redacted]"}
+    assert not (Path(os.environ["HOME"]) / ".ansible").exists()  # ANSIBLE_HOME is the job's
     assert runs[0].extra_vars == {"db_password": "[redacted]"}
     listed = {a.name for a in provision.list_artifacts(appliance, it_session, runs[0].id)}
     assert f"artifacts/{runs[0].id}/stdout" in listed and "env/extravars" in listed
