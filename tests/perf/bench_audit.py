@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -250,6 +251,8 @@ def main() -> None:
     big, extra, appends, pdf_n = ((100_000, 10_000, 400, 2_000) if args.quick
                                   else (1_000_000, 10_000, 2_000, 10_000))
     root = Path(tempfile.mkdtemp(prefix="bench-audit-", dir=args.dir))
+    # Shared machines skew every figure: say how busy this one was.
+    note(f"load average at start: {os.getloadavg()}")
     try:
         note(f"append_cost: {appends} durable appends each side in {root}")
         bench_append_cost(root, appends)
@@ -264,6 +267,7 @@ def main() -> None:
         note(f"PDF export of {pdf_n:,} events")
         bench_export_pdf(root, pdf_n)
     finally:
+        note(f"load average at end: {os.getloadavg()}")
         shutil.rmtree(root, ignore_errors=True)
 
 
