@@ -1,7 +1,7 @@
 """Virtual scrolling: the audit screen opens on a large trail as fast as on a small one.
 
 The trail is built once per module through the real write path (`trail.append`, one
-transaction). 200,000 events keep the suite quick; the 1,000,000-event case is `slow`.
+transaction). 200,000 events keep the suite quick; `tests/perf/bench_console.py` measures 1,000,000.
 """
 
 from __future__ import annotations
@@ -83,14 +83,5 @@ async def test_audit_screen_opens_on_200k_events_under_a_second(trail_200k: Path
     figures = await open_and_measure(trail_200k)
     print(json.dumps({"bench": "tui_audit_open", **figures}))
     assert figures["events"] >= 200_000
-    assert figures["open_s"] < 1.0
-    assert figures["jump_to_end_s"] < 1.0
-
-
-@pytest.mark.slow
-async def test_audit_screen_opens_on_1m_events_under_a_second(tmp_path: Path):
-    figures = await open_and_measure(build_trail(tmp_path / "home", 1_000_000))
-    print(json.dumps({"bench": "tui_audit_open", **figures}))
-    assert figures["events"] >= 1_000_000
     assert figures["open_s"] < 1.0
     assert figures["jump_to_end_s"] < 1.0
