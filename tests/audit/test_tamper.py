@@ -293,3 +293,23 @@ def test_large_trail_path_hashes_merkle_in_a_worker_and_still_catches_rewrites(
     conn.close()
     report = _verify(trail_home)
     assert report.kinds() == {"checkpoint-mismatch"}
+
+
+def test_incremental_verify_reports_a_forged_newest_checkpoint(trail_home: Path) -> None:
+    """Incremental mode checks only recent checkpoints, but a bad one is never skipped."""
+    foreign = SigningKey.generate()
+    conn = _raw(trail_home)
+    saved = _drop_triggers(conn)
+    cid, text = conn.execute(
+        "SELECT id, body FROM audit_checkpoints ORDER BY id DESC LIMIT 1").fetchone()
+    conn.execute("UPDATE audit_checkpoints SET signature = ? WHERE id = ?",
+                 (foreign.sign(text.encode()), cid))
+    _restore_triggers(conn, saved)
+    conn.close()
+    app = Appliance.open(trail_home)
+    try:
+        report = verify_trail(app.conn, app.key.public, incremental=True)
+    finally:
+        app.close()
+    assert report.kinds() == {"checkpoint-signature"}
+    assert report.start_seq > 1  # resumed from the newest good checkpoint
