@@ -135,6 +135,11 @@ def prepare_job_dir(spec: JobSpec) -> None:
     _write_private(spec.job_dir / "known_hosts", spec.known_hosts)
     # Extra vars go in a file, not on the command line where `ps` would show them.
     _write_private(spec.job_dir / "env" / "extravars", json.dumps(spec.extra_vars))
+    # Runner settings only take effect from this file: ansible-runner drops a `settings`
+    # argument when env/settings is missing. The poll interval bounds how late a cancel
+    # is seen and how long events wait for the console.
+    _write_private(spec.job_dir / "env" / "settings",
+                   json.dumps({"pexpect_timeout": POLL_S, "suppress_ansible_output": True}))
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -194,8 +199,7 @@ class Job:
                 private_data_dir=str(spec.job_dir), project_dir=str(spec.project_dir),
                 playbook=spec.playbook, inventory=str(spec.job_dir / "inventory" / "hosts.yml"),
                 ident=spec.run_id, quiet=True, timeout=spec.timeout_s,
-                cmdline=" ".join(cmdline) or None, envvars=ours,
-                settings={"pexpect_timeout": POLL_S, "suppress_ansible_output": True})
+                cmdline=" ".join(cmdline) or None, envvars=ours)
             config.prepare()
             env = dict(ours)
             env.update({k: config.env[k] for k in _RUNNER_KEYS if k in config.env})

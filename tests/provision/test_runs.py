@@ -128,9 +128,12 @@ def test_cancel_kills_the_whole_tree_and_records_it(
         assert time.monotonic() < deadline, "the sleeping task never started"
         time.sleep(0.1)
     assert proctree.run_processes(handle.run_id)  # found by marker and parent links
+    asked = time.monotonic()
     provision.cancel(appliance, it_session, handle.run_id, "testing cancel")
     rec = handle.wait(60)
     assert rec.status == "cancelled"
+    # The run polls for the cancel flag every 0.2 s (ansible-runner's default is 5 s).
+    assert time.monotonic() - asked < 4
     assert live_processes(SLEEP_A) == [] and live_processes(SLEEP_B) == []
     assert live_processes(rec.job_dir) == []
     assert proctree.run_processes(rec.id) == set()
