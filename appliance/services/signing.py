@@ -26,6 +26,7 @@ from appliance.identity.session import Session
 from appliance.identity.signatures import MEANINGS, STATEMENT, Signature, insert_signature
 from appliance.identity.users import get_user, update_user
 from appliance.services import auth
+from appliance.services.access import authorize
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,27 @@ class SignatureRequest:
     password: str
     username: str | None = None
     acknowledge_statement: bool = False
+
+
+@dataclass(frozen=True)
+class SignaturePrompt:
+    """What a signature dialog must ask this signer, decided here so every screen asks alike."""
+
+    username: bool      # first signature of the session: ID and password (11.200(a)(1))
+    statement: bool     # never signed: the statement must be acknowledged first (11.10(j))
+    full_name: str
+    statement_text: str = STATEMENT
+
+
+def prompt(app: Appliance, session: Session, permission: str, *, target_type: str,
+           target_id: str) -> SignaturePrompt:
+    """Before anyone types a password: may this session take the signed action at all (a
+    refusal is recorded like any other), and what must the dialog ask."""
+    authorize(app, session, permission, target_type=target_type, target_id=target_id)
+    user = get_user(app.conn, session.username)
+    assert user is not None
+    return SignaturePrompt(session.signatures == 0, user.signature_ack_at is None,
+                           user.full_name)
 
 
 def reauthenticate(app: Appliance, session: Session, req: SignatureRequest) -> None:

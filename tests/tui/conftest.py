@@ -8,6 +8,7 @@ time comes from the stepping clock and the GPUs from a recorded reading (the har
 from __future__ import annotations
 
 import itertools
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,12 +17,15 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from appliance.audit.events import Actor, Event
+from appliance.bundle.demo_bundle import DemoBundle, build_demo_bundle
 from appliance.context import Appliance
 from appliance.hardware import Gpu, GpuInventory, RecordedSource, write_reading
 from appliance.identity.session import Session
 from appliance.keys import SigningKey
-from appliance.services import users
-from tests.conftest import PASSWORD
+from appliance.services import media, trust, users
+from appliance.services.signing import SignatureRequest
+from tests.bundle.bundlekit import BUILT
+from tests.conftest import ADMIN, PASSWORD
 from tui.app import ConsoleApp, build_app
 
 AUDITOR = "audrey"
@@ -81,3 +85,43 @@ def make_console(history: Appliance, clock, gpu_reading: RecordedSource
         return build_app(history.layout.root, clock, terminal=TERMINAL, gpu_source=gpu_reading)
 
     yield make
+
+
+@pytest.fixture(scope="session")
+def demo_bundle(tmp_path_factory: pytest.TempPathFactory) -> DemoBundle:
+    """The demo vendor's real signed releases (`make demo`'s: v1, and v2 with a retrained
+    adapter), built once with a fixed build time."""
+    return build_demo_bundle(tmp_path_factory.mktemp("demo-vendor"), BUILT)
+
+
+@pytest.fixture
+def trusted(history: Appliance, admin_session: Session, demo_bundle: DemoBundle) -> Appliance:
+    """The demo vendor's root trusted, signed by alice as security officer (her first
+    signature: the statement is acknowledged here)."""
+    trust.init_trust(history, admin_session, demo_bundle.root, SignatureRequest(
+        "approved", "installer root checked against paper", PASSWORD, ADMIN,
+        acknowledge_statement=True), source="installer",
+        expect_fingerprint=demo_bundle.fingerprint)
+    return history
+
+
+@pytest.fixture
+def imported(trusted: Appliance, make_user, demo_bundle: DemoBundle) -> str:
+    """The demo bundle imported by an IT user; returns its ref."""
+    result = media.import_bundle(trusted, make_user(["it"], "ivan"), demo_bundle.releases[0])
+    return f"{result.name}@{result.version}"
+
+
+@pytest.fixture
+def usb(tmp_path: Path, demo_bundle: DemoBundle) -> Path:
+    """A stick holding release 1, a copy of it with one payload byte flipped, and release 2."""
+    root = tmp_path / "usb"
+    v1, v2 = demo_bundle.releases
+    shutil.copytree(v1, root / "a-good")
+    bad = shutil.copytree(v1, root / "b-tampered")
+    weights = next(bad.rglob("model.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01
+    weights.write_bytes(bytes(data))
+    shutil.copytree(v2, root / "c-v2")
+    return root

@@ -14,6 +14,7 @@ from tui.screens.dashboard import DashboardScreen
 from tui.screens.export import ExportDialog
 from tui.screens.login import LoginScreen
 from tui.screens.password import PasswordChangeScreen
+from tui.screens.updates import UpdatesScreen
 
 pytestmark = pytest.mark.asyncio
 NEW_PASSWORD = "a brand new passphrase"
@@ -111,6 +112,26 @@ async def test_an_action_after_idle_time_is_refused_and_explained(make_console, 
         await wait_for(pilot, lambda: isinstance(app.screen, LoginScreen))
         assert text_of(pilot, "#login-message") == (
             "session expired after 15 idle minutes; the verify did not run: log in again")
+    assert actions_since(history, start) == ["auth.session_expired"]
+
+
+async def test_updates_screen_after_idle_time_returns_to_login(make_console, clock,
+                                                              history: Appliance):
+    """A SessionExpired inside the updates screen is the session ending, not an error line."""
+    app = make_console()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await log_in(pilot, ADMIN, PASSWORD)
+        await dashboard_ready(pilot)
+        await pilot.press("b")
+        await wait_for(pilot, lambda: isinstance(app.screen, UpdatesScreen)
+                       and "active:" in text_of(pilot, "#upd-message"), what="updates")
+        start = read_head(history.conn).seq
+        clock.advance(minutes=16)
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, LoginScreen))
+        assert text_of(pilot, "#login-message") == (
+            "session expired after 15 idle minutes; nothing was changed: log in again")
+        assert app.session is None and len(app.screen_stack) == 2
     assert actions_since(history, start) == ["auth.session_expired"]
 
 

@@ -16,7 +16,8 @@ from tests.tui.pilot import dashboard_ready, fill, log_in, wait_for
 from tests.updates.kit import h100, trust_and_import
 from tui.app import build_app
 from tui.screens.dashboard import DashboardScreen
-from tui.screens.updates import SignatureDialog, UpdatesScreen
+from tui.screens.signature import SignatureDialog
+from tui.screens.updates import UpdatesScreen
 
 pytestmark = pytest.mark.asyncio
 
@@ -52,7 +53,11 @@ async def sign(pilot, key: str, reason: str, expect: str, username: str = "") ->
     await wait_for(pilot, lambda: isinstance(pilot.app.screen, SignatureDialog),
                    what="signature dialog")
     dialog = pilot.app.screen
-    if not dialog.query_one("#sig-ack").value:
+    # The statement only before the first signature ever, the username only before the
+    # session's first.
+    assert bool(dialog.query("#sig-ack")) == bool(username)
+    assert bool(dialog.query("#sig-user")) == bool(username)
+    if username:
         await pilot.click("#sig-ack")
     await fill(pilot, "#sig-reason", reason)
     if username:

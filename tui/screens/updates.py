@@ -1,5 +1,6 @@
-"""Updates: bundles by state, the approval view, the signature dialog, install progress and
-rollback. Every action is a service call in a worker thread; the screen only shows results.
+"""Updates: bundles by state, the approval view, signed approval, rejection and rollback
+(through the shared signature dialog), and install progress. Every action is a service
+call in a worker thread; the screen only shows results.
 
 Install progress comes from the install's own step points (`Hooks.point`, the same edge
 the crash tests kill at), posted to the screen as messages.
@@ -10,19 +11,18 @@ from __future__ import annotations
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import VerticalScroll
 from textual.message import Message
-from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, Checkbox, DataTable, Footer, Header, Input, Label, Static
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
 
 from appliance.errors import ApplianceError
 from appliance.identity.session import Session
-from appliance.identity.signatures import STATEMENT
 from appliance.services import updates
 from appliance.services.signing import SignatureRequest
 from appliance.updates.install import Edges
 from appliance.updates.view import install_text, view_text
-from tui.widgets.inputs import ConsoleInput
+from tui.screens.signature import SignatureAsk, request_signature
 
 # Install step points worth a line of progress (the others are per-file or internal).
 STEPS = {
@@ -37,75 +37,15 @@ STEPS = {
     "rolled_back:committed": "ROLLED_BACK",
 }
 
-
-class SignatureDialog(ModalScreen[SignatureRequest | None]):
-    """An electronic signature: meaning, reason, and the signer's own ID and password
-    (11.200(a): the first signature of a session needs both, later ones the password)."""
-
-    DEFAULT_CSS = """
-    SignatureDialog { align: center middle; }
-    #sig-box { width: 72; max-width: 100%; height: auto; border: round $primary;
-               background: $surface; padding: 0 1; }
-    #sig-title { text-style: bold; }
-    #sig-statement { color: $text-muted; height: auto; }
-    #sig-buttons { height: auto; margin-top: 1; align-horizontal: right; }
-    #sig-buttons Button { margin-left: 1; }
-    """
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
-    AUTO_FOCUS = "#sig-reason"
-
-    def __init__(self, meaning: str, subject: str, username: str) -> None:
-        super().__init__()
-        self.meaning, self.subject, self.username = meaning, subject, username
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="sig-box"):
-            yield Static(f"Sign: {self.meaning} - {self.subject}", id="sig-title", markup=False)
-            yield Static(STATEMENT, id="sig-statement", markup=False)
-            yield Checkbox("I have read and accept the statement above", id="sig-ack")
-            yield Label("Reason")
-            yield ConsoleInput(id="sig-reason")
-            yield Label("Username")
-            yield ConsoleInput(self.username, id="sig-user")
-            yield Label("Password")
-            yield ConsoleInput(password=True, id="sig-password")
-            with Horizontal(id="sig-buttons"):
-                yield Button("Sign", variant="primary", id="sig-ok")
-                yield Button("Cancel", id="sig-cancel")
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "sig-ok":
-            self._submit()
-        else:
-            self.dismiss(None)
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        event.stop()
-        if event.input.id == "sig-password":
-            self._submit()
-        else:
-            self.focus_next()
-
-    def _submit(self) -> None:
-        def value(selector: str) -> str:
-            return self.query_one(selector, Input).value
-        self.dismiss(SignatureRequest(self.meaning, value("#sig-reason"),
-                                      value("#sig-password"),
-                                      value("#sig-user").strip() or None,
-                                      self.query_one("#sig-ack", Checkbox).value))
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
+# Signed actions: permission (checked before the dialog opens), meaning, what is signed.
+SIGNED = {
+    "approve": ("update.approve", "approved", "approve {ref} for installation"),
+    "reject": ("update.approve", "rejected", "reject {ref}"),
+    "rollback": ("update.rollback", "approved", "roll back to {ref}"),
+}
 
 
 class UpdatesScreen(Screen):
-    DEFAULT_CSS = """
-    #upd-list { height: 8; }
-    #upd-progress { height: auto; max-height: 10; color: $text-muted; border-top: solid $primary; }
-    #upd-message { height: auto; text-style: bold; }
-    #upd-message.-error { color: $error; }
-    #upd-view-box { height: 1fr; border-top: solid $primary; }
-    """
     BINDINGS = [
         Binding("o", "open", "Open"),
         Binding("a", "approve", "Approve"),
@@ -137,9 +77,9 @@ class UpdatesScreen(Screen):
             self.text, self.ok = text, ok
 
     class Failed(Message):
-        def __init__(self, message: str) -> None:
+        def __init__(self, error: ApplianceError) -> None:
             super().__init__()
-            self.message = message
+            self.error = error
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -191,27 +131,33 @@ class UpdatesScreen(Screen):
             self.say(f"opening {ref}…")
             self._open(self.session, ref)
 
-    def _ask(self, meaning: str, ref: str, then) -> None:
-        username = "" if self.session.signatures == 0 else self.session.username
-        self.app.push_screen(SignatureDialog(meaning, ref, username),
-                             lambda req: then(req) if req is not None else self.say(
-                                 "not signed: nothing was changed"))
+    def _ask(self, what: str, ref: str) -> None:
+        permission, meaning, subject = SIGNED[what]
+        ask = SignatureAsk(permission, meaning, subject.format(ref=ref), "bundle", ref)
+
+        def then(req: SignatureRequest | None) -> None:
+            if req is None:
+                self.say("not signed: nothing was changed")
+            else:
+                self.say(f"signing: {ask.subject}…")
+                self._sign(self.session, what, ref, req)
+
+        request_signature(self, ask, then, lambda exc: self.post_message(self.Failed(exc)))
 
     def action_approve(self) -> None:
         ref = self.selected()
         if ref:
-            self._ask("approved", ref, lambda req: self._sign(self.session, "approve", ref, req))
+            self._ask("approve", ref)
 
     def action_reject(self) -> None:
         ref = self.selected()
         if ref:
-            self._ask("rejected", ref, lambda req: self._sign(self.session, "reject", ref, req))
+            self._ask("reject", ref)
 
     def action_rollback(self) -> None:
         ref = self.selected()
         if ref:
-            self._ask("approved", f"roll back to {ref}",
-                      lambda req: self._sign(self.session, "rollback", ref, req))
+            self._ask("rollback", ref)
 
     def action_install(self) -> None:
         ref = self.selected()
@@ -229,7 +175,7 @@ class UpdatesScreen(Screen):
                 rows = updates.list_updates(app, session)
                 status = updates.status(app, session)
         except ApplianceError as exc:
-            self.post_message(self.Failed(str(exc)))
+            self.post_message(self.Failed(exc))
             return
         self.post_message(self.Loaded(rows, status))
 
@@ -239,7 +185,7 @@ class UpdatesScreen(Screen):
             with self.app.ctx.open() as app:
                 data = updates.show(app, session, ref, source=self.app.ctx.gpu_source)
         except ApplianceError as exc:
-            self.post_message(self.Failed(str(exc)))
+            self.post_message(self.Failed(exc))
             return
         self.post_message(self.Opened(ref, data))
 
@@ -261,7 +207,7 @@ class UpdatesScreen(Screen):
                                                 result.outcome == "activated"))
                     return
         except ApplianceError as exc:
-            self.post_message(self.Failed(str(exc)))
+            self.post_message(self.Failed(exc))
             return
         self.post_message(self.Done(text, True))
 
@@ -271,7 +217,7 @@ class UpdatesScreen(Screen):
             with self.app.ctx.open() as app:
                 result = updates.install(app, session, ref, self.edges(_Progress(self)))
         except ApplianceError as exc:
-            self.post_message(self.Failed(str(exc)))
+            self.post_message(self.Failed(exc))
             return
         self.post_message(self.Done(install_text(result.to_dict()),
                                     result.outcome == "activated"))
@@ -312,7 +258,8 @@ class UpdatesScreen(Screen):
         self._load(self.session)
 
     def on_updates_screen_failed(self, msg: Failed) -> None:
-        self.say(f"error: {msg.message}", error=True)
+        if not self.app.session_error(msg.error, "nothing was changed"):
+            self.say(f"error: {msg.error}", error=True)
 
 
 class _Progress:

@@ -1,4 +1,5 @@
-"""Accounts (11.100, 11.300): the list, and the security officer's changes, each with a reason.
+"""Accounts (11.100, 11.300): the list, the security officer's changes, each with a reason,
+and the signed periodic access review.
 
 Every change is one service call in a worker; the services check the role, record old and
 new values and refuse what the rules forbid (the last security officer, untrained admins).
@@ -24,6 +25,8 @@ from appliance.identity.roles import ROLES
 from appliance.identity.session import Session
 from appliance.identity.users import User
 from appliance.services import users
+from appliance.services.signing import SignatureRequest
+from tui.screens.signature import SignatureAsk, request_signature
 from tui.widgets.inputs import ConsoleInput
 
 
@@ -163,6 +166,7 @@ class UsersScreen(Screen):
         Binding("k", "account('revoke')", "Revoke"),
         Binding("d", "account('disable')", "Disable"),
         Binding("p", "account('reset')", "Reset pw"),
+        Binding("r", "review", "Review"),
         Binding("e", "account('enable')", "Enable", show=False),
         Binding("u", "account('unlock')", "Unlock", show=False),
         Binding("t", "account('training')", "Training", show=False),
@@ -209,6 +213,32 @@ class UsersScreen(Screen):
             return
         self.app.push_screen(AccountDialog(action, username),
                              lambda values: self._apply(name, username, values))
+
+    def action_review(self) -> None:
+        """Periodic access review: the security officer signs the account list as it is."""
+        count = self.query_one(DataTable).row_count
+        ask = SignatureAsk("users.review", "reviewed",
+                           f"access review of the {count} accounts listed", "access_review",
+                           "users")
+
+        def then(req: SignatureRequest | None) -> None:
+            if req is None:
+                self.say("not signed: nothing was changed")
+            else:
+                self.say("signing the access review…")
+                self._review(self.app.session, req)
+
+        request_signature(self, ask, then, lambda exc: self.post_message(self.Failed(exc)))
+
+    @work(thread=True, exclusive=True, group="users")
+    def _review(self, session: Session, req: SignatureRequest) -> None:
+        try:
+            with self.app.ctx.open() as app:
+                sig = users.review_access(app, session, req)
+        except ApplianceError as exc:
+            self.post_message(self.Failed(exc))
+            return
+        self.post_message(self.Done(f"access review signed: {sig.line()}"))
 
     def _apply(self, name: str, username: str | None, values: dict[str, str] | None) -> None:
         if values is None:
