@@ -15,6 +15,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.audit.events import SYSTEM_ACTOR, Event
 from appliance.context import Appliance
 from appliance.errors import UpdateRefused
 from appliance.hardware import GpuSource
@@ -47,6 +48,24 @@ DEMO_GATES = EvaluationGates(require_evidence=True, min_metrics={"exact_match": 
 DEMO_SETTINGS = Settings(evaluation=DEMO_GATES)
 
 
+def mark_demo(app: Appliance) -> None:
+    """Record that this appliance is the demo, whose passwords are published (the console's
+    login screen then shows them); the trail says so too."""
+    with app.transaction() as conn:
+        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('demo', ?)",
+                     (app.clock.iso(),))
+        app.trail.append(Event(
+            action="appliance.demo", actor=SYSTEM_ACTOR, target_type="appliance",
+            target_id=app.appliance_id, reason="demo appliance: its passwords are published",
+            details={"users": [u.username for u in DEMO_USERS]}, terminal=app.terminal))
+
+
+def demo_logins(app: Appliance) -> tuple[DemoUser, ...]:
+    """The demo users if this appliance is the demo (its set-up marked it), else none."""
+    row = app.conn.execute("SELECT 1 FROM meta WHERE key = 'demo'").fetchone()
+    return DEMO_USERS if row else ()
+
+
 def ensure_demo(home: Path, source: GpuSource | None = None) -> bool:
     """Create the demo appliance unless it exists; returns whether it was created. A set-up
     that fails removes the home it created, so the next `make demo` starts clean. `source`
@@ -59,6 +78,7 @@ def ensure_demo(home: Path, source: GpuSource | None = None) -> bool:
     app = init_appliance(home, first.username, first.full_name, first.password,
                          settings=DEMO_SETTINGS, terminal="demo-setup")
     try:
+        mark_demo(app)
         admin = auth.login(app, first.username, first.password)
         for u in DEMO_USERS[1:]:
             users.add_user(app, admin, u.username, u.full_name, list(u.roles), u.password,

@@ -1,7 +1,8 @@
 """The admin console app, one factory for `appliance tui` and for the tests.
 
-Screens: login, then the dashboard; the audit trail opens over it. The app holds the
-logged-in Session and nothing else of the appliance's state: screens ask services.
+Screens: login, then the dashboard; the audit trail, updates, media and users open over
+it. The app holds the logged-in Session and nothing else of the appliance's state: screens
+ask services.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from tui.context import ConsoleContext
 from tui.screens.audit import AuditScreen
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.login import LoginScreen
+from tui.screens.media import MediaScreen
 from tui.screens.password import PasswordChangeScreen
 from tui.screens.updates import UpdatesScreen
 from tui.screens.users import UsersScreen
@@ -115,11 +117,14 @@ class ConsoleApp(App[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "logout":
             return self.session is not None
-        if action in ("open_audit", "open_dashboard", "open_users", "open_updates"):
+        if action in ("open_audit", "open_dashboard", "open_users", "open_updates",
+                      "open_media"):
             if self.session is None or self.session.must_change_password:
                 return False
             if action == "open_users":
                 return granting_role(self.session.roles, "users.view") is not None
+            if action == "open_media":
+                return granting_role(self.session.roles, "media.scan") is not None
         return True
 
     def action_logout(self) -> None:
@@ -150,6 +155,10 @@ class ConsoleApp(App[None]):
         if self.check_action("open_updates", ()) and not isinstance(self.screen, UpdatesScreen):
             self.push_screen(UpdatesScreen())
 
+    def action_open_media(self) -> None:
+        if self.check_action("open_media", ()) and not isinstance(self.screen, MediaScreen):
+            self.push_screen(MediaScreen())
+
     def action_open_users(self) -> None:
         if self.check_action("open_users", ()) and not isinstance(self.screen, UsersScreen):
             self.push_screen(UsersScreen())
@@ -173,6 +182,9 @@ class ConsoleApp(App[None]):
                             self.action_open_audit)
         yield SystemCommand("Updates", "Bundles by state, approval, install, rollback",
                             self.action_open_updates)
+        if self.check_action("open_media", ()):
+            yield SystemCommand("Media", "Scan removable media or a path for bundles; import",
+                                self.action_open_media)
         if self.check_action("open_users", ()):
             yield SystemCommand("Users", "Accounts, roles, passwords, lockouts",
                                 self.action_open_users)
@@ -186,6 +198,8 @@ class ConsoleApp(App[None]):
                                 ("training", "Record training")):
                 yield SystemCommand(title, "For the selected user, with a reason",
                                     partial(screen.action_account, name))
+            yield SystemCommand("Review access", "Sign the account list as reviewed",
+                                screen.action_review)
         yield SystemCommand("Log out", "End this session", self.action_logout)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from appliance.clock import Clock
 from appliance.context import Appliance, default_terminal
+from appliance.demo import demo_logins
 from appliance.hardware import GpuSource, read_inventory
 from appliance.home import HomeLayout
 
@@ -23,6 +24,7 @@ class ConsoleContext:
     appliance_id: str
     idle_minutes: int = 15
     gpu_source: GpuSource | None = None
+    demo_logins: tuple[tuple[str, str], ...] = ()   # (username, password): the demo only
 
     @classmethod
     def load(cls, home: Path, clock: Clock | None = None, terminal: str | None = None,
@@ -31,8 +33,9 @@ class ConsoleContext:
         clock = clock or Clock()
         terminal = terminal or f"console@{default_terminal()}"
         with Appliance.open(Path(home), clock=clock, terminal=terminal) as app:
+            logins = tuple((u.username, u.password) for u in demo_logins(app))
             return cls(Path(home), clock, terminal, app.appliance_id,
-                       app.settings.session.idle_minutes, gpu_source)
+                       app.settings.session.idle_minutes, gpu_source, logins)
 
     def open(self) -> Appliance:
         """A fresh connection for the calling thread; use as a context manager."""

@@ -143,9 +143,14 @@ def _search(root: Path, depth: int, out: list[Path]) -> None:
         _search(Path(entry.path), depth - 1, out)
 
 
-def find_bundles(extra_paths: list[Path] | None = None) -> list[Path]:
-    """Bundles (directories or tars holding `metadata/`) on removable mounts and extra paths."""
+def search(roots: list[Path]) -> list[Path]:
+    """Bundles (directories or tars holding `metadata/`) at or a few levels under `roots`."""
     found: list[Path] = []
-    for root in [*removable_mounts(), *(Path(p) for p in extra_paths or [])]:
-        _search(root, SEARCH_DEPTH, found)
+    for root in roots:
+        _search(Path(root), SEARCH_DEPTH, found)
     return list(dict.fromkeys(found))
+
+
+def find_bundles(extra_paths: list[Path] | None = None) -> list[Path]:
+    """Bundles on removable mounts and extra paths."""
+    return search([*removable_mounts(), *(Path(p) for p in extra_paths or [])])

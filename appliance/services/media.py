@@ -126,14 +126,15 @@ def _components(bundle: VerifiedBundle) -> list[dict[str, Any]]:
 
 def scan(app: Appliance, session: Session, paths: list[Path] | None = None,
          search_removable: bool = True) -> list[ScanEntry]:
-    """List bundles on removable media (and `paths`) with what importing each would mean.
-    Reads only metadata and signatures; copies nothing."""
+    """List bundles on removable media (and at or under `paths`; only there without
+    `search_removable`) with what importing each would mean. Reads only metadata and
+    signatures; copies nothing."""
     authorize(app, session, "media.scan", target_type="media", target_id="scan")
     if search_removable:
         candidates = find_bundles(paths)
     else:
-        from appliance.bundle.removable import is_bundle
-        candidates = [Path(p) for p in paths or [] if is_bundle(Path(p))]
+        from appliance.bundle.removable import search
+        candidates = search(list(paths or []))
     entries = []
     for path in candidates:
         try:

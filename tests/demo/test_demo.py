@@ -17,7 +17,7 @@ import pytest
 
 from appliance.audit.verify import verify_trail
 from appliance.context import Appliance
-from appliance.demo import DEMO_GATES, DEMO_USERS, ensure_demo
+from appliance.demo import DEMO_GATES, DEMO_USERS, demo_logins, ensure_demo
 from appliance.errors import InvalidInput, PermissionDenied, UpdateRefused
 from appliance.hardware import GpuInventory, RecordedSource, write_reading
 from appliance.services import auth, updates
@@ -103,6 +103,8 @@ def test_demo_opens_with_one_release_active_and_the_next_waiting(demo) -> None:
         assert v2[2]["reason"] == ("evaluation gates passed: exact_match 0.95 (>= 0.85), "
                                    "hallucination_rate 0 (<= 0.05)")
         assert verify_trail(app.conn, app.key.public).ok
+        # Marked as the demo, so the console's login screen shows these published logins.
+        assert demo_logins(app) == DEMO_USERS
 
     assert os.readlink(demo / "releases" / "current") == "demo-clinical/1"
     serving = json.loads((demo / "releases" / "current" / "serving.json").read_text())

@@ -9,11 +9,14 @@ from __future__ import annotations
 import pytest
 from textual.widgets import DataTable
 
+from appliance.demo import mark_demo
 from appliance.services import users
 from tests.conftest import ADMIN, PASSWORD
-from tests.tui.pilot import audit_ready, dashboard_ready, log_in, type_into, wait_for
+from tests.tui.pilot import audit_ready, dashboard_ready, fill, log_in, type_into, wait_for
 from tui.screens.export import ExportDialog
+from tui.screens.media import MediaScreen
 from tui.screens.password import PasswordChangeScreen
+from tui.screens.signature import SignatureDialog
 from tui.screens.users import AccountDialog, UsersScreen
 
 SIZES = pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
@@ -110,3 +113,41 @@ def test_forced_password_change(snap_compare, make_console, history, admin_sessi
     users.add_user(history, admin_session, "tempuser", "Temp User", ["auditor"], PASSWORD,
                    "new starter")
     assert snap_compare(make_console(), terminal_size=size, run_before=_password_change)
+
+
+@SIZES
+def test_demo_login_shows_the_demo_logins(snap_compare, make_console, history, size):
+    mark_demo(history)
+    assert snap_compare(make_console(), terminal_size=size)
+
+
+async def _first_signature(pilot) -> None:
+    await _users(pilot)
+    await pilot.press("r")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, SignatureDialog))
+    await fill(pilot, "#sig-reason", "quarterly access review")
+
+
+@SIZES
+def test_signature_dialog_first_signature(snap_compare, make_console, size):
+    assert snap_compare(make_console(), terminal_size=size, run_before=_first_signature)
+
+
+async def _media_scanned(pilot) -> None:
+    await log_in(pilot, "ivan", PASSWORD)
+    await dashboard_ready(pilot)
+    await pilot.press("m")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, MediaScreen))
+    await fill(pilot, "#media-path", "usb")    # relative: the same on every run
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: "found" in str(
+        pilot.app.screen.query_one("#media-message").content))
+    await pilot.app.workers.wait_for_complete()
+
+
+@SIZES
+def test_media_screen_after_a_scan(snap_compare, make_console, make_user, trusted, usb,
+                                   monkeypatch, size):
+    make_user(["it"], "ivan")
+    monkeypatch.chdir(usb.parent)
+    assert snap_compare(make_console(), terminal_size=size, run_before=_media_scanned)

@@ -49,6 +49,7 @@ class DashboardScreen(Screen):
     BINDINGS = [
         Binding("a", "app.open_audit", "Audit trail"),
         Binding("b", "app.open_updates", "Updates"),
+        Binding("m", "app.open_media", "Media"),
         Binding("u", "app.open_users", "Users"),
         Binding("r", "refresh", "Refresh"),
         Binding("ctrl+l", "app.logout", "Log out"),

@@ -15,6 +15,10 @@ from appliance.services import auth
 from tui.widgets.inputs import ConsoleInput
 
 
+def demo_hint(logins: tuple[tuple[str, str], ...]) -> str:
+    return "Demo logins: " + ", ".join(f"{u} / {p}" for u, p in logins)
+
+
 class LoginScreen(Screen):
     """The console's only way in; `notice` says why it is shown again (e.g. logged out)."""
 
@@ -49,6 +53,9 @@ class LoginScreen(Screen):
                 yield Button("Log in", variant="primary", id="login")
                 yield Static(self.notice, id="login-message", markup=False)
                 yield Static("", id="login-hint", markup=False)
+        if self.app.ctx.demo_logins:
+            # `make demo` printed these; the console covers that terminal.
+            yield Static(demo_hint(self.app.ctx.demo_logins), id="login-demo", markup=False)
         yield Footer()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
