@@ -30,6 +30,7 @@ from tui.screens.dashboard import DashboardScreen
 from tui.screens.login import LoginScreen
 from tui.screens.media import MediaScreen
 from tui.screens.password import PasswordChangeScreen
+from tui.screens.provision import ProvisionScreen
 from tui.screens.updates import UpdatesScreen
 from tui.screens.users import UsersScreen
 
@@ -118,13 +119,15 @@ class ConsoleApp(App[None]):
         if action == "logout":
             return self.session is not None
         if action in ("open_audit", "open_dashboard", "open_users", "open_updates",
-                      "open_media"):
+                      "open_media", "open_provision"):
             if self.session is None or self.session.must_change_password:
                 return False
             if action == "open_users":
                 return granting_role(self.session.roles, "users.view") is not None
             if action == "open_media":
                 return granting_role(self.session.roles, "media.scan") is not None
+            if action == "open_provision":
+                return granting_role(self.session.roles, "provision.view") is not None
         return True
 
     def action_logout(self) -> None:
@@ -159,6 +162,11 @@ class ConsoleApp(App[None]):
         if self.check_action("open_media", ()) and not isinstance(self.screen, MediaScreen):
             self.push_screen(MediaScreen())
 
+    def action_open_provision(self) -> None:
+        if self.check_action("open_provision", ()) and \
+                not isinstance(self.screen, ProvisionScreen):
+            self.push_screen(ProvisionScreen())
+
     def action_open_users(self) -> None:
         if self.check_action("open_users", ()) and not isinstance(self.screen, UsersScreen):
             self.push_screen(UsersScreen())
@@ -185,6 +193,9 @@ class ConsoleApp(App[None]):
         if self.check_action("open_media", ()):
             yield SystemCommand("Media", "Scan removable media or a path for bundles; import",
                                 self.action_open_media)
+        if self.check_action("open_provision", ()):
+            yield SystemCommand("Provisioning", "Check or run playbooks, follow them, runs "
+                                "and artifacts", self.action_open_provision)
         if self.check_action("open_users", ()):
             yield SystemCommand("Users", "Accounts, roles, passwords, lockouts",
                                 self.action_open_users)

@@ -50,6 +50,8 @@ class DashboardScreen(Screen):
         Binding("a", "app.open_audit", "Audit trail"),
         Binding("b", "app.open_updates", "Updates"),
         Binding("m", "app.open_media", "Media"),
+        # Not in the footer (full at 80 columns); the command palette lists it.
+        Binding("p", "app.open_provision", "Provision", show=False),
         Binding("u", "app.open_users", "Users"),
         Binding("r", "refresh", "Refresh"),
         Binding("ctrl+l", "app.logout", "Log out"),
