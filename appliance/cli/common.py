@@ -18,7 +18,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 UserOpt = Annotated[str | None, typer.Option("--user", "-u", help="Username to act as.")]
 PasswordStdinOpt = Annotated[bool, typer.Option(
     "--password-stdin", help="Read the password from standard input (scripts, tests).")]
-ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why (recorded in the audit trail).")]
+ReasonOpt = Annotated[str | None, typer.Option(
+    "--reason", help="Why (recorded in the audit trail).")]
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False)
