@@ -15,17 +15,28 @@ _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=F
 def _plain(obj: Any) -> bool:
     """True when the standard library's sorted, compact JSON is byte-for-byte RFC 8785:
     no floats (ES6 number formatting differs), integers within 2^53, and keys below
-    U+D800 (code-point order then equals RFC 8785's UTF-16 order)."""
-    if isinstance(obj, str) or obj is None or isinstance(obj, bool):
-        return True
-    if isinstance(obj, int):
-        return -_MAX_SAFE_INT <= obj <= _MAX_SAFE_INT
-    if isinstance(obj, dict):
-        return all(isinstance(k, str) and (not k or max(k) < "\ud800") and _plain(v)
-                   for k, v in obj.items())
-    if isinstance(obj, list | tuple):
-        return all(_plain(v) for v in obj)
-    return False
+    U+D800 (code-point order then equals RFC 8785's UTF-16 order). A loop, not recursion:
+    it runs for every audit event."""
+    stack = [obj]
+    pop, push = stack.pop, stack.extend
+    while stack:
+        x = pop()
+        t = type(x)
+        if t is str or x is None or t is bool:
+            continue
+        if t is int:
+            if not -_MAX_SAFE_INT <= x <= _MAX_SAFE_INT:
+                return False
+        elif t is dict:
+            for k in x:
+                if type(k) is not str or (k and max(k) >= "\ud800"):
+                    return False
+            push(x.values())
+        elif t is list or t is tuple:
+            push(x)
+        else:
+            return False
+    return True
 
 
 def canonical_bytes(obj: Any) -> bytes:

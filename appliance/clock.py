@@ -28,4 +28,7 @@ def format_ts(t: datetime) -> str:
 
 
 def parse_ts(s: str) -> datetime:
-    return datetime.strptime(s, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    """The inverse of `format_ts` (strict: the stored form only)."""
+    if len(s) != 24 or s[10] != "T" or s[-1] != "Z":
+        raise ValueError(f"not an appliance timestamp: {s!r}")
+    return datetime.fromisoformat(s)
