@@ -64,6 +64,38 @@ class UpdatePolicy:
     keep_releases: int = 2          # the active release and the ones before it, for rollback
 
 
+RESTARTERS = ("record", "ansible")
+RELEASE_SOURCES = ("home", "root")
+
+
+@dataclass(frozen=True)
+class ProvisioningPolicy:
+    """How an install or rollback restarts serving.
+
+    `restarter`: "record" (the default: restarts nothing and says so) or "ansible" (runs
+    update.yml through provisioning on `inventory`, each host's appliance_root from the
+    inventory). `release_source`: "home" points each host's `current` at this appliance's
+    release directory (one server); "root" at `<appliance_root>/var/lib/appliance/releases/
+    <name>/<version>` on each host (a cluster, where every host holds the release).
+    """
+
+    restarter: str = "record"
+    inventory: str = "local"
+    release_source: str = "home"
+    timeout_s: int = 1800
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (("restarter", self.restarter, RESTARTERS),
+                                     ("release_source", self.release_source, RELEASE_SOURCES),
+                                     ("inventory", self.inventory, ("local", "cluster"))):
+            if value not in allowed:
+                raise InvalidInput(f"provisioning.{name} is {value!r}",
+                                   f"use one of: {', '.join(allowed)}")
+        if not isinstance(self.timeout_s, int) or not 0 < self.timeout_s <= 24 * 3600:
+            raise InvalidInput(f"provisioning.timeout_s is {self.timeout_s!r}",
+                               "use 1 to 86400 seconds")
+
+
 @dataclass(frozen=True)
 class Settings:
     password: PasswordPolicy = field(default_factory=PasswordPolicy)
@@ -73,6 +105,7 @@ class Settings:
     approval: ApprovalPolicy = field(default_factory=ApprovalPolicy)
     evaluation: EvaluationGates = field(default_factory=EvaluationGates)
     updates: UpdatePolicy = field(default_factory=UpdatePolicy)
+    provisioning: ProvisioningPolicy = field(default_factory=ProvisioningPolicy)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -22,7 +22,8 @@ from typing import Any
 from appliance.audit.events import SYSTEM_ACTOR, Actor, Event
 from appliance.clock import Clock
 from appliance.context import Appliance
-from appliance.errors import InvalidInput
+from appliance.errors import InvalidInput, PermissionDenied
+from appliance.identity.roles import roles_for
 from appliance.identity.session import Session
 from appliance.provision import artifacts, proctree, records
 from appliance.provision import inventory as inv
@@ -35,6 +36,7 @@ from appliance.provision.runner import CANCEL_FLAG, Job, JobOutcome, JobSpec, pr
 from appliance.services.access import authorize
 
 PLAYBOOKS_ENV = "APPLIANCE_PLAYBOOKS"
+UPDATE_PLAYBOOK = "update.yml"
 MAX_TIMEOUT_S = 24 * 3600
 
 
@@ -111,6 +113,36 @@ def start(app: Appliance, session: Session, request: RunRequest,
     """Record the start, then run the playbook in a worker thread."""
     actor = authorize(app, session, "provision.run", target_type="provision_run",
                       target_id=request.playbook)
+    return _launch(app, actor, session.username, session.terminal, request, on_events,
+                   playbooks_dir)
+
+
+def start_update_step(app: Appliance, actor: Actor, terminal: str, request: RunRequest,
+                      cause: str, on_events: Callable[[list[TaskEvent]], None] | None = None,
+                      *, playbooks_dir: Path | None = None) -> RunHandle:
+    """update.yml as a step of an install, rollback or recovery (the lifecycle's restart).
+
+    Not a user action: the caller already holds `update.install` or `update.rollback`
+    (checked by its own service), or is the appliance recovering by itself. The run is
+    recorded like any other (`provision.start`, `provision.run`), under that actor, with
+    `cause` saying why. Nothing but update.yml runs this way; every other playbook needs
+    `provision.run` through `start`.
+    """
+    if request.playbook != UPDATE_PLAYBOOK:
+        raise InvalidInput(f"an update step runs {UPDATE_PLAYBOOK} only, not "
+                           f"{request.playbook!r}", "run other playbooks as IT")
+    allowed = roles_for("update.install") | roles_for("update.rollback")
+    if actor != SYSTEM_ACTOR and actor.role not in allowed:
+        raise PermissionDenied(f"{actor.username} acting as {actor.role} may not restart "
+                               f"serving (needs role: {', '.join(sorted(allowed))})",
+                               "only an install, rollback or recovery restarts this way")
+    return _launch(app, actor, actor.username, terminal, request, on_events, playbooks_dir,
+                   cause)
+
+
+def _launch(app: Appliance, actor: Actor, started_by: str, terminal: str,
+            request: RunRequest, on_events: Callable[[list[TaskEvent]], None] | None,
+            playbooks_dir: Path | None, cause: str | None = None) -> RunHandle:
     project = (playbooks_dir or default_playbooks_dir()).resolve()
     playbook = _playbook(project, request.playbook)
     extra = _check_extra_vars(request.extra_vars)
@@ -131,7 +163,7 @@ def start(app: Appliance, session: Session, request: RunRequest,
         id=run_id, playbook=playbook, inventory=request.inventory,
         inventory_digest=rendered.digest, hosts_list=rendered.hosts, check=request.check,
         extra_vars=redact(extra), limit=spec.limit, status="running",
-        started_at=app.clock.iso(), started_by=session.username, finished_at=None,
+        started_at=app.clock.iso(), started_by=started_by, finished_at=None,
         duration_s=None, rc=None, hosts={}, failure=None, job_dir=str(spec.job_dir),
         owner_host=socket.gethostname(), owner_pid=pid, owner_start=proctree.start_ticks(pid))
     prepare_job_dir(spec)
@@ -141,7 +173,7 @@ def start(app: Appliance, session: Session, request: RunRequest,
             app.trail.append(Event(
                 action="provision.start", actor=actor, target_type="provision_run",
                 target_id=run_id, target_digest=rendered.digest,
-                details=_details(record), terminal=session.terminal))
+                details=_details(record, cause), terminal=terminal))
     except BaseException:
         shutil.rmtree(spec.job_dir, ignore_errors=True)  # fail closed: nothing ran
         raise
@@ -149,7 +181,7 @@ def start(app: Appliance, session: Session, request: RunRequest,
     handle = RunHandle(record, job)
     handle.thread = threading.Thread(
         target=_work, args=(handle, app.layout.root, app.clock, app.terminal, actor,
-                            session.terminal), name=f"provision-{run_id}")
+                            terminal, cause), name=f"provision-{run_id}")
     handle.thread.start()
     return handle
 
@@ -162,12 +194,13 @@ def run(app: Appliance, session: Session, request: RunRequest,
 
 
 def _work(handle: RunHandle, home: Path, clock: Clock, app_terminal: str, actor: Actor,
-          terminal: str) -> None:
+          terminal: str, cause: str | None = None) -> None:
     try:
         outcome = handle.job.run()
         # The caller's connection belongs to its thread; the result gets its own.
         with Appliance.open(home, clock=clock, terminal=app_terminal) as app:
-            handle.record = _record_result(app, handle.record, outcome, actor, terminal)
+            handle.record = _record_result(app, handle.record, outcome, actor, terminal,
+                                           cause)
     except BaseException as exc:  # noqa: BLE001 - handed to whoever waits
         handle._error = exc
     finally:
@@ -175,7 +208,7 @@ def _work(handle: RunHandle, home: Path, clock: Clock, app_terminal: str, actor:
 
 
 def _record_result(app: Appliance, rec: RunRecord, outcome: JobOutcome, actor: Actor,
-                   terminal: str) -> RunRecord:
+                   terminal: str, cause: str | None = None) -> RunRecord:
     failure = outcome.failure_line
     with app.transaction():
         records.finish(app.conn, rec.id, outcome.status, app.clock.iso(),
@@ -185,15 +218,16 @@ def _record_result(app: Appliance, rec: RunRecord, outcome: JobOutcome, actor: A
             action="provision.run", actor=actor, target_type="provision_run",
             target_id=rec.id, target_digest=rec.inventory_digest,
             outcome="success" if outcome.status == "successful" else "failure",
-            reason=failure, details={**_details(final),
+            reason=failure, details={**_details(final, cause),
                                      "killed_processes": outcome.killed_processes,
                                      "stopped_processes": outcome.stopped_processes},
             terminal=terminal))
     return final
 
 
-def _details(rec: RunRecord) -> dict[str, Any]:
-    return {"playbook": rec.playbook, "mode": rec.mode, "inventory": rec.inventory,
+def _details(rec: RunRecord, cause: str | None = None) -> dict[str, Any]:
+    extra = {"cause": cause} if cause else {}   # a lifecycle step: why it ran
+    return {**extra, "playbook": rec.playbook, "mode": rec.mode, "inventory": rec.inventory,
             "inventory_digest": rec.inventory_digest, "hosts": list(rec.hosts_list),
             "limit": rec.limit, "extra_vars": rec.extra_vars, "status": rec.status,
             "host_counts": {h: {k: v for k, v in c.items() if k != "changed_by_role"}

@@ -42,7 +42,7 @@ from appliance.updates.lifecycle import (
     transition,
 )
 from appliance.updates.releases import ReleaseDirs, dumps
-from appliance.updates.restart import RecordingRestarter, RestartResult, ServiceRestarter
+from appliance.updates.restart import RestartResult, ServiceRestarter, configured_restarter
 
 
 class Hooks(Protocol):
@@ -58,7 +58,7 @@ class NoHooks:
 
 @dataclass
 class Edges:
-    restarter: ServiceRestarter = field(default_factory=RecordingRestarter)
+    restarter: ServiceRestarter | None = None    # None: settings.provisioning decides
     checks: list[HealthCheck] = field(default_factory=default_checks)
     source: GpuSource | None = None
     hooks: Hooks = field(default_factory=NoHooks)
@@ -131,7 +131,9 @@ class Runner:
                 why: str) -> RestartResult:
         path = self.dirs.path_of(target) if target else None
         try:
-            result = self.edges.restarter.restart(path, why)
+            restarter = self.edges.restarter or configured_restarter(self.app, self.actor,
+                                                                     self.terminal)
+            result = restarter.restart(path, why)
         except Exception as exc:  # noqa: BLE001 - a crashing restarter is a failed restart
             result = RestartResult(False, False, (), f"restart failed: {exc}")
         self.restarts.append(result.to_dict())
