@@ -23,8 +23,9 @@ class Clock:
 
 def format_ts(t: datetime) -> str:
     """ISO 8601 UTC with milliseconds and a Z, the one timestamp form stored anywhere."""
-    t = t.astimezone(UTC)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+    if t.tzinfo is not UTC:
+        t = t.astimezone(UTC)
+    return t.isoformat(timespec="milliseconds")[:-6] + "Z"  # drop "+00:00"
 
 
 def parse_ts(s: str) -> datetime:

@@ -47,15 +47,11 @@ class CheckpointPolicy:
     every_events: int = 1000
     every_seconds: int = 300
 
-    def due(self, conn: sqlite3.Connection, seq: int, ts: str) -> bool:
-        if seq % self.every_events == 0:
+    def due(self, seq: int, ts: str, last_checkpoint_ts: str | None) -> bool:
+        if seq % self.every_events == 0 or last_checkpoint_ts is None:
             return True
-        last = conn.execute(
-            "SELECT json_extract(body, '$.ts') FROM audit_checkpoints ORDER BY id DESC LIMIT 1"
-        ).fetchone()
-        if last is None:
-            return True
-        return parse_ts(ts) - parse_ts(last[0]) >= timedelta(seconds=self.every_seconds)
+        return parse_ts(ts) - parse_ts(last_checkpoint_ts) >= timedelta(
+            seconds=self.every_seconds)
 
 
 def _row(row: tuple) -> Checkpoint:

@@ -47,7 +47,12 @@ class Trail:
         if not self.conn.in_transaction:
             raise AuditFailure("audit append outside a transaction")
         try:
-            head = read_head(self.conn)
+            # One query for the head and the newest checkpoint's time: appends are hot.
+            row = self.conn.execute(
+                "SELECT seq, hash, ts, (SELECT json_extract(body, '$.ts') FROM "
+                "audit_checkpoints ORDER BY id DESC LIMIT 1) FROM audit_events "
+                "ORDER BY seq DESC LIMIT 1").fetchone()
+            head, last_cp = (Head(*row[:3]), row[3]) if row else (Head(0, GENESIS, None), None)
             ts = self.clock.iso()
             warning = None
             if head.ts is not None and ts < head.ts:
@@ -59,7 +64,7 @@ class Trail:
                 (head.seq + 1, head.hash, digest, text),
             )
             stored = StoredEvent(head.seq + 1, head.hash, digest, text)
-            if event.signature is not None or self.policy.due(self.conn, stored.seq, ts):
+            if event.signature is not None or self.policy.due(stored.seq, ts, last_cp):
                 self.checkpointer.write(self.conn, ts, "signature" if event.signature else "policy")
         except sqlite3.Error as exc:
             raise AuditFailure(f"the audit trail could not record {event.action!r}: {exc}") from exc

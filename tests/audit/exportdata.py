@@ -46,9 +46,10 @@ def populate(app: Appliance, clock, n: int = 12) -> None:
 def pdf_text(data: bytes) -> str:
     """The text operators of every compressed content stream (fpdf2 writes Flate streams)."""
     out = []
-    for m in re.finditer(rb"stream\r?\n(.*?)\r?\nendstream", data, re.S):
+    # Not `\r?\nendstream`: compressed bytes may end in \r, which that would swallow.
+    for m in re.finditer(rb"stream\r?\n(.*?)\nendstream", data, re.S):
         try:
-            out.append(zlib.decompress(m[1]).decode("latin-1"))
+            out.append(zlib.decompressobj().decompress(m[1]).decode("latin-1"))
         except zlib.error:
             continue
     return "\n".join(out)
