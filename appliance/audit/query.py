@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 from array import array
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from appliance.audit.events import StoredEvent
@@ -64,17 +63,6 @@ def page(conn: sqlite3.Connection, flt: EventFilter, after_seq: int = 0, limit: 
         f"SELECT seq, prev_hash, hash, body FROM audit_events WHERE {cond} AND {where} "
         f"ORDER BY seq {order} LIMIT ?", (*params, limit)).fetchall()
     return [StoredEvent(*r) for r in rows]
-
-
-def iter_filtered(conn: sqlite3.Connection, flt: EventFilter, batch: int = 5000
-                  ) -> Iterator[StoredEvent]:
-    after = 0
-    while True:
-        rows = page(conn, flt, after, batch)
-        if not rows:
-            return
-        yield from rows
-        after = rows[-1].seq
 
 
 def count(conn: sqlite3.Connection, flt: EventFilter) -> int:

@@ -92,6 +92,3 @@ def iter_events(conn: sqlite3.Connection, start: int = 1, stop: int | None = Non
             yield StoredEvent(*row)
         seq = rows[-1][0]
 
-
-def count_events(conn: sqlite3.Connection) -> int:
-    return read_head(conn).seq

@@ -36,6 +36,11 @@ _RUNNER_KEYS = ("ANSIBLE_STDOUT_CALLBACK", "ANSIBLE_RETRY_FILES_ENABLED",
 STATUSES = ("running", "successful", "failed", "cancelled", "timeout", "error", "interrupted")
 
 
+def request_cancel(job_dir: Path) -> None:
+    """Ask the run in `job_dir` to stop: it polls for this flag file, so any process may."""
+    (Path(job_dir) / CANCEL_FLAG).touch(mode=0o600)
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """Everything one run needs; built by the service, independent of the database."""
@@ -149,7 +154,8 @@ def _write_private(path: Path, text: str) -> None:
 
 
 class Job:
-    """One playbook run. `run()` blocks; `request_cancel()` may be called from anywhere."""
+    """One playbook run. `run()` blocks; `request_cancel(job_dir)` may be called from any
+    process."""
 
     def __init__(self, spec: JobSpec, tasks_per_host: int,
                  on_events: Callable[[list[TaskEvent]], None] | None = None) -> None:
@@ -162,10 +168,6 @@ class Job:
     @property
     def cancel_flag(self) -> Path:
         return self.spec.job_dir / CANCEL_FLAG
-
-    def request_cancel(self) -> None:
-        """Ask the run to stop; another process can do the same by creating the flag file."""
-        self.cancel_flag.touch(mode=0o600)
 
     def _poll(self) -> bool:
         # Called by ansible-runner every POLL_S while the playbook runs.

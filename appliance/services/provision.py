@@ -32,7 +32,13 @@ from appliance.provision.events import TaskEvent
 from appliance.provision.plan import tasks_per_host
 from appliance.provision.records import RunRecord
 from appliance.provision.redaction import redact
-from appliance.provision.runner import CANCEL_FLAG, Job, JobOutcome, JobSpec, prepare_job_dir
+from appliance.provision.runner import (
+    Job,
+    JobOutcome,
+    JobSpec,
+    prepare_job_dir,
+    request_cancel,
+)
 from appliance.services.access import authorize
 
 PLAYBOOKS_ENV = "APPLIANCE_PLAYBOOKS"
@@ -280,7 +286,7 @@ def cancel(app: Appliance, session: Session, run_id: str, reason: str | None = N
             action="provision.cancel", actor=actor, target_type="provision_run",
             target_id=run_id, reason=reason, details={"playbook": rec.playbook},
             terminal=session.terminal))
-    (Path(rec.job_dir) / CANCEL_FLAG).touch(mode=0o600)
+    request_cancel(rec.job_dir)
     return rec
 
 

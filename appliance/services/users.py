@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from appliance.audit.events import Event
+from appliance.audit.events import Actor, Event
 from appliance.context import Appliance
 from appliance.errors import InvalidInput
 from appliance.identity.passwords import check_password, hash_password
@@ -79,12 +79,11 @@ def add_user(app: Appliance, session: Session, username: str, full_name: str,
     return user
 
 
-def _change(app: Appliance, session: Session, username: str, action: str, reason: str,
-            permission: str = "users.manage", **changes: object) -> User:
-    """One audited change of stored account fields, old and new values recorded."""
-    actor = authorize(app, session, permission, target_type="user", target_id=username)
+def _change(app: Appliance, session: Session, actor: Actor, before: User, action: str,
+            reason: str, **changes: object) -> User:
+    """One audited change of stored account fields, old and new values recorded. Callers
+    authorise first, so a refusal is recorded before any business rule is checked."""
     reason = _reason(reason)
-    before = _existing(app, username)
     with app.transaction() as conn:
         update_user(conn, before.username, **changes)
         after = get_user(conn, before.username)
@@ -95,6 +94,11 @@ def _change(app: Appliance, session: Session, username: str, action: str, reason
     return after
 
 
+def _manage(app: Appliance, session: Session, username: str) -> tuple[Actor, User]:
+    actor = authorize(app, session, "users.manage", target_type="user", target_id=username)
+    return actor, _existing(app, username)
+
+
 def _keep_one(app: Appliance, username: str, losing: set[str]) -> None:
     if "security" in losing and active_holders(app.conn, "security") == [username]:
         raise InvalidInput(f"{username} is the last active security officer",
@@ -102,37 +106,35 @@ def _keep_one(app: Appliance, username: str, losing: set[str]) -> None:
 
 
 def disable_user(app: Appliance, session: Session, username: str, reason: str) -> User:
-    authorize(app, session, "users.manage", target_type="user", target_id=username)
-    user = _existing(app, username)
+    actor, user = _manage(app, session, username)
     _keep_one(app, user.username, set(user.roles))
-    return _change(app, session, user.username, "user.disable", reason, status="disabled")
+    return _change(app, session, actor, user, "user.disable", reason, status="disabled")
 
 
 def enable_user(app: Appliance, session: Session, username: str, reason: str) -> User:
-    return _change(app, session, username, "user.enable", reason, status="active")
+    actor, user = _manage(app, session, username)
+    return _change(app, session, actor, user, "user.enable", reason, status="active")
 
 
 def grant_role(app: Appliance, session: Session, username: str, role: str,
                reason: str) -> User:
-    authorize(app, session, "users.manage", target_type="user", target_id=username)
-    user = _existing(app, username)
+    actor, user = _manage(app, session, username)
     if role in user.roles:
         raise InvalidInput(f"{user.username} already holds {role}", "nothing to do")
     _check_roles(app, user.username, [role])
-    return _change(app, session, user.username, "user.grant_role", reason,
+    return _change(app, session, actor, user, "user.grant_role", reason,
                    roles=(*user.roles, role))
 
 
 def revoke_role(app: Appliance, session: Session, username: str, role: str,
                 reason: str) -> User:
-    authorize(app, session, "users.manage", target_type="user", target_id=username)
-    user = _existing(app, username)
+    actor, user = _manage(app, session, username)
     if role not in user.roles:
         raise InvalidInput(f"{user.username} does not hold {role}", "nothing to do")
     if len(user.roles) == 1:
         raise InvalidInput(f"{role} is {user.username}'s only role", "disable the account instead")
     _keep_one(app, user.username, {role})
-    return _change(app, session, user.username, "user.revoke_role", reason,
+    return _change(app, session, actor, user, "user.revoke_role", reason,
                    roles=tuple(r for r in user.roles if r != role))
 
 
@@ -145,10 +147,9 @@ class TemporaryPassword:
 def reset_password(app: Appliance, session: Session, username: str,
                    reason: str) -> TemporaryPassword:
     """Loss management (11.300(b)): a temporary password that signs nothing until changed."""
-    authorize(app, session, "users.manage", target_type="user", target_id=username)
-    user = _existing(app, username)
+    actor, user = _manage(app, session, username)
     temp = secrets.token_urlsafe(12)
-    _change(app, session, user.username, "user.reset_password", reason,
+    _change(app, session, actor, user, "user.reset_password", reason,
             password_hash=hash_password(temp, app.settings.password.scrypt_n),
             password_history=(user.password_hash, *user.password_history),
             password_changed_at=app.clock.iso(), must_change_password=True)

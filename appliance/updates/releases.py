@@ -85,10 +85,6 @@ class ReleaseDirs:
         self.store = store
         self.current = self.root / CURRENT
 
-    @staticmethod
-    def rel_for(name: str, version: int) -> str:
-        return f"{name}/{version}"
-
     def path_of(self, rel: str) -> Path:
         return self.root / rel
 

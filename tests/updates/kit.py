@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.bundle import publish
+from appliance.bundle.demo_bundle import tiny_engine
 from appliance.bundle.model import EngineSpec
 from appliance.errors import InvalidInput
 from appliance.hardware import GpuInventory, RecordedSource, write_reading
@@ -46,15 +47,7 @@ GATES = {"require_evidence": True, "min_metrics": {"exact_match": 0.85},
 
 def engine_dir(d: Path, tp: int = 1) -> Path:
     """A TensorRT-LLM 0.17 engine directory as `Engine.save` writes it (tiny rank files)."""
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "config.json").write_text(json.dumps({
-        "version": "0.17.0",
-        "pretrained_config": {"architecture": "LlamaForCausalLM", "dtype": "bfloat16",
-                              "mapping": {"world_size": tp, "tp_size": tp, "pp_size": 1}},
-        "build_config": {"max_batch_size": 8, "max_input_len": 1024, "max_seq_len": 2048}}))
-    for r in range(tp):
-        (d / f"rank{r}.engine").write_bytes(bytes(range(256)) * (4 + r))
-    return d
+    return tiny_engine(d, tp=tp)
 
 
 def shards_dir(d: Path, n: int) -> Path:
