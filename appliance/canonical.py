@@ -12,7 +12,24 @@ _MAX_SAFE_INT = 2**53 - 1
 _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 
 
-def _plain(obj: Any) -> bool:
+def _refuse(obj: Any) -> Any:
+    raise TypeError(f"not JSON: {type(obj).__name__}")
+
+
+# The C encoder behind `_encode`, called directly: JSONEncoder.encode's Python wrapper costs
+# more than the encoding for audit-sized values. No cycle check (values come from is_plain).
+_c_encoder = json.encoder.c_make_encoder and json.encoder.c_make_encoder(
+    None, _refuse, json.encoder.encode_basestring, None, ":", ",", True, False, False)
+
+
+def encode_sorted(obj: Any) -> str:
+    """Sorted, compact JSON text with non-ASCII kept: RFC 8785 for values is_plain accepts."""
+    if _c_encoder is None:
+        return _encode(obj)
+    return "".join(_c_encoder(obj, 0))
+
+
+def is_plain(obj: Any) -> bool:
     """True when the standard library's sorted, compact JSON is byte-for-byte RFC 8785:
     no floats (ES6 number formatting differs), integers within 2^53, and keys below
     U+D800 (code-point order then equals RFC 8785's UTF-16 order). A loop, not recursion:
@@ -29,7 +46,7 @@ def _plain(obj: Any) -> bool:
                 return False
         elif t is dict:
             for k in x:
-                if type(k) is not str or (k and max(k) >= "\ud800"):
+                if type(k) is not str or not (k.isascii() or max(k) < "\ud800"):
                     return False
             push(x.values())
         elif t is list or t is tuple:
@@ -42,12 +59,17 @@ def _plain(obj: Any) -> bool:
 def canonical_bytes(obj: Any) -> bytes:
     # The audit trail encodes every event: the fast path keeps appends cheap, and anything
     # outside it goes through the reference implementation.
-    if _plain(obj):
-        try:
-            return _encode(obj).encode("utf-8")
-        except UnicodeEncodeError:  # lone surrogates: let rfc8785 refuse them
-            pass
+    if is_plain(obj):
+        return encode_plain(obj)
     return rfc8785.dumps(obj)
+
+
+def encode_plain(obj: Any) -> bytes:
+    """RFC 8785 bytes of a value `is_plain` accepted (or one whose parts the caller checked)."""
+    try:
+        return encode_sorted(obj).encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: let rfc8785 refuse them
+        return rfc8785.dumps(obj)
 
 
 def canonical_text(obj: Any) -> str:

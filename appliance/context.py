@@ -9,14 +9,13 @@ from __future__ import annotations
 import os
 import socket
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance import db
 from appliance.audit.checkpoint import Checkpointer, CheckpointPolicy
-from appliance.audit.trail import Trail
+from appliance.audit.trail import HeadCache, Trail
 from appliance.clock import Clock
 from appliance.errors import NotInitialised
 from appliance.home import HomeLayout
@@ -38,6 +37,8 @@ class Appliance:
     settings: Settings
     appliance_id: str
     terminal: str = field(default_factory=default_terminal)
+    # The head this connection last appended, kept across the Trail objects built below.
+    _head: HeadCache = field(default_factory=HeadCache, init=False, repr=False, compare=False)
 
     @classmethod
     def open(cls, home: Path, clock: Clock | None = None, terminal: str | None = None
@@ -61,12 +62,11 @@ class Appliance:
     def trail(self) -> Trail:
         policy = CheckpointPolicy(self.settings.audit.checkpoint_every_events,
                                   self.settings.audit.checkpoint_every_seconds)
-        return Trail(self.conn, self.clock, Checkpointer(self.key, self.appliance_id), policy)
+        return Trail(self.conn, self.clock, Checkpointer(self.key, self.appliance_id), policy,
+                     self._head)
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        with db.transaction(self.conn) as conn:
-            yield conn
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return db.transaction(self.conn)
 
     def close(self) -> None:
         self.conn.close()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from appliance.errors import AuditFailure
@@ -54,22 +52,31 @@ def _split(script: str) -> list[str]:
     return statements
 
 
-@contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+class transaction:  # noqa: N801 - used as `with transaction(conn):`, like a function
     """BEGIN IMMEDIATE ... COMMIT: the writer lock is taken first, so the audit head read
-    inside the transaction is the head the insert continues."""
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-    except sqlite3.OperationalError as exc:
-        raise AuditFailure(f"could not start a database transaction: {exc}") from exc
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    try:
-        conn.execute("COMMIT")
-    except sqlite3.Error as exc:
-        if conn.in_transaction:
+    inside the transaction is the head the insert continues. A class rather than a
+    generator: every audit append runs through it."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise AuditFailure(f"could not start a database transaction: {exc}") from exc
+        return self.conn
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        conn = self.conn
+        if exc_type is not None:
             conn.execute("ROLLBACK")
-        raise AuditFailure(f"could not commit: {exc}") from exc
+            return
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise AuditFailure(f"could not commit: {exc}") from exc

@@ -284,7 +284,57 @@ CREATE INDEX provision_runs_started ON provision_runs(started_at);
 CREATE INDEX provision_runs_status ON provision_runs(status);
 """
 
-MIGRATIONS: list[str] = [AUDIT, IDENTITY, BUNDLES, UPDATES, PROVISION]
+AUDIT_LOOKUP = """
+-- Appends are hot, so audit_events keeps only what the chain needs: the generated
+-- columns cost every insert a JSON parse and their indexes four index writes. Queries read
+-- the same fields through audit_view (computed from the stored body) and audit_lookup, a
+-- copy of the filter columns made in batches by appliance/audit/lookup.py and indexed
+-- here; reads combine the lookup with a scan of the short unindexed tail, and
+-- `audit verify` checks every lookup row against the body it was copied from.
+-- Dropping a VIRTUAL column edits only the schema: no row is rewritten, triggers stay.
+DROP INDEX audit_events_ts;
+DROP INDEX audit_events_actor;
+DROP INDEX audit_events_action;
+DROP INDEX audit_events_target;
+ALTER TABLE audit_events DROP COLUMN ts;
+ALTER TABLE audit_events DROP COLUMN actor;
+ALTER TABLE audit_events DROP COLUMN action;
+ALTER TABLE audit_events DROP COLUMN target_type;
+ALTER TABLE audit_events DROP COLUMN target_id;
+ALTER TABLE audit_events DROP COLUMN outcome;
+CREATE VIEW audit_view AS SELECT seq, prev_hash, hash, body,
+    json_extract(body, '$.ts') AS ts,
+    json_extract(body, '$.actor.username') AS actor,
+    json_extract(body, '$.action') AS action,
+    json_extract(body, '$.target.type') AS target_type,
+    json_extract(body, '$.target.id') AS target_id,
+    json_extract(body, '$.outcome') AS outcome
+FROM audit_events;
+CREATE TABLE audit_lookup (
+    seq INTEGER PRIMARY KEY,
+    ts TEXT,
+    actor TEXT,
+    action TEXT,
+    target_type TEXT,
+    target_id TEXT
+);
+CREATE INDEX audit_lookup_ts ON audit_lookup(ts);
+CREATE INDEX audit_lookup_actor ON audit_lookup(actor, seq);
+CREATE INDEX audit_lookup_action ON audit_lookup(action, seq);
+CREATE INDEX audit_lookup_target ON audit_lookup(target_type, target_id, seq);
+CREATE TRIGGER audit_lookup_no_update BEFORE UPDATE ON audit_lookup
+BEGIN
+    SELECT RAISE(ABORT, 'audit: the lookup is append-only');
+END;
+CREATE TRIGGER audit_lookup_no_delete BEFORE DELETE ON audit_lookup
+BEGIN
+    SELECT RAISE(ABORT, 'audit: the lookup is append-only');
+END;
+INSERT INTO audit_lookup (seq, ts, actor, action, target_type, target_id)
+SELECT seq, ts, actor, action, target_type, target_id FROM audit_view;
+"""
+
+MIGRATIONS: list[str] = [AUDIT, IDENTITY, BUNDLES, UPDATES, PROVISION, AUDIT_LOOKUP]
 
 AUDIT_TRIGGERS = (
     "audit_events_continue_head",
@@ -292,4 +342,6 @@ AUDIT_TRIGGERS = (
     "audit_events_no_delete",
     "audit_checkpoints_no_update",
     "audit_checkpoints_no_delete",
+    "audit_lookup_no_update",
+    "audit_lookup_no_delete",
 )

@@ -11,13 +11,11 @@ import json
 import os
 import sqlite3
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from appliance.audit.merkle import Frontier
 from appliance.canonical import canonical_bytes
-from appliance.clock import parse_ts
 from appliance.errors import InvalidInput
 from appliance.keys import SigningKey, load_public_pem, public_pem, verify_signature
 
@@ -47,11 +45,15 @@ class CheckpointPolicy:
     every_events: int = 1000
     every_seconds: int = 300
 
-    def due(self, seq: int, ts: str, last_checkpoint_ts: str | None) -> bool:
-        if seq % self.every_events == 0 or last_checkpoint_ts is None:
-            return True
-        return parse_ts(ts) - parse_ts(last_checkpoint_ts) >= timedelta(
-            seconds=self.every_seconds)
+    @property
+    def deadline_modifier(self) -> str:
+        """SQLite date modifier from the last checkpoint's time to the next one's."""
+        return f"+{int(self.every_seconds)} seconds"
+
+    def due(self, seq: int, ts: str, deadline: str | None) -> bool:
+        """`deadline`: the last checkpoint's time plus every_seconds, in the stored form
+        (None before the first checkpoint); such timestamps order as text."""
+        return seq % self.every_events == 0 or deadline is None or ts >= deadline
 
 
 def _row(row: tuple) -> Checkpoint:

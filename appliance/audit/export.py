@@ -23,8 +23,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from appliance import __version__
+from appliance.audit import query
 from appliance.audit.checkpoint import Checkpoint
 from appliance.audit.events import FLAT_COLUMNS, Actor, StoredEvent
+from appliance.audit.lookup import SeqRange, matching_seqs
 from appliance.audit.query import EventFilter
 from appliance.canonical import canonical_text
 from appliance.keys import SigningKey, fingerprint, public_pem
@@ -48,16 +50,16 @@ def _json_or_empty(path: str, *empty: str) -> str:
 # nested values appear exactly as hashed (RFC 8785 text).
 FLAT_SQL: dict[str, str] = {
     "seq": "seq",
-    "ts": "ts",
-    "actor": "actor",
+    "ts": "json_extract(body, '$.ts')",
+    "actor": "json_extract(body, '$.actor.username')",
     "actor_name": "json_extract(body, '$.actor.name')",
     "actor_role": "json_extract(body, '$.actor.role')",
     "terminal": "ifnull(json_extract(body, '$.terminal'), '')",
-    "action": "action",
-    "target_type": "target_type",
-    "target_id": "target_id",
+    "action": "json_extract(body, '$.action')",
+    "target_type": "json_extract(body, '$.target.type')",
+    "target_id": "json_extract(body, '$.target.id')",
     "target_digest": "ifnull(json_extract(body, '$.target.digest'), '')",
-    "outcome": "outcome",
+    "outcome": "json_extract(body, '$.outcome')",
     "reason": "ifnull(json_extract(body, '$.reason'), '')",
     "old": _json_or_empty("$.old"),
     "new": _json_or_empty("$.new"),
@@ -229,28 +231,19 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _bounded(flt: EventFilter, upto: int) -> tuple[str, list[object]]:
-    where, args = flt.where()
-    return f"seq <= ? AND {where}", [upto, *args]
-
-
 def count_matching(conn: sqlite3.Connection, flt: EventFilter, upto: int) -> int:
-    if flt.empty:
-        row = conn.execute("SELECT count(*) FROM audit_events WHERE seq <= ?", (upto,)).fetchone()
-        return row[0]
-    where, args = _bounded(flt, upto)
-    return conn.execute(f"SELECT count(*) FROM audit_events WHERE {where}", args).fetchone()[0]
+    return query.count(conn, flt, upto)
 
 
 def iter_batches(conn: sqlite3.Connection, select: str, flt: EventFilter, upto: int,
                  batch: int = BATCH) -> Iterator[list[tuple]]:
     """Keyset-paged batches of `seq, <select>` for the events the filter matches."""
-    where, args = _bounded(flt, upto)
-    sql = (f"SELECT seq, {select} FROM audit_events WHERE seq > ? AND {where} "
-           "ORDER BY seq LIMIT ?")
+    where, args = flt.where()
     after = 0
     while True:
-        rows = conn.execute(sql, (after, *args, batch)).fetchall()
+        source, params = matching_seqs(where, args, SeqRange(after=after, upto=upto), batch)
+        rows = conn.execute(f"SELECT seq, {select} FROM audit_events WHERE seq IN ({source}) "
+                            "ORDER BY seq LIMIT ?", (*params, batch)).fetchall()
         if not rows:
             return
         yield rows
@@ -313,15 +306,16 @@ def write_export(conn: sqlite3.Connection, hdr: ExportHeader, target: StagedFile
 
 
 def _seq_range(conn: sqlite3.Connection, hdr: ExportHeader) -> tuple[int | None, int | None]:
-    where, args = _bounded(hdr.flt, hdr.head_seq)
-    return conn.execute(f"SELECT min(seq), max(seq) FROM audit_events WHERE {where}",
-                        args).fetchone()
+    where, args = hdr.flt.where()
+    source, params = matching_seqs(where, args, SeqRange(upto=hdr.head_seq))
+    return conn.execute(f"SELECT min(seq), max(seq) FROM ({source})", params).fetchone()
 
 
 def _ts_of(conn: sqlite3.Connection, seq: int | None) -> str | None:
     if seq is None:
         return None
-    row = conn.execute("SELECT ts FROM audit_events WHERE seq = ?", (seq,)).fetchone()
+    row = conn.execute("SELECT json_extract(body, '$.ts') FROM audit_events WHERE seq = ?",
+                       (seq,)).fetchone()
     return row[0] if row else None
 
 

@@ -1,12 +1,15 @@
-"""Filtered, keyset-paged reads of the trail for views and exports (never OFFSET scans)."""
+"""Filtered, keyset-paged reads of the trail for views, exports and services (never OFFSET
+scans); filters go through the indexed lookup (appliance/audit/lookup.py)."""
 
 from __future__ import annotations
 
 import sqlite3
 from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from appliance.audit.events import StoredEvent
+from appliance.audit.lookup import SeqRange, matching_seqs
 
 
 @dataclass(frozen=True)
@@ -55,30 +58,46 @@ def page(conn: sqlite3.Connection, flt: EventFilter, after_seq: int = 0, limit: 
          descending: bool = False) -> list[StoredEvent]:
     where, args = flt.where()
     if descending:
-        cond, order = ("seq < ?" if after_seq else "1"), "DESC"
+        bounds, order = SeqRange(before=after_seq or None), "DESC"
     else:
-        cond, order = "seq > ?", "ASC"
-    params = ([after_seq] if (after_seq or not descending) else []) + args
+        bounds, order = SeqRange(after=after_seq), "ASC"
+    source, params = matching_seqs(where, args, bounds, limit, descending)
     rows = conn.execute(
-        f"SELECT seq, prev_hash, hash, body FROM audit_events WHERE {cond} AND {where} "
+        f"SELECT seq, prev_hash, hash, body FROM audit_events WHERE seq IN ({source}) "
         f"ORDER BY seq {order} LIMIT ?", (*params, limit)).fetchall()
     return [StoredEvent(*r) for r in rows]
 
 
-def count(conn: sqlite3.Connection, flt: EventFilter) -> int:
-    if flt.empty:
+def count(conn: sqlite3.Connection, flt: EventFilter, upto: int | None = None) -> int:
+    if flt.empty and upto is None:
         row = conn.execute("SELECT MAX(seq) FROM audit_events").fetchone()
         return row[0] or 0
     where, args = flt.where()
-    return conn.execute(f"SELECT COUNT(*) FROM audit_events WHERE {where}", args).fetchone()[0]
+    source, params = matching_seqs(where, args, SeqRange(upto=upto))
+    return conn.execute(f"SELECT COUNT(*) FROM ({source})", params).fetchone()[0]
 
 
 def seqs(conn: sqlite3.Connection, flt: EventFilter) -> array:
     """Every matching sequence number, ascending: 8 bytes a match, so a view can map row
     numbers to events and jump anywhere in a filtered trail without loading the events."""
     where, args = flt.where()
+    source, params = matching_seqs(where, args)
     out = array("q")
-    cur = conn.execute(f"SELECT seq FROM audit_events WHERE {where} ORDER BY seq", args)
+    cur = conn.execute(f"SELECT seq FROM ({source}) ORDER BY seq", params)
     while rows := cur.fetchmany(50_000):
         out.extend(r[0] for r in rows)
     return out
+
+
+def events(conn: sqlite3.Connection, flt: EventFilter, after_seq: int = 0,
+           batch: int = 500) -> Iterator[StoredEvent]:
+    """Every matching event after `after_seq`, oldest first, a page at a time."""
+    while found := page(conn, flt, after_seq, batch):
+        yield from found
+        after_seq = found[-1].seq
+
+
+def newest(conn: sqlite3.Connection, flt: EventFilter) -> StoredEvent | None:
+    """The latest event the filter matches."""
+    found = page(conn, flt, limit=1, descending=True)
+    return found[0] if found else None

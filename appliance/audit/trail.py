@@ -1,8 +1,11 @@
 """The one write path of the audit trail, and paged reads of it.
 
 Appends run inside the caller's `BEGIN IMMEDIATE` transaction, so a state change and its
-event commit together or not at all. The head is read inside that transaction; a trigger
-refuses any row that does not continue it.
+event commit together or not at all. A trigger reads the head inside that transaction and
+refuses any row that does not continue it: that is the guarantee. The append itself starts
+from the head its connection last wrote (appends are hot, and this saves a query each),
+and when the trigger refuses, because another process appended or a transaction rolled
+back, it reads the head inside the transaction and tries once more.
 """
 
 from __future__ import annotations
@@ -10,15 +13,22 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 
+from appliance.audit import lookup
 from appliance.audit.checkpoint import Checkpointer, CheckpointPolicy
 from appliance.audit.events import Event, StoredEvent
-from appliance.canonical import canonical_bytes
-from appliance.clock import Clock
+from appliance.clock import Clock, format_ts, parse_ts
 from appliance.errors import AuditFailure
 
 GENESIS = bytes(32)
+
+_HEAD_AND_DEADLINE = (
+    "SELECT seq, hash, json_extract(body, '$.ts'), (SELECT strftime('%Y-%m-%dT%H:%M:%fZ', "
+    "json_extract(body, '$.ts'), ?) FROM audit_checkpoints ORDER BY id DESC LIMIT 1) "
+    "FROM audit_events ORDER BY seq DESC LIMIT 1")
+_INSERT = "INSERT INTO audit_events (seq, prev_hash, hash, body) VALUES (?, ?, ?, ?)"
 
 
 @dataclass(frozen=True)
@@ -30,9 +40,21 @@ class Head:
 
 def read_head(conn: sqlite3.Connection) -> Head:
     row = conn.execute(
-        "SELECT seq, hash, ts FROM audit_events ORDER BY seq DESC LIMIT 1"
+        "SELECT seq, hash, json_extract(body, '$.ts') FROM audit_events ORDER BY seq DESC LIMIT 1"
     ).fetchone()
     return Head(*row) if row else Head(0, GENESIS, None)
+
+
+@dataclass
+class HeadCache:
+    """The head this connection's last append left, and when the next time-based checkpoint
+    falls due (a timestamp string; such strings order as text). A guess the trigger checks,
+    never trusted: seq -1 means "read it"."""
+
+    seq: int = -1
+    hash: bytes = GENESIS
+    ts: str | None = None
+    deadline: str | None = None
 
 
 @dataclass
@@ -41,38 +63,57 @@ class Trail:
     clock: Clock
     checkpointer: Checkpointer
     policy: CheckpointPolicy
+    head: HeadCache = field(default_factory=HeadCache)
 
     def append(self, event: Event) -> StoredEvent:
         """Record one event. Must run inside `db.transaction`; raises AuditFailure if it can't."""
         if not self.conn.in_transaction:
             raise AuditFailure("audit append outside a transaction")
         try:
-            # One query for the head and the newest checkpoint's time: appends are hot.
-            row = self.conn.execute(
-                "SELECT seq, hash, ts, (SELECT json_extract(body, '$.ts') FROM "
-                "audit_checkpoints ORDER BY id DESC LIMIT 1) FROM audit_events "
-                "ORDER BY seq DESC LIMIT 1").fetchone()
-            head, last_cp = (Head(*row[:3]), row[3]) if row else (Head(0, GENESIS, None), None)
+            if self.head.seq < 0:
+                self._read_head()
             ts = self.clock.iso()
-            warning = None
-            if head.ts is not None and ts < head.ts:
-                warning = f"clock earlier than previous event ({head.ts})"
-            text = canonical_bytes(event.body(head.seq + 1, ts, warning)).decode("utf-8")
-            digest = hashlib.sha256(head.hash + text.encode("utf-8")).digest()
-            self.conn.execute(
-                "INSERT INTO audit_events (seq, prev_hash, hash, body) VALUES (?, ?, ?, ?)",
-                (head.seq + 1, head.hash, digest, text),
-            )
-            stored = StoredEvent(head.seq + 1, head.hash, digest, text)
-            if event.signature is not None or self.policy.due(stored.seq, ts, last_cp):
-                self.checkpointer.write(self.conn, ts, "signature" if event.signature else "policy")
+            try:
+                stored = self._insert(event, ts)
+            except sqlite3.IntegrityError as exc:
+                if not str(exc).startswith("audit: "):
+                    raise
+                self._read_head()  # the trigger refused a stale guess: read, try once more
+                stored = self._insert(event, ts)
+            if stored.seq % lookup.BATCH == 0:
+                lookup.catch_up(self.conn)
+            if event.signature is not None or self.policy.due(stored.seq, ts, self.head.deadline):
+                self._checkpoint("signature" if event.signature else "policy", ts)
         except sqlite3.Error as exc:
+            self.head.seq = -1
             raise AuditFailure(f"the audit trail could not record {event.action!r}: {exc}") from exc
         return stored
 
+    def _insert(self, event: Event, ts: str) -> StoredEvent:
+        head = self.head
+        seq, prev = head.seq + 1, head.hash
+        warning = None
+        if head.ts is not None and ts < head.ts:
+            warning = f"clock earlier than previous event ({head.ts})"
+        data = event.canonical(seq, ts, warning)
+        digest = hashlib.sha256(prev + data).digest()
+        text = data.decode("utf-8")
+        self.conn.execute(_INSERT, (seq, prev, digest, text))
+        head.seq, head.hash, head.ts = seq, digest, ts
+        return StoredEvent(seq, prev, digest, text)
+
+    def _read_head(self) -> None:
+        row = self.conn.execute(_HEAD_AND_DEADLINE, (self.policy.deadline_modifier,)).fetchone()
+        seq, prev, ts, deadline = row if row else (0, GENESIS, None, None)
+        self.head.seq, self.head.hash, self.head.ts, self.head.deadline = seq, prev, ts, deadline
+
+    def _checkpoint(self, reason: str, ts: str) -> None:
+        self.checkpointer.write(self.conn, ts, reason)
+        self.head.deadline = format_ts(parse_ts(ts) + timedelta(seconds=self.policy.every_seconds))
+
     def checkpoint(self, reason: str) -> None:
         """Write a checkpoint now (exports, anchors); inside a transaction."""
-        self.checkpointer.write(self.conn, self.clock.iso(), reason)
+        self._checkpoint(reason, self.clock.iso())
 
 
 def iter_events(conn: sqlite3.Connection, start: int = 1, stop: int | None = None,

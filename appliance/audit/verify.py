@@ -2,8 +2,9 @@
 
 Re-hashes each stored canonical body (never re-encodes), checks the chain links, the
 sequence, every checkpoint's signature, head hash and Merkle root, the protective
-triggers, and, given an anchor from external media, truncation and rollback of the file.
-Findings name the first bad sequence number and the kind of tampering.
+triggers, the lookup that filtered reads use, and, given an anchor from external media,
+truncation and rollback of the file. Findings name the first bad sequence number and the
+kind of tampering.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from appliance.audit import lookup
 from appliance.audit.checkpoint import Anchor, Checkpoint, all_checkpoints
 from appliance.audit.merkle import Frontier
 from appliance.errors import IntegrityError
@@ -98,9 +100,11 @@ def verify_trail(conn: sqlite3.Connection, public_key: ec.EllipticCurvePublicKey
         # Merkle tree in a second process while this one walks the chain.
         worker = _start_merkle_worker(db_path, expected, frontier, sizes)
         reached = _walk(conn, report, last_hash, expected, pending)
+        _check_lookup(conn, report, expected)
         roots = _finish_merkle_worker(worker)
     else:
         reached = _walk(conn, report, last_hash, expected, pending)
+        _check_lookup(conn, report, expected)
         roots = _merkle_roots(conn, expected, frontier, sizes)
     for cp in reached:
         if roots.get(cp.tree_size) != cp.merkle_root:
@@ -113,6 +117,17 @@ def verify_trail(conn: sqlite3.Connection, public_key: ec.EllipticCurvePublicKey
     if anchor is not None:
         _check_anchor(conn, anchor, head, report)
     return report
+
+
+def _check_lookup(conn: sqlite3.Connection, report: VerifyReport, start: int) -> None:
+    """The lookup is derived data, but filtered views and exports read through it: a row
+    edited or removed there would hide or misfile an event."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'audit_lookup'").fetchone():
+        seq = lookup.first_mismatch(conn, start)
+        if seq is not None:
+            report.findings.append(Finding(
+                "lookup", seq, f"the lookup row of event {seq} does not match its stored "
+                               "body, so filtered views and exports would misfile it"))
 
 
 def _check_triggers(conn: sqlite3.Connection, report: VerifyReport) -> None:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from appliance.audit import lookup
 from appliance.audit.events import Event
 from appliance.bundle import trust
 from appliance.bundle.media import find_bundles, open_media
@@ -89,7 +90,7 @@ def check_clock(app: Appliance) -> None:
     metadata) must be caught: it may not be earlier than the newest audit event."""
     # MAX(ts), not the head: once the clock is set back, the newest events carry the
     # rolled-back time too.
-    newest = app.conn.execute("SELECT MAX(ts) FROM audit_events").fetchone()[0]
+    newest = lookup.newest_ts(app.conn)
     now = app.clock.iso()
     if newest is not None and now < newest:
         raise BundleRefused(f"clock rollback: the clock ({now}) is earlier than the newest "

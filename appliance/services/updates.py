@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from appliance.audit import query
 from appliance.audit.events import Actor, Event
+from appliance.audit.query import EventFilter
 from appliance.bundle.store import ContentStore
 from appliance.context import Appliance
 from appliance.errors import SignatureRefused, UpdateRefused
@@ -277,10 +279,9 @@ def reject(app: Appliance, session: Session, ref: str, req: SignatureRequest
 
 def _viewed_profile(app: Appliance, session: Session, bundle: BundleRecord) -> str | None:
     """The profile of this user's latest view (a rejection does not depend on hardware)."""
-    row = app.conn.execute("SELECT body FROM audit_events WHERE action = 'update.viewed' AND "
-                           "actor = ? AND target_id = ? ORDER BY seq DESC LIMIT 1",
-                           (session.username, bundle.ref)).fetchone()
-    return json.loads(row[0])["details"].get("profile") if row else None
+    seen = query.newest(app.conn, EventFilter(action="update.viewed", actor=session.username,
+                                              target_id=bundle.ref))
+    return seen.data["details"].get("profile") if seen else None
 
 
 # --- install, rollback, status -------------------------------------------------------------

@@ -9,7 +9,9 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
+from appliance.audit import query
 from appliance.audit.events import Actor, Event
+from appliance.audit.query import EventFilter
 from appliance.context import Appliance
 from appliance.errors import InvalidInput
 from appliance.identity.passwords import check_password, hash_password
@@ -247,9 +249,8 @@ def role_conflicts(app: Appliance) -> list[str]:
 def recent_lockouts(app: Appliance, session: Session, limit: int = 20) -> list[dict]:
     """Lockouts for the dashboard (11.300(d): attempts reported to admins)."""
     authorize(app, session, "users.view", target_type="user", target_id="*")
-    rows = app.conn.execute(
-        "SELECT seq, ts, target_id, json_extract(body, '$.details.locked_until') "
-        "FROM audit_events WHERE action = 'auth.lockout' ORDER BY seq DESC LIMIT ?",
-        (limit,)).fetchall()
-    return [{"seq": s, "ts": ts, "username": u, "locked_until": until}
-            for s, ts, u, until in rows]
+    found = query.page(app.conn, EventFilter(action="auth.lockout"), limit=limit,
+                       descending=True)
+    return [{"seq": e.seq, "ts": d["ts"], "username": d["target"]["id"],
+             "locked_until": d["details"].get("locked_until")}
+            for e in found for d in [e.data]]

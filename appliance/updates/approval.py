@@ -13,6 +13,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+from appliance.audit import query
+from appliance.audit.query import EventFilter
 from appliance.canonical import digest_of
 from appliance.identity.signatures import Signature, binds, signatures_for
 from appliance.updates.lifecycle import BundleRecord
@@ -51,9 +53,9 @@ def _event(conn: sqlite3.Connection, seq: int) -> dict[str, Any]:
 
 
 def last_seq(conn: sqlite3.Connection, action: str, bundle: BundleRecord) -> int:
-    row = conn.execute("SELECT MAX(seq) FROM audit_events WHERE action = ? AND target_type = "
-                       "'bundle' AND target_id = ?", (action, bundle.ref)).fetchone()
-    return row[0] or 0
+    last = query.newest(conn, EventFilter(action=action, target_type="bundle",
+                                          target_id=bundle.ref))
+    return last.seq if last else 0
 
 
 def viewed(conn: sqlite3.Connection, username: str, bundle: BundleRecord,
@@ -61,11 +63,10 @@ def viewed(conn: sqlite3.Connection, username: str, bundle: BundleRecord,
     """Did this user open the approval view of this bundle, as it is now (same digest and
     profile), since it was submitted for approval?"""
     since = last_seq(conn, "update.submitted", bundle)
-    for (body,) in conn.execute(
-            "SELECT body FROM audit_events WHERE action = 'update.viewed' AND actor = ? AND "
-            "target_type = 'bundle' AND target_id = ? AND seq > ? ORDER BY seq DESC",
-            (username, bundle.ref, since)):
-        event = json.loads(body)
+    views = EventFilter(action="update.viewed", actor=username, target_type="bundle",
+                        target_id=bundle.ref)
+    for stored in query.events(conn, views, after_seq=since):
+        event = stored.data
         if event["target"]["digest"] == bundle.digest and \
                 event["details"].get("profile") == profile_id:
             return True

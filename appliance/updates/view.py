@@ -4,10 +4,11 @@ the signers, and the bundle's own audit history. Pure reads; the service records
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from typing import Any
 
+from appliance.audit import query
+from appliance.audit.query import EventFilter
 from appliance.updates.lifecycle import BundleRecord, ComponentRecord
 
 
@@ -74,11 +75,9 @@ def signers(bundle: BundleRecord) -> list[dict[str, Any]]:
 
 def history(conn: sqlite3.Connection, bundle: BundleRecord) -> list[dict[str, Any]]:
     """Every audit event on this bundle, oldest first, with signature manifestations."""
-    rows = conn.execute("SELECT body FROM audit_events WHERE target_type = 'bundle' AND "
-                        "target_id = ? ORDER BY seq", (bundle.ref,)).fetchall()
     out = []
-    for (body,) in rows:
-        e = json.loads(body)
+    for stored in query.events(conn, EventFilter(target_type="bundle", target_id=bundle.ref)):
+        e = stored.data
         sig = e.get("signature")
         out.append({"seq": e["seq"], "ts": e["ts"], "action": e["action"],
                     "actor": e["actor"]["username"], "actor_name": e["actor"]["name"],

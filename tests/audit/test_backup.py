@@ -33,7 +33,7 @@ def test_11_10c_backup_verifies_and_restores_exact_records(appliance, admin_sess
         rows = lambda c: c.execute("SELECT seq, hash, body FROM audit_events "  # noqa: E731
                                    "WHERE seq <= ? ORDER BY seq", (result.events,)).fetchall()
         assert rows(app2.conn) == rows(appliance.conn)
-        last = app2.conn.execute("SELECT action FROM audit_events ORDER BY seq DESC LIMIT 1")
+        last = app2.conn.execute("SELECT action FROM audit_view ORDER BY seq DESC LIMIT 1")
         assert last.fetchone()[0] == "backup.restore"
         assert app2.appliance_id == appliance.appliance_id
     finally:

@@ -36,13 +36,13 @@ def test_four_processes_append_one_gapless_chain(appliance: Appliance) -> None:
     head = conn.execute("SELECT MAX(seq), COUNT(*) FROM audit_events").fetchone()
     assert head == (before + WRITERS * EACH, before + WRITERS * EACH)
     per_writer = dict(conn.execute(
-        "SELECT actor, COUNT(*) FROM audit_events WHERE action = 'test.concurrent' "
+        "SELECT actor, COUNT(*) FROM audit_view WHERE action = 'test.concurrent' "
         "GROUP BY actor").fetchall())
     assert per_writer == {f"writer{w}": EACH for w in range(WRITERS)}
     # each writer's own events keep their order
     for w in range(WRITERS):
         order = [r[0] for r in conn.execute(
-            "SELECT json_extract(body, '$.details.i') FROM audit_events WHERE actor = ? "
+            "SELECT json_extract(body, '$.details.i') FROM audit_view WHERE actor = ? "
             "ORDER BY seq", (f"writer{w}",))]
         assert order == list(range(EACH))
     report = verify_trail(conn, appliance.key.public)

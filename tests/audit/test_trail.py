@@ -30,7 +30,7 @@ def _append(app, n: int = 1, **kw) -> None:
 
 def test_sequence_is_gapless_and_time_is_the_servers(appliance, clock) -> None:
     _append(appliance, 5)
-    rows = appliance.conn.execute("SELECT seq, ts FROM audit_events ORDER BY seq").fetchall()
+    rows = appliance.conn.execute("SELECT seq, ts FROM audit_view ORDER BY seq").fetchall()
     assert [r[0] for r in rows] == list(range(1, len(rows) + 1))
     assert rows[-1][1] == clock.t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{clock.t.microsecond//1000:03d}Z"
     assert all(ts.endswith("Z") and len(ts) == 24 for _, ts in rows)

@@ -660,7 +660,7 @@ def _run_refused(e: Env, media: Path, expect: str) -> BundleRefused:
     assert "\n" not in text and exc.exit_code == 8
     assert expect in exc.message, exc.message
     assert Snapshot.take(e.app) == before
-    rows = e.app.conn.execute("SELECT body FROM audit_events WHERE seq > ? AND action = "
+    rows = e.app.conn.execute("SELECT body FROM audit_view WHERE seq > ? AND action = "
                               "'media.import'", (audit_before,)).fetchall()
     assert len(rows) == 1
     body = json.loads(rows[0][0])
@@ -696,7 +696,7 @@ def test_tampered_payload_byte_through_full_import(env: Env) -> None:
     assert after.tmp == []
     assert after.objects == before.objects
     event = json.loads(env.app.conn.execute(
-        "SELECT body FROM audit_events WHERE action = 'media.import' ORDER BY seq DESC LIMIT 1"
+        "SELECT body FROM audit_view WHERE action = 'media.import' ORDER BY seq DESC LIMIT 1"
     ).fetchone()[0])
     assert event["outcome"] == "failure" and "model.safetensors" in event["reason"]
     # The untampered media then imports, every signed file copied and verified.

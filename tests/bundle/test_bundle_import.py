@@ -73,7 +73,7 @@ def test_import_complete_bundle(trusted, itop, first_media):
     for _, files in rows:
         for _rel, digest, _size in json.loads(files):
             assert store.has(digest)
-    event = app.conn.execute("SELECT body FROM audit_events WHERE action = 'media.import'"
+    event = app.conn.execute("SELECT body FROM audit_view WHERE action = 'media.import'"
                              ).fetchone()
     assert json.loads(event[0])["outcome"] == "success"
     again = media_service.import_bundle(app, itop, first_media)
@@ -125,7 +125,7 @@ def test_import_needs_the_it_role(trusted, make_user, first_media):
     admin = make_user(["admin"], "ada")
     with pytest.raises(PermissionDenied):
         media_service.import_bundle(trusted, admin, first_media)
-    denied = trusted.conn.execute("SELECT body FROM audit_events WHERE action = 'access.denied'"
+    denied = trusted.conn.execute("SELECT body FROM audit_view WHERE action = 'access.denied'"
                                   ).fetchall()
     assert json.loads(denied[-1][0])["details"]["permission"] == "media.import"
     assert trusted.conn.execute("SELECT COUNT(*) FROM bundles").fetchone()[0] == 0
@@ -222,7 +222,7 @@ def test_trust_init_refusals_are_recorded(appliance, security, make_user, first_
     with pytest.raises(InvalidInput, match="already initialised"):
         trust_service.init_trust(appliance, security, root, sign_req("sam"))
     events = [json.loads(b) for (b,) in appliance.conn.execute(
-        "SELECT body FROM audit_events WHERE action = 'trust.init' ORDER BY seq")]
+        "SELECT body FROM audit_view WHERE action = 'trust.init' ORDER BY seq")]
     assert [e["outcome"] for e in events] == ["failure", "failure", "success", "failure"]
     signed = events[2]
     assert signed["signature"]["meaning"] == "approved"
@@ -239,7 +239,7 @@ def test_ctrl_c_during_copy_is_recorded_and_leaves_no_record(trusted, itop, firs
     with pytest.raises(KeyboardInterrupt):
         media_service.import_bundle(trusted, itop, first_media, interrupt)
     event = json.loads(trusted.conn.execute(
-        "SELECT body FROM audit_events WHERE action = 'media.import' ORDER BY seq DESC LIMIT 1"
+        "SELECT body FROM audit_view WHERE action = 'media.import' ORDER BY seq DESC LIMIT 1"
     ).fetchone()[0])
     assert event["outcome"] == "failure" and event["reason"] == "interrupted (Ctrl-C)"
     assert trusted.conn.execute("SELECT COUNT(*) FROM bundles").fetchone()[0] == 0

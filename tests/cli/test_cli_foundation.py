@@ -76,7 +76,7 @@ def test_wrong_password_one_line_and_recorded(cli_home: Path) -> None:
                                 "account)")
     import sqlite3
     outcome = sqlite3.connect(cli_home / "appliance.db").execute(
-        "SELECT outcome FROM audit_events WHERE action = 'auth.login' ORDER BY seq DESC"
+        "SELECT outcome FROM audit_view WHERE action = 'auth.login' ORDER BY seq DESC"
     ).fetchone()[0]
     assert outcome == "failure"
 

@@ -59,7 +59,7 @@ def sign(username: str, reason: str) -> SignatureRequest:
 
 def events(app: Appliance, target: str) -> list[dict]:
     return [json.loads(b) for (b,) in app.conn.execute(
-        "SELECT body FROM audit_events WHERE target_id = ? ORDER BY seq", (target,))]
+        "SELECT body FROM audit_view WHERE target_id = ? ORDER BY seq", (target,))]
 
 
 def test_demo_opens_with_one_release_active_and_the_next_waiting(demo) -> None:
@@ -74,7 +74,7 @@ def test_demo_opens_with_one_release_active_and_the_next_waiting(demo) -> None:
                 "SELECT kind FROM bundle_components WHERE bundle_id = ?", (bundle_id,))) == KINDS
         assert app.settings.evaluation == DEMO_GATES
 
-        trust = json.loads(app.conn.execute("SELECT body FROM audit_events WHERE action = "
+        trust = json.loads(app.conn.execute("SELECT body FROM audit_view WHERE action = "
                                             "'trust.init'").fetchone()[0])
         assert (trust["signature"]["username"], trust["outcome"]) == ("admin", "success")
 

@@ -30,7 +30,7 @@ NEW_PW = "a brand new passphrase"
 
 def events(app, action: str) -> list[dict]:
     return [json.loads(r[0]) for r in app.conn.execute(
-        "SELECT body FROM audit_events WHERE action = ? ORDER BY seq", (action,))]
+        "SELECT body FROM audit_view WHERE action = ? ORDER BY seq", (action,))]
 
 
 def req(meaning="reviewed", reason="checked", password=PASSWORD, username=None, ack=True):

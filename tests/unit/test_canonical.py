@@ -7,6 +7,7 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from appliance.audit.events import Actor, Event
 from appliance.canonical import canonical_bytes
 
 scalars = st.none() | st.booleans() | st.integers(-(2**60), 2**60) | st.text() | st.floats(
@@ -31,3 +32,27 @@ def test_keys_sort_by_utf16_code_units_not_code_points() -> None:
     value = {"\U0001f600": 1, "\ufb01": 2, "a": 3}
     assert canonical_bytes(value) == rfc8785.dumps(value)
     assert canonical_bytes({"x": 1.0, "y": 1e-7}) == b'{"x":1,"y":1e-7}'
+
+
+texts = st.text(max_size=12)
+events = st.builds(
+    Event, action=texts, actor=st.builds(Actor, texts, texts, texts), target_type=texts,
+    target_id=texts, target_digest=st.none() | texts,
+    outcome=st.sampled_from(["success", "failure", "denied"]), reason=st.none() | texts,
+    old=values, new=values, details=st.dictionaries(st.text(max_size=6), values, max_size=4),
+    terminal=texts, signature=st.none() | st.dictionaries(st.text(max_size=6), values,
+                                                           max_size=3))
+
+
+@settings(max_examples=400, deadline=None)
+@given(events, st.integers(1, 2**40), st.none() | texts)
+def test_event_encoding_equals_rfc8785_of_its_body(event: Event, seq: int, warning) -> None:
+    """The trail's assembled encoding is the reference encoding of the event's body."""
+    body = event.body(seq, "2026-11-27T10:00:00.000Z", warning)
+    try:
+        expected = rfc8785.dumps(body)
+    except Exception as exc:
+        with pytest.raises(type(exc)):
+            event.canonical(seq, "2026-11-27T10:00:00.000Z", warning)
+        return
+    assert event.canonical(seq, "2026-11-27T10:00:00.000Z", warning) == expected

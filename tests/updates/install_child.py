@@ -41,7 +41,7 @@ def main(home: str, ref: str, reading: str) -> None:
                                           "id DESC LIMIT 1").fetchone()
         out["problems"] = consistency(app)
         out["undone"] = [json.loads(r[0])["reason"] for r in app.conn.execute(
-            "SELECT body FROM audit_events WHERE action = 'update.install_undone'")]
+            "SELECT body FROM audit_view WHERE action = 'update.install_undone'")]
     print(json.dumps(out))
 
 

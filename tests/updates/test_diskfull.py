@@ -87,5 +87,5 @@ def test_a_stray_release_directory_is_swept_before_install(app, admin_session, s
     result = updates.install(app, admin_session, ref, Edges(source=h100()))
     assert result.outcome == "activated"
     cleanup = [json.loads(r[0]) for r in app.conn.execute(
-        "SELECT body FROM audit_events WHERE action = 'update.cleanup'")]
+        "SELECT body FROM audit_view WHERE action = 'update.cleanup'")]
     assert cleanup and "demo-clinical/1" in cleanup[0]["details"]["removed"]

@@ -1,0 +1,92 @@
+"""The trail's lookup table: each event's filter columns, indexed, filled in batches.
+
+Indexed columns on audit_events itself would cost every durable append a JSON parse and
+four index writes (about as much again as the insert). Instead the trail copies the filter
+columns of the events since the last batch into `audit_lookup` every BATCH appends,
+inside that append's transaction. Reads take the indexed part from the lookup and scan
+only the unindexed tail through `audit_view` (fewer than BATCH events), so a filter
+answers the same whether or not a batch has run. The copies are derived data:
+`audit verify` compares every row with its body.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+BATCH = 1024  # larger batches write fewer index pages per event
+
+_COLUMNS = "seq, ts, actor, action, target_type, target_id"
+_INDEXED_UPTO = "(SELECT COALESCE(MAX(seq), 0) FROM audit_lookup)"
+
+
+def catch_up(conn: sqlite3.Connection) -> None:
+    """Copy the filter columns of every event the lookup lacks; inside a write transaction."""
+    conn.execute(f"INSERT INTO audit_lookup ({_COLUMNS}) SELECT {_COLUMNS} FROM audit_view "
+                 f"WHERE seq > {_INDEXED_UPTO}")
+
+
+@dataclass(frozen=True)
+class SeqRange:
+    """after < seq (< before) (<= upto): the keyset bounds of a paged read."""
+
+    after: int = 0
+    before: int | None = None
+    upto: int | None = None
+
+    def sql(self) -> tuple[str, list[object]]:
+        clauses, args = ["seq > ?"], [self.after]
+        if self.before is not None:
+            clauses.append("seq < ?")
+            args.append(self.before)
+        if self.upto is not None:
+            clauses.append("seq <= ?")
+            args.append(self.upto)
+        return " AND ".join(clauses), args
+
+
+def matching_seqs(where: str, args: list[object], bounds: SeqRange = SeqRange(),
+                  limit: int | None = None, descending: bool = False
+                  ) -> tuple[str, list[object]]:
+    """A SELECT of the sequence numbers within `bounds` whose columns match `where` (written
+    over ts, actor, action, target_type and target_id, which the lookup and audit_view
+    share). With `limit`, at least the first `limit` of them in the given order (each part
+    is cut there, so a page costs its size, not the trail's)."""
+    rng, rng_args = bounds.sql()
+    parts = [(f"SELECT seq FROM audit_events WHERE {rng}", rng_args)] if where == "1" else [
+        (f"SELECT seq FROM audit_lookup WHERE {rng} AND {where}", [*rng_args, *args]),
+        (f"SELECT seq FROM audit_view WHERE seq > {_INDEXED_UPTO} AND {rng} AND {where}",
+         [*rng_args, *args])]
+    if limit is not None:
+        order = "DESC" if descending else "ASC"
+        parts = [(f"SELECT seq FROM ({sql} ORDER BY seq {order} LIMIT {int(limit)})", a)
+                 for sql, a in parts]
+    return " UNION ALL ".join(sql for sql, _ in parts), [a for _, p in parts for a in p]
+
+
+def newest_ts(conn: sqlite3.Connection) -> str | None:
+    """The latest timestamp anywhere in the trail (not always the head's: a clock set back
+    records earlier times after later ones)."""
+    return conn.execute(
+        f"SELECT MAX(m) FROM (SELECT MAX(ts) AS m FROM audit_lookup UNION ALL "
+        f"SELECT MAX(ts) FROM audit_view WHERE seq > {_INDEXED_UPTO})").fetchone()[0]
+
+
+def first_mismatch(conn: sqlite3.Connection, start: int = 1) -> int | None:
+    """The first lookup row from `start` on that disagrees with the body it was copied from
+    or names an event the trail lacks, or the first event the lookup skipped (a gap hides
+    it from filtered reads); None when all is well. `audit verify` calls this."""
+    row = conn.execute(
+        "SELECT l.seq FROM audit_lookup l LEFT JOIN audit_view e ON e.seq = l.seq "
+        "WHERE l.seq >= ? AND (e.seq IS NULL OR l.ts IS NOT e.ts OR l.actor IS NOT e.actor "
+        "OR l.action IS NOT e.action OR l.target_type IS NOT e.target_type "
+        "OR l.target_id IS NOT e.target_id) ORDER BY l.seq LIMIT 1", (start,)).fetchone()
+    if row is not None:
+        return row[0]
+    count, top = conn.execute("SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM audit_lookup "
+                              "WHERE seq >= ?", (start,)).fetchone()
+    if top and count != top - start + 1:
+        return conn.execute("SELECT MIN(seq) FROM audit_events WHERE seq >= ? AND seq <= ? AND "
+                            "seq NOT IN (SELECT seq FROM audit_lookup WHERE seq >= ?)",
+                            (start, top, start)).fetchone()[0]
+    return None
