@@ -72,21 +72,28 @@ def newest_ts(conn: sqlite3.Connection) -> str | None:
         f"SELECT MAX(ts) FROM audit_view WHERE seq > {_INDEXED_UPTO})").fetchone()[0]
 
 
-def first_mismatch(conn: sqlite3.Connection, start: int = 1) -> int | None:
-    """The first lookup row from `start` on that disagrees with the body it was copied from
-    or names an event the trail lacks, or the first event the lookup skipped (a gap hides
-    it from filtered reads); None when all is well. `audit verify` calls this."""
+def first_mismatch(conn: sqlite3.Connection, start: int = 1, stop: int | None = None
+                   ) -> int | None:
+    """The first lookup row in start <= seq (< stop) that disagrees with the body it was
+    copied from or names an event the trail lacks, or the first event there that the lookup
+    skipped (a gap hides it from filtered reads); None when all is well. `audit verify`
+    calls this."""
+    stop = stop if stop is not None else 2**63 - 1
+    # One multi-path json_extract (one parse) against the row's values as a JSON array.
     row = conn.execute(
-        "SELECT l.seq FROM audit_lookup l LEFT JOIN audit_view e ON e.seq = l.seq "
-        "WHERE l.seq >= ? AND (e.seq IS NULL OR l.ts IS NOT e.ts OR l.actor IS NOT e.actor "
-        "OR l.action IS NOT e.action OR l.target_type IS NOT e.target_type "
-        "OR l.target_id IS NOT e.target_id) ORDER BY l.seq LIMIT 1", (start,)).fetchone()
+        "SELECT l.seq FROM audit_lookup l LEFT JOIN audit_events e ON e.seq = l.seq "
+        "WHERE l.seq >= ? AND l.seq < ? AND (e.seq IS NULL OR json_array(l.ts, l.actor, "
+        "l.action, l.target_type, l.target_id) IS NOT json_extract(e.body, '$.ts', "
+        "'$.actor.username', '$.action', '$.target.type', '$.target.id')) "
+        "ORDER BY l.seq LIMIT 1", (start, stop)).fetchone()
     if row is not None:
         return row[0]
-    count, top = conn.execute("SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM audit_lookup "
-                              "WHERE seq >= ?", (start,)).fetchone()
-    if top and count != top - start + 1:
-        return conn.execute("SELECT MIN(seq) FROM audit_events WHERE seq >= ? AND seq <= ? AND "
-                            "seq NOT IN (SELECT seq FROM audit_lookup WHERE seq >= ?)",
-                            (start, top, start)).fetchone()[0]
+    count = conn.execute("SELECT COUNT(*) FROM audit_lookup WHERE seq >= ? AND seq < ?",
+                         (start, stop)).fetchone()[0]
+    indexed = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM audit_lookup").fetchone()[0]
+    end = min(stop - 1, indexed)  # every event up to here must have its row
+    if end >= start and count != end - start + 1:
+        return conn.execute("SELECT MIN(seq) FROM audit_events WHERE seq >= ? AND seq <= ? "
+                            "AND seq NOT IN (SELECT seq FROM audit_lookup WHERE seq >= ?)",
+                            (start, end, start)).fetchone()[0]
     return None

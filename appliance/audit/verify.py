@@ -98,14 +98,20 @@ def verify_trail(conn: sqlite3.Connection, public_key: ec.EllipticCurvePublicKey
     if head - expected + 1 >= PARALLEL_MIN and db_path is not None:
         # The chain walk and the Merkle leaves are independent: on a large trail, hash the
         # Merkle tree in a second process while this one walks the chain.
-        worker = _start_merkle_worker(db_path, expected, frontier, sizes)
+        # The lookup check is shared between them so that both finish together.
+        split = expected + (head - expected) * 3 // 5
+        worker = _start_merkle_worker(db_path, expected, frontier, sizes, split)
         reached = _walk(conn, report, last_hash, expected, pending)
-        _check_lookup(conn, report, expected)
-        roots = _finish_merkle_worker(worker)
+        mine = _lookup(conn, expected, split)
+        roots, theirs = _finish_merkle_worker(worker)
+        mismatch = mine if mine is not None else theirs
     else:
         reached = _walk(conn, report, last_hash, expected, pending)
-        _check_lookup(conn, report, expected)
-        roots = _merkle_roots(conn, expected, frontier, sizes)
+        roots, mismatch = _merkle_roots(conn, expected, frontier, sizes), _lookup(conn, expected)
+    if mismatch is not None:
+        report.findings.append(Finding(
+            "lookup", mismatch, f"the lookup row of event {mismatch} does not match its "
+                                "stored body, so filtered views and exports would misfile it"))
     for cp in reached:
         if roots.get(cp.tree_size) != cp.merkle_root:
             _mismatch(cp, report)
@@ -119,15 +125,13 @@ def verify_trail(conn: sqlite3.Connection, public_key: ec.EllipticCurvePublicKey
     return report
 
 
-def _check_lookup(conn: sqlite3.Connection, report: VerifyReport, start: int) -> None:
+def _lookup(conn: sqlite3.Connection, start: int, stop: int | None = None) -> int | None:
     """The lookup is derived data, but filtered views and exports read through it: a row
-    edited or removed there would hide or misfile an event."""
+    edited or removed there would hide or misfile an event. (Backups from before the
+    lookup existed have none to check.)"""
     if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'audit_lookup'").fetchone():
-        seq = lookup.first_mismatch(conn, start)
-        if seq is not None:
-            report.findings.append(Finding(
-                "lookup", seq, f"the lookup row of event {seq} does not match its stored "
-                               "body, so filtered views and exports would misfile it"))
+        return lookup.first_mismatch(conn, start, stop)
+    return None
 
 
 def _check_triggers(conn: sqlite3.Connection, report: VerifyReport) -> None:
@@ -299,32 +303,34 @@ def _merkle_roots(conn: sqlite3.Connection, start: int, frontier: Frontier,
 
 
 def _start_merkle_worker(db_path: str, start: int, frontier: Frontier,
-                         sizes: list[int]) -> subprocess.Popen:
+                         sizes: list[int], lookup_from: int) -> subprocess.Popen:
     """A plain subprocess (not multiprocessing: callers need no `__main__` guard)."""
     proc = subprocess.Popen([sys.executable, "-m", "appliance.audit.verify"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     job = {"db": db_path, "start": start, "size": frontier.size,
-           "frontier": frontier.to_bytes().hex(), "sizes": sizes}
+           "frontier": frontier.to_bytes().hex(), "sizes": sizes, "lookup_from": lookup_from}
     assert proc.stdin is not None
     proc.stdin.write(json.dumps(job).encode())
     proc.stdin.close()
     return proc
 
 
-def _finish_merkle_worker(proc: subprocess.Popen) -> dict[int, str]:
+def _finish_merkle_worker(proc: subprocess.Popen) -> tuple[dict[int, str], int | None]:
     assert proc.stdout is not None
     out = proc.stdout.read()
     if proc.wait() != 0:
         raise IntegrityError("the Merkle verification worker failed",
                              "run `appliance audit verify` again")
-    return {int(k): v for k, v in json.loads(out).items()}
+    result = json.loads(out)
+    return {int(k): v for k, v in result["roots"].items()}, result["lookup"]
 
 
 def _merkle_worker_main() -> None:
     job = json.loads(sys.stdin.read())
     conn = sqlite3.connect(f"file:{job['db']}?mode=ro", uri=True)
     frontier = Frontier.from_bytes(job["size"], bytes.fromhex(job["frontier"]))
-    sys.stdout.write(json.dumps(_merkle_roots(conn, job["start"], frontier, job["sizes"])))
+    roots = _merkle_roots(conn, job["start"], frontier, job["sizes"])
+    sys.stdout.write(json.dumps({"roots": roots, "lookup": _lookup(conn, job["lookup_from"])}))
 
 
 def _db_path(conn: sqlite3.Connection) -> str | None:

@@ -13,6 +13,7 @@ import sqlite3
 import pytest
 
 from appliance.audit import lookup, query
+from appliance.audit import verify as verify_module
 from appliance.audit.events import Actor, Event
 from appliance.audit.query import EventFilter
 from appliance.audit.verify import verify_trail
@@ -102,14 +103,19 @@ def _raw(app: Appliance) -> sqlite3.Connection:
     return sqlite3.connect(app.layout.db, isolation_level=None)
 
 
-def test_verify_names_an_edited_lookup_row(busy: Appliance) -> None:
+@pytest.mark.parametrize(("parallel", "seq"), [(False, 42), (True, 42), (True, 1000)],
+                         ids=["in-process", "parallel-main-part", "parallel-worker-part"])
+def test_verify_names_an_edited_lookup_row(busy: Appliance, parallel: bool, seq: int,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    if parallel:  # large trails share the lookup check with the Merkle worker process
+        monkeypatch.setattr(verify_module, "PARALLEL_MIN", 5)
     conn = _raw(busy)
     conn.execute("DROP TRIGGER audit_lookup_no_update")
-    conn.execute("UPDATE audit_lookup SET actor = 'nobody' WHERE seq = 42")
+    conn.execute("UPDATE audit_lookup SET actor = 'nobody' WHERE seq = ?", (seq,))
     conn.close()
     report = verify_trail(busy.conn, busy.key.public)
     assert not report.ok
-    assert "lookup" in report.kinds() and report.first_bad_seq == 42
+    assert "lookup" in report.kinds() and report.first_bad_seq == seq
     assert "trigger-missing" in report.kinds()
 
 
