@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,9 +17,24 @@ class Clock:
     """UTC wall clock; `now` is swappable at the edge (tests pass a fixed or stepping clock)."""
 
     now: Callable[[], datetime] = field(default=utc_now)
+    _second: int = field(default=-1, init=False, repr=False, compare=False)
+    _prefix: str = field(default="", init=False, repr=False, compare=False)
 
     def iso(self) -> str:
-        return format_ts(self.now())
+        if self.now is not utc_now:
+            return format_ts(self.now())
+        # The system clock without a datetime (every audit append reads it): the same
+        # instant, truncated to the millisecond as format_ts does, with the date and
+        # time of day formatted once a second.
+        return self.format_ms(time.time_ns() // 1_000_000)
+
+    def format_ms(self, ms: int) -> str:
+        """`format_ts` of the instant `ms` milliseconds after the epoch."""
+        second, milli = divmod(ms, 1000)
+        if second != self._second:
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._prefix}.{milli:03d}Z"
 
 
 def format_ts(t: datetime) -> str:

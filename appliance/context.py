@@ -20,7 +20,7 @@ from appliance.clock import Clock
 from appliance.errors import NotInitialised
 from appliance.home import HomeLayout
 from appliance.keys import SigningKey
-from appliance.settings import Settings, load_settings
+from appliance.settings import AuditPolicy, Settings, load_settings
 
 
 def default_terminal() -> str:
@@ -37,8 +37,9 @@ class Appliance:
     settings: Settings
     appliance_id: str
     terminal: str = field(default_factory=default_terminal)
-    # The head this connection last appended, kept across the Trail objects built below.
-    _head: HeadCache = field(default_factory=HeadCache, init=False, repr=False, compare=False)
+    # The write path, kept: it holds the head this connection last appended (see `trail`).
+    _trail: tuple[Trail, Clock, AuditPolicy] | None = field(default=None, init=False,
+                                                            repr=False, compare=False)
 
     @classmethod
     def open(cls, home: Path, clock: Clock | None = None, terminal: str | None = None
@@ -60,10 +61,17 @@ class Appliance:
 
     @property
     def trail(self) -> Trail:
-        policy = CheckpointPolicy(self.settings.audit.checkpoint_every_events,
-                                  self.settings.audit.checkpoint_every_seconds)
-        return Trail(self.conn, self.clock, Checkpointer(self.key, self.appliance_id), policy,
-                     self._head)
+        """The audit write path, built once (every append goes through here) and again
+        only when the clock or the audit settings are swapped; the head it last wrote
+        carries over."""
+        kept, audit = self._trail, self.settings.audit
+        if kept is not None and kept[1] is self.clock and kept[2] is audit:
+            return kept[0]
+        policy = CheckpointPolicy(audit.checkpoint_every_events, audit.checkpoint_every_seconds)
+        trail = Trail(self.conn, self.clock, Checkpointer(self.key, self.appliance_id), policy,
+                      kept[0].head if kept is not None else HeadCache())
+        self._trail = (trail, self.clock, audit)
+        return trail
 
     def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         return db.transaction(self.conn)

@@ -310,13 +310,14 @@ CREATE VIEW audit_view AS SELECT seq, prev_hash, hash, body,
     json_extract(body, '$.target.id') AS target_id,
     json_extract(body, '$.outcome') AS outcome
 FROM audit_events;
+-- No declared types: each value is kept exactly as json_extract gives it from the body.
 CREATE TABLE audit_lookup (
     seq INTEGER PRIMARY KEY,
-    ts TEXT,
-    actor TEXT,
-    action TEXT,
-    target_type TEXT,
-    target_id TEXT
+    ts,
+    actor,
+    action,
+    target_type,
+    target_id
 );
 CREATE INDEX audit_lookup_ts ON audit_lookup(ts);
 CREATE INDEX audit_lookup_actor ON audit_lookup(actor, seq);

@@ -20,10 +20,20 @@ _COLUMNS = "seq, ts, actor, action, target_type, target_id"
 _INDEXED_UPTO = "(SELECT COALESCE(MAX(seq), 0) FROM audit_lookup)"
 
 
-def catch_up(conn: sqlite3.Connection) -> None:
-    """Copy the filter columns of every event the lookup lacks; inside a write transaction."""
-    conn.execute(f"INSERT INTO audit_lookup ({_COLUMNS}) SELECT {_COLUMNS} FROM audit_view "
-                 f"WHERE seq > {_INDEXED_UPTO}")
+def catch_up(conn: sqlite3.Connection, head: int, known: list[tuple] | None = None) -> None:
+    """Give the lookup a row for every event up to `head`; inside a write transaction.
+    `known` holds rows the caller made from the events it appended itself: when they are
+    exactly the missing ones they are inserted as they are (no JSON to parse); otherwise
+    the rows are computed from the stored bodies."""
+    upto = conn.execute(f"SELECT {_INDEXED_UPTO}").fetchone()[0]
+    rows = [r for r in known or () if r[0] > upto]
+    if (rows and rows[0][0] == upto + 1 and rows[-1][0] == head == upto + len(rows)
+            and all(type(v) is str for r in rows for v in r[1:])):
+        conn.executemany(f"INSERT INTO audit_lookup ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                         rows)
+    else:
+        conn.execute(f"INSERT INTO audit_lookup ({_COLUMNS}) SELECT {_COLUMNS} FROM audit_view "
+                     f"WHERE seq > ?", (upto,))
 
 
 @dataclass(frozen=True)

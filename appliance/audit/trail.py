@@ -23,6 +23,7 @@ from appliance.clock import Clock, format_ts, parse_ts
 from appliance.errors import AuditFailure
 
 GENESIS = bytes(32)
+_sha256 = hashlib.sha256
 
 _HEAD_AND_DEADLINE = (
     "SELECT seq, hash, json_extract(body, '$.ts'), (SELECT strftime('%Y-%m-%dT%H:%M:%fZ', "
@@ -55,6 +56,8 @@ class HeadCache:
     hash: bytes = GENESIS
     ts: str | None = None
     deadline: str | None = None
+    # Lookup rows of the events appended since the last batch (see lookup.catch_up).
+    lookup_rows: list[tuple] = field(default_factory=list)
 
 
 @dataclass
@@ -66,45 +69,47 @@ class Trail:
     head: HeadCache = field(default_factory=HeadCache)
 
     def append(self, event: Event) -> StoredEvent:
-        """Record one event. Must run inside `db.transaction`; raises AuditFailure if it can't."""
-        if not self.conn.in_transaction:
+        """Record one event. Must run inside `db.transaction`; raises AuditFailure if it can't.
+        One function on purpose: this is the hottest path in the appliance."""
+        conn, head = self.conn, self.head
+        if not conn.in_transaction:
             raise AuditFailure("audit append outside a transaction")
+        ts = self.clock.iso()
         try:
-            if self.head.seq < 0:
-                self._read_head()
-            ts = self.clock.iso()
-            try:
-                stored = self._insert(event, ts)
-            except sqlite3.IntegrityError as exc:
-                if not str(exc).startswith("audit: "):
-                    raise
-                self._read_head()  # the trigger refused a stale guess: read, try once more
-                stored = self._insert(event, ts)
-            if stored.seq % lookup.BATCH == 0:
-                lookup.catch_up(self.conn)
-            if event.signature is not None or self.policy.due(stored.seq, ts, self.head.deadline):
+            for attempt in (1, 2):
+                if head.seq < 0:
+                    self._read_head()
+                seq, prev = head.seq + 1, head.hash
+                warning = None
+                if head.ts is not None and ts < head.ts:
+                    warning = f"clock earlier than previous event ({head.ts})"
+                data = event.canonical(seq, ts, warning)
+                digest = _sha256(prev + data).digest()
+                text = data.decode("utf-8")
+                try:
+                    conn.execute(_INSERT, (seq, prev, digest, text))
+                    break
+                except sqlite3.IntegrityError as exc:
+                    if attempt == 2 or not str(exc).startswith("audit: "):
+                        raise
+                    head.seq = -1  # the trigger refused a stale guess: read the head again
+            head.seq, head.hash, head.ts = seq, digest, ts
+            head.lookup_rows.append((seq, ts, event.actor.username, event.action,
+                                     event.target_type, event.target_id))
+            if seq % lookup.BATCH == 0:
+                lookup.catch_up(conn, seq, head.lookup_rows)
+                head.lookup_rows.clear()
+            if event.signature is not None or self.policy.due(seq, ts, head.deadline):
                 self._checkpoint("signature" if event.signature else "policy", ts)
         except sqlite3.Error as exc:
-            self.head.seq = -1
+            head.seq = -1
             raise AuditFailure(f"the audit trail could not record {event.action!r}: {exc}") from exc
-        return stored
-
-    def _insert(self, event: Event, ts: str) -> StoredEvent:
-        head = self.head
-        seq, prev = head.seq + 1, head.hash
-        warning = None
-        if head.ts is not None and ts < head.ts:
-            warning = f"clock earlier than previous event ({head.ts})"
-        data = event.canonical(seq, ts, warning)
-        digest = hashlib.sha256(prev + data).digest()
-        text = data.decode("utf-8")
-        self.conn.execute(_INSERT, (seq, prev, digest, text))
-        head.seq, head.hash, head.ts = seq, digest, ts
         return StoredEvent(seq, prev, digest, text)
 
     def _read_head(self) -> None:
         row = self.conn.execute(_HEAD_AND_DEADLINE, (self.policy.deadline_modifier,)).fetchone()
         seq, prev, ts, deadline = row if row else (0, GENESIS, None, None)
+        self.head.lookup_rows.clear()
         self.head.seq, self.head.hash, self.head.ts, self.head.deadline = seq, prev, ts, deadline
 
     def _checkpoint(self, reason: str, ts: str) -> None:

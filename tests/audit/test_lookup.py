@@ -166,3 +166,31 @@ def test_two_connections_interleaving_keep_one_chain(appliance: Appliance, clock
         assert notes[-30:] == [f"n{i}" for i in range(30)]
     finally:
         other.close()
+
+
+def test_the_lookup_is_complete_when_connections_share_a_batch(appliance: Appliance, clock
+                                                               ) -> None:
+    """Each connection knows only its own events' rows: a batch that mixes them must be
+    filled from the stored bodies instead."""
+    other = Appliance.open(appliance.layout.root, clock=clock)
+    try:
+        for i in range(lookup.BATCH + 10):
+            _append(appliance if i % 5 else other, f"n{i}")
+        count, top = appliance.conn.execute(
+            "SELECT COUNT(*), MAX(seq) FROM audit_lookup").fetchone()
+        assert top == lookup.BATCH and count == top
+        assert lookup.first_mismatch(appliance.conn) is None
+    finally:
+        other.close()
+
+
+def test_lookup_rows_of_odd_values_match_their_bodies(appliance: Appliance) -> None:
+    """A target id that is not a string is stored as the body has it, not as Python had it."""
+    with appliance.transaction():
+        for i in range(lookup.BATCH):
+            appliance.trail.append(Event("test.odd", ACTORS[0], target_type="number",
+                                         target_id=i if i % 2 else float(i)))  # type: ignore[arg-type]
+    assert appliance.conn.execute("SELECT COUNT(*) FROM audit_lookup").fetchone()[0] \
+        == lookup.BATCH
+    assert lookup.first_mismatch(appliance.conn) is None
+    assert verify_trail(appliance.conn, appliance.key.public).ok

@@ -127,7 +127,8 @@ def bench_append_cost(root: Path, n: int, warm: int = 1500) -> None:
     for conn in raws.values():
         conn.executemany(insert, existing)  # the same starting point (init's events)
     ours, base = 0.0, dict.fromkeys(raws, 0.0)
-    rounds, per = 8, n // 8
+    per = 250
+    rounds = n // per
     # built before timing, like the rows; the first `warm` are the untimed warm-up
     events = [event(i) for i in range(warm + rounds * per)]
     for r in range(-1, rounds):  # alternate, so disk and cache drift hit all sides alike
@@ -261,7 +262,7 @@ def main() -> None:
     p.add_argument("--dir", type=Path, help="where to build the trails (default: a temp dir)")
     args = p.parse_args()
     big, extra, appends, pdf_n = ((100_000, 10_000, 400, 2_000) if args.quick
-                                  else (1_000_000, 10_000, 2_000, 10_000))
+                                  else (1_000_000, 10_000, 6_000, 10_000))
     root = Path(tempfile.mkdtemp(prefix="bench-audit-", dir=args.dir))
     # Shared machines skew every figure: say how busy this one was.
     note(f"load average at start: {os.getloadavg()}")
