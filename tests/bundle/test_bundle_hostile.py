@@ -317,7 +317,7 @@ def statement_path_traversal(e: Env):
 @case
 def statement_subject_digest_mismatch(e: Env):
     m = _restatement(e, lambda st: st["subject"][0]["digest"].update(sha256="0" * 64))
-    return m, "Manifest is inconsistent"
+    return m, "statement subject digest does not match its files"
 
 
 @case
