@@ -194,3 +194,40 @@ def test_lookup_rows_of_odd_values_match_their_bodies(appliance: Appliance) -> N
         == lookup.BATCH
     assert lookup.first_mismatch(appliance.conn) is None
     assert verify_trail(appliance.conn, appliance.key.public).ok
+
+
+def test_an_appliance_from_before_the_lookup_migrates_in_place(
+        tmp_path, clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The migration drops the generated columns and their indexes without rewriting a row
+    or losing a trigger, and fills the lookup from the stored bodies."""
+    from appliance import db
+    from appliance.schema import AUDIT_TRIGGERS, MIGRATIONS
+    from appliance.services.setup import init_appliance
+    from tests.conftest import FAST
+
+    monkeypatch.setattr(db, "MIGRATIONS", MIGRATIONS[:5])  # the schema before the lookup
+    old = init_appliance(tmp_path / "home", "alice", "Alice Adams", "correct horse battery",
+                         clock=clock, settings=FAST, terminal="t")
+    for i in range(300):
+        _append(old, f"before-{i}")
+    rows = old.conn.execute("SELECT seq, prev_hash, hash, body FROM audit_events").fetchall()
+    assert "actor" in {r[1] for r in old.conn.execute("PRAGMA table_xinfo(audit_events)")}
+    old.close()
+    monkeypatch.setattr(db, "MIGRATIONS", MIGRATIONS)
+
+    app = Appliance.open(tmp_path / "home", clock=clock)
+    try:
+        columns = [r[1] for r in app.conn.execute("PRAGMA table_xinfo(audit_events)")]
+        assert columns == ["seq", "prev_hash", "hash", "body"]
+        assert app.conn.execute("SELECT seq, prev_hash, hash, body FROM audit_events"
+                                ).fetchall() == rows
+        triggers = {r[0] for r in app.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+        assert set(AUDIT_TRIGGERS) <= triggers
+        assert app.conn.execute("SELECT COUNT(*) FROM audit_lookup").fetchone()[0] == len(rows)
+        assert [e.seq for e in query.events(app.conn, EventFilter(action="test.event"))] \
+            == [r[0] for r in rows if b'"test.event"' in r[3].encode()]
+        _append(app, "after")
+        assert verify_trail(app.conn, app.key.public).ok
+    finally:
+        app.close()
