@@ -8,14 +8,16 @@ the replacement of the whole database by an older copy, which the chain alone ca
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from appliance.audit.merkle import Frontier
 from appliance.canonical import canonical_bytes
+from appliance.clock import format_ts, parse_ts
+from appliance.durable import write_atomic
 from appliance.errors import InvalidInput
 from appliance.keys import SigningKey, load_public_pem, public_pem, verify_signature
 
@@ -45,10 +47,9 @@ class CheckpointPolicy:
     every_events: int = 1000
     every_seconds: int = 300
 
-    @property
-    def deadline_modifier(self) -> str:
-        """SQLite date modifier from the last checkpoint's time to the next one's."""
-        return f"+{int(self.every_seconds)} seconds"
+    def deadline_after(self, checkpoint_ts: str) -> str:
+        """When the next time-based checkpoint falls due after one written at this time."""
+        return format_ts(parse_ts(checkpoint_ts) + timedelta(seconds=self.every_seconds))
 
     def due(self, seq: int, ts: str, deadline: str | None) -> bool:
         """`deadline`: the last checkpoint's time plus every_seconds, in the stored form
@@ -128,12 +129,7 @@ def write_anchor(doc: dict[str, Any], path: Path) -> Path:
     if path.is_dir():
         cp = doc["checkpoint"]
         path = path / f"audit-anchor-{cp['appliance_id'][:8]}-{cp['tree_size']:09d}.json"
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(doc, indent=2, sort_keys=True).encode("utf-8"))
     return path
 
 

@@ -29,6 +29,7 @@ from appliance.audit.events import FLAT_COLUMNS, Actor, StoredEvent
 from appliance.audit.lookup import SeqRange, matching_seqs
 from appliance.audit.query import EventFilter
 from appliance.canonical import canonical_text
+from appliance.durable import fsync_dir
 from appliance.keys import SigningKey, fingerprint, public_pem
 
 FORMATS = ("csv", "jsonl", "pdf")
@@ -213,7 +214,7 @@ class StagedFile:
     def commit(self) -> None:
         os.replace(self.tmp, self.path)
         self.committed = True
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
 
     def discard(self) -> None:
         """Remove what this export created, and nothing else."""
@@ -223,12 +224,6 @@ class StagedFile:
             self.tmp.unlink(missing_ok=True)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def count_matching(conn: sqlite3.Connection, flt: EventFilter, upto: int) -> int:

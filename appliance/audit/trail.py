@@ -14,21 +14,19 @@ import hashlib
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from appliance.audit import lookup
 from appliance.audit.checkpoint import Checkpointer, CheckpointPolicy
 from appliance.audit.events import Event, StoredEvent
-from appliance.clock import Clock, format_ts, parse_ts
+from appliance.clock import Clock
 from appliance.errors import AuditFailure
 
 GENESIS = bytes(32)
 _sha256 = hashlib.sha256
 
-_HEAD_AND_DEADLINE = (
-    "SELECT seq, hash, json_extract(body, '$.ts'), (SELECT strftime('%Y-%m-%dT%H:%M:%fZ', "
-    "json_extract(body, '$.ts'), ?) FROM audit_checkpoints ORDER BY id DESC LIMIT 1) "
-    "FROM audit_events ORDER BY seq DESC LIMIT 1")
+_HEAD_AND_LAST_CHECKPOINT = (
+    "SELECT seq, hash, json_extract(body, '$.ts'), (SELECT json_extract(body, '$.ts') FROM "
+    "audit_checkpoints ORDER BY id DESC LIMIT 1) FROM audit_events ORDER BY seq DESC LIMIT 1")
 _INSERT = "INSERT INTO audit_events (seq, prev_hash, hash, body) VALUES (?, ?, ?, ?)"
 
 
@@ -107,14 +105,15 @@ class Trail:
         return StoredEvent(seq, prev, digest, text)
 
     def _read_head(self) -> None:
-        row = self.conn.execute(_HEAD_AND_DEADLINE, (self.policy.deadline_modifier,)).fetchone()
-        seq, prev, ts, deadline = row if row else (0, GENESIS, None, None)
+        row = self.conn.execute(_HEAD_AND_LAST_CHECKPOINT).fetchone()
+        seq, prev, ts, checkpoint_ts = row if row else (0, GENESIS, None, None)
         self.head.lookup_rows.clear()
-        self.head.seq, self.head.hash, self.head.ts, self.head.deadline = seq, prev, ts, deadline
+        self.head.seq, self.head.hash, self.head.ts = seq, prev, ts
+        self.head.deadline = self.policy.deadline_after(checkpoint_ts) if checkpoint_ts else None
 
     def _checkpoint(self, reason: str, ts: str) -> None:
         self.checkpointer.write(self.conn, ts, reason)
-        self.head.deadline = format_ts(parse_ts(ts) + timedelta(seconds=self.policy.every_seconds))
+        self.head.deadline = self.policy.deadline_after(ts)
 
     def checkpoint(self, reason: str) -> None:
         """Write a checkpoint now (exports, anchors); inside a transaction."""

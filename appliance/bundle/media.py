@@ -136,7 +136,25 @@ def _read_limited(label: str, relpath: str, stream: BinaryIO, max_size: int) -> 
     return b"".join(chunks)
 
 
-class DirectoryMedia:
+class _ListedMedia:
+    """What both media kinds share once their files are listed: `open` is theirs."""
+
+    label: str
+    _listing: _Listing
+
+    def open(self, relpath: str) -> BinaryIO:
+        raise NotImplementedError
+
+    def list_files(self) -> list[MediaFile]:
+        return [MediaFile(p, s) for p, s in sorted(self._listing.files.items())]
+
+    def read_bytes(self, relpath: str, max_size: int) -> bytes:
+        if self._listing.size_of(relpath) > max_size:
+            raise BundleRefused(f"{self.label}: {relpath!r} is over the {max_size}-byte limit")
+        return _read_limited(self.label, relpath, self.open(relpath), max_size)
+
+
+class DirectoryMedia(_ListedMedia):
     """A bundle laid out as a directory tree. Symlinks anywhere below the root are refused."""
 
     def __init__(self, root: Path) -> None:
@@ -177,14 +195,6 @@ class DirectoryMedia:
             else:
                 raise BundleRefused(f"{self.label}: {rel!r} is a {_kind(st.st_mode)}, "
                                     "not a regular file")
-
-    def list_files(self) -> list[MediaFile]:
-        return [MediaFile(p, s) for p, s in sorted(self._listing.files.items())]
-
-    def read_bytes(self, relpath: str, max_size: int) -> bytes:
-        if self._listing.size_of(relpath) > max_size:
-            raise BundleRefused(f"{self.label}: {relpath!r} is over the {max_size}-byte limit")
-        return _read_limited(self.label, relpath, self.open(relpath), max_size)
 
     def open(self, relpath: str) -> BinaryIO:
         """Open by walking each component with O_NOFOLLOW, so a symlink swapped in after
@@ -234,7 +244,7 @@ class _MemberReader(io.RawIOBase):
         super().close()
 
 
-class TarMedia:
+class TarMedia(_ListedMedia):
     """A bundle as one uncompressed tar. Members are located by header, never extracted."""
 
     def __init__(self, path: Path) -> None:
@@ -276,14 +286,6 @@ class TarMedia:
                                     "before its data)")
             self._listing.add(rel, member.size)
             self._offsets[rel] = member.offset_data
-
-    def list_files(self) -> list[MediaFile]:
-        return [MediaFile(p, s) for p, s in sorted(self._listing.files.items())]
-
-    def read_bytes(self, relpath: str, max_size: int) -> bytes:
-        if self._listing.size_of(relpath) > max_size:
-            raise BundleRefused(f"{self.label}: {relpath!r} is over the {max_size}-byte limit")
-        return _read_limited(self.label, relpath, self.open(relpath), max_size)
 
     def open(self, relpath: str) -> BinaryIO:
         size = self._listing.size_of(relpath)

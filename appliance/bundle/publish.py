@@ -42,8 +42,8 @@ from appliance.bundle.repo import (
     RoleKeys,
     check_name,
     check_roles,
-    write_atomic,
 )
+from appliance.durable import write_atomic
 from appliance.errors import InvalidInput
 
 

@@ -38,8 +38,9 @@ from appliance.bundle.model import (
     BundleDescription,
     ComponentRef,
 )
-from appliance.bundle.repo import Repo, RepoConfig, dump, write_atomic
+from appliance.bundle.repo import Repo, RepoConfig, dump
 from appliance.clock import format_ts
+from appliance.durable import write_atomic
 from appliance.errors import InvalidInput
 
 SERIALIZER = JSONSerializer(compact=False)

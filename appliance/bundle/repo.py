@@ -12,9 +12,7 @@ Layout of DIR (the vendor's, or the appliance's own for local LoRA adapters):
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from tuf.api.metadata import Metadata, Root
 
 from appliance.bundle import keys as bkeys
 from appliance.bundle.model import LORA_ROLE, NAME_RE, SCHEMA_VERSION, TOP_ROLES
+from appliance.durable import write_atomic
 from appliance.errors import InvalidInput
 
 DEFAULT_EXPIRES_DAYS = {"root": 365, "targets": 180, "snapshot": 180, "timestamp": 90,
@@ -104,19 +103,6 @@ class ReleaseSpec:
                    [ComponentSpec(c["name"], c["kind"], c["role"], c["custom"])
                     for c in d["components"]], d.get("trusted_root", False))
 
-
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def dump(d: Any) -> bytes:

@@ -26,6 +26,7 @@ from typing import BinaryIO
 from appliance.bundle.media import MediaSource
 from appliance.bundle.objectfile import ALIGN, ObjectFile, aligned_buffer
 from appliance.bundle.progress import ImportProgress, ProgressMeter
+from appliance.durable import fsync_dir
 from appliance.errors import ApplianceError, BundleRefused
 
 __all__ = ["WantedFile", "ImportProgress", "IngestResult", "ContentStore", "StoreBusy"]
@@ -100,7 +101,7 @@ class ContentStore:
                 path = self.path_of(digest)
                 if path.is_file():
                     path.unlink()
-                    _fsync_dir(path.parent)
+                    fsync_dir(path.parent)
                     removed += 1
         return removed
 
@@ -205,9 +206,9 @@ class ContentStore:
         try:
             if not final.parent.is_dir():
                 final.parent.mkdir(exist_ok=True)
-                _fsync_dir(self.objects)
+                fsync_dir(self.objects)
             os.rename(tmp, final)
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
         except OSError as e:
             _unlink_quietly(tmp)
             raise _store_error(e, label) from None
@@ -284,7 +285,7 @@ class ContentStore:
         """Remove what an interrupted import left; safe because we hold the store lock."""
         for entry in os.scandir(self.tmp):
             _unlink_quietly(Path(entry.path))
-        _fsync_dir(self.tmp)
+        fsync_dir(self.tmp)
 
 
 @dataclass(frozen=True)
@@ -367,14 +368,6 @@ def _unlink_quietly(path: Path) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _mib(n: int) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.bundle.store import ContentStore
+from appliance.durable import fsync_dir
 from appliance.errors import UpdateRefused
 from appliance.updates.verification import sha256_file
 
@@ -65,14 +66,6 @@ class InstallLock:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _disk_full(exc: OSError) -> bool:
