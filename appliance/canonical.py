@@ -9,10 +9,12 @@ import orjson
 import rfc8785
 
 _MAX_SAFE_INT = 2**53 - 1
-_SORTED = orjson.OPT_SORT_KEYS
+# Strict integers: beyond 2^53 orjson refuses, and rfc8785 then gives the reason.
+PLAIN_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
 
 
 _SCALARS = frozenset({str, bool, type(None)})
+_FLAT = frozenset({str, bool, type(None), int})
 _NESTED = frozenset({dict, list, tuple})
 
 
@@ -48,6 +50,18 @@ def is_plain(obj: Any) -> bool:
     return True
 
 
+def flat_plain(obj: Any) -> bool:
+    """A quick, C-level `is_plain` for the common free-form audit value: a dict with ASCII
+    string keys and string, integer, boolean or null values. Integers are left to
+    `encode_plain`, which refuses those beyond 2^53. False means "not shown", not "not plain"."""
+    if type(obj) is not dict or not _FLAT.issuperset(map(type, obj.values())):
+        return False
+    try:
+        return "".join(obj).isascii()
+    except TypeError:  # a key that is not a string
+        return False
+
+
 def canonical_bytes(obj: Any) -> bytes:
     # The audit trail encodes every event: the fast path keeps appends cheap, and anything
     # outside it goes through the reference implementation.
@@ -57,11 +71,12 @@ def canonical_bytes(obj: Any) -> bytes:
 
 
 def encode_plain(obj: Any) -> bytes:
-    """RFC 8785 bytes of a value `is_plain` accepted (or one whose parts the caller
-    checked). orjson's sorted compact output (UTF-8, non-ASCII kept, control characters
-    escaped in lower-case hex) is RFC 8785 for such values; tests hold it to the reference."""
+    """RFC 8785 bytes of a value `is_plain` accepted (or one whose parts the caller checked,
+    integers aside). orjson's sorted compact output (UTF-8, non-ASCII kept, control
+    characters escaped in lower-case hex) is RFC 8785 for such values; tests hold it to the
+    reference."""
     try:
-        return orjson.dumps(obj, option=_SORTED)
+        return orjson.dumps(obj, option=PLAIN_OPTIONS)
     except (orjson.JSONEncodeError, TypeError):  # lone surrogates: let rfc8785 refuse them
         return rfc8785.dumps(obj)
 

@@ -335,7 +335,23 @@ INSERT INTO audit_lookup (seq, ts, actor, action, target_type, target_id)
 SELECT seq, ts, actor, action, target_type, target_id FROM audit_view;
 """
 
-MIGRATIONS: list[str] = [AUDIT, IDENTITY, BUNDLES, UPDATES, PROVISION, AUDIT_LOOKUP]
+# One subquery instead of two: every durable append runs this trigger. The sequence and
+# the previous hash must both be the head's (or, on an empty trail, 1 and zeros); the
+# primary key still refuses a reused sequence.
+AUDIT_HEAD_CHECK = """
+DROP TRIGGER audit_events_continue_head;
+CREATE TRIGGER audit_events_continue_head BEFORE INSERT ON audit_events
+BEGIN
+    SELECT RAISE(ABORT, 'audit: the event does not continue the head (sequence or hash)')
+    WHERE (NEW.seq, NEW.prev_hash) IS NOT
+          (SELECT seq + 1, hash FROM audit_events ORDER BY seq DESC LIMIT 1)
+      AND (NEW.seq IS NOT 1 OR NEW.prev_hash IS NOT zeroblob(32)
+           OR EXISTS (SELECT 1 FROM audit_events));
+END;
+"""
+
+MIGRATIONS: list[str] = [AUDIT, IDENTITY, BUNDLES, UPDATES, PROVISION, AUDIT_LOOKUP,
+                         AUDIT_HEAD_CHECK]
 
 AUDIT_TRIGGERS = (
     "audit_events_continue_head",

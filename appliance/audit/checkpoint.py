@@ -91,10 +91,9 @@ class Checkpointer:
         size, head = head_row if head_row else (0, bytes(32))
         if prev is not None and prev.tree_size == size:
             return prev
-        for (text,) in conn.execute(
-            "SELECT body FROM audit_events WHERE seq > ? ORDER BY seq", (frontier.size,)
-        ):
-            frontier.push(text.encode("utf-8"))
+        frontier.extend(data for (data,) in conn.execute(
+            "SELECT CAST(body AS BLOB) FROM audit_events WHERE seq > ? ORDER BY seq",
+            (frontier.size,)))
         body = {
             "appliance_id": self.appliance_id,
             "tree_size": size,

@@ -6,7 +6,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from appliance.canonical import canonical_bytes, encode_plain, is_plain
+import orjson
+
+from appliance.canonical import PLAIN_OPTIONS, canonical_bytes, flat_plain, is_plain
 
 OUTCOMES = ("success", "failure", "denied")
 
@@ -66,9 +68,10 @@ class Event:
 
     def canonical(self, seq: int, ts: str, clock_warning: str | None) -> bytes:
         """The RFC 8785 bytes of `body`, the form that is stored and hashed. Every append
-        encodes one, so the fast path's check walks only the free-form values; the fixed
-        fields must be strings (str.join checks that in C) or None where optional. Tests
-        compare both paths with the reference."""
+        encodes one, so the fast path checks only what the trail does not make itself: the
+        fixed fields must be strings (str.join checks that in C) or None where optional, and
+        the free-form values must pass `flat_plain` (or else `is_plain`). Tests compare both
+        paths with the reference."""
         body = self.body(seq, ts, clock_warning)
         a = self.actor
         try:
@@ -79,9 +82,13 @@ class Event:
                      "" if clock_warning is None else clock_warning))
         except TypeError:
             return canonical_bytes(body)
-        if is_plain([seq, self.old, self.new, self.details, self.signature]):
-            return encode_plain(body)
-        return canonical_bytes(body)
+        for part in (self.old, self.new, self.details, self.signature):
+            if part is not None and not flat_plain(part) and not is_plain(part):
+                return canonical_bytes(body)
+        try:
+            return orjson.dumps(body, option=PLAIN_OPTIONS)
+        except (orjson.JSONEncodeError, TypeError):  # see encode_plain
+            return canonical_bytes(body)
 
 
 class StoredEvent(NamedTuple):

@@ -7,6 +7,7 @@ and lets later work produce inclusion and consistency proofs in the RFC 6962 sty
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 
@@ -39,6 +40,19 @@ class Frontier:
 
     def push(self, data: bytes) -> None:
         self.push_leaf_hash(hashlib.sha256(b"\x00" + data).digest())
+
+    def extend(self, leaves: Iterable[bytes]) -> None:
+        """`push` each leaf, in one loop: a checkpoint folds in about a thousand."""
+        sha256, roots, size = hashlib.sha256, self.roots, self.size
+        for data in leaves:
+            h = sha256(b"\x00" + data).digest()
+            n = size
+            while n & 1:
+                h = sha256(b"\x01" + roots.pop() + h).digest()
+                n >>= 1
+            roots.append(h)
+            size += 1
+        self.size = size
 
     def root(self) -> bytes:
         """Fold right to left: RFC 6962 splits at the largest power of two below n."""

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from appliance import db
 from appliance.audit.checkpoint import all_checkpoints
 from appliance.audit.events import Actor, Event
 from appliance.audit.merkle import Frontier, merkle_root
@@ -61,14 +62,26 @@ def test_triggers_refuse_update_delete_and_non_continuing_rows(appliance) -> Non
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
         conn.execute("DELETE FROM audit_events WHERE seq = 1")
     head, h = conn.execute("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1").fetchone()
-    with pytest.raises(sqlite3.IntegrityError, match="sequence"):
-        conn.execute("INSERT INTO audit_events (seq, prev_hash, hash, body) VALUES (?, ?, ?, '{}')",
-                     (head + 2, h, bytes(32)))
-    with pytest.raises(sqlite3.IntegrityError, match="previous hash"):
-        conn.execute("INSERT INTO audit_events (seq, prev_hash, hash, body) VALUES (?, ?, ?, '{}')",
-                     (head + 1, bytes(32), bytes(32)))
+    first = conn.execute("SELECT hash FROM audit_events WHERE seq = 1").fetchone()[0]
+    insert = "INSERT INTO audit_events (seq, prev_hash, hash, body) VALUES (?, ?, ?, '{}')"
+    for seq, prev in [(head + 2, h), (head + 1, bytes(32)), (1, bytes(32)), (2, first),
+                      (head, h)]:
+        with pytest.raises(sqlite3.IntegrityError, match="does not continue the head"):
+            conn.execute(insert, (seq, prev, bytes(32)))
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
         conn.execute("DELETE FROM audit_checkpoints")
+
+
+def test_an_empty_trail_takes_only_the_genesis_event(tmp_path) -> None:
+    conn = db.connect(tmp_path / "fresh.db", create=True)
+    db.migrate(conn)
+    insert = "INSERT INTO audit_events (seq, prev_hash, hash, body) VALUES (?, ?, ?, '{}')"
+    for seq, prev in [(2, bytes(32)), (1, b"\x01" * 32), (0, bytes(32))]:
+        with pytest.raises(sqlite3.IntegrityError, match="does not continue the head"):
+            conn.execute(insert, (seq, prev, bytes(32)))
+    conn.execute(insert, (1, bytes(32), b"\x02" * 32))
+    conn.execute(insert, (2, b"\x02" * 32, b"\x03" * 32))
+    assert conn.execute("SELECT count(*) FROM audit_events").fetchone()[0] == 2
 
 
 def test_service_whose_audit_write_fails_does_not_take_effect(appliance, admin_session) -> None:
@@ -126,11 +139,13 @@ def test_incremental_verify_starts_at_the_newest_checkpoint(appliance) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.binary(max_size=40), max_size=70))
-def test_merkle_frontier_matches_rfc6962_reference(leaves: list[bytes]) -> None:
+@given(st.lists(st.binary(max_size=40), max_size=70), st.integers(0, 70))
+def test_merkle_frontier_matches_rfc6962_reference(leaves: list[bytes], split: int) -> None:
     f = Frontier()
-    for leaf in leaves:
+    for leaf in leaves[:split]:
         f.push(leaf)
+    f.extend(leaves[split:])  # what checkpoints do, from wherever the last one stopped
+    assert f.size == len(leaves)
     assert f.root() == merkle_root(leaves)
     again = Frontier.from_bytes(f.size, f.to_bytes())
     assert again.root() == f.root()

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appliance.audit.events import Actor, Event
-from appliance.canonical import canonical_bytes
+from appliance.canonical import canonical_bytes, flat_plain
 
 scalars = st.none() | st.booleans() | st.integers(-(2**60), 2**60) | st.text() | st.floats(
     allow_nan=False, allow_infinity=False)
@@ -56,3 +56,35 @@ def test_event_encoding_equals_rfc8785_of_its_body(event: Event, seq: int, warni
             event.canonical(seq, "2026-11-27T10:00:00.000Z", warning)
         return
     assert event.canonical(seq, "2026-11-27T10:00:00.000Z", warning) == expected
+
+
+flat_scalars = (st.none() | st.booleans() | st.text(max_size=8)
+                | st.integers(-(2**53) - 2, 2**53 + 2) | st.integers(-(2**64), 2**64))
+flat_dicts = st.dictionaries(st.text(max_size=6), flat_scalars | st.floats(allow_nan=False),
+                             max_size=5)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.builds(Event, action=texts, actor=st.builds(Actor, texts, texts, texts),
+                 old=st.none() | flat_dicts, new=st.none() | flat_dicts, details=flat_dicts,
+                 signature=st.none() | flat_dicts))
+def test_flat_values_match_rfc8785_at_the_integer_limit(event: Event) -> None:
+    """Flat dicts skip the Python walk: integers just past 2^53, floats and non-ASCII keys
+    must still come out as the reference has them, or be refused as it refuses them."""
+    body = event.body(7, "2026-11-27T10:00:00.000Z", None)
+    try:
+        expected = rfc8785.dumps(body)
+    except Exception as exc:
+        with pytest.raises(type(exc)):
+            event.canonical(7, "2026-11-27T10:00:00.000Z", None)
+        return
+    assert event.canonical(7, "2026-11-27T10:00:00.000Z", None) == expected
+
+
+def test_flat_plain_declines_what_it_cannot_show() -> None:
+    assert flat_plain({"a": 1, "b": "x", "c": None, "d": True})
+    assert not flat_plain({"a": 1.5})
+    assert not flat_plain({1: "x"})
+    assert not flat_plain({"\u00e9": 1})
+    assert not flat_plain({"a": {"b": 1}})
+    assert not flat_plain(["a"])
