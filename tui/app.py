@@ -63,11 +63,16 @@ class ConsoleApp(App[None]):
     def start_session(self, session: Session) -> None:
         """Where a successful login leads: a temporary or expired password is changed first."""
         self.session = session
-        self.sub_title = f"{session.username} ({', '.join(session.roles)})"
-        if session.must_change_password:
-            self.switch_screen(PasswordChangeScreen(expired=session.password_expired))
-        else:
-            self.switch_screen(DashboardScreen())
+        screen: Screen[None] = (PasswordChangeScreen(expired=session.password_expired)
+                                if session.must_change_password else DashboardScreen())
+        self.call_later(self._enter, screen,
+                        f"{session.username} ({', '.join(session.roles)})")
+
+    async def _enter(self, screen: Screen[None], sub_title: str) -> None:
+        # The title changes once the login screen is gone: its header, torn down, must not
+        # be asked to show the new one (as in _back_to_login).
+        await self.switch_screen(screen)
+        self.sub_title = sub_title
 
     def password_changed(self) -> None:
         self.switch_screen(DashboardScreen())

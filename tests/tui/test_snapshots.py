@@ -6,18 +6,30 @@ the SVGs; a second run must then pass unchanged.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from textual.widgets import DataTable
 
 from appliance.demo import mark_demo
 from appliance.services import users
-from tests.conftest import ADMIN, PASSWORD
+from tests.conftest import ADMIN, PASSWORD, SteppingClock
 from tests.tui.pilot import audit_ready, dashboard_ready, fill, log_in, type_into, wait_for
 from tui.screens.export import ExportDialog
 from tui.screens.media import MediaScreen
 from tui.screens.password import PasswordChangeScreen
 from tui.screens.signature import SignatureDialog
 from tui.screens.users import AccountDialog, UsersScreen
+
+
+@pytest.fixture
+def clock() -> SteppingClock:
+    """A clock that stands still: the dashboard's workers read it concurrently, so a
+    stepping clock would stamp the events they record by a race, and the SVGs with them."""
+    still = SteppingClock()
+    still.step = timedelta(0)
+    return still
+
 
 SIZES = pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
 
