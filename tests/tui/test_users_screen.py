@@ -58,7 +58,7 @@ async def test_security_officer_adds_a_user_and_resets_a_password(make_console,
         message = await apply(pilot, "n", username="bob", full_name="Bob Baker", roles="ml",
                               password="temporary pass 1", reason="new data scientist")
         assert message.startswith("added bob (ml)")
-        assert table.get_row("bob")[2:4] == ["ml", "active"]
+        assert [str(c) for c in table.get_row("bob")[2:4]] == ["ml", "active"]
 
         await select(pilot, table, "bob")
         message = await apply(pilot, "p", reason="forgot it")
@@ -117,3 +117,19 @@ async def test_ml_user_has_no_users_screen(make_console, make_user):
         await pilot.pause()
         assert not isinstance(app.screen, UsersScreen)
         assert "Users" not in [c.title for c in app.get_system_commands(app.screen)]
+
+
+async def test_a_printed_name_is_shown_as_typed_never_as_markup(make_console, make_user):
+    """Cells are text: "[/]" in a name would stop a markup render, "[red]" restyle it."""
+    name = "Dr [/] Ann [red]Lee"
+    make_user(["auditor"], "marky", full_name=name)
+    app = make_console()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await log_in(pilot, ADMIN, PASSWORD)
+        await dashboard_ready(pilot)
+        table = await open_users(pilot)
+        await pilot.pause()
+        assert str(table.get_row("marky")[1]) == name
+        assert table.ordered_columns[1].width == len(name)  # as wide as its widest cell
+        lines = [table.render_line(y).text for y in range(table.size.height)]
+        assert any(name in line for line in lines), lines

@@ -25,7 +25,11 @@ from appliance.identity.session import Session
 from appliance.services import media
 from appliance.services.media import ImportResult, ScanEntry
 from tui.widgets.inputs import ConsoleInput
+from tui.widgets.tables import fill_table
 from tui.widgets.transfer import TransferProgress, human_bytes
+
+# 80 columns: "ver"; the media folder ("on media") tells copies of one release apart.
+COLUMNS = ("bundle", "ver", "publisher", "components", "size", "status", "on media")
 
 UI_INTERVAL_S = 0.2  # progress shown at most five times a second; the last one always
 
@@ -81,9 +85,7 @@ class MediaScreen(Screen):
             yield ConsoleInput(id="media-path", compact=True,
                                placeholder="bundle directory or .tar; empty: removable media")
         table = DataTable(id="media-list", cursor_type="row", zebra_stripes=True)
-        # 80 columns: "ver"; the media folder tells copies of one release apart.
-        table.add_columns("bundle", "ver", "publisher", "components", "size", "status",
-                          "on media")
+        table.add_columns(*COLUMNS)
         yield table
         yield Static("Press s to scan removable media, or type a path and press Enter.",
                      id="media-detail", markup=False)
@@ -171,12 +173,11 @@ class MediaScreen(Screen):
     def on_media_screen_scanned(self, msg: Scanned) -> None:
         table = self.query_one(DataTable)
         keep = self.selected()
-        table.clear()
         self.entries = {e.path: e for e in msg.entries}
-        for e in msg.entries:
-            table.add_row(e.name or "?", str(e.version or ""), e.publisher,
+        rows = [(e.path, (e.name or "?", str(e.version or ""), e.publisher,
                           str(len(e.components)), human_bytes(e.size) if e.size else "",
-                          e.status, Path(e.path).name, key=e.path)
+                          e.status, Path(e.path).name)) for e in msg.entries]
+        fill_table(table, COLUMNS, rows)
         if keep in self.entries:
             table.move_cursor(row=table.get_row_index(keep))
         n = len(msg.entries)

@@ -29,6 +29,7 @@ from appliance.provision.records import RunRecord
 from appliance.services import provision
 from tui.provision_live import failure_text, history_row, host_lines, run_title
 from tui.widgets.job_status import JobStatus
+from tui.widgets.tables import fill_table
 from tui.widgets.task_list import TaskList
 
 UI_INTERVAL_S = 0.2   # the screen redraws a run at most five times a second
@@ -302,12 +303,8 @@ class ProvisionScreen(Screen):
     def on_provision_screen_history(self, msg: History) -> None:
         table = self.query_one("#prov-runs", DataTable)
         keep = self.selected_run()
-        # Columns too: a cleared DataTable keeps the widths of the rows it had.
-        table.clear(columns=True)
-        table.add_columns(*RUN_COLUMNS)
         self.runs = {r.id: r for r in msg.runs}
-        for r in msg.runs:
-            table.add_row(*history_row(r), key=r.id)
+        fill_table(table, RUN_COLUMNS, [(r.id, history_row(r)) for r in msg.runs])
         if keep is not None and keep.id in self.runs:
             table.move_cursor(row=table.get_row_index(keep.id))
 

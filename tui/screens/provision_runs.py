@@ -19,10 +19,12 @@ from appliance.provision.events import TaskEvent
 from appliance.provision.records import RunRecord
 from appliance.services import provision
 from tui.provision_live import artifact_order, failure_text, run_summary
+from tui.widgets.tables import fill_table
 from tui.widgets.task_list import TaskList
 from tui.widgets.transfer import human_bytes
 
 PAGE_BYTES = 16 * 1024   # one artifact page on screen
+ARTIFACT_COLUMNS = ("size", "file")
 
 
 class RunScreen(Screen):
@@ -56,7 +58,7 @@ class RunScreen(Screen):
             yield Static("", id="run-failure", markup=False)
         yield Label("Artifacts (Enter or v shows one)", id="run-artifacts-title")
         table = DataTable(id="run-artifacts", cursor_type="row", zebra_stripes=True)
-        table.add_columns("size", "file")
+        table.add_columns(*ARTIFACT_COLUMNS)
         yield table
         yield Footer()
 
@@ -89,8 +91,9 @@ class RunScreen(Screen):
         self.query_one("#run-failure", Static).update(text)
         self.query_one("#run-failure-box").display = bool(text)
         table = self.query_one("#run-artifacts", DataTable)
-        for a in sorted(msg.artifacts, key=lambda a: artifact_order(a.name)):
-            table.add_row(human_bytes(a.size), a.name, key=a.name)
+        fill_table(table, ARTIFACT_COLUMNS, [
+            (a.name, (human_bytes(a.size), a.name))
+            for a in sorted(msg.artifacts, key=lambda a: artifact_order(a.name))])
         if not msg.artifacts:
             self.query_one("#run-artifacts-title", Label).update(
                 "Artifacts: none kept for this run")

@@ -23,6 +23,9 @@ from appliance.services.signing import SignatureRequest
 from appliance.updates.install import Edges
 from appliance.updates.view import install_text, view_text
 from tui.screens.signature import SignatureAsk, request_signature
+from tui.widgets.tables import fill_table
+
+COLUMNS = ("bundle", "state", "publisher", "imported by", "digest")
 
 # Install step points worth a line of progress (the others are per-file or internal).
 STEPS = {
@@ -84,7 +87,7 @@ class UpdatesScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         table = DataTable(id="upd-list", cursor_type="row", zebra_stripes=True)
-        table.add_columns("bundle", "state", "publisher", "imported by", "digest")
+        table.add_columns(*COLUMNS)
         yield table
         yield Static("", id="upd-message", markup=False)
         yield Static("", id="upd-progress", markup=False)
@@ -227,10 +230,9 @@ class UpdatesScreen(Screen):
     def on_updates_screen_loaded(self, msg: Loaded) -> None:
         table = self.query_one(DataTable)
         keep = self.selected()
-        table.clear()
-        for r in msg.rows:
-            table.add_row(r["ref"], r["state"], r["publisher"], r["imported_by"],
-                          r["digest"][:12], key=r["ref"])
+        fill_table(table, COLUMNS, [(r["ref"], (r["ref"], r["state"], r["publisher"],
+                                                r["imported_by"], r["digest"][:12]))
+                                    for r in msg.rows])
         if keep in {r["ref"] for r in msg.rows}:
             table.move_cursor(row=table.get_row_index(keep))
         st = msg.status

@@ -28,6 +28,7 @@ from appliance.services import users
 from appliance.services.signing import SignatureRequest
 from tui.screens.signature import SignatureAsk, request_signature
 from tui.widgets.inputs import ConsoleInput
+from tui.widgets.tables import fill_table
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class AccountAction:
     needs_user: bool = True
 
 
+COLUMNS = ("username", "printed name", "roles", "status", "")
 ROLE_FIELD = Field("role", "Role", placeholder=" / ".join(ROLES))
 REASON = Field("reason", "Reason (recorded in the audit trail)")
 
@@ -191,7 +193,7 @@ class UsersScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         table = DataTable(id="user-list", cursor_type="row", zebra_stripes=True)
-        table.add_columns("username", "printed name", "roles", "status", "")
+        table.add_columns(*COLUMNS)
         yield table
         yield Static("", id="users-message", markup=False)
         yield Footer()
@@ -273,9 +275,7 @@ class UsersScreen(Screen):
     def on_users_screen_loaded(self, message: Loaded) -> None:
         table = self.query_one(DataTable)
         keep = self.selected()
-        table.clear()
-        for user in message.accounts:
-            table.add_row(*_row(user), key=user.username)
+        fill_table(table, COLUMNS, [(user.username, _row(user)) for user in message.accounts])
         if keep is not None and keep in {u.username for u in message.accounts}:
             table.move_cursor(row=table.get_row_index(keep))
 

@@ -37,7 +37,8 @@ class TaskList(DataTable):
     def feed(self, events: Iterable[TaskEvent]) -> None:
         added, changed = self.live.fold(events)
         for row in added:
-            self.add_row(row.host, _result(row), row.task, key=row.key)
+            # Text, not str: DataTable reads strings as markup, and task names have brackets.
+            self.add_row(Text(row.host), _result(row), Text(row.task), key=row.key)
         for row in changed:
             self.update_cell(row.key, self._result_col, _result(row))
         if added:
