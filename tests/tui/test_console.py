@@ -11,6 +11,7 @@ from rich.console import Console
 from textual.command import CommandList, CommandPalette
 from textual.widgets import Input, ProgressBar, RadioButton
 
+from appliance.audit.events import Actor, Event
 from appliance.audit.trail import iter_events, read_head
 from appliance.context import Appliance
 from tests.conftest import ADMIN, PASSWORD
@@ -294,3 +295,28 @@ async def test_dashboard_keys_open_updates_and_users(make_console):
         await pilot.press("u")
         await wait_for(pilot, lambda: isinstance(app.screen, UsersScreen))
         await settle(pilot)
+
+
+async def test_audit_detail_shows_brackets_as_typed_never_as_markup(make_console, history):
+    """People type reasons and names and media carry bundle names: "[/]" in one must show
+    as typed in the auditor's detail pane, not stop the render or restyle it."""
+    with history.transaction():
+        history.trail.append(Event(
+            action="test.brackets", actor=Actor("odd", "Dr [/] Odd [red]", "it"),
+            target_type="bundle", target_id="[bold]demo[/bold]", reason="fixed [/] typo",
+            details={"note": "[WARNING]: kept"}, terminal="[/]"))
+    app = make_console()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await log_in(pilot, ADMIN, PASSWORD)
+        await dashboard_ready(pilot)
+        await pilot.press("a")
+        events = await audit_ready(pilot)
+        await type_into(pilot, "#filter-action", "test.brackets")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: events.view.flt.action == "test.brackets"
+                       and events.is_loaded(), what="filtered view")
+        await wait_for(pilot, lambda: "test.brackets" in detail_text(pilot))
+        text = detail_text(pilot)
+        for typed in ("Dr [/] Odd [red] (odd)", "bundle [bold]demo[/bold]", "fixed [/] typo",
+                      '"[WARNING]: kept"'):
+            assert typed in text, typed

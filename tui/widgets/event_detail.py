@@ -38,11 +38,12 @@ def record_table(row: Row) -> Table:
             continue
         value = data[key]
         if key == "actor":
-            grid.add_row("actor", f"{value['name']} ({value['username']}), role {value['role']}")
+            grid.add_row("actor", Text(f"{value['name']} ({value['username']}), "
+                                       f"role {value['role']}"))
         elif key == "target":
-            grid.add_row("target", f"{value['type']} {value['id']}".strip() or "-")
+            grid.add_row("target", Text(f"{value['type']} {value['id']}".strip() or "-"))
             if value.get("digest"):
-                grid.add_row("target digest", value["digest"])
+                grid.add_row("target digest", Text(value["digest"]))
         elif key == "signature" and isinstance(value, dict):
             grid.add_row("signed", Text(manifestation(value), style="bold"))
             for sub in sorted(set(value) - {"name", "username", "meaning", "ts"}):
@@ -51,7 +52,7 @@ def record_table(row: Row) -> Table:
             style = {"failure": "bold red", "denied": "bold yellow"}.get(value, "")
             grid.add_row("outcome", Text(value, style=style))
         elif key == "ts":
-            grid.add_row("time (UTC)", value)
+            grid.add_row("time (UTC)", Text(value))
         elif key == "clock_warning":
             grid.add_row("clock warning", Text(value, style="bold yellow"))
         elif value is None or value == {}:
@@ -63,8 +64,10 @@ def record_table(row: Row) -> Table:
     return grid
 
 
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else _json(value)
+def _text(value: Any) -> Text:
+    """Plain text, never Rich markup: reasons, names and details are typed by people or
+    come from media, and "[/]" in one would stop the render."""
+    return Text(value if isinstance(value, str) else _json(value))
 
 
 class EventDetail(VerticalScroll):
