@@ -62,4 +62,6 @@ def emit(data: Any, as_json: bool, text: str | None = None) -> None:
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
     else:
-        console.print(text if text is not None else data)
+        # Not markup: names, reasons and bundle metadata come from people and media, and a
+        # "[/]" in one would stop the print.
+        console.print(text if text is not None else data, markup=False)

@@ -72,8 +72,10 @@ def import_(
 
     with open_app(ctx) as appl:
         session = login(ctx, appl, user, password_stdin)
-        bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                       TransferSpeedColumn(), TimeRemainingColumn(), console=err_console,
+        # The description is a file name from the media: text, not markup.
+        bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(),
+                       DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+                       console=err_console,
                        disable=as_json or not err_console.is_terminal, transient=True)
         task = bar.add_task("verifying", total=None)
 

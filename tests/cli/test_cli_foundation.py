@@ -121,3 +121,15 @@ def test_usage_errors_are_one_line_without_traceback(tmp_path: Path, args: list[
     assert r.returncode == 2
     assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1
     assert "Traceback" not in r.stderr and "--help" in r.stderr
+
+
+def test_text_output_shows_brackets_as_typed(tmp_path: Path) -> None:
+    """Names come from people and media: "[/]" prints as typed, never as Rich markup."""
+    home = tmp_path / "brackets"
+    name = "Dr [/] Ann [red]Lee"
+    r = run(home, "init", "--admin", "ann", "--full-name", name, "--password-stdin",
+            stdin=PASSWORD + "\n")
+    assert r.returncode == 0, r.stderr
+    r = run(home, "users", "list", "--user", "ann", "--password-stdin", stdin=PASSWORD + "\n")
+    assert r.returncode == 0, r.stderr
+    assert name in r.stdout and "Traceback" not in r.stderr
