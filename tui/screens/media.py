@@ -174,10 +174,10 @@ class MediaScreen(Screen):
         table = self.query_one(DataTable)
         keep = self.selected()
         self.entries = {e.path: e for e in msg.entries}
-        rows = [(e.path, (e.name or "?", str(e.version or ""), e.publisher,
-                          str(len(e.components)), human_bytes(e.size) if e.size else "",
-                          e.status, Path(e.path).name)) for e in msg.entries]
-        fill_table(table, COLUMNS, rows)
+        fill_table(table, COLUMNS, [
+            (e.path, (e.name or "?", str(e.version or ""), e.publisher, str(len(e.components)),
+                      human_bytes(e.size) if e.size else "", e.status, Path(e.path).name))
+            for e in msg.entries])
         if keep in self.entries:
             table.move_cursor(row=table.get_row_index(keep))
         n = len(msg.entries)
