@@ -10,7 +10,7 @@ import rfc8785
 
 _MAX_SAFE_INT = 2**53 - 1
 # Strict integers: beyond 2^53 orjson refuses, and rfc8785 then gives the reason.
-PLAIN_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
+_PLAIN = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
 
 
 _SCALARS = frozenset({str, bool, type(None)})
@@ -76,7 +76,7 @@ def encode_plain(obj: Any) -> bytes:
     characters escaped in lower-case hex) is RFC 8785 for such values; tests hold it to the
     reference."""
     try:
-        return orjson.dumps(obj, option=PLAIN_OPTIONS)
+        return orjson.dumps(obj, option=_PLAIN)
     except (orjson.JSONEncodeError, TypeError):  # lone surrogates: let rfc8785 refuse them
         return rfc8785.dumps(obj)
 

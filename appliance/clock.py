@@ -26,18 +26,13 @@ class Clock:
         if self.now is not utc_now:
             return format_ts(self.now())
         # The system clock without a datetime (every audit append reads it): the same
-        # instant, truncated to the millisecond as format_ts does, with the date and
-        # time of day formatted once a second (in format_ms).
-        ms = time.time_ns() // 1_000_000
-        second = ms // 1000
-        if second == self._second:
-            return self._prefix + _MILLIS[ms - second * 1000]
-        return self.format_ms(ms)
+        # instant, truncated to the millisecond as format_ts does.
+        return self.format_ms(time.time_ns() // 1_000_000)
 
     def format_ms(self, ms: int) -> str:
-        """`format_ts` of the instant `ms` milliseconds after the epoch. Table lookups, not
-        number formatting: right after each durable commit, every distinct piece of code
-        an append touches runs several times slower than it does warm."""
+        """`format_ts` of the instant `ms` milliseconds after the epoch: the date and time
+        of day formatted once a second, the milliseconds from a table (right after each
+        durable commit, every distinct piece of code an append touches runs slower)."""
         second = ms // 1000
         if second != self._second:
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))

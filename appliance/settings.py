@@ -65,6 +65,7 @@ class UpdatePolicy:
 
 
 RESTARTERS = ("record", "ansible")
+MAX_RUN_TIMEOUT_S = 24 * 3600  # the longest a provisioning run may be given
 RELEASE_SOURCES = ("home", "root")
 
 
@@ -91,9 +92,9 @@ class ProvisioningPolicy:
             if value not in allowed:
                 raise InvalidInput(f"provisioning.{name} is {value!r}",
                                    f"use one of: {', '.join(allowed)}")
-        if not isinstance(self.timeout_s, int) or not 0 < self.timeout_s <= 24 * 3600:
+        if not isinstance(self.timeout_s, int) or not 0 < self.timeout_s <= MAX_RUN_TIMEOUT_S:
             raise InvalidInput(f"provisioning.timeout_s is {self.timeout_s!r}",
-                               "use 1 to 86400 seconds")
+                               f"use 1 to {MAX_RUN_TIMEOUT_S} seconds")
 
 
 @dataclass(frozen=True)

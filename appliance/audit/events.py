@@ -6,9 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-import orjson
-
-from appliance.canonical import PLAIN_OPTIONS, canonical_bytes, flat_plain, is_plain
+from appliance.canonical import canonical_bytes, encode_plain, flat_plain, is_plain
 
 OUTCOMES = ("success", "failure", "denied")
 
@@ -85,10 +83,7 @@ class Event:
         for part in (self.old, self.new, self.details, self.signature):
             if part is not None and not flat_plain(part) and not is_plain(part):
                 return canonical_bytes(body)
-        try:
-            return orjson.dumps(body, option=PLAIN_OPTIONS)
-        except (orjson.JSONEncodeError, TypeError):  # see encode_plain
-            return canonical_bytes(body)
+        return encode_plain(body)
 
 
 class StoredEvent(NamedTuple):

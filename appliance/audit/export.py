@@ -224,8 +224,6 @@ class StagedFile:
             self.tmp.unlink(missing_ok=True)
 
 
-
-
 def count_matching(conn: sqlite3.Connection, flt: EventFilter, upto: int) -> int:
     return query.count(conn, flt, upto)
 

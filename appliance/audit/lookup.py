@@ -100,7 +100,7 @@ def first_mismatch(conn: sqlite3.Connection, start: int = 1, stop: int | None = 
         return row[0]
     count = conn.execute("SELECT COUNT(*) FROM audit_lookup WHERE seq >= ? AND seq < ?",
                          (start, stop)).fetchone()[0]
-    indexed = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM audit_lookup").fetchone()[0]
+    indexed = conn.execute(f"SELECT {_INDEXED_UPTO}").fetchone()[0]
     end = min(stop - 1, indexed)  # every event up to here must have its row
     if end >= start and count != end - start + 1:
         return conn.execute("SELECT MIN(seq) FROM audit_events WHERE seq >= ? AND seq <= ? "

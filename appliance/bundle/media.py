@@ -10,6 +10,7 @@ import io
 import os
 import stat
 import tarfile
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,14 +137,14 @@ def _read_limited(label: str, relpath: str, stream: BinaryIO, max_size: int) -> 
     return b"".join(chunks)
 
 
-class _ListedMedia:
+class _ListedMedia(ABC):
     """What both media kinds share once their files are listed: `open` is theirs."""
 
     label: str
     _listing: _Listing
 
-    def open(self, relpath: str) -> BinaryIO:
-        raise NotImplementedError
+    @abstractmethod
+    def open(self, relpath: str) -> BinaryIO: ...
 
     def list_files(self) -> list[MediaFile]:
         return [MediaFile(p, s) for p, s in sorted(self._listing.files.items())]

@@ -104,7 +104,6 @@ class ReleaseSpec:
                     for c in d["components"]], d.get("trusted_root", False))
 
 
-
 def dump(d: Any) -> bytes:
     return (json.dumps(d, indent=1, sort_keys=True) + "\n").encode()
 

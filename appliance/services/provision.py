@@ -40,10 +40,10 @@ from appliance.provision.runner import (
     request_cancel,
 )
 from appliance.services.access import authorize
+from appliance.settings import MAX_RUN_TIMEOUT_S
 
 PLAYBOOKS_ENV = "APPLIANCE_PLAYBOOKS"
 UPDATE_PLAYBOOK = "update.yml"
-MAX_TIMEOUT_S = 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -152,9 +152,9 @@ def _launch(app: Appliance, actor: Actor, started_by: str, terminal: str,
     project = (playbooks_dir or default_playbooks_dir()).resolve()
     playbook = _playbook(project, request.playbook)
     extra = _check_extra_vars(request.extra_vars)
-    if not 0 < request.timeout_s <= MAX_TIMEOUT_S:
+    if not 0 < request.timeout_s <= MAX_RUN_TIMEOUT_S:
         raise InvalidInput(f"timeout {request.timeout_s} s out of range",
-                           f"use 1 to {MAX_TIMEOUT_S} seconds")
+                           f"use 1 to {MAX_RUN_TIMEOUT_S} seconds")
     _reap_stale(app)
     hosts = inv.select(inv.load_hosts(app.conn), request.inventory)
     rendered = inv.render(hosts)

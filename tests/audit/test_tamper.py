@@ -199,9 +199,10 @@ def test_rewritten_chain_resigned_with_foreign_key(trail_home: Path) -> None:
     assert report.kinds() == {"checkpoint-foreign-key"}
 
 
-def test_checkpoint_signature_forged_under_appliance_key_id(trail_home: Path) -> None:
+def _forge_newest_checkpoint_signature(home: Path) -> None:
+    """Re-sign the newest checkpoint with a foreign key, keeping the appliance's key id."""
     foreign = SigningKey.generate()
-    conn = _raw(trail_home)
+    conn = _raw(home)
     saved = _drop_triggers(conn)
     cid, text = conn.execute(
         "SELECT id, body FROM audit_checkpoints ORDER BY id DESC LIMIT 1").fetchone()
@@ -209,6 +210,10 @@ def test_checkpoint_signature_forged_under_appliance_key_id(trail_home: Path) ->
                  (foreign.sign(text.encode()), cid))
     _restore_triggers(conn, saved)
     conn.close()
+
+
+def test_checkpoint_signature_forged_under_appliance_key_id(trail_home: Path) -> None:
+    _forge_newest_checkpoint_signature(trail_home)
     assert _verify(trail_home).kinds() == {"checkpoint-signature"}
 
 
@@ -297,15 +302,7 @@ def test_large_trail_path_hashes_merkle_in_a_worker_and_still_catches_rewrites(
 
 def test_incremental_verify_reports_a_forged_newest_checkpoint(trail_home: Path) -> None:
     """Incremental mode checks only recent checkpoints, but a bad one is never skipped."""
-    foreign = SigningKey.generate()
-    conn = _raw(trail_home)
-    saved = _drop_triggers(conn)
-    cid, text = conn.execute(
-        "SELECT id, body FROM audit_checkpoints ORDER BY id DESC LIMIT 1").fetchone()
-    conn.execute("UPDATE audit_checkpoints SET signature = ? WHERE id = ?",
-                 (foreign.sign(text.encode()), cid))
-    _restore_triggers(conn, saved)
-    conn.close()
+    _forge_newest_checkpoint_signature(trail_home)
     app = Appliance.open(trail_home)
     try:
         report = verify_trail(app.conn, app.key.public, incremental=True)

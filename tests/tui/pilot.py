@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from textual.command import CommandList, CommandPalette
 from textual.pilot import Pilot
 from textual.widgets import Input, Static
 
@@ -48,6 +49,16 @@ async def log_in(pilot: Pilot, username: str, password: str, typed: bool = False
     await enter(pilot, "#username", username)
     await pilot.press("enter")
     await enter(pilot, "#password", password)
+    await pilot.press("enter")
+
+
+async def run_command(pilot: Pilot, words: str) -> None:
+    """Open the command palette, type `words` and run the first hit."""
+    await pilot.press("ctrl+p")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, CommandPalette))
+    await pilot.press(*words)
+    # The palette searches its providers asynchronously: wait for the hits.
+    await wait_for(pilot, lambda: pilot.app.screen.query_one(CommandList).option_count > 0)
     await pilot.press("enter")
 
 

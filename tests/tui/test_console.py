@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
-from textual.command import CommandList, CommandPalette
 from textual.widgets import Input, ProgressBar, RadioButton
 
 from appliance.audit.events import Actor, Event
@@ -21,6 +20,7 @@ from tests.tui.pilot import (
     dashboard_ready,
     fill,
     log_in,
+    run_command,
     settle,
     text_of,
     type_into,
@@ -225,12 +225,7 @@ async def test_command_palette_offers_console_commands_and_logout(make_console):
         await dashboard_ready(pilot)
         titles = [c.title for c in app.get_system_commands(app.screen)]
         assert {"Dashboard", "Audit trail", "Updates", "Users", "Log out"} <= set(titles)
-        await pilot.press("ctrl+p")
-        await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette))
-        await pilot.press(*"audit trail")
-        # The palette searches its providers asynchronously: wait for the hits.
-        await wait_for(pilot, lambda: app.screen.query_one(CommandList).option_count > 0)
-        await pilot.press("enter")
+        await run_command(pilot, "audit trail")
         await audit_ready(pilot)
         titles = [c.title for c in app.get_system_commands(app.screen)]
         assert {"Verify audit trail", "Export audit trail"} <= set(titles)

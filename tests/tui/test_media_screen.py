@@ -6,14 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from textual.command import CommandList, CommandPalette
 from textual.widgets import DataTable, ProgressBar
 
 from appliance.audit.trail import iter_events, read_head
 from appliance.bundle.progress import ImportProgress
 from appliance.context import Appliance
 from tests.conftest import ADMIN, PASSWORD
-from tests.tui.pilot import dashboard_ready, fill, log_in, settle, text_of, wait_for
+from tests.tui.pilot import dashboard_ready, fill, log_in, run_command, settle, text_of, wait_for
 from tui.screens.media import MediaScreen
 from tui.widgets.transfer import TransferProgress, eta_text, human_bytes, progress_line
 
@@ -99,11 +98,7 @@ async def test_admin_may_scan_but_import_is_refused_in_one_line(make_console, tr
         await log_in(pilot, ADMIN, PASSWORD)
         await dashboard_ready(pilot)
         # The command palette reaches the screen too.
-        await pilot.press("ctrl+p")
-        await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette))
-        await pilot.press(*"media")
-        await wait_for(pilot, lambda: app.screen.query_one(CommandList).option_count > 0)
-        await pilot.press("enter")
+        await run_command(pilot, "media")
         await wait_for(pilot, lambda: isinstance(app.screen, MediaScreen), what="media")
         table = app.screen.query_one(DataTable)
         await fill(pilot, "#media-path", str(usb / "a-good"))

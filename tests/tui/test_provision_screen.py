@@ -24,7 +24,7 @@ from appliance.provision.records import RunRecord
 from appliance.services import audit, auth, provision
 from tests.conftest import ADMIN, PASSWORD
 from tests.provision.kit import live_processes
-from tests.tui.pilot import dashboard_ready, log_in, settle, text_of, wait_for
+from tests.tui.pilot import dashboard_ready, log_in, run_command, settle, text_of, wait_for
 from tui.provision_live import LiveRun, failure_text, host_lines
 from tui.screens import provision_runs
 from tui.screens.provision import ProvisionScreen
@@ -284,11 +284,7 @@ async def test_the_command_palette_opens_provisioning(make_console, history, iva
     async with app.run_test(size=(80, 24)) as pilot:
         await log_in(pilot, "ivan", PASSWORD)
         await dashboard_ready(pilot)
-        await pilot.press("ctrl+p")
-        await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette))
-        await pilot.press(*"provisioning")
-        await wait_for(pilot, lambda: app.screen.query_one(CommandList).option_count > 0)
-        await pilot.press("enter")
+        await run_command(pilot, "provisioning")
         await wait_for(pilot, lambda: isinstance(app.screen, ProvisionScreen))
 
 
