@@ -1,12 +1,13 @@
-"""The trail's lookup table: each event's filter columns, indexed, filled in batches.
+"""The trail's lookup table: each event's filter columns, indexed, filled by its readers.
 
 Indexed columns on audit_events itself would cost every durable append a JSON parse and
-four index writes (about as much again as the insert). Instead the trail copies the filter
-columns of the events since the last batch into `audit_lookup` every BATCH appends,
-inside that append's transaction. Reads take the indexed part from the lookup and scan
-only the unindexed tail through `audit_view` (fewer than BATCH events), so a filter
-answers the same whether or not a batch has run. The copies are derived data:
-`audit verify` compares every row with its body.
+four index writes (about as much again as the insert). Appends leave the lookup alone:
+the reads that filter (`query`, exports, the clock check) first call `refresh`, which
+copies the filter columns of the events not yet indexed into `audit_lookup` once at least
+BATCH of them have gathered, in transactions of CHUNK events. Reads take the indexed part
+from the lookup and scan only the unindexed tail through `audit_view`, so a filter answers
+the same whether or not a refresh has run, or could (a locked or read-only database).
+The copies are derived data: `audit verify` compares every row with its body.
 """
 
 from __future__ import annotations
@@ -14,26 +15,47 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-BATCH = 1024  # larger batches write fewer index pages per event
+from appliance import db
+from appliance.errors import AuditFailure
+
+BATCH = 1024  # a shorter unindexed tail is scanned; a longer one is indexed first
+CHUNK = 5_000  # events indexed per write transaction (tens of ms: appends barely wait)
 
 _COLUMNS = "seq, ts, actor, action, target_type, target_id"
 _INDEXED_UPTO = "(SELECT COALESCE(MAX(seq), 0) FROM audit_lookup)"
 
 
-def catch_up(conn: sqlite3.Connection, head: int, known: list[tuple] | None = None) -> None:
-    """Give the lookup a row for every event up to `head`; inside a write transaction.
-    `known` holds rows the caller made from the events it appended itself: when they are
-    exactly the missing ones they are inserted as they are (no JSON to parse); otherwise
-    the rows are computed from the stored bodies."""
-    upto = conn.execute(f"SELECT {_INDEXED_UPTO}").fetchone()[0]
-    rows = [r for r in known or () if r[0] > upto]
-    if (rows and rows[0][0] == upto + 1 and rows[-1][0] == head == upto + len(rows)
-            and all(type(v) is str for r in rows for v in r[1:])):
-        conn.executemany(f"INSERT INTO audit_lookup ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
-                         rows)
-    else:
-        conn.execute(f"INSERT INTO audit_lookup ({_COLUMNS}) SELECT {_COLUMNS} FROM audit_view "
-                     f"WHERE seq > ?", (upto,))
+def unindexed(conn: sqlite3.Connection) -> int:
+    """How many events the lookup lacks (the tail every filtered read scans)."""
+    return conn.execute(
+        f"SELECT COALESCE((SELECT MAX(seq) FROM audit_events), 0) - {_INDEXED_UPTO}"
+    ).fetchone()[0]
+
+
+def catch_up(conn: sqlite3.Connection, limit: int | None = None) -> int:
+    """Give the lookup a row for each event it lacks, oldest first, at most `limit`;
+    inside a write transaction. Returns how many were added."""
+    cur = conn.execute(
+        f"INSERT INTO audit_lookup ({_COLUMNS}) SELECT {_COLUMNS} FROM audit_view "
+        f"WHERE seq > {_INDEXED_UPTO} ORDER BY seq LIMIT ?", (-1 if limit is None else limit,))
+    return cur.rowcount
+
+
+def refresh(conn: sqlite3.Connection) -> None:
+    """Index the whole unindexed tail once it has reached BATCH events, CHUNK events a
+    transaction. Best effort by design: inside the caller's transaction, or when the
+    database is locked or read-only, it leaves the tail to be scanned."""
+    if conn.in_transaction:
+        return
+    try:
+        if unindexed(conn) < BATCH:
+            return
+        added = CHUNK
+        while added == CHUNK:
+            with db.transaction(conn):
+                added = catch_up(conn, CHUNK)
+    except (sqlite3.Error, AuditFailure):
+        return
 
 
 @dataclass(frozen=True)
@@ -77,6 +99,7 @@ def matching_seqs(where: str, args: list[object], bounds: SeqRange = SeqRange(),
 def newest_ts(conn: sqlite3.Connection) -> str | None:
     """The latest timestamp anywhere in the trail (not always the head's: a clock set back
     records earlier times after later ones)."""
+    refresh(conn)
     return conn.execute(
         f"SELECT MAX(m) FROM (SELECT MAX(ts) AS m FROM audit_lookup UNION ALL "
         f"SELECT MAX(ts) FROM audit_view WHERE seq > {_INDEXED_UPTO})").fetchone()[0]

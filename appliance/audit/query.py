@@ -1,5 +1,6 @@
 """Filtered, keyset-paged reads of the trail for views, exports and services (never OFFSET
-scans); filters go through the indexed lookup (appliance/audit/lookup.py)."""
+scans); filters go through the indexed lookup (appliance/audit/lookup.py), which each
+filtered read first brings up to date."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from appliance.audit.events import StoredEvent
-from appliance.audit.lookup import SeqRange, matching_seqs
+from appliance.audit.lookup import SeqRange, matching_seqs, refresh
 
 
 @dataclass(frozen=True)
@@ -54,9 +55,16 @@ class EventFilter:
         return self == EventFilter()
 
 
+def _where(conn: sqlite3.Connection, flt: EventFilter) -> tuple[str, list[object]]:
+    """The filter's SQL; a filter reads through the lookup, so bring that up to date."""
+    if not flt.empty:
+        refresh(conn)
+    return flt.where()
+
+
 def page(conn: sqlite3.Connection, flt: EventFilter, after_seq: int = 0, limit: int = 100,
          descending: bool = False) -> list[StoredEvent]:
-    where, args = flt.where()
+    where, args = _where(conn, flt)
     if descending:
         bounds, order = SeqRange(before=after_seq or None), "DESC"
     else:
@@ -72,7 +80,7 @@ def count(conn: sqlite3.Connection, flt: EventFilter, upto: int | None = None) -
     if flt.empty and upto is None:
         row = conn.execute("SELECT MAX(seq) FROM audit_events").fetchone()
         return row[0] or 0
-    where, args = flt.where()
+    where, args = _where(conn, flt)
     source, params = matching_seqs(where, args, SeqRange(upto=upto))
     return conn.execute(f"SELECT COUNT(*) FROM ({source})", params).fetchone()[0]
 
@@ -80,7 +88,7 @@ def count(conn: sqlite3.Connection, flt: EventFilter, upto: int | None = None) -
 def seqs(conn: sqlite3.Connection, flt: EventFilter) -> array:
     """Every matching sequence number, ascending: 8 bytes a match, so a view can map row
     numbers to events and jump anywhere in a filtered trail without loading the events."""
-    where, args = flt.where()
+    where, args = _where(conn, flt)
     source, params = matching_seqs(where, args)
     out = array("q")
     cur = conn.execute(f"SELECT seq FROM ({source}) ORDER BY seq", params)

@@ -15,7 +15,6 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from appliance.audit import lookup
 from appliance.audit.checkpoint import Checkpointer, CheckpointPolicy
 from appliance.audit.events import Event, StoredEvent
 from appliance.clock import Clock
@@ -54,8 +53,6 @@ class HeadCache:
     hash: bytes = GENESIS
     ts: str | None = None
     deadline: str | None = None
-    # Lookup rows of the events appended since the last batch (see lookup.catch_up).
-    lookup_rows: list[tuple] = field(default_factory=list)
 
 
 @dataclass
@@ -92,11 +89,6 @@ class Trail:
                         raise
                     head.seq = -1  # the trigger refused a stale guess: read the head again
             head.seq, head.hash, head.ts = seq, digest, ts
-            head.lookup_rows.append((seq, ts, event.actor.username, event.action,
-                                     event.target_type, event.target_id))
-            if seq % lookup.BATCH == 0:
-                lookup.catch_up(conn, seq, head.lookup_rows)
-                head.lookup_rows.clear()
             if event.signature is not None or self.policy.due(seq, ts, head.deadline):
                 self._checkpoint("signature" if event.signature else "policy", ts)
         except sqlite3.Error as exc:
@@ -107,7 +99,6 @@ class Trail:
     def _read_head(self) -> None:
         row = self.conn.execute(_HEAD_AND_LAST_CHECKPOINT).fetchone()
         seq, prev, ts, checkpoint_ts = row if row else (0, GENESIS, None, None)
-        self.head.lookup_rows.clear()
         self.head.seq, self.head.hash, self.head.ts = seq, prev, ts
         self.head.deadline = self.policy.deadline_after(checkpoint_ts) if checkpoint_ts else None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from array import array
 from pathlib import Path
 
-from appliance.audit import query
+from appliance.audit import lookup, query
 from appliance.audit.checkpoint import anchor_document, latest, read_anchor, write_anchor
 from appliance.audit.events import Event, StoredEvent
 from appliance.audit.query import EventFilter
@@ -42,6 +42,16 @@ def anchor(app: Appliance, session: Session, to: Path) -> Path:
     cp = latest(app.conn)
     assert cp is not None
     return write_anchor(anchor_document(cp, app.key), Path(to))
+
+
+def index(app: Appliance, session: Session) -> int:
+    """Bring the filter lookup up to date, so that the next filter need not; returns how
+    many events were left to index. Appends leave the lookup to its readers; the console
+    calls this when its audit screen opens."""
+    authorize(app, session, "audit.view", target_type="audit", target_id="trail")
+    left = lookup.unindexed(app.conn)
+    lookup.refresh(app.conn)
+    return left
 
 
 def events(app: Appliance, session: Session, flt: EventFilter, after_seq: int = 0,

@@ -1,8 +1,9 @@
 """The lookup that filtered reads use, and the append's guessed head.
 
-The lookup is filled in batches, so every filtered read combines it with a scan of the
-unindexed tail: results must not depend on where the last batch ended. The append starts
-from the head its connection last wrote; the trigger must catch every stale guess.
+Appends leave the lookup alone; filtered reads index the tail once it is long, and
+otherwise combine the lookup with a scan of the unindexed tail: results must not depend on
+where the lookup ends. The append starts from the head its connection last wrote; the
+trigger must catch every stale guess.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from appliance.audit.events import Actor, Event
 from appliance.audit.query import EventFilter
 from appliance.audit.verify import verify_trail
 from appliance.context import Appliance
+from appliance.services import audit as audit_service
 
 ACTORS = [Actor("ira", "Ira Tech", "it"), Actor("dana", "Dana Admin", "admin"),
           Actor("ada", "Ada Auditor", "auditor")]
@@ -34,6 +36,7 @@ def busy(appliance: Appliance, clock) -> Appliance:
             appliance.trail.append(Event(
                 ACTIONS[i % len(ACTIONS)], ACTORS[i % len(ACTORS)], target_type="bundle",
                 target_id=f"b{i % 7}", details={"i": i}))
+        assert lookup.catch_up(appliance.conn, lookup.BATCH) == lookup.BATCH
     return appliance
 
 
@@ -87,10 +90,65 @@ def test_filtered_reads_match_the_bodies_across_lookup_and_tail(busy: Appliance,
     assert [e.seq for e in after] == [s for s in expected if s > middle][:10]
 
 
-def test_the_lookup_catches_up_every_batch_inside_the_append(busy: Appliance) -> None:
-    count, top = busy.conn.execute("SELECT COUNT(*), MAX(seq) FROM audit_lookup").fetchone()
-    assert top % lookup.BATCH == 0 and count == top  # gapless, up to the last batch
-    assert lookup.first_mismatch(busy.conn) is None
+def test_appends_leave_the_lookup_alone(appliance: Appliance) -> None:
+    before = appliance.conn.execute("SELECT COUNT(*) FROM audit_lookup").fetchone()[0]
+    for i in range(lookup.BATCH + 10):
+        _append(appliance, f"n{i}")
+    assert appliance.conn.execute("SELECT COUNT(*) FROM audit_lookup").fetchone()[0] == before
+    assert lookup.unindexed(appliance.conn) >= lookup.BATCH + 10
+
+
+def test_a_filtered_read_indexes_a_long_tail_in_chunks(appliance: Appliance, clock,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once the tail reaches BATCH events, the next filtered read indexes all of it, from
+    the stored bodies (so events any connection appended), CHUNK events a transaction."""
+    monkeypatch.setattr(lookup, "CHUNK", 300)
+    other = Appliance.open(appliance.layout.root, clock=clock)
+    try:
+        for i in range(lookup.BATCH + 10):
+            _append(appliance if i % 5 else other, f"n{i}")
+        head = appliance.conn.execute("SELECT MAX(seq) FROM audit_events").fetchone()[0]
+        commits: list[str] = []
+        other.conn.set_trace_callback(lambda sql: sql == "COMMIT" and commits.append(sql))
+        flt = EventFilter(action="test.event")
+        assert list(query.seqs(other.conn, flt)) == _brute(appliance, flt)
+        other.conn.set_trace_callback(None)
+        count, top = appliance.conn.execute(
+            "SELECT COUNT(*), MAX(seq) FROM audit_lookup").fetchone()
+        assert top == head and count == head and lookup.unindexed(appliance.conn) == 0
+        assert len(commits) == -(-head // 300)
+        assert lookup.first_mismatch(appliance.conn) is None
+    finally:
+        other.close()
+
+
+def test_the_index_service_brings_the_lookup_up_to_date(appliance: Appliance,
+                                                         admin_session) -> None:
+    for i in range(lookup.BATCH + 10):
+        _append(appliance, f"n{i}")
+    left = lookup.unindexed(appliance.conn)
+    assert audit_service.index(appliance, admin_session) == left >= lookup.BATCH + 10
+    assert lookup.unindexed(appliance.conn) == 0 and lookup.first_mismatch(appliance.conn) is None
+
+
+def test_a_short_tail_is_scanned_not_indexed(busy: Appliance) -> None:
+    indexed = busy.conn.execute("SELECT MAX(seq) FROM audit_lookup").fetchone()[0]
+    assert query.count(busy.conn, EventFilter(actor="dana")) > 0
+    assert busy.conn.execute("SELECT MAX(seq) FROM audit_lookup").fetchone()[0] == indexed
+
+
+def test_a_read_only_reader_gets_the_same_answers_from_the_tail(appliance: Appliance) -> None:
+    """Indexing is best effort: a reader that cannot write scans the whole tail instead."""
+    for i in range(lookup.BATCH + 10):
+        _append(appliance, f"n{i}")
+    reader = sqlite3.connect(f"file:{appliance.layout.db}?mode=ro", uri=True,
+                             isolation_level=None)
+    try:
+        flt = EventFilter(action="test.event")
+        assert list(query.seqs(reader, flt)) == _brute(appliance, flt)
+        assert lookup.unindexed(reader) >= lookup.BATCH + 10  # nothing was written
+    finally:
+        reader.close()
 
 
 def test_newest_time_sees_the_tail_and_the_lookup(busy: Appliance, clock) -> None:
@@ -168,30 +226,15 @@ def test_two_connections_interleaving_keep_one_chain(appliance: Appliance, clock
         other.close()
 
 
-def test_the_lookup_is_complete_when_connections_share_a_batch(appliance: Appliance, clock
-                                                               ) -> None:
-    """Each connection knows only its own events' rows: a batch that mixes them must be
-    filled from the stored bodies instead."""
-    other = Appliance.open(appliance.layout.root, clock=clock)
-    try:
-        for i in range(lookup.BATCH + 10):
-            _append(appliance if i % 5 else other, f"n{i}")
-        count, top = appliance.conn.execute(
-            "SELECT COUNT(*), MAX(seq) FROM audit_lookup").fetchone()
-        assert top == lookup.BATCH and count == top
-        assert lookup.first_mismatch(appliance.conn) is None
-    finally:
-        other.close()
-
-
 def test_lookup_rows_of_odd_values_match_their_bodies(appliance: Appliance) -> None:
     """A target id that is not a string is stored as the body has it, not as Python had it."""
     with appliance.transaction():
         for i in range(lookup.BATCH):
             appliance.trail.append(Event("test.odd", ACTORS[0], target_type="number",
                                          target_id=i if i % 2 else float(i)))  # type: ignore[arg-type]
+    lookup.refresh(appliance.conn)
     assert appliance.conn.execute("SELECT COUNT(*) FROM audit_lookup").fetchone()[0] \
-        == lookup.BATCH
+        == appliance.conn.execute("SELECT MAX(seq) FROM audit_events").fetchone()[0]
     assert lookup.first_mismatch(appliance.conn) is None
     assert verify_trail(appliance.conn, appliance.key.public).ok
 

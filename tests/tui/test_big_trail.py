@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.audit import lookup
 from appliance.audit.events import Actor, Event
 from appliance.hardware import GpuInventory
 from appliance.services.setup import init_appliance
@@ -32,7 +33,9 @@ class NoDriver:
         return GpuInventory(driver_found=False)
 
 
-def build_trail(home: Path, events: int) -> Path:
+def build_trail(home: Path, events: int, indexed: bool = True) -> Path:
+    """`indexed`: the filter lookup brought up to date afterwards, as a running appliance's
+    readers (the console, exports) keep it."""
     app = init_appliance(home, ADMIN, ADMIN_NAME, PASSWORD, clock=SteppingClock(),
                          settings=FAST, terminal="bulk")
     with app.transaction():
@@ -41,6 +44,8 @@ def build_trail(home: Path, events: int) -> Path:
                 action=("update.import", "model.evaluate", "auth.login", "audit.verify")[i % 4],
                 actor=ACTORS[i % 4], target_type="bundle", target_id=f"bundle-{i % 97}",
                 details={"n": i}, terminal="bulk"))
+    if indexed:
+        lookup.refresh(app.conn)
     app.close()
     return home
 

@@ -10,6 +10,7 @@ import pytest
 from rich.console import Console
 from textual.widgets import Input, ProgressBar, RadioButton
 
+from appliance.audit import lookup
 from appliance.audit.events import Actor, Event
 from appliance.audit.trail import iter_events, read_head
 from appliance.context import Appliance
@@ -147,6 +148,24 @@ async def test_audit_screen_pages_filters_and_shows_the_full_record(make_console
         await pilot.press("enter")
         await wait_for(pilot, lambda: "not a time" in app.screen.query_one(JobStatus).message)
         assert events.view.flt.since is None  # the bad filter was not half-applied
+
+
+async def test_opening_the_audit_screen_indexes_what_appends_left(make_console, history):
+    """Appends leave the filter lookup to its readers: the screen indexes it in a worker."""
+    app = make_console()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await log_in(pilot, ADMIN, PASSWORD)
+        await dashboard_ready(pilot)
+        actor = Actor("itops", "Ira Tech", "it")
+        with history.transaction():
+            for i in range(lookup.BATCH + 5):
+                history.trail.append(Event("test.bulk", actor, details={"i": i}))
+        assert lookup.unindexed(history.conn) >= lookup.BATCH + 5
+        await pilot.press("a")
+        await audit_ready(pilot)  # the unfiltered view reads no lookup
+        await wait_for(pilot, lambda: lookup.unindexed(history.conn) < lookup.BATCH,
+                       what="the worker indexing the tail")
+    assert lookup.first_mismatch(history.conn) is None
 
 
 async def test_verify_runs_in_a_worker_and_shows_the_result(make_console, history):

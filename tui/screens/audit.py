@@ -111,6 +111,17 @@ class AuditScreen(Screen):
     def on_mount(self) -> None:
         self.events.focus()
         self.reload()
+        self._index(self.app.session)
+
+    @work(thread=True, exclusive=True, group="audit-index")
+    def _index(self, session: Session) -> None:
+        """Index what appends left unindexed while the user reads, so filters come quick;
+        nothing to report (a filter indexes for itself if this has not finished)."""
+        try:
+            with self.app.ctx.open() as app:
+                audit.index(app, session)
+        except ApplianceError:
+            return
 
     # -- the view --------------------------------------------------------------------
 
