@@ -126,6 +126,19 @@ class StoredEvent(NamedTuple):
         }
 
 
+class Appended(NamedTuple):
+    """What an append stored: its place in the chain and the canonical bytes it hashed
+    (the stored body is their text; `stored` gives the event as a read would)."""
+
+    seq: int
+    prev_hash: bytes
+    hash: bytes
+    body: bytes
+
+    def stored(self) -> StoredEvent:
+        return StoredEvent(self.seq, self.prev_hash, self.hash, self.body.decode("utf-8"))
+
+
 def _json_or_empty(value: Any) -> str:
     if value is None:
         return ""

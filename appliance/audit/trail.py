@@ -16,17 +16,23 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from appliance.audit.checkpoint import Checkpointer, CheckpointPolicy
-from appliance.audit.events import Event, StoredEvent
+from appliance.audit.events import Appended, Event, StoredEvent
 from appliance.clock import Clock
 from appliance.errors import AuditFailure
 
 GENESIS = bytes(32)
-_sha256 = hashlib.sha256
+# Each append copies this initialised SHA-256 context instead of calling hashlib.sha256():
+# the same OpenSSL digest, without OpenSSL 3's digest lookup on every call (about 1 µs
+# an append, measured right after a durable commit, when every piece of code runs cold).
+_SHA256 = hashlib.sha256()
 
 _HEAD_AND_LAST_CHECKPOINT = (
     "SELECT seq, hash, json_extract(body, '$.ts'), (SELECT json_extract(body, '$.ts') FROM "
     "audit_checkpoints ORDER BY id DESC LIMIT 1) FROM audit_events ORDER BY seq DESC LIMIT 1")
-_INSERT = "INSERT INTO audit_events (seq, prev_hash, hash, body) VALUES (?, ?, ?, ?)"
+# The body is bound as the UTF-8 bytes that were hashed and stored as TEXT by SQLite, so
+# the append never decodes them in Python.
+_INSERT = ("INSERT INTO audit_events (seq, prev_hash, hash, body) "
+           "VALUES (?, ?, ?, CAST(? AS TEXT))")
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,7 @@ class Trail:
     policy: CheckpointPolicy
     head: HeadCache = field(default_factory=HeadCache)
 
-    def append(self, event: Event) -> StoredEvent:
+    def append(self, event: Event) -> Appended:
         """Record one event. Must run inside `db.transaction`; raises AuditFailure if it can't.
         One function on purpose: this is the hottest path in the appliance."""
         conn, head = self.conn, self.head
@@ -79,10 +85,12 @@ class Trail:
                 if head.ts is not None and ts < head.ts:
                     warning = f"clock earlier than previous event ({head.ts})"
                 data = event.canonical(seq, ts, warning)
-                digest = _sha256(prev + data).digest()
-                text = data.decode("utf-8")
+                sha = _SHA256.copy()
+                sha.update(prev)
+                sha.update(data)
+                digest = sha.digest()
                 try:
-                    conn.execute(_INSERT, (seq, prev, digest, text))
+                    conn.execute(_INSERT, (seq, prev, digest, data))
                     break
                 except sqlite3.IntegrityError as exc:
                     if attempt == 2 or not str(exc).startswith("audit: "):
@@ -94,7 +102,7 @@ class Trail:
         except sqlite3.Error as exc:
             head.seq = -1
             raise AuditFailure(f"the audit trail could not record {event.action!r}: {exc}") from exc
-        return StoredEvent(seq, prev, digest, text)
+        return Appended(seq, prev, digest, data)
 
     def _read_head(self) -> None:
         row = self.conn.execute(_HEAD_AND_LAST_CHECKPOINT).fetchone()

@@ -135,7 +135,7 @@ def test_values_sqlite_json_cannot_read_are_exported_whole(appliance, auditor, o
     result = export_trail(appliance, auditor, "csv", out, flt)
     with open(result.path, encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert rows == [{k: str(v) for k, v in ev.flat().items()}]
+    assert rows == [{k: str(v) for k, v in ev.stored().flat().items()}]
     assert rows[0]["reason"] == "before\x00after, \"end\""
     pdf = export_trail(appliance, auditor, "pdf", out, flt)
     assert "before\\\\x00after" in pdf_text(pdf.path.read_bytes())
@@ -348,12 +348,12 @@ def test_sqlite_csv_line_equals_flat_for_any_text(appliance, name, reason, targe
     line = appliance.conn.execute(f"SELECT {CSV_LINE} FROM audit_events WHERE seq = ?",
                                   (ev.seq,)).fetchone()[0]
     if line is None:  # the body holds an escaped NUL: the export formats it in Python
-        assert "\\u0000" in ev.text
+        assert "\\u0000" in ev.stored().text
         line = _csv_line_python(appliance.conn, ev.seq)
     text = line.decode("utf-8")
     assert text.endswith("\r\n")
     row = next(csv.reader([text[:-2]]))
-    assert row == [str(v) for v in ev.flat().values()]
+    assert row == [str(v) for v in ev.stored().flat().values()]
 
 
 def test_a_write_error_is_recorded_and_leaves_nothing_behind(trail, auditor, out) -> None:

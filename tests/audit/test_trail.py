@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appliance import db
+from appliance.audit import export
 from appliance.audit.checkpoint import all_checkpoints
 from appliance.audit.events import Actor, Event
 from appliance.audit.merkle import Frontier, merkle_root
@@ -48,6 +49,14 @@ def test_stored_body_is_canonical_and_hash_covers_prev_and_body(appliance) -> No
     last = json.loads(rows[-1][2])
     assert last["actor"] == {"username": "bob", "name": "Bob Builder", "role": "it"}
     assert last["reason"] == "why"
+    # the append binds the hashed bytes; SQLite stores them as TEXT, byte for byte
+    with appliance.transaction():
+        appended = appliance.trail.append(Event("test.event", ACTOR, reason="é"))
+    kind, stored = appliance.conn.execute("SELECT typeof(body), CAST(body AS BLOB) FROM "
+                                          "audit_events WHERE seq = ?", (appended.seq,)).fetchone()
+    assert kind == "text" and stored == appended.body
+    assert appended.hash == hashlib.sha256(appended.prev_hash + appended.body).digest()
+    assert appended.stored() == export.stored_event(appliance.conn, appended.seq)
 
 
 def test_append_outside_a_transaction_is_refused(appliance) -> None:
