@@ -84,16 +84,19 @@ class Checkpointer:
 
     def write(self, conn: sqlite3.Connection, ts: str, reason: str) -> Checkpoint:
         """Extend the previous checkpoint's Merkle frontier with the events since, and sign."""
-        prev = latest(conn)
-        frontier = Frontier.from_bytes(prev.tree_size, prev.frontier) if prev else Frontier()
+        prev = conn.execute("SELECT tree_size, frontier FROM audit_checkpoints "
+                            "ORDER BY id DESC LIMIT 1").fetchone()
+        frontier = Frontier.from_bytes(*prev) if prev else Frontier()
         head_row = conn.execute(
             "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1").fetchone()
         size, head = head_row if head_row else (0, bytes(32))
-        if prev is not None and prev.tree_size == size:
-            return prev
-        frontier.extend(data for (data,) in conn.execute(
+        if prev is not None and frontier.size == size:
+            kept = latest(conn)  # nothing new to sign
+            assert kept is not None
+            return kept
+        frontier.extend([data for (data,) in conn.execute(
             "SELECT CAST(body AS BLOB) FROM audit_events WHERE seq > ? ORDER BY seq",
-            (frontier.size,)))
+            (frontier.size,)).fetchall()])
         body = {
             "appliance_id": self.appliance_id,
             "tree_size": size,

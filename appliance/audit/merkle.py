@@ -42,9 +42,10 @@ class Frontier:
         self.push_leaf_hash(hashlib.sha256(b"\x00" + data).digest())
 
     def extend(self, leaves: Iterable[bytes]) -> None:
-        """`push` each leaf (a checkpoint folds in the events since the last one)."""
-        for data in leaves:
-            self.push(data)
+        """`push` each leaf (a checkpoint folds in the events since the last one): the leaf
+        hashes first, in one pass, then the folding."""
+        for h in [leaf_hash(data) for data in leaves]:
+            self.push_leaf_hash(h)
 
     def root(self) -> bytes:
         """Fold right to left: RFC 6962 splits at the largest power of two below n."""
