@@ -7,6 +7,7 @@ release on disk agrees with the database.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -16,20 +17,40 @@ from appliance.updates import journal
 from appliance.updates.fit import SERVING_FILE, external_bases, release_components, release_files
 from appliance.updates.install import (
     Edges,
-    Recovery,
     Runner,
+    activate,
     keep_set,
     prune,
     release_dirs,
-    resolve,
+    switch_back,
     system_runner,
 )
-from appliance.updates.lifecycle import BundleRecord, active_bundle, get_bundle
+from appliance.updates.journal import JournalEntry
+from appliance.updates.lifecycle import (
+    BundleRecord,
+    State,
+    active_bundle,
+    bundle_event,
+    get_bundle,
+    transition,
+)
 from appliance.updates.releases import InstallLock
 
 
 def files_of(app: Appliance, bundle: BundleRecord) -> list[tuple[str, str, int]]:
     return release_files(release_components(bundle, external_bases(app.conn, bundle)))
+
+
+@dataclass(frozen=True)
+class Recovery:
+    journal: int
+    op: str
+    bundle: str
+    step: str
+    decision: str           # completed | undone | rolled_back
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass
@@ -143,3 +164,63 @@ def describe(app: Appliance) -> dict[str, Any]:
             "releases": [dict(zip(keys, r, strict=True)) for r in rows],
             "open_journal": entry.to_dict() if entry else None,
             "recent_journal": [e.to_dict() for e in journal.recent(app.conn, 5)]}
+
+
+def resolve(runner: Runner, entry: JournalEntry,
+            files_of: Callable[[BundleRecord], list[tuple[str, str, int]]],
+            found_by: str = "") -> Recovery:
+    """Finish or undo the interrupted operation `entry` (the install lock is held)."""
+    app, dirs = runner.app, runner.dirs
+    bundle = get_bundle(app.conn, entry.bundle_id)
+    if entry.step == journal.HEALTHY and dirs.read_current() == entry.release_path and \
+            not dirs.verify(entry.release_path, files_of(bundle), {SERVING_FILE}):
+        decision = "completed"
+    elif entry.step == journal.FAILED:
+        decision = "rolled_back"
+    else:
+        decision = "undone"
+    with app.transaction():
+        app.trail.append(bundle_event(
+            bundle, "update.recovery", runner.actor, runner.terminal,
+            reason=f"found an interrupted {entry.op} at step {entry.step}",
+            details={"journal": entry.id, "op": entry.op, "step": entry.step,
+                     "decision": decision, "current": dirs.read_current(),
+                     "previous": entry.previous_target, "found_by": found_by}))
+    runner.point("recovery:recorded")
+    if decision == "completed":
+        activate(runner, entry)
+    elif decision == "rolled_back":
+        failures = entry.details.get("failures") or "health check failed before the crash"
+        switch_back(runner, entry, failures)
+    else:
+        undo_interrupted(runner, entry)
+    return Recovery(entry.id, entry.op, bundle.ref, entry.step, decision)
+
+
+def undo_interrupted(runner: Runner, entry: JournalEntry) -> None:
+    """An install or rollback that died before its health checks passed: put the previous
+    release back behind `current`, restart, and return the bundle to APPROVED."""
+    app, dirs = runner.app, runner.dirs
+    bundle = get_bundle(app.conn, entry.bundle_id)
+    now_target = dirs.read_current()
+    switched = now_target != entry.previous_target or entry.step in (
+        journal.SWITCHED, journal.RESTARTED, journal.HEALTHY, journal.FAILED)
+    if now_target != entry.previous_target:
+        dirs.switch(entry.previous_target)
+        runner.point("undo:switched")
+    if switched:
+        runner.restart(entry, bundle, entry.previous_target,
+                       f"restored after an interrupted {entry.op} of {bundle.ref}")
+    with app.transaction():
+        bundle = get_bundle(app.conn, entry.bundle_id)
+        transition(app, bundle, State.APPROVED, runner.actor, runner.terminal,
+                   reason=f"interrupted {entry.op} undone (it stopped after step "
+                          f"{entry.step}); the previous release was restored",
+                   outcome="failure",
+                   details={"journal": entry.id, "release": entry.release_path,
+                            "restored": entry.previous_target, "current_was": now_target})
+        journal.close(app.conn, entry.id, "undone", app.clock.iso())
+        runner.point("undo:before-commit")
+    runner.point("undo:committed")
+    if entry.op == "install":
+        dirs.remove(entry.release_path)
