@@ -6,6 +6,7 @@ message; export progress is marshalled to the UI with `call_from_thread`.
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from textual import work
@@ -115,12 +116,13 @@ class AuditScreen(Screen):
 
     @work(thread=True, exclusive=True, group="audit-index")
     def _index(self, session: Session) -> None:
-        """Index what appends left unindexed while the user reads, so filters come quick;
-        nothing to report (a filter indexes for itself if this has not finished)."""
+        """Index what appends left unindexed while the user reads, so filters come quick.
+        Best effort, so nothing to report, and no failure may end the console: a filter
+        indexes for itself, or scans, whatever happened here."""
         try:
             with self.app.ctx.open() as app:
                 audit.index(app, session)
-        except ApplianceError:
+        except (ApplianceError, sqlite3.Error, OSError):
             return
 
     # -- the view --------------------------------------------------------------------
