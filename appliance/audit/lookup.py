@@ -41,21 +41,25 @@ def catch_up(conn: sqlite3.Connection, limit: int | None = None) -> int:
     return cur.rowcount
 
 
-def refresh(conn: sqlite3.Connection) -> None:
+def refresh(conn: sqlite3.Connection) -> int:
     """Index the whole unindexed tail once it has reached BATCH events, CHUNK events a
-    transaction. Best effort by design: inside the caller's transaction, or when the
-    database is locked or read-only, it leaves the tail to be scanned."""
+    transaction; returns how many were indexed. Best effort by design: inside the caller's
+    transaction, or when the database is locked or read-only, it leaves the tail (or what
+    is left of it) to be scanned."""
+    indexed = 0
     if conn.in_transaction:
-        return
+        return indexed
     try:
         if unindexed(conn) < BATCH:
-            return
+            return indexed
         added = CHUNK
         while added == CHUNK:
             with db.transaction(conn):
                 added = catch_up(conn, CHUNK)
+            indexed += added
     except (sqlite3.Error, AuditFailure):
-        return
+        pass
+    return indexed
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ class Frontier:
         self.size += 1
 
     def push(self, data: bytes) -> None:
-        self.push_leaf_hash(hashlib.sha256(b"\x00" + data).digest())
+        self.push_leaf_hash(leaf_hash(data))
 
     def extend(self, leaves: Iterable[bytes]) -> None:
         """`push` each leaf (a checkpoint folds in the events since the last one): the leaf

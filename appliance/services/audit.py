@@ -46,12 +46,10 @@ def anchor(app: Appliance, session: Session, to: Path) -> Path:
 
 def index(app: Appliance, session: Session) -> int:
     """Bring the filter lookup up to date, so that the next filter need not; returns how
-    many events were left to index. Appends leave the lookup to its readers; the console
-    calls this when its audit screen opens."""
+    many events it indexed. Appends leave the lookup to its readers; the console calls this
+    when its audit screen opens."""
     authorize(app, session, "audit.view", target_type="audit", target_id="trail")
-    left = lookup.unindexed(app.conn)
-    lookup.refresh(app.conn)
-    return left
+    return lookup.refresh(app.conn)
 
 
 def events(app: Appliance, session: Session, flt: EventFilter, after_seq: int = 0,

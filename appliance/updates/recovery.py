@@ -7,7 +7,6 @@ release on disk agrees with the database.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -81,7 +80,7 @@ def recover_locked(runner: Runner, found_by: str = "") -> RecoveryReport:
     report = RecoveryReport()
     entry = journal.open_entry(app.conn)
     if entry is not None:
-        report.resolved = resolve(runner, entry, lambda b: files_of(app, b), found_by)
+        report.resolved = resolve(runner, entry, found_by)
     report.removed = prune(runner)
     swept = runner.dirs.sweep(keep_set(app))
     if swept:
@@ -166,14 +165,12 @@ def describe(app: Appliance) -> dict[str, Any]:
             "recent_journal": [e.to_dict() for e in journal.recent(app.conn, 5)]}
 
 
-def resolve(runner: Runner, entry: JournalEntry,
-            files_of: Callable[[BundleRecord], list[tuple[str, str, int]]],
-            found_by: str = "") -> Recovery:
+def resolve(runner: Runner, entry: JournalEntry, found_by: str = "") -> Recovery:
     """Finish or undo the interrupted operation `entry` (the install lock is held)."""
     app, dirs = runner.app, runner.dirs
     bundle = get_bundle(app.conn, entry.bundle_id)
     if entry.step == journal.HEALTHY and dirs.read_current() == entry.release_path and \
-            not dirs.verify(entry.release_path, files_of(bundle), {SERVING_FILE}):
+            not dirs.verify(entry.release_path, files_of(app, bundle), {SERVING_FILE}):
         decision = "completed"
     elif entry.step == journal.FAILED:
         decision = "rolled_back"

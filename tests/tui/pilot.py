@@ -36,6 +36,15 @@ async def type_into(pilot: Pilot, selector: str, text: str) -> None:
     await pilot.press(*text)
 
 
+async def filter_events(pilot: Pilot, events: EventList, field: str, value: str) -> None:
+    """Type `value` into the audit screen's `field` filter, press Enter and wait for the
+    filtered view to load."""
+    await type_into(pilot, f"#filter-{field}", value)
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: getattr(events.view.flt, field) == value
+                   and events.is_loaded(), what="filtered view")
+
+
 async def fill(pilot: Pilot, selector: str, text: str) -> None:
     """Set an input's value at once (long paths typed key by key only slow the suite)."""
     widget = pilot.app.screen.query_one(selector, Input)

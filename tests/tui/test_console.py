@@ -20,6 +20,7 @@ from tests.tui.pilot import (
     audit_ready,
     dashboard_ready,
     fill,
+    filter_events,
     log_in,
     run_command,
     settle,
@@ -125,10 +126,7 @@ async def test_audit_screen_pages_filters_and_shows_the_full_record(make_console
         assert len(events.view) == head
         assert events.current.event.seq == head  # newest first
 
-        await type_into(pilot, "#filter-action", "update.*")
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: events.view.flt.action == "update.*" and
-                       events.is_loaded(), what="filtered view")
+        await filter_events(pilot, events, "action", "update.*")
         seqs = [events.view.rows.seq_at(i) for i in range(len(events.view))]
         actions = {json.loads(e.text)["action"] for e in iter_events(history.conn)
                    if e.seq in seqs}
@@ -325,10 +323,7 @@ async def test_audit_detail_shows_brackets_as_typed_never_as_markup(make_console
         await dashboard_ready(pilot)
         await pilot.press("a")
         events = await audit_ready(pilot)
-        await type_into(pilot, "#filter-action", "test.brackets")
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: events.view.flt.action == "test.brackets"
-                       and events.is_loaded(), what="filtered view")
+        await filter_events(pilot, events, "action", "test.brackets")
         await wait_for(pilot, lambda: "test.brackets" in detail_text(pilot))
         text = detail_text(pilot)
         for typed in ("Dr [/] Odd [red] (odd)", "bundle [bold]demo[/bold]", "fixed [/] typo",

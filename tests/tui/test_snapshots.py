@@ -14,7 +14,15 @@ from textual.widgets import DataTable
 from appliance.demo import mark_demo
 from appliance.services import users
 from tests.conftest import ADMIN, PASSWORD, SteppingClock
-from tests.tui.pilot import audit_ready, dashboard_ready, fill, log_in, type_into, wait_for
+from tests.tui.pilot import (
+    audit_ready,
+    dashboard_ready,
+    fill,
+    filter_events,
+    log_in,
+    type_into,
+    wait_for,
+)
 from tui.screens.export import ExportDialog
 from tui.screens.media import MediaScreen
 from tui.screens.password import PasswordChangeScreen
@@ -43,9 +51,7 @@ async def _audit_on_signed_event(pilot) -> None:
     await _dashboard(pilot)
     await pilot.press("a")
     events = await audit_ready(pilot)
-    await type_into(pilot, "#filter-action", "update.*")
-    await pilot.press("enter")
-    await wait_for(pilot, lambda: events.view.flt.action == "update.*" and events.is_loaded())
+    await filter_events(pilot, events, "action", "update.*")
     await pilot.press("down")  # the signed approval
     await wait_for(pilot, lambda: events.current is not None
                    and events.current.data["action"] == "update.approve")
