@@ -14,7 +14,6 @@ _PLAIN = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
 
 
 _SCALARS = frozenset({str, bool, type(None)})
-_FLAT = frozenset({str, bool, type(None), int})
 _NESTED = frozenset({dict, list, tuple})
 
 
@@ -48,18 +47,6 @@ def is_plain(obj: Any) -> bool:
             else:
                 return False
     return True
-
-
-def flat_plain(obj: Any) -> bool:
-    """A quick, C-level `is_plain` for the common free-form audit value: a dict with ASCII
-    string keys and string, integer, boolean or null values. Integers are left to
-    `encode_plain`, which refuses those beyond 2^53. False means "not shown", not "not plain"."""
-    if type(obj) is not dict or not _FLAT.issuperset(map(type, obj.values())):
-        return False
-    try:
-        return "".join(obj).isascii()
-    except TypeError:  # a key that is not a string
-        return False
 
 
 def canonical_bytes(obj: Any) -> bytes:

@@ -42,7 +42,7 @@ class Checkpoint:
         return self.body["merkle_root"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CheckpointPolicy:
     every_events: int = 1000
     every_seconds: int = 300

@@ -21,6 +21,7 @@ from appliance.clock import Clock
 from appliance.errors import AuditFailure
 
 GENESIS = bytes(32)
+_new_tuple = tuple.__new__  # Appended without its Python-level __new__
 # Each append copies this initialised SHA-256 context instead of calling hashlib.sha256():
 # the same OpenSSL digest, without OpenSSL 3's digest lookup on every call (about 1 µs
 # an append, measured right after a durable commit, when every piece of code runs cold).
@@ -49,7 +50,7 @@ def read_head(conn: sqlite3.Connection) -> Head:
     return Head(*row) if row else Head(0, GENESIS, None)
 
 
-@dataclass
+@dataclass(slots=True)
 class HeadCache:
     """The head this connection's last append left, and when the next time-based checkpoint
     falls due (a timestamp string; such strings order as text). A guess the trigger checks,
@@ -61,7 +62,7 @@ class HeadCache:
     deadline: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Trail:
     conn: sqlite3.Connection
     clock: Clock
@@ -102,7 +103,7 @@ class Trail:
         except sqlite3.Error as exc:
             head.seq = -1
             raise AuditFailure(f"the audit trail could not record {event.action!r}: {exc}") from exc
-        return Appended(seq, prev, digest, data)
+        return _new_tuple(Appended, (seq, prev, digest, data))
 
     def _read_head(self) -> None:
         row = self.conn.execute(_HEAD_AND_LAST_CHECKPOINT).fetchone()

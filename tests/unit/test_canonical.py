@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appliance.audit.events import Actor, Event
-from appliance.canonical import canonical_bytes, flat_plain
+from appliance.canonical import canonical_bytes
 
 scalars = st.none() | st.booleans() | st.integers(-(2**60), 2**60) | st.text() | st.floats(
     allow_nan=False, allow_infinity=False)
@@ -81,10 +81,19 @@ def test_flat_values_match_rfc8785_at_the_integer_limit(event: Event) -> None:
     assert event.canonical(7, "2026-11-27T10:00:00.000Z", None) == expected
 
 
-def test_flat_plain_declines_what_it_cannot_show() -> None:
-    assert flat_plain({"a": 1, "b": "x", "c": None, "d": True})
-    assert not flat_plain({"a": 1.5})
-    assert not flat_plain({1: "x"})
-    assert not flat_plain({"\u00e9": 1})
-    assert not flat_plain({"a": {"b": 1}})
-    assert not flat_plain(["a"])
+@pytest.mark.parametrize("value", [
+    {"a": 1, "b": "x", "c": None, "d": True},  # flat: the fast path
+    {"a": 1.5}, {"a": 1.0}, {"a": 1e21}, {1: "x"}, {"\u00e9": 1, "z": 2}, {"\U0001f600": 1, "\ufb01": 2},
+    {"a": {"b": 1.0}}, ["a", 2.0],  # not flat: the reference takes them
+])
+def test_every_free_form_value_encodes_as_the_reference_does(value) -> None:
+    for field_name in ("details", "old", "new", "signature"):
+        event = Event(action="x", actor=Actor("u", "U", "r"), **{field_name: value})
+        body = event.body(3, "2026-11-27T10:00:00.000Z", None)
+        try:
+            expected = rfc8785.dumps(body)
+        except Exception as exc:  # the reference refuses a key that is not a string: so must we
+            with pytest.raises(type(exc)):
+                event.canonical(3, "2026-11-27T10:00:00.000Z", None)
+            continue
+        assert event.canonical(3, "2026-11-27T10:00:00.000Z", None) == expected
