@@ -29,7 +29,8 @@ from appliance.bundle.progress import ImportProgress, ProgressMeter
 from appliance.durable import fsync_dir
 from appliance.errors import ApplianceError, BundleRefused
 
-__all__ = ["WantedFile", "ImportProgress", "IngestResult", "ContentStore", "StoreBusy"]
+__all__ = ["WantedFile", "ImportProgress", "IngestResult", "ContentStore", "StoreBusy",
+           "StoreLock"]
 
 BLOCK = 4 << 20  # 1-4 MiB reads keep hashlib at full speed; 8 MiB measured slower
 # Measured on the 2-core target (tests/perf/bench_import.py --sweep, 2.2 GB, three runs):
@@ -58,7 +59,7 @@ class IngestResult:
 
 class StoreBusy(ApplianceError):
     exit_code = 9
-    hint = "another import is writing to the content store; wait for it to finish"
+    hint = "another import or reclaim is using the content store; wait for it to finish"
 
 
 class ContentMismatch(BundleRefused):
@@ -93,10 +94,34 @@ class ContentStore:
     def has(self, sha256: str) -> bool:
         return self.path_of(sha256).is_file()
 
-    def discard(self, digests: list[str]) -> int:
-        """Remove objects (those a refused import added); returns how many were removed."""
+    def lock(self) -> StoreLock:
+        """The store's writer lock, taken without waiting (StoreBusy if another process
+        holds it). An import holds it from its copy until its bundle record commits, and a
+        reclaim while it decides and removes, so neither sees the other half-way."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise _store_error(e, f"content store {self.root}", _STORE_HINT) from None
+        return StoreLock(self.root / ".lock")
+
+    def objects_on_disk(self) -> list[tuple[str, int]]:
+        """(digest, size) of every complete object; temporary files are not objects."""
+        found = []
+        try:
+            shards = [e for e in os.scandir(self.objects) if e.is_dir(follow_symlinks=False)]
+        except FileNotFoundError:
+            return []
+        for shard in shards:
+            for entry in os.scandir(shard.path):
+                if _DIGEST.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                    found.append((entry.name, entry.stat(follow_symlinks=False).st_size))
+        return found
+
+    def discard(self, digests: list[str], held: StoreLock | None = None) -> int:
+        """Remove objects (those a refused import added, or a reclaim chose); returns how
+        many were removed. `held`: the caller's lock, already taken."""
         removed = 0
-        with self._lock():
+        with held or self.lock():
             for digest in digests:
                 path = self.path_of(digest)
                 if path.is_file():
@@ -115,8 +140,10 @@ class ContentStore:
         return stat.S_ISREG(st.st_mode) and st.st_size == wanted.size
 
     def ingest(self, media: MediaSource, files: list[WantedFile],
-               progress: Callable[[ImportProgress], None] | None = None) -> IngestResult:
+               progress: Callable[[ImportProgress], None] | None = None,
+               held: StoreLock | None = None) -> IngestResult:
         """Copy every wanted file not yet present, verifying each against its digest and size.
+        `held`: the caller's lock, already taken (else the copy takes it for itself).
 
         Raises BundleRefused at the first mismatch, truncation, read error or full disk, after
         removing every temporary file of this run; objects already completed stay (they are
@@ -124,10 +151,10 @@ class ContentStore:
         """
         started = time.monotonic()
         unique = _check_wanted(media, files)
+        lock = held or self.lock()
         try:
             self.objects.mkdir(parents=True, exist_ok=True)
             self.tmp.mkdir(parents=True, exist_ok=True)
-            lock = self._lock()
         except OSError as e:
             raise _store_error(e, f"content store {self.root}", _STORE_HINT) from None
         with lock:
@@ -278,9 +305,6 @@ class ContentStore:
                 f"(needs {_mib(need)}, {_mib(free)} free)",
                 "free disk space and import again; nothing was copied")
 
-    def _lock(self) -> _StoreLock:
-        return _StoreLock(self.root / ".lock")
-
     def _clean_tmp(self) -> None:
         """Remove what an interrupted import left; safe because we hold the store lock."""
         for entry in os.scandir(self.tmp):
@@ -298,30 +322,39 @@ class _Run:
     writers: ThreadPoolExecutor
 
 
-class _StoreLock:
-    """One ingest at a time per store, so the temp clean-up never hits a live import.
-
-    flock is released by the kernel when a process dies, even by SIGKILL."""
+class StoreLock:
+    """One writer at a time per store, so the temp clean-up never hits a live import and a
+    reclaim never removes what an import is about to record. Re-entering a held lock is a
+    no-op (the import passes its lock down to the copy); flock is released by the kernel
+    when a process dies, even by SIGKILL."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.fd = -1
+        self.depth = 0
 
-    def __enter__(self) -> _StoreLock:
+    def __enter__(self) -> StoreLock:
+        self.depth += 1
+        if self.depth > 1:
+            return self
         try:
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as e:
+            self.depth = 0
             raise _store_error(e, f"content store {self.path.parent}", _STORE_HINT) from None
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self.fd)
-            raise StoreBusy(f"content store {self.path.parent} is locked by another import"
-                            ) from None
+            self.depth = 0
+            raise StoreBusy(f"content store {self.path.parent} is in use by an import or a "
+                            "reclaim") from None
         return self
 
     def __exit__(self, *exc: object) -> None:
-        os.close(self.fd)
+        self.depth -= 1
+        if self.depth == 0:
+            os.close(self.fd)
 
 
 def _check_wanted(media: MediaSource, files: list[WantedFile]) -> list[WantedFile]:

@@ -1,4 +1,4 @@
-"""`appliance media ...`: find bundles on removable media and import one."""
+"""`appliance media ...`: find bundles on removable media, import one, reclaim the store's disk."""
 
 from __future__ import annotations
 
@@ -7,9 +7,18 @@ from typing import Annotated
 
 import typer
 
-from appliance.cli.common import JsonOpt, PasswordStdinOpt, UserOpt, emit, login, open_app
+from appliance.cli.common import (
+    JsonOpt,
+    PasswordStdinOpt,
+    ReasonOpt,
+    UserOpt,
+    emit,
+    login,
+    open_app,
+)
 
-app = typer.Typer(help="Bundles on removable media: scan and import.", no_args_is_help=True)
+app = typer.Typer(help="Bundles on removable media: scan and import; reclaim the store's disk.",
+                  no_args_is_help=True)
 
 
 def _size(n: int) -> str:
@@ -111,3 +120,28 @@ def list_(
     emit(rows, as_json, "\n".join(
         f"{r['id']:>4}  {r['name']} v{r['version']}  {r['state']:<10} {r['publisher']}  "
         f"{r['imported_at']} by {r['imported_by']}" for r in rows) or "No bundles imported.")
+
+
+@app.command("reclaim")
+def reclaim(
+    ctx: typer.Context,
+    reason: ReasonOpt = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Only say what would be removed.")] = False,
+    user: UserOpt = None,
+    password_stdin: PasswordStdinOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove the stored objects of rejected and rolled-back bundles (and of imports never
+    resumed) that nothing else needs; bundle records and the audit trail stay."""
+    from appliance.services import store
+
+    with open_app(ctx) as appl:
+        session = login(ctx, appl, user, password_stdin)
+        result = store.reclaim(appl, session, reason or "", dry_run)
+    verb = "would remove" if result.dry_run else "removed"
+    owners = f" (of {', '.join(result.bundles)})" if result.bundles else ""
+    unrecorded = f", {result.unrecorded} recorded by no bundle" if result.unrecorded else ""
+    emit(result.to_dict(), as_json,
+         f"{verb} {result.objects} objects, {_size(result.bytes)}{owners}{unrecorded}; "
+         f"kept {result.kept_objects} objects, {_size(result.kept_bytes)}")

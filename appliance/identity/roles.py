@@ -7,7 +7,7 @@ show it. Print it with `appliance users roles`.
 from __future__ import annotations
 
 ROLES: dict[str, str] = {
-    "it": "hospital IT: finds and imports media, provisions, runs health checks",
+    "it": "hospital IT: finds and imports media, reclaims disk, provisions, runs health checks",
     "admin": "approves or rejects updates and datasets, rolls back",
     "security": "manages user accounts and the trust store",
     "ml": "registers datasets, fine-tunes, evaluates, signs evaluation reports as author",
@@ -32,6 +32,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "trust.manage": frozenset({"security"}),
     "media.scan": frozenset({"it", "admin"}),
     "media.import": frozenset({"it"}),
+    "store.reclaim": frozenset({"it"}),
     "provision.run": frozenset({"it"}),
     "provision.view": frozenset({"it", "admin", "auditor", "security"}),
     "hardware.view": frozenset(ROLES),

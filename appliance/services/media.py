@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,55 +186,59 @@ def _older_entry(app: Appliance, path: Path, reason: str) -> ScanEntry:
 def import_bundle(app: Appliance, session: Session, path: Path,
                   progress: Callable[[ImportProgress], None] | None = None) -> ImportResult:
     """Verify the bundle at `path` completely, copy its payload into the content store, and
-    record it as IMPORTED together with the newly trusted metadata and the audit event."""
+    record it as IMPORTED together with the newly trusted metadata and the audit event.
+    The store stays locked from the copy until the record commits, so a reclaim never
+    takes objects that are about to be referenced."""
     started = time.monotonic()
     actor = authorize(app, session, "media.import", target_type="media", target_id=str(path))
     bundle: VerifiedBundle | None = None
-    try:
-        media, bundle = _verify(app, path)
-        status, installed = _status(app, bundle)
-        d = bundle.description
-        if status == "older":
-            raise BundleRefused(f"bundle {d.name} version {d.version} is not newer than the "
-                                f"installed version {installed}")
-        clash = app.conn.execute("SELECT digest FROM bundles WHERE name = ? AND version = ?",
-                                 (d.name, d.version)).fetchone()
-        if clash and clash[0] != bundle.digest:
-            raise BundleRefused(f"another bundle {d.name} version {d.version} is already "
-                                "imported")
-        store = ContentStore(app.layout.store)
-        fresh = [w.sha256 for w in bundle.wanted() if not store.has(w.sha256)]
+    with ExitStack() as stack:
         try:
-            ingest = store.ingest(media, bundle.wanted(), progress)
-        except ContentMismatch:
-            # A bad bundle leaves nothing behind; an interrupted one (Ctrl-C, a pulled
-            # stick, a full disk) keeps its verified objects so the next run resumes.
-            store.discard([d for d in fresh if not _referenced(app, d)])
+            media, bundle = _verify(app, path)
+            status, installed = _status(app, bundle)
+            d = bundle.description
+            if status == "older":
+                raise BundleRefused(f"bundle {d.name} version {d.version} is not newer than "
+                                    f"the installed version {installed}")
+            clash = app.conn.execute("SELECT digest FROM bundles WHERE name = ? AND "
+                                     "version = ?", (d.name, d.version)).fetchone()
+            if clash and clash[0] != bundle.digest:
+                raise BundleRefused(f"another bundle {d.name} version {d.version} is already "
+                                    "imported")
+            store = ContentStore(app.layout.store)
+            held = stack.enter_context(store.lock())
+            fresh = [w.sha256 for w in bundle.wanted() if not store.has(w.sha256)]
+            try:
+                ingest = store.ingest(media, bundle.wanted(), progress, held)
+            except ContentMismatch:
+                # A bad bundle leaves nothing behind; an interrupted one (Ctrl-C, a pulled
+                # stick, a full disk) keeps its verified objects so the next run resumes.
+                store.discard([d for d in fresh if not _referenced(app, d)], held)
+                raise
+        except (ApplianceError, KeyboardInterrupt) as exc:
+            reason = exc.message if isinstance(exc, ApplianceError) else "interrupted (Ctrl-C)"
+            _record_failure(app, session, actor, path, reason, bundle)
             raise
-    except (ApplianceError, KeyboardInterrupt) as exc:
-        reason = exc.message if isinstance(exc, ApplianceError) else "interrupted (Ctrl-C)"
-        _record_failure(app, session, actor, path, reason, bundle)
-        raise
-    with app.transaction() as conn:
-        added = trust.store(conn, list(bundle.trust_updates), app.clock.iso())
-        row = conn.execute("SELECT id, state FROM bundles WHERE digest = ?",
-                           (bundle.digest,)).fetchone()
-        already = row is not None
-        if row is None:
-            bundle_id = _insert(app, session, bundle, str(path))
-            state = "IMPORTED"
-        else:
-            bundle_id, state = row
-        app.trail.append(Event(
-            action="media.import", actor=actor, target_type="bundle",
-            target_id=f"{d.name}@{d.version}", target_digest=bundle.digest,
-            new={"state": state, "bundle_id": bundle_id} if not already else None,
-            details={"source": str(path), "publisher": d.publisher,
-                     "already_imported": already, "components": _components(bundle),
-                     "copied_bytes": ingest.copied_bytes,
-                     "skipped_bytes": ingest.skipped_bytes, "trust_added": added,
-                     "metadata_version": bundle.metadata_version},
-            terminal=session.terminal))
+        with app.transaction() as conn:
+            added = trust.store(conn, list(bundle.trust_updates), app.clock.iso())
+            row = conn.execute("SELECT id, state FROM bundles WHERE digest = ?",
+                               (bundle.digest,)).fetchone()
+            already = row is not None
+            if row is None:
+                bundle_id = _insert(app, session, bundle, str(path))
+                state = "IMPORTED"
+            else:
+                bundle_id, state = row
+            app.trail.append(Event(
+                action="media.import", actor=actor, target_type="bundle",
+                target_id=f"{d.name}@{d.version}", target_digest=bundle.digest,
+                new={"state": state, "bundle_id": bundle_id} if not already else None,
+                details={"source": str(path), "publisher": d.publisher,
+                         "already_imported": already, "components": _components(bundle),
+                         "copied_bytes": ingest.copied_bytes,
+                         "skipped_bytes": ingest.skipped_bytes, "trust_added": added,
+                         "metadata_version": bundle.metadata_version},
+                terminal=session.terminal))
     return ImportResult(bundle_id, d.name, d.version, d.publisher, bundle.digest, state,
                         already, ingest.copied_bytes, ingest.skipped_bytes,
                         ingest.files_copied, ingest.files_skipped,

@@ -278,7 +278,7 @@ def test_a_second_concurrent_ingest_is_refused(bundle, store) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX)
         with pytest.raises(StoreBusy) as err:
             store.ingest(open_media(root), wanted)
-        assert "locked by another import" in assert_one_line(err)
+        assert "in use by an import or a reclaim" in assert_one_line(err)
     finally:
         os.close(fd)
     assert store.ingest(open_media(root), wanted).files_copied == len(wanted)
