@@ -143,5 +143,9 @@ def reclaim(
     owners = f" (of {', '.join(result.bundles)})" if result.bundles else ""
     unrecorded = f", {result.unrecorded} recorded by no bundle" if result.unrecorded else ""
     emit(result.to_dict(), as_json,
-         f"{verb} {result.objects} objects, {_size(result.bytes)}{owners}{unrecorded}; "
-         f"kept {result.kept_objects} objects, {_size(result.kept_bytes)}")
+         f"{verb} {_objects(result.objects)}, {_size(result.bytes)}{owners}{unrecorded}; "
+         f"kept {_objects(result.kept_objects)}, {_size(result.kept_bytes)}")
+
+
+def _objects(n: int) -> str:
+    return f"{n} object{'s' if n != 1 else ''}"

@@ -14,6 +14,7 @@ from appliance.context import Appliance
 from tests.conftest import ADMIN, PASSWORD
 from tests.tui.pilot import dashboard_ready, fill, log_in, run_command, settle, text_of, wait_for
 from tui.screens.media import MediaScreen
+from tui.screens.reclaim import ReclaimDialog
 from tui.widgets.transfer import TransferProgress, eta_text, human_bytes, progress_line
 
 
@@ -108,6 +109,53 @@ async def test_admin_may_scan_but_import_is_refused_in_one_line(make_console, tr
         assert refused == ("error: alice may not media.import (needs role: it) (ask a user "
                            "with the required role; the denial was recorded)")
     assert trusted.conn.execute("SELECT COUNT(*) FROM bundles").fetchone()[0] == 0
+
+
+@pytest.mark.asyncio
+async def test_reclaim_shows_what_would_go_asks_a_reason_then_removes_it(
+        make_console, trusted: Appliance, imported: str):
+    """An import never resumed left an object no bundle records: IT reclaims it from the
+    console; the bundle's own objects stay, and the audit trail has who and why."""
+    objects = store_objects(trusted)
+    stray = trusted.layout.store / "sha256" / "ab" / ("ab" * 32)
+    stray.parent.mkdir(exist_ok=True)
+    stray.write_bytes(b"left by an interrupted import")
+    app = make_console()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await open_media(pilot, "ivan")
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, ReclaimDialog), what="the dialog")
+        summary = text_of(pilot, "#reclaim-summary")
+        assert summary.startswith("1 object, 29 B, 1 recorded by no bundle")
+        await pilot.press("enter")  # no reason yet: refused in the dialog
+        assert text_of(pilot, "#reclaim-note") == "a reason is needed"
+        await fill(pilot, "#reclaim-reason", "stray object after a pulled stick")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: message(pilot).startswith("reclaimed"), what="reclaim")
+        assert message(pilot) == (f"reclaimed 29 B: removed 1 object; kept {len(objects)} "
+                                  f"objects ({human_bytes(sum(o.stat().st_size for o in objects))})")
+        await pilot.press("r")  # nothing left: said at once, no dialog
+        await wait_for(pilot, lambda: message(pilot).startswith("nothing to reclaim"),
+                       what="the second reclaim")
+        assert not isinstance(app.screen, ReclaimDialog)
+    assert store_objects(trusted) == objects
+    [event] = [e.data for e in iter_events(trusted.conn) if e.data["action"] == "store.reclaim"]
+    assert event["actor"]["username"] == "ivan"
+    assert event["reason"] == "stray object after a pulled stick"
+
+
+@pytest.mark.asyncio
+async def test_reclaim_is_offered_only_to_it(make_console, trusted: Appliance, imported: str):
+    app = make_console()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await log_in(pilot, ADMIN, PASSWORD)
+        await dashboard_ready(pilot)
+        await pilot.press("m")
+        await wait_for(pilot, lambda: isinstance(app.screen, MediaScreen), what="media")
+        assert app.screen.check_action("reclaim", ()) is False
+        await pilot.press("r")
+        await settle(pilot)
+        assert not isinstance(app.screen, ReclaimDialog)
 
 
 def test_progress_line_shows_bytes_rate_eta_and_file():

@@ -26,6 +26,7 @@ from tests.tui.pilot import (
 from tui.screens.export import ExportDialog
 from tui.screens.media import MediaScreen
 from tui.screens.password import PasswordChangeScreen
+from tui.screens.reclaim import ReclaimDialog
 from tui.screens.signature import SignatureDialog
 from tui.screens.users import AccountDialog, UsersScreen
 
@@ -172,3 +173,23 @@ def test_media_screen_after_a_scan(snap_compare, make_console, make_user, truste
     make_user(["it"], "ivan")
     monkeypatch.chdir(usb.parent)
     assert snap_compare(make_console(), terminal_size=size, run_before=_media_scanned)
+
+
+async def _reclaim_asked(pilot) -> None:
+    await log_in(pilot, "ivan", PASSWORD)
+    await dashboard_ready(pilot)
+    await pilot.press("m")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, MediaScreen))
+    await pilot.press("r")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, ReclaimDialog))
+    await fill(pilot, "#reclaim-reason", "stray object after a pulled stick")
+
+
+@SIZES
+def test_reclaim_dialog(snap_compare, make_console, make_user, trusted, size):
+    """What the store would give back, before IT confirms with a reason."""
+    make_user(["it"], "ivan")
+    stray = trusted.layout.store / "sha256" / "ab" / ("ab" * 32)
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"left by an interrupted import")
+    assert snap_compare(make_console(), terminal_size=size, run_before=_reclaim_asked)

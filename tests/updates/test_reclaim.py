@@ -135,7 +135,7 @@ def test_reclaim_from_the_command_line(app, itop, rejected) -> None:
                                         "(pass --reason)")
     done = run("--reason", "free space")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith(f"removed {preview['objects']} objects")
+    assert done.stdout.startswith(f"removed {preview['objects']} object")
     assert rejected[1] in done.stdout
     store = ContentStore(app.layout.store)
     assert not any(store.has(d) for d in digests(app, rejected[1]) - digests(app, rejected[0]))

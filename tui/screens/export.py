@@ -6,11 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Static
 
+from tui.widgets.dialog import FormDialog
 from tui.widgets.inputs import ConsoleInput
 
 FORMATS = ("csv", "jsonl", "pdf")
@@ -22,10 +21,9 @@ class ExportRequest:
     out: Path
 
 
-class ExportDialog(ModalScreen[ExportRequest | None]):
+class ExportDialog(FormDialog[ExportRequest]):
     """Asks where to; a directory gets a generated file name, a file is never overwritten."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
     AUTO_FOCUS = "#export-ok"  # Enter exports with the defaults; Tab reaches the options
 
     def __init__(self, default_dir: Path, summary: str) -> None:
@@ -48,21 +46,8 @@ class ExportDialog(ModalScreen[ExportRequest | None]):
                 yield Button("Export", variant="primary", id="export-ok")
                 yield Button("Cancel", id="export-cancel")
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "export-ok":
-            self._submit()
-        else:
-            self.dismiss(None)
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        event.stop()
-        self._submit()
-
-    def _submit(self) -> None:
+    def submit(self) -> None:
         pressed = self.query_one(RadioSet).pressed_button
         fmt = (pressed.id or "fmt-csv").removeprefix("fmt-") if pressed else "csv"
         out = self.query_one("#export-out", Input).value.strip()
         self.dismiss(ExportRequest(fmt, Path(out).expanduser() if out else self.default_dir))
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)

@@ -1,4 +1,5 @@
-"""Media: find bundles on removable media or a typed path, and import one with progress.
+"""Media: find bundles on removable media or a typed path, import one with progress, and
+reclaim the disk of rejected bundles (hospital IT).
 
 Scanning verifies metadata and signatures only (nothing is copied); importing verifies
 everything again and copies the payload while hashing it, in a worker. Progress values come
@@ -21,9 +22,12 @@ from textual.widgets import DataTable, Footer, Header, Input, Label, Static
 
 from appliance.bundle.progress import ImportProgress
 from appliance.errors import ApplianceError
+from appliance.identity.roles import granting_role
 from appliance.identity.session import Session
-from appliance.services import media
+from appliance.services import media, store
 from appliance.services.media import ImportResult, ScanEntry
+from appliance.services.store import ReclaimResult
+from tui.screens.reclaim import ReclaimDialog, objects
 from tui.widgets.inputs import ConsoleInput
 from tui.widgets.tables import fill_table
 from tui.widgets.transfer import TransferProgress, human_bytes
@@ -44,6 +48,15 @@ def detail_text(e: ScanEntry) -> str:
     return "\n".join(lines)
 
 
+def reclaimed_text(r: ReclaimResult) -> str:
+    if r.dry_run:
+        return (f"nothing to reclaim: all {objects(r.kept_objects)} "
+                f"({human_bytes(r.kept_bytes)}) are needed")
+    owners = f" (of {', '.join(r.bundles)})" if r.bundles else ""
+    return (f"reclaimed {human_bytes(r.bytes)}: removed {objects(r.objects)}{owners}; kept "
+            f"{objects(r.kept_objects)} ({human_bytes(r.kept_bytes)})")
+
+
 def result_text(r: ImportResult) -> str:
     what = "already imported" if r.already_imported else r.state
     return (f"imported {r.name} v{r.version} by {r.publisher}: {what}; copied "
@@ -55,6 +68,7 @@ class MediaScreen(Screen):
     BINDINGS = [
         Binding("s", "scan", "Scan"),
         Binding("i", "import", "Import"),
+        Binding("r", "reclaim", "Reclaim disk"),
         Binding("escape", "app.pop_screen", "Back"),
     ]
 
@@ -68,10 +82,17 @@ class MediaScreen(Screen):
             super().__init__()
             self.result = result
 
-    class Failed(Message):
-        def __init__(self, error: ApplianceError, importing: bool) -> None:
+    class Reclaimed(Message):
+        """A dry run (what could go) or the reclaim itself."""
+
+        def __init__(self, result: ReclaimResult) -> None:
             super().__init__()
-            self.error, self.importing = error, importing
+            self.result = result
+
+    class Failed(Message):
+        def __init__(self, error: ApplianceError, job: str) -> None:
+            super().__init__()
+            self.error, self.job = error, job  # job: scan | import | reclaim
 
     def __init__(self) -> None:
         super().__init__()
@@ -136,6 +157,28 @@ class MediaScreen(Screen):
         self.query_one(TransferProgress).start("verifying…")
         self._import(self.app.session, Path(path))
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "reclaim":  # shown to those who hold it; the service decides anyway
+            session = self.app.session
+            return session is not None and granting_role(session.roles,
+                                                         "store.reclaim") is not None
+        return True
+
+    def action_reclaim(self) -> None:
+        if self.busy:
+            return
+        self.busy = True
+        self.say("reclaim: finding what no live bundle needs…")
+        self._reclaim(self.app.session, None)
+
+    def _reclaim_confirmed(self, reason: str | None) -> None:
+        if reason is None:
+            self.busy = False
+            self.say("reclaim cancelled; nothing was removed")
+            return
+        self.say("reclaiming…")
+        self._reclaim(self.app.session, reason)
+
     # -- workers ------------------------------------------------------------------------
 
     @work(thread=True, exclusive=True, group="media-scan")
@@ -144,7 +187,7 @@ class MediaScreen(Screen):
             with self.app.ctx.open() as app:
                 entries = media.scan(app, session, paths, search_removable=paths is None)
         except ApplianceError as exc:
-            self.post_message(self.Failed(exc, importing=False))
+            self.post_message(self.Failed(exc, "scan"))
             return
         self.post_message(self.Scanned(entries, announce))
 
@@ -164,9 +207,20 @@ class MediaScreen(Screen):
             with self.app.ctx.open() as app:
                 result = media.import_bundle(app, session, path, progress)
         except ApplianceError as exc:
-            self.post_message(self.Failed(exc, importing=True))
+            self.post_message(self.Failed(exc, "import"))
             return
         self.post_message(self.Imported(result))
+
+    @work(thread=True, exclusive=True, group="media-reclaim")
+    def _reclaim(self, session: Session, reason: str | None) -> None:
+        """reason None: a dry run, to show what would go before anyone confirms."""
+        try:
+            with self.app.ctx.open() as app:
+                result = store.reclaim(app, session, reason or "", dry_run=reason is None)
+        except ApplianceError as exc:
+            self.post_message(self.Failed(exc, "reclaim"))
+            return
+        self.post_message(self.Reclaimed(result))
 
     # -- results ------------------------------------------------------------------------
 
@@ -204,10 +258,21 @@ class MediaScreen(Screen):
         # The list shows what importing would mean now (the bundle: "imported").
         self._scan(self.app.session, self.paths(), announce=False)
 
+    def on_media_screen_reclaimed(self, msg: Reclaimed) -> None:
+        r = msg.result
+        if r.dry_run and r.objects:
+            self.say("reclaim: confirm with a reason, or press Escape")
+            self.app.push_screen(ReclaimDialog(r), self._reclaim_confirmed)
+            return
+        self.busy = False
+        self.say(reclaimed_text(r))
+
     def on_media_screen_failed(self, msg: Failed) -> None:
-        if msg.importing:
-            self.busy = False
+        if msg.job == "import":
             self.query_one(TransferProgress).finish(keep=False)
-        undone = "nothing was imported" if msg.importing else ""
+        if msg.job != "scan":
+            self.busy = False
+        undone = {"import": "nothing was imported", "reclaim": "nothing was removed"}.get(
+            msg.job, "")
         if not self.app.session_error(msg.error, undone):
             self.say(f"error: {msg.error}", error=True)

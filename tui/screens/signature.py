@@ -13,14 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical
-from textual.screen import ModalScreen, Screen
+from textual.screen import Screen
 from textual.widgets import Button, Checkbox, Input, Label, Static
 
 from appliance.errors import ApplianceError
 from appliance.services import signing
 from appliance.services.signing import SignaturePrompt, SignatureRequest
+from tui.widgets.dialog import FormDialog
 from tui.widgets.inputs import ConsoleInput
 
 
@@ -35,11 +35,11 @@ class SignatureAsk:
     target_id: str
 
 
-class SignatureDialog(ModalScreen[SignatureRequest | None]):
+class SignatureDialog(FormDialog[SignatureRequest]):
     """Meaning, reason and password; the username on the session's first signature; the
     statement and its acknowledgement on the user's first signature ever."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    LAST_FIELD = "sig-password"
 
     def __init__(self, ask: SignatureAsk, prompt: SignaturePrompt, username: str) -> None:
         super().__init__()
@@ -74,19 +74,6 @@ class SignatureDialog(ModalScreen[SignatureRequest | None]):
     def on_mount(self) -> None:
         self.query_one("#sig-ack" if self.prompt.statement else "#sig-reason").focus()
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "sig-ok":
-            self._submit()
-        else:
-            self.dismiss(None)
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        event.stop()
-        if event.input.id == "sig-password":
-            self._submit()
-        else:
-            self.focus_next()
-
     def _value(self, selector: str) -> str:
         found = self.query(selector)
         return found.first(Input).value if found else ""
@@ -103,7 +90,7 @@ class SignatureDialog(ModalScreen[SignatureRequest | None]):
             return "enter your password"
         return ""
 
-    def _submit(self) -> None:
+    def submit(self) -> None:
         missing = self._missing()
         self.query_one("#sig-error", Static).update(missing)
         if missing:
@@ -112,9 +99,6 @@ class SignatureDialog(ModalScreen[SignatureRequest | None]):
             self.ask.meaning, self._value("#sig-reason").strip(), self._value("#sig-password"),
             self._value("#sig-user").strip() or None,
             self.prompt.statement and self.query_one("#sig-ack", Checkbox).value))
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
 
 
 def request_signature(screen: Screen, ask: SignatureAsk,

@@ -16,7 +16,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.screen import ModalScreen, Screen
+from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static
 
 from appliance.context import Appliance
@@ -27,6 +27,7 @@ from appliance.identity.users import User
 from appliance.services import users
 from appliance.services.signing import SignatureRequest
 from tui.screens.signature import SignatureAsk, request_signature
+from tui.widgets.dialog import FormDialog
 from tui.widgets.inputs import ConsoleInput
 from tui.widgets.tables import fill_table
 
@@ -113,10 +114,8 @@ ACTIONS: dict[str, AccountAction] = {
 }
 
 
-class AccountDialog(ModalScreen[dict[str, str] | None]):
+class AccountDialog(FormDialog[dict[str, str]]):
     """The fields of one account action; Escape cancels and nothing changes."""
-
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, action: AccountAction, username: str | None) -> None:
         super().__init__()
@@ -135,25 +134,12 @@ class AccountDialog(ModalScreen[dict[str, str] | None]):
                 yield Button("Apply", variant="primary", id="account-ok")
                 yield Button("Cancel", id="account-cancel")
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "account-ok":
-            self._submit()
-        else:
-            self.dismiss(None)
+    def last_field(self) -> str:
+        return f"account-{self.action.fields[-1].name}"
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        event.stop()
-        if event.input.id == f"account-{self.action.fields[-1].name}":
-            self._submit()
-        else:
-            self.focus_next()
-
-    def _submit(self) -> None:
+    def submit(self) -> None:
         self.dismiss({f.name: self.query_one(f"#account-{f.name}", Input).value
                       for f in self.action.fields})
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
 
 
 def _row(user: User) -> tuple[str, ...]:
