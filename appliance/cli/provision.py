@@ -263,11 +263,11 @@ def inventory_list_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Every host, localhost first."""
-    from appliance.services import provision
+    from appliance.services import provision_inventory
 
     with open_app(ctx) as appl:
         session = login(ctx, appl, user, password_stdin)
-        hosts = provision.inventory_list(appl, session)
+        hosts = provision_inventory.list_hosts(appl, session)
     lines = [f"{h.name:<20} {h.connection:<5} "
              + (f"{h.user}@{h.address}:{h.port}" if h.connection == "ssh" else "local")
              + f"  root={h.appliance_root}  python={h.python}"
@@ -301,7 +301,7 @@ def inventory_add_cmd(
     import sys
 
     from appliance.provision.inventory import LOCALHOST, Host
-    from appliance.services import provision
+    from appliance.services import provision_inventory
 
     local = name == LOCALHOST
     host = Host(name=name, connection="local" if local else "ssh",
@@ -310,7 +310,7 @@ def inventory_add_cmd(
                 vars=parse_vars(var, None))
     with open_app(ctx) as appl:
         session = login(ctx, appl, user, password_stdin)
-        added = provision.inventory_add(appl, session, host, key_source=key,
+        added = provision_inventory.add_host(appl, session, host, key_source=key,
                                         host_key_file=host_key_file)
     emit(added.to_dict(), as_json, f"Added {added.name}" + "".join(
         f"\n  host key {fp}" for fp in added.fingerprints()))
@@ -326,9 +326,9 @@ def inventory_remove_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Remove a host (and the SSH key copied for it)."""
-    from appliance.services import provision
+    from appliance.services import provision_inventory
 
     with open_app(ctx) as appl:
         session = login(ctx, appl, user, password_stdin)
-        provision.inventory_remove(appl, session, name, reason)
+        provision_inventory.remove_host(appl, session, name, reason)
     emit({"removed": name}, as_json, f"Removed {name}")

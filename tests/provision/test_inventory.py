@@ -14,7 +14,7 @@ from appliance.context import Appliance
 from appliance.errors import InvalidInput, PermissionDenied
 from appliance.identity.session import Session
 from appliance.provision.inventory import Host, fingerprint, render, select
-from appliance.services import audit, auth, provision
+from appliance.services import audit, auth, provision_inventory
 from tests.conftest import ADMIN, PASSWORD
 
 # One xdist worker runs every provisioning test: they are CPU-bound playbook runs,
@@ -32,7 +32,7 @@ def keys(tmp_path: Path) -> dict[str, Path]:
 
 def test_default_inventory_is_localhost_with_the_appliance_python(
         appliance: Appliance, it_session: Session) -> None:
-    hosts = provision.inventory_list(appliance, it_session)
+    hosts = provision_inventory.list_hosts(appliance, it_session)
     assert [h.name for h in hosts] == ["localhost"]
     hv = hosts[0].hostvars()
     assert hv["ansible_connection"] == "local"
@@ -44,14 +44,14 @@ def test_add_pins_the_host_key_copies_the_key_and_is_audited(
         appliance: Appliance, it_session: Session, keys: dict[str, Path], home: Path) -> None:
     host = Host("gpu-2", address="10.213.7.2", user="provision", appliance_root="/srv/a",
                 vars={"appliance_serving_profile": "trtllm", "vault_password": "xyzzy-42"})
-    added = provision.inventory_add(appliance, it_session, host, key_source=keys["client"],
+    added = provision_inventory.add_host(appliance, it_session, host, key_source=keys["client"],
                                     host_key_file=keys["host_pub"])
     assert added.fingerprints() == [fingerprint(keys["host_pub"].read_text())]
     copied = Path(added.key_file)
     assert copied.parent == home / "keys" / "provision"
     assert copied.stat().st_mode & 0o777 == 0o600
     assert copied.read_bytes() == keys["client"].read_bytes()
-    hosts = provision.inventory_list(appliance, it_session)
+    hosts = provision_inventory.list_hosts(appliance, it_session)
     assert [h.name for h in hosts] == ["localhost", "gpu-2"]
     rendered = render(select(hosts, "cluster"))
     hv = yaml.safe_load(rendered.text)["all"]["hosts"]["gpu-2"]
@@ -66,10 +66,10 @@ def test_add_pins_the_host_key_copies_the_key_and_is_audited(
     assert "xyzzy-42" not in ev.text
 
     with pytest.raises(InvalidInput, match="already in the inventory"):
-        provision.inventory_add(appliance, it_session, host, host_key_file=keys["host_pub"])
-    provision.inventory_remove(appliance, it_session, "gpu-2", "decommissioned")
+        provision_inventory.add_host(appliance, it_session, host, host_key_file=keys["host_pub"])
+    provision_inventory.remove_host(appliance, it_session, "gpu-2", "decommissioned")
     assert not copied.exists()
-    assert [h.name for h in provision.inventory_list(appliance, it_session)] == ["localhost"]
+    assert [h.name for h in provision_inventory.list_hosts(appliance, it_session)] == ["localhost"]
 
 
 @pytest.mark.parametrize("bad, match", [
@@ -83,14 +83,14 @@ def test_bad_hosts_are_refused_with_nothing_stored(
         appliance: Appliance, it_session: Session, keys: dict[str, Path], bad: Host,
         match: str) -> None:
     with pytest.raises(InvalidInput, match=match):
-        provision.inventory_add(appliance, it_session, bad, host_key_file=keys["host_pub"])
-    assert [h.name for h in provision.inventory_list(appliance, it_session)] == ["localhost"]
+        provision_inventory.add_host(appliance, it_session, bad, host_key_file=keys["host_pub"])
+    assert [h.name for h in provision_inventory.list_hosts(appliance, it_session)] == ["localhost"]
 
 
 def test_a_public_key_is_not_accepted_as_the_login_key(
         appliance: Appliance, it_session: Session, keys: dict[str, Path], home: Path) -> None:
     with pytest.raises(InvalidInput, match="not an SSH private key"):
-        provision.inventory_add(appliance, it_session, Host("n1", address="10.0.0.1"),
+        provision_inventory.add_host(appliance, it_session, Host("n1", address="10.0.0.1"),
                                 key_source=keys["host_pub"], host_key_file=keys["host_pub"])
     assert not (home / "keys" / "provision" / "n1").exists()
 
@@ -98,5 +98,5 @@ def test_a_public_key_is_not_accepted_as_the_login_key(
 def test_only_it_changes_the_inventory(appliance: Appliance, make_user,
                                        keys: dict[str, Path]) -> None:
     with pytest.raises(PermissionDenied):
-        provision.inventory_add(appliance, make_user(["auditor"]),
+        provision_inventory.add_host(appliance, make_user(["auditor"]),
                                 Host("n1", address="10.0.0.1"), host_key_file=keys["host_pub"])

@@ -21,7 +21,7 @@ from appliance.provision import proctree, records
 from appliance.provision.events import TaskEvent
 from appliance.provision.inventory import Host
 from appliance.provision.records import RunRecord
-from appliance.services import audit, auth, provision
+from appliance.services import audit, auth, provision, provision_inventory
 from tests.conftest import ADMIN, PASSWORD
 from tests.provision.kit import live_processes
 from tests.tui.pilot import dashboard_ready, log_in, run_command, settle, text_of, wait_for
@@ -49,7 +49,7 @@ def root(tmp_path: Path, history: Appliance, ivan: Session) -> Path:
     """An empty appliance_root, set on localhost in the inventory (no extra variables)."""
     path = tmp_path / "root"
     path.mkdir()
-    provision.inventory_add(history, ivan, Host("localhost", connection="local",
+    provision_inventory.add_host(history, ivan, Host("localhost", connection="local",
                                                 appliance_root=str(path),
                                                 python=sys.executable))
     return path

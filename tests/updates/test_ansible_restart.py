@@ -17,7 +17,7 @@ from appliance.audit.events import SYSTEM_ACTOR
 from appliance.errors import InvalidInput, PermissionDenied
 from appliance.provision import records
 from appliance.provision.inventory import Host
-from appliance.services import provision, updates
+from appliance.services import provision, provision_inventory, updates
 from appliance.services.provision_restart import AnsibleRestarter
 from appliance.settings import ProvisioningPolicy, load_settings
 from appliance.updates.install import Edges
@@ -41,7 +41,7 @@ def host_root(tmp_path: Path, app, itop) -> Path:
                        ("etc/systemd/system", 0o755)):
         (root / path).mkdir(parents=True)
         (root / path).chmod(mode)
-    provision.inventory_add(app, itop, Host("localhost", connection="local",
+    provision_inventory.add_host(app, itop, Host("localhost", connection="local",
                                             appliance_root=str(root), python=sys.executable))
     app.settings = dataclasses.replace(app.settings,
                                        provisioning=ProvisioningPolicy(restarter="ansible"))

@@ -26,7 +26,7 @@ from appliance.identity.session import Session
 from appliance.provision.events import TaskEvent
 from appliance.provision.inventory import INVENTORIES
 from appliance.provision.records import RunRecord
-from appliance.services import provision
+from appliance.services import provision, provision_inventory
 from tui.provision_live import failure_text, history_row, host_lines, run_title
 from tui.widgets.job_status import JobStatus
 from tui.widgets.tables import fill_table
@@ -217,7 +217,7 @@ class ProvisionScreen(Screen):
         try:
             with self.app.ctx.open() as app:
                 playbooks = provision.list_playbooks(app, session)
-                hosts = [h.name for h in provision.inventory_list(app, session)]
+                hosts = [h.name for h in provision_inventory.list_hosts(app, session)]
                 runs = provision.list_runs(app, session, HISTORY)
         except ApplianceError as exc:
             self.post_message(self.Failed(exc))

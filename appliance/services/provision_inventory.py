@@ -1,0 +1,105 @@
+"""The provisioning inventory: the hosts playbooks run on. Adding one copies its SSH key
+into the appliance (the media may go) and pins its host key; each change is an audit event
+with the host as it was or became (variables redacted)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from appliance.audit.events import Event
+from appliance.context import Appliance
+from appliance.errors import InvalidInput
+from appliance.identity.session import Session
+from appliance.provision import inventory as inv
+from appliance.provision.redaction import redact
+from appliance.services.access import authorize
+
+
+def list_hosts(app: Appliance, session: Session) -> list[inv.Host]:
+    authorize(app, session, "provision.view")
+    return inv.load_hosts(app.conn)
+
+
+def add_host(app: Appliance, session: Session, host: inv.Host, *,
+                  key_source: Path | None = None, host_key_file: Path | None = None,
+                  scan: Callable[[str, int], str] = inv.scan_host_keys) -> inv.Host:
+    """Add a host. Its SSH key is copied into the appliance (the media may go); its host
+    key is pinned from `host_key_file`, else scanned once and its fingerprint recorded."""
+    actor = authorize(app, session, "provision.run", target_type="provision_host",
+                      target_id=host.name)
+    if host.name == inv.LOCALHOST:
+        host = replace(host, connection="local", address="127.0.0.1")
+    copied: Path | None = None
+    if host.connection == "ssh":
+        if host_key_file is not None:
+            try:
+                keys = inv.parse_host_keys(host_key_file.read_text(encoding="utf-8"))
+            except OSError as exc:
+                raise InvalidInput(f"cannot read host key file {host_key_file}: "
+                                   f"{exc.strerror}") from exc
+            if not keys:
+                raise InvalidInput(f"no SSH host key in {host_key_file}",
+                                   "pass a known_hosts line or the host's .pub key file")
+        else:
+            inv.validate(replace(host, host_keys="pending"))
+            keys = scan(host.address, host.port)
+        host = replace(host, host_keys=keys)
+    host = replace(host, added_at=app.clock.iso(), added_by=session.username)
+    inv.validate(host)
+    if key_source is not None:
+        copied = _copy_key(app, host.name, key_source)
+        host = replace(host, key_file=str(copied))
+    try:
+        with app.transaction():
+            inv.insert_host(app.conn, host)
+            app.trail.append(Event(
+                action="provision.inventory.add", actor=actor, target_type="provision_host",
+                target_id=host.name, new={**host.to_dict(), "vars": redact(host.vars)},
+                terminal=session.terminal))
+    except BaseException:
+        if copied is not None:
+            copied.unlink(missing_ok=True)
+        raise
+    return host
+
+
+def _copy_key(app: Appliance, name: str, source: Path) -> Path:
+    try:
+        data = source.read_bytes()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read SSH key {source}: {exc.strerror}",
+                           "pass the private key file from the media") from exc
+    if b"PRIVATE KEY" not in data:
+        raise InvalidInput(f"{source} is not an SSH private key",
+                           "pass the private key, not the .pub file")
+    keys_dir = app.layout.keys / "provision"
+    keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    dest = keys_dir / name
+    tmp = keys_dir / f".{name}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, dest)
+    return dest
+
+
+def remove_host(app: Appliance, session: Session, name: str, reason: str | None = None
+                     ) -> None:
+    actor = authorize(app, session, "provision.run", target_type="provision_host",
+                      target_id=name)
+    old = next((h for h in inv.load_hosts(app.conn) if h.name == name), None)
+    with app.transaction():
+        if not inv.delete_host(app.conn, name):
+            raise InvalidInput(f"no host {name!r} in the inventory",
+                               "see `appliance provision inventory list`")
+        app.trail.append(Event(
+            action="provision.inventory.remove", actor=actor, target_type="provision_host",
+            target_id=name, reason=reason,
+            old={**old.to_dict(), "vars": redact(old.vars)} if old else None,
+            terminal=session.terminal))
+    if old is not None and old.key_file and \
+            Path(old.key_file).parent == app.layout.keys / "provision":
+        Path(old.key_file).unlink(missing_ok=True)
