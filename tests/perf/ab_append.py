@@ -56,10 +56,8 @@ def main() -> None:
             fields["actor"] = actors.setdefault(a, events_b.Actor(a.username, a.name, a.role))
             return events_b.Event(**fields)
 
-        raw = B._raw_db(root / "plain.db", "CREATE TABLE audit_events (seq INTEGER PRIMARY "
-                        "KEY, prev_hash BLOB NOT NULL, hash BLOB NOT NULL, body TEXT NOT NULL);")
-        insert = "INSERT INTO audit_events VALUES (?, ?, ?, ?)"
-        raw.executemany(insert, app_a.conn.execute(
+        raw = B._raw_db(root / "plain.db", B.PLAIN)
+        raw.executemany(B.INSERT, app_a.conn.execute(
             "SELECT seq, prev_hash, hash, body FROM audit_events ORDER BY seq").fetchall())
         warm, per = 1500, 250
         rounds = n // per
@@ -80,13 +78,9 @@ def main() -> None:
                     times[arm].append((time.perf_counter() - start) / per * 1e6)
             rows = app_a.conn.execute("SELECT seq, prev_hash, hash, body FROM audit_events "
                                       "WHERE seq > ? ORDER BY seq", (head,)).fetchall()
-            start = time.perf_counter()
-            for row in rows:
-                raw.execute("BEGIN IMMEDIATE")
-                raw.execute(insert, row)
-                raw.execute("COMMIT")
+            took = B.raw_appends(raw, rows)
             if r >= 0:
-                times["raw"].append((time.perf_counter() - start) / per * 1e6)
+                times["raw"].append(took / per * 1e6)
         a, b, w = (statistics.mean(times[k]) for k in ("A", "B", "raw"))
         diffs = [x - y for x, y in zip(times["A"], times["B"], strict=True)]
         print(json.dumps({"bench": "append_ab", "other": str(other), "n": rounds * per,

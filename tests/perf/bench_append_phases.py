@@ -23,11 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_audit import _raw_db, event, new_appliance  # noqa: E402
-
-PLAIN = ("CREATE TABLE audit_events (seq INTEGER PRIMARY KEY, prev_hash BLOB NOT NULL, "
-         "hash BLOB NOT NULL, body TEXT NOT NULL);")
-INSERT = "INSERT INTO audit_events (seq, prev_hash, hash, body) VALUES (?, ?, ?, ?)"
+from bench_audit import INSERT, PLAIN, _raw_db, event, new_appliance  # noqa: E402
 
 
 def measure(root: Path, rounds: int, per: int = 250, warm_rounds: int = 6

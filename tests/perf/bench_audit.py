@@ -99,6 +99,22 @@ def bulk_append(app: Appliance, start: int, n: int, trail: Trail | None = None,
             note(f"  appended {done:,}/{n:,} ({rate:,.0f}/s)")
 
 
+# The raw side of append_cost: a plain table of the same four columns.
+PLAIN = ("CREATE TABLE audit_events (seq INTEGER PRIMARY KEY, prev_hash BLOB NOT NULL, "
+         "hash BLOB NOT NULL, body TEXT NOT NULL);")
+INSERT = "INSERT INTO audit_events (seq, prev_hash, hash, body) VALUES (?, ?, ?, ?)"
+
+
+def raw_appends(conn: sqlite3.Connection, rows: list[tuple]) -> float:
+    """Seconds to insert `rows`, one durable transaction each: the baseline of an append."""
+    t = time.perf_counter()
+    for row in rows:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(INSERT, row)
+        conn.execute("COMMIT")
+    return time.perf_counter() - t
+
+
 def _raw_db(path: Path, ddl: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -118,15 +134,11 @@ def bench_append_cost(root: Path, n: int, warm: int = 1500) -> None:
     migrate(schema)
     schema.execute("PRAGMA journal_mode=WAL")
     schema.execute("PRAGMA synchronous=FULL")
-    raws = {"plain": _raw_db(root / "plain.db", "CREATE TABLE audit_events (seq INTEGER "
-                             "PRIMARY KEY, prev_hash BLOB NOT NULL, hash BLOB NOT NULL, "
-                             "body TEXT NOT NULL);"),
-            "schema": schema}
-    insert = "INSERT INTO audit_events (seq, prev_hash, hash, body) VALUES (?, ?, ?, ?)"
+    raws = {"plain": _raw_db(root / "plain.db", PLAIN), "schema": schema}
     existing = app.conn.execute("SELECT seq, prev_hash, hash, body FROM audit_events "
                                 "ORDER BY seq").fetchall()
     for conn in raws.values():
-        conn.executemany(insert, existing)  # the same starting point (init's events)
+        conn.executemany(INSERT, existing)  # the same starting point (init's events)
     ours, base = 0.0, dict.fromkeys(raws, 0.0)
     per = 250
     rounds = n // per
@@ -144,13 +156,9 @@ def bench_append_cost(root: Path, n: int, warm: int = 1500) -> None:
         rows = app.conn.execute("SELECT seq, prev_hash, hash, body FROM audit_events "
                                 "WHERE seq > ? ORDER BY seq", (head,)).fetchall()
         for name, conn in raws.items():
-            t = time.perf_counter()
-            for row in rows:
-                conn.execute("BEGIN IMMEDIATE")
-                conn.execute(insert, row)
-                conn.execute("COMMIT")
+            took = raw_appends(conn, rows)
             if r >= 0:
-                base[name] += time.perf_counter() - t
+                base[name] += took
     total = rounds * per
     emit("append_cost", ours / total * 1e6, "us",
          "raw sqlite3 INSERT of the same rows into a plain (seq, prev_hash, hash, body) table, "

@@ -39,7 +39,7 @@ class SignatureDialog(FormDialog[SignatureRequest]):
     """Meaning, reason and password; the username on the session's first signature; the
     statement and its acknowledgement on the user's first signature ever."""
 
-    LAST_FIELD = "sig-password"
+    last_field = "sig-password"
 
     def __init__(self, ask: SignatureAsk, prompt: SignaturePrompt, username: str) -> None:
         super().__init__()

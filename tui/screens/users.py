@@ -120,6 +120,7 @@ class AccountDialog(FormDialog[dict[str, str]]):
     def __init__(self, action: AccountAction, username: str | None) -> None:
         super().__init__()
         self.action = action
+        self.last_field = f"account-{action.fields[-1].name}"
         self.username = username
 
     def compose(self) -> ComposeResult:
@@ -133,9 +134,6 @@ class AccountDialog(FormDialog[dict[str, str]]):
             with Horizontal(id="account-buttons"):
                 yield Button("Apply", variant="primary", id="account-ok")
                 yield Button("Cancel", id="account-cancel")
-
-    def last_field(self) -> str:
-        return f"account-{self.action.fields[-1].name}"
 
     def submit(self) -> None:
         self.dismiss({f.name: self.query_one(f"#account-{f.name}", Input).value

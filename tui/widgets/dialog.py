@@ -4,6 +4,7 @@ nothing happens."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TypeVar
 
 from textual.binding import Binding
@@ -17,14 +18,10 @@ class FormDialog(ModalScreen[T | None]):
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
     # Enter in a field submits; a form whose fields are filled in turn names its last one,
     # and Enter in the others moves on.
-    LAST_FIELD: str | None = None
-
-    def submit(self) -> None:
-        """Check the fields and `dismiss` with the form's value (or say what is missing)."""
-        raise NotImplementedError
-
-    def last_field(self) -> str | None:
-        return self.LAST_FIELD
+    last_field: str | None = None
+    # Each form's own: check the fields, then `dismiss` with its value (or say what is
+    # missing and stay open).
+    submit: Callable[[], None]
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if (event.button.id or "").endswith("-ok"):
@@ -34,8 +31,7 @@ class FormDialog(ModalScreen[T | None]):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
-        last = self.last_field()
-        if last is None or event.input.id == last:
+        if self.last_field is None or event.input.id == self.last_field:
             self.submit()
         else:
             self.focus_next()
