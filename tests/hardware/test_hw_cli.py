@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from appliance.clock import Clock
+from appliance.hardware import GpuInventory, read_inventory
 from tests.conftest import ADMIN, PASSWORD, cli_env
+from tests.hardware.host import assert_matches_smi, smi_csv, smi_rows
 
 APPLIANCE = str(Path(sys.executable).parent / "appliance")
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -36,17 +38,26 @@ def home(appliance) -> Path:
     return appliance.layout.root
 
 
-def test_show_json_no_driver(home: Path):
+def test_show_json_this_host(home: Path):
     r = hw(home, "show", "--json")
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
+    assert data["source"] == "nvml"
+    if smi_csv() is not None:
+        assert_matches_smi(GpuInventory.from_dict(data), smi_csv())
+        return
     assert data["summary"] == "no NVIDIA driver found" and data["driver_found"] is False
-    assert data["gpus"] == [] and data["source"] == "nvml"
+    assert data["gpus"] == []
 
 
-def test_show_text_no_driver(home: Path):
+def test_show_text_this_host(home: Path):
     r = hw(home, "show")
     assert r.returncode == 0, r.stderr
+    if smi_csv() is not None:
+        rows = smi_rows(smi_csv())
+        assert r.stdout.startswith(f"{len(rows)} x ") and "still works" not in r.stdout
+        assert all(row["uuid"] in r.stdout for row in rows)
+        return
     assert r.stdout.splitlines()[0] == "no NVIDIA driver found"
     assert "still works" in r.stdout
 
@@ -80,10 +91,13 @@ def test_fit_json_h100(home: Path):
         "llama-h100-fp8-tp2", "llama-a100-bf16-tp1", "llama-h100-bf16-tp1", "llama-cpu"]
 
 
-def test_fit_no_driver_falls_back_to_cpu(home: Path):
+def test_fit_this_host(home: Path):
     r = hw(home, "fit", str(ENGINES), "--json")
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
+    if smi_csv() is not None:  # a server: its reading, and an engine chosen for it
+        assert data["host"] == read_inventory().summary() and data["chosen"]
+        return
     assert data["chosen"] == "llama-cpu" and data["fallback_to_cpu"] is True
     assert data["note"] == "no NVIDIA driver found: falling back to CPU profile llama-cpu"
 
@@ -117,7 +131,8 @@ def test_record_then_replay(home: Path, tmp_path: Path):
     out = tmp_path / "reading.json"
     r = hw(home, "record", "--out", str(out), "--json")
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout) == {"out": str(out), "summary": "no NVIDIA driver found"}
+    assert json.loads(r.stdout) == {"out": str(out), "summary": read_inventory().summary()}
+    assert smi_csv() is not None or read_inventory().summary() == "no NVIDIA driver found"
     r = hw(home, "show", "--json", "--reading", str(out))
     assert json.loads(r.stdout)["source"] == "recorded:reading.json"
 

@@ -1,8 +1,10 @@
 """NvmlSource with a driver present, through a stand-in for the pynvml module (the hardware edge).
 
-No GPU was available when this was written; the stand-in answers with the same function
-names and error classes as nvidia-ml-py (checked below against the installed module), so a
-renamed or misspelt NVML call fails here, not on the first real machine.
+CI has no GPU, so the driver's answers, including the failures a real card rarely gives on
+demand (a query not supported, a GPU fallen off the bus), come from a stand-in with the same
+function names and error classes as nvidia-ml-py (checked below against the installed module):
+a renamed or misspelt NVML call fails here. The real driver path ran on H100 and H200
+machines; their readings are fixtures (`*-recorded.json`, see test_hw_recorded.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Recorded readings (fixtures written from NVIDIA's published figures) replay exactly."""
+"""Readings replay exactly: fixtures written from NVIDIA's published figures, and one recorded
+on a real H100 with `appliance hw record`, held to the nvidia-smi CSV taken beside it."""
 
 from __future__ import annotations
 
@@ -9,8 +10,17 @@ import pytest
 
 from appliance.errors import InvalidInput
 from appliance.hardware import RecordedSource, read_inventory, write_reading
+from appliance.hardware.catalog import read_engines_dir
+from appliance.hardware.profiles import select_profile
+from tests.hardware.host import assert_matches_smi
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# Taken on real machines with `appliance hw record`, nvidia-smi's CSV from the same run beside.
+RECORDED = {
+    "h100-80gb-hbm3-x1-recorded": ("1 x NVIDIA H100 80GB HBM3 (sm_90, 80 GiB), driver 580.159.04",
+                                   "1 H100 (sm_90)"),
+    "h200-x1-recorded": ("1 x NVIDIA H200 (sm_90, 140 GiB), driver 580.159.04", "1 H200 (sm_90)"),
+}
 
 EXPECTED = {
     "h100-sxm-80gb-x8.json": (
@@ -60,11 +70,40 @@ def test_write_then_read_round_trips(tmp_path: Path):
     assert again.note == "copied"
 
 
-def test_no_driver_reading_round_trips(tmp_path: Path):
-    out = tmp_path / "none.json"
-    write_reading(read_inventory(), out)
+def test_this_hosts_reading_round_trips(tmp_path: Path):
+    original = read_inventory()  # the real NVML path: no driver in CI, GPUs on a server
+    out = tmp_path / "host.json"
+    write_reading(original, out)
     again = read_inventory(RecordedSource(out))
-    assert not again.driver_found and again.summary() == "no NVIDIA driver found"
+    assert again.to_dict() | {"source": "nvml"} == original.to_dict()
+
+
+@pytest.mark.parametrize("stem", sorted(RECORDED))
+def test_recording_reads_what_nvidia_smi_read(stem: str):
+    inventory = read_inventory(RecordedSource(FIXTURES / f"{stem}.json"))
+    assert_matches_smi(inventory, (FIXTURES / f"{stem}.nvidia-smi.csv").read_text())
+    assert inventory.summary() == RECORDED[stem][0]
+    assert inventory.cuda_driver_version == "13.0"
+    assert inventory.note.startswith("Recorded, not written by hand")
+
+
+def test_published_figures_are_not_held_to_a_recording():
+    """The witness can fail: the hand-written 8-GPU H100 differs from the real one."""
+    with pytest.raises(AssertionError):
+        assert_matches_smi(read_inventory(RecordedSource(FIXTURES / "h100-sxm-80gb-x8.json")),
+                           (FIXTURES / "h100-80gb-hbm3-x1-recorded.nvidia-smi.csv").read_text())
+
+
+@pytest.mark.parametrize("stem", sorted(RECORDED))
+def test_recording_fits_the_single_gpu_engine(stem: str):
+    """What `appliance hw fit` chose on each machine itself, replayed from its reading."""
+    selection = select_profile(read_engines_dir(FIXTURES / "engines"),
+                               read_inventory(RecordedSource(FIXTURES / f"{stem}.json")))
+    assert selection.chosen.id == "llama-h100-bf16-tp1" and not selection.fallback_to_cpu
+    host = RECORDED[stem][1]
+    assert {c.profile_id: c.reason for c in selection.candidates if not c.fits} == {
+        "llama-h100-fp8-tp2": f"engine sm_90 tp2 needs 2 GPUs, this host has {host}",
+        "llama-a100-bf16-tp1": f"engine sm_80 tp1 needs 1 sm_80 GPU, this host has {host}"}
 
 
 @pytest.mark.parametrize("content, message", [

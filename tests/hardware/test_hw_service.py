@@ -10,9 +10,11 @@ import pytest
 
 from appliance.audit.query import EventFilter
 from appliance.errors import HardwareRefused, InvalidInput
-from appliance.hardware import RecordedSource
-from appliance.hardware.profiles import EngineProfile
+from appliance.hardware import RecordedSource, read_inventory
+from appliance.hardware.catalog import read_engines_dir
+from appliance.hardware.profiles import EngineProfile, select_profile
 from appliance.services import audit, hardware
+from tests.hardware.host import assert_matches_smi, smi_csv
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ENGINES = FIXTURES / "engines"
@@ -22,9 +24,12 @@ def fits(appliance, session) -> list[dict]:
     return [e.data for e in audit.events(appliance, session, EventFilter(action="hardware.fit"))]
 
 
-def test_show_real_no_driver(appliance, admin_session):
+def test_show_reads_this_host(appliance, admin_session):
     inv = hardware.show(appliance, admin_session)
-    assert inv.summary() == "no NVIDIA driver found"
+    if smi_csv() is not None:
+        assert_matches_smi(inv, smi_csv())
+    else:
+        assert inv.summary() == "no NVIDIA driver found"
 
 
 def test_every_role_may_view(appliance, make_user):
@@ -65,12 +70,17 @@ def test_fit_with_nothing_fitting_is_recorded_as_failure(appliance, admin_sessio
         "engine sm_90 tp2 needs 2 GPUs, this host has 1 A100 (sm_80)")
 
 
-def test_real_no_driver_fit_falls_back_to_cpu(appliance, admin_session):
+def test_real_fit_records_this_host(appliance, admin_session):
     sel = hardware.fit(appliance, admin_session, ENGINES)
-    assert sel.chosen.id == "llama-cpu" and sel.fallback_to_cpu
     [event] = fits(appliance, admin_session)
-    assert event["details"]["inventory"]["summary"] == "no NVIDIA driver found"
     assert event["details"]["inventory"]["source"] == "nvml"
+    if smi_csv() is None:
+        assert sel.chosen.id == "llama-cpu" and sel.fallback_to_cpu
+        assert event["details"]["inventory"]["summary"] == "no NVIDIA driver found"
+        return
+    host = read_inventory()  # a server: the engine the same host's reading selects
+    assert event["details"]["inventory"]["summary"] == host.summary()
+    assert sel.chosen.id == select_profile(read_engines_dir(ENGINES), host).chosen.id
 
 
 def test_engine_mismatch_refusal_is_recorded(appliance, admin_session, tmp_path):
