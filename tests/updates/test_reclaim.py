@@ -3,9 +3,14 @@ resumed) go; everything a live bundle needs stays; the audit trail says who, why
 
 from __future__ import annotations
 
+import array
+import contextlib
+import fcntl
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +19,7 @@ from appliance.errors import InvalidInput, PermissionDenied
 from appliance.services import media as media_service
 from appliance.services import store as store_service
 from appliance.services import updates
+from appliance.services.store import ReclaimFailed
 from appliance.updates.lifecycle import State, find_bundle
 from tests.conftest import PASSWORD
 from tests.updates.kit import h100, trust_and_import
@@ -81,6 +87,59 @@ def test_objects_no_bundle_records_are_reclaimed(app, itop, rejected) -> None:
     out = store_service.reclaim(app, itop, "tidy the store")
     assert out.unrecorded == 1 and not store.has(stray)
     assert (store.tmp / "partial").exists()  # temp files are the next import's to clean
+
+
+_FS_IOC_GETFLAGS, _FS_IOC_SETFLAGS, _FS_IMMUTABLE_FL = 0x80086601, 0x40086602, 0x10
+
+
+@contextlib.contextmanager
+def undeletable(path: Path):
+    """Make `path` impossible to unlink for real: a read-only directory stops an ordinary
+    user, the immutable attribute stops root (as in CI), until the block ends."""
+    if os.geteuid() != 0:
+        path.parent.chmod(0o555)
+        try:
+            yield
+        finally:
+            path.parent.chmod(0o755)
+        return
+    fd = os.open(path, os.O_RDONLY)
+    flags = array.array("l", [0])
+    try:
+        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, flags)
+        fcntl.ioctl(fd, _FS_IOC_SETFLAGS, array.array("l", [flags[0] | _FS_IMMUTABLE_FL]))
+    except OSError as exc:
+        os.close(fd)
+        pytest.skip(f"this filesystem cannot make a file immutable ({exc})")
+    try:
+        yield
+    finally:
+        fcntl.ioctl(fd, _FS_IOC_SETFLAGS, flags)
+        os.close(fd)
+
+
+def test_a_removal_that_fails_half_way_is_recorded_and_the_next_reclaim_finishes(
+        app, itop, rejected) -> None:
+    ref1, ref3 = rejected
+    store = ContentStore(app.layout.store)
+    live, only_dead = digests(app, ref1), digests(app, ref3) - digests(app, ref1)
+    stuck = max(only_dead)
+    with undeletable(store.path_of(stuck)), pytest.raises(ReclaimFailed) as failed:
+        store_service.reclaim(app, itop, "disk at 91 %")
+    left = sum(store.has(d) for d in only_dead)
+    assert store.has(stuck) and 1 <= left <= len(only_dead)
+    assert str(failed.value).startswith(
+        f"reclaim stopped with {left} of {len(only_dead)} objects left: ")
+    assert failed.value.exit_code == 1
+    intent, failure = reclaim_events(app)  # the intent committed before the first removal
+    assert (intent["outcome"], failure["outcome"]) == ("success", "failure")
+    assert failure["details"]["not_removed"] == left
+    assert failure["details"]["error"]
+    assert all(store.has(d) for d in live)
+    # Once the cause is gone, the next reclaim removes exactly what was left.
+    again = store_service.reclaim(app, itop, "finish the reclaim that stopped")
+    assert again.objects == left and again.bundles == [ref3]
+    assert not any(store.has(d) for d in only_dead) and all(store.has(d) for d in live)
 
 
 def test_reclaim_needs_the_it_role_and_a_reason(app, make_user, itop, rejected) -> None:
