@@ -22,6 +22,9 @@ object per line:
   signature verification, copy and verify, the database record) timed inside a child
   process into a fresh appliance, first and again: the import itself, without the
   interpreter's start-up and module imports that the CLI figure includes.
+  Both start after the page cache is dropped, so their throughput is reported as
+  `import_throughput_cold` (disk-bound) and compared with cold cp + openssl; the goal of
+  `import_throughput` is the CLI's warm figure, whose baseline reads memory too.
 The page cache is dropped before each cold measurement when /proc/sys/vm/drop_caches is
 writable (root); `cold_cache` says whether it was. `load1` and CPU seconds per GB are given
 because the 2-core machine is shared and its wall times move with others' load.
@@ -363,8 +366,8 @@ def bench(scratch: Path, total: int, args: argparse.Namespace) -> None:
     run = {**common, "bytes": unique, "cold_cache": cold_ingest, "workers": res["workers"],
            "block_mib": res["block_mib"], "load1": os.getloadavg()[0],
            "import_cpu_s_per_gb": round(res["cpu_s"] / (unique / 1e9), 3)}
-    emit(INGEST_BENCH, "import_throughput", unique / 1e9 / res["seconds"], "GB/s",
-         HASH_BASELINE, hash_gbps, ">= 0.85", **run)
+    emit(INGEST_BENCH, "import_throughput_cold", unique / 1e9 / res["seconds"], "GB/s",
+         HASH_BASELINE, hash_gbps, "report (disk-bound)", **run)
     emit(INGEST_BENCH, "import_vs_cp_openssl", res["seconds"], "s", CP_BASELINE, cp_s,
          "<= 0.7", cp_cold_cache=cold_cp, **run)
     emit(INGEST_BENCH, "import_peak_rss", max(irss, irss2), "MiB", "goal", 256.0, "< 256",
@@ -375,8 +378,8 @@ def bench(scratch: Path, total: int, args: argparse.Namespace) -> None:
     (first_s, first_bytes), (again_s, again_bytes) = run_service(media, scratch)
     assert first_bytes > 0 and again_bytes == 0
     run = {**common, "bytes": first_bytes, "cold_cache": True, "load1": os.getloadavg()[0]}
-    emit(SERVICE_BENCH, "import_throughput", first_bytes / 1e9 / first_s, "GB/s",
-         HASH_BASELINE, hash_gbps, ">= 0.85", **run)
+    emit(SERVICE_BENCH, "import_throughput_cold", first_bytes / 1e9 / first_s, "GB/s",
+         HASH_BASELINE, hash_gbps, "report (disk-bound)", **run)
     emit(SERVICE_BENCH, "import_vs_cp_openssl", first_s, "s", CP_BASELINE, cp_s, "<= 0.7",
          **run)
     emit(SERVICE_BENCH, "reimport_unchanged", again_s, "s", "first import", first_s, "< 0.05",
