@@ -127,10 +127,16 @@ def anchor_document(cp: Checkpoint, key: SigningKey) -> dict[str, Any]:
     }
 
 
-def write_anchor(doc: dict[str, Any], path: Path) -> Path:
-    if path.is_dir():
+def anchor_path(doc: dict[str, Any], to: Path) -> Path:
+    """`to` itself, or in a directory a name that says whose trail and how far it reaches."""
+    if to.is_dir():
         cp = doc["checkpoint"]
-        path = path / f"audit-anchor-{cp['appliance_id'][:8]}-{cp['tree_size']:09d}.json"
+        return to / f"audit-anchor-{cp['appliance_id'][:8]}-{cp['tree_size']:09d}.json"
+    return to
+
+
+def write_anchor(doc: dict[str, Any], to: Path) -> Path:
+    path = anchor_path(doc, to)
     write_atomic(path, json.dumps(doc, indent=2, sort_keys=True).encode("utf-8"))
     return path
 

@@ -232,7 +232,7 @@ class RecordedSource:
         except FileNotFoundError as exc:
             raise InvalidInput(f"GPU reading {self.path} not found",
                                "pass a file written by `appliance hw record`") from exc
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # ValueError: not JSON, or not even UTF-8
             raise InvalidInput(f"GPU reading {self.path} is unreadable ({exc})",
                                "pass a file written by `appliance hw record`") from exc
         if not isinstance(data, dict):

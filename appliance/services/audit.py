@@ -6,11 +6,13 @@ from array import array
 from pathlib import Path
 
 from appliance.audit import lookup, query
-from appliance.audit.checkpoint import anchor_document, latest, read_anchor, write_anchor
+from appliance.audit.checkpoint import anchor_document, anchor_path, latest, read_anchor
 from appliance.audit.events import Event, StoredEvent
+from appliance.audit.export import StagedFile, write_json
 from appliance.audit.query import EventFilter
 from appliance.audit.verify import VerifyReport, verify_trail
 from appliance.context import Appliance
+from appliance.errors import ApplianceError, InvalidInput
 from appliance.identity.session import Session
 from appliance.services.access import authorize
 
@@ -32,16 +34,48 @@ def verify(app: Appliance, session: Session, anchor: Path | None = None,
 
 
 def anchor(app: Appliance, session: Session, to: Path) -> Path:
-    """Sign a fresh checkpoint and write it to external media for off-box custody."""
+    """Sign a fresh checkpoint and write it to external media for off-box custody.
+
+    The file is written under a temporary name beside its destination and renamed into place
+    in the transaction that records it, so the trail never claims an anchor that is not on
+    the media, and media that cannot take it (unmounted, read-only, full) is a recorded
+    failure with a one-line error. The checkpoint is committed first: an anchor must only
+    ever name a checkpoint the database holds."""
     actor = authorize(app, session, "audit.anchor", target_type="audit", target_id="trail")
+    to = Path(to)
+    if not to.is_dir() and not to.parent.is_dir():
+        raise InvalidInput(f"directory {to.parent} does not exist",
+                           "mount the external media, or choose another --to")
     with app.transaction():
-        app.trail.append(Event(
-            action="audit.anchor", actor=actor, target_type="audit", target_id="trail",
-            details={"to": str(to)}, terminal=session.terminal))
         app.trail.checkpoint("anchor")
     cp = latest(app.conn)
-    assert cp is not None
-    return write_anchor(anchor_document(cp, app.key), Path(to))
+    assert cp is not None  # just written
+    doc = anchor_document(cp, app.key)
+    staged = StagedFile(anchor_path(doc, to))
+    details = {"to": str(staged.path), "tree_size": cp.tree_size, "head_hash": cp.head_hash}
+    try:
+        write_json(staged, doc)
+    except OSError as exc:
+        staged.discard()
+        with app.transaction():
+            app.trail.append(Event(
+                action="audit.anchor", actor=actor, target_type="audit", target_id="trail",
+                outcome="failure", details={**details, "error": str(exc)},
+                terminal=session.terminal))
+        raise ApplianceError(f"could not write the anchor to {staged.path}: "
+                             f"{exc.strerror or exc}",
+                             "check that the external media is mounted, writable and not full"
+                             ) from exc
+    try:
+        with app.transaction():
+            app.trail.append(Event(
+                action="audit.anchor", actor=actor, target_type="audit", target_id="trail",
+                details=details, terminal=session.terminal))
+            staged.commit()
+    except BaseException:
+        staged.discard()
+        raise
+    return staged.path
 
 
 def index(app: Appliance, session: Session) -> int:

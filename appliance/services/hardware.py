@@ -10,7 +10,7 @@ from pathlib import Path
 
 from appliance.audit.events import Event
 from appliance.context import Appliance
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, InvalidInput
 from appliance.hardware import GpuInventory, GpuSource, read_inventory, write_reading
 from appliance.hardware.catalog import read_engines_dir
 from appliance.hardware.profiles import EngineProfile, Selection, select_profile
@@ -29,12 +29,16 @@ def record(app: Appliance, session: Session, out: Path, source: GpuSource | None
     """Write this host's reading to a file, so that a real machine can become a fixture."""
     actor = authorize(app, session, "hardware.view", target_type="host", target_id="gpus")
     inventory = read_inventory(source)
-    with app.transaction():
-        app.trail.append(Event(
-            action="hardware.record", actor=actor, target_type="host", target_id="gpus",
-            details={"out": str(out), "summary": inventory.summary(),
-                     "source": inventory.source}, terminal=session.terminal))
-        write_reading(inventory, out, note=note)  # inside: a failed write records nothing
+    try:
+        with app.transaction():
+            app.trail.append(Event(
+                action="hardware.record", actor=actor, target_type="host", target_id="gpus",
+                details={"out": str(out), "summary": inventory.summary(),
+                         "source": inventory.source}, terminal=session.terminal))
+            write_reading(inventory, out, note=note)  # inside: a failed write records nothing
+    except OSError as exc:
+        raise InvalidInput(f"could not write the reading to {out}: {exc.strerror or exc}",
+                           "pass --out a file path in an existing, writable directory") from exc
     return inventory
 
 

@@ -120,6 +120,13 @@ def test_bad_readings_are_refused_plainly(tmp_path: Path, content: str, message:
         RecordedSource(path).read()
 
 
+def test_a_binary_file_is_refused_plainly(tmp_path: Path):
+    path = tmp_path / "engine.bin"
+    path.write_bytes(b"\x89\xb7\x00\xff" * 64)
+    with pytest.raises(InvalidInput, match="is unreadable .*utf-8"):
+        RecordedSource(path).read()
+
+
 def test_missing_reading_is_refused(tmp_path: Path):
     with pytest.raises(InvalidInput, match="not found"):
         RecordedSource(tmp_path / "absent.json").read()

@@ -115,6 +115,8 @@ def test_record_writes_a_replayable_reading_and_audits(appliance, admin_session,
 
 
 def test_failed_record_writes_no_event(appliance, admin_session, tmp_path):
-    with pytest.raises(OSError):
+    with pytest.raises(InvalidInput, match=r"^could not write the reading to .*x\.json: No such"):
         hardware.record(appliance, admin_session, tmp_path / "no-such-dir" / "x.json")
+    with pytest.raises(InvalidInput, match="Is a directory"):
+        hardware.record(appliance, admin_session, tmp_path)
     assert audit.events(appliance, admin_session, EventFilter(action="hardware.record")) == []

@@ -1,0 +1,54 @@
+"""Anchors on external media: written whole or not at all, and the trail says which."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from appliance.audit.checkpoint import latest, read_anchor
+from appliance.audit.verify import verify_trail
+from appliance.errors import ApplianceError, InvalidInput
+from appliance.services import audit
+
+
+def anchor_events(app) -> list[dict]:
+    rows = app.conn.execute("SELECT body FROM audit_view WHERE action = 'audit.anchor' "
+                            "ORDER BY seq").fetchall()
+    return [json.loads(body) for (body,) in rows]
+
+
+def test_an_anchor_names_a_committed_checkpoint_and_is_recorded(appliance, admin_session,
+                                                                tmp_path: Path):
+    media = tmp_path / "usb"
+    media.mkdir()
+    path = audit.anchor(appliance, admin_session, media)
+    anchor = read_anchor(path)
+    cp = latest(appliance.conn)
+    assert anchor.tree_size == cp.tree_size and anchor.body["head_hash"] == cp.head_hash
+    assert path.name == f"audit-anchor-{appliance.appliance_id[:8]}-{cp.tree_size:09d}.json"
+    [event] = anchor_events(appliance)
+    assert event["outcome"] == "success" and event["seq"] == cp.tree_size + 1
+    assert event["details"] == {"to": str(path), "tree_size": cp.tree_size,
+                                "head_hash": cp.head_hash}
+    assert [p.name for p in media.iterdir()] == [path.name]  # no temporary file left
+    assert verify_trail(appliance.conn, appliance.key.public, anchor).ok
+
+
+def test_a_missing_directory_is_refused_before_anything_is_recorded(appliance, admin_session,
+                                                                     tmp_path: Path):
+    with pytest.raises(InvalidInput, match="does not exist"):
+        audit.anchor(appliance, admin_session, tmp_path / "not-mounted" / "anchor.json")
+    assert anchor_events(appliance) == []
+
+
+def test_media_that_cannot_take_the_file_is_a_recorded_failure(appliance, admin_session):
+    """/proc takes no new files, for root too: a real write failure, not a stand-in."""
+    with pytest.raises(ApplianceError, match=r"^could not write the anchor to /proc/") as err:
+        audit.anchor(appliance, admin_session, Path("/proc"))
+    assert err.value.hint == "check that the external media is mounted, writable and not full"
+    [event] = anchor_events(appliance)
+    assert event["outcome"] == "failure" and event["details"]["error"]
+    assert event["details"]["to"].startswith("/proc/audit-anchor-")
+    assert verify_trail(appliance.conn, appliance.key.public).ok
