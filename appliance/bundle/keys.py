@@ -87,13 +87,19 @@ def generate(private_path: Path, curve: str = "p256") -> tuple[Path, str]:
         raise InvalidInput(f"unknown curve {curve!r}", "use p256 or p384")
     key = ec.generate_private_key(CURVES[curve]())
     private_path = Path(private_path)
-    private_path.parent.mkdir(parents=True, exist_ok=True)
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
     try:
+        if not private_path.parent.is_dir():
+            private_path.parent.mkdir(parents=True)
         fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise InvalidInput(f"{private_path} exists", "choose a new file name") from None
+    except OSError as exc:
+        if isinstance(exc, FileExistsError) and exc.filename == str(private_path):
+            raise InvalidInput(f"{private_path} exists", "choose a new file name") from None
+        why = f"{exc.filename} is not a directory" if isinstance(exc, FileExistsError) \
+            else exc.strerror  # mkdir met a file where a directory should be
+        raise InvalidInput(f"cannot create {private_path}: {why}",
+                           "choose a file in a writable directory") from None
     with os.fdopen(fd, "wb") as f:
         f.write(pem)
     pub = public_path_for(private_path)

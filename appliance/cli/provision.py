@@ -36,14 +36,24 @@ LimitOpt = Annotated[str | None, typer.Option("--limit", help="Only these hosts 
 TimeoutOpt = Annotated[int, typer.Option("--timeout", help="Stop the run after SECONDS.")]
 
 
+def _why_unreadable(exc: Exception) -> str:
+    """One line: YAML's own messages span several, with a caret drawing."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None:
+        return f"{exc.problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return exc.strerror if isinstance(exc, OSError) else " ".join(str(exc).split())
+
+
 def parse_vars(items: list[str] | None, vars_file: Path | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if vars_file is not None:
         import yaml
         try:
             loaded = yaml.safe_load(vars_file.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise InvalidInput(f"cannot read variables file {vars_file}: {exc}") from exc
+        except (OSError, ValueError, yaml.YAMLError) as exc:  # ValueError: not UTF-8
+            why = _why_unreadable(exc)
+            raise InvalidInput(f"cannot read variables file {vars_file}: {why}",
+                               "pass a YAML or JSON file of NAME: VALUE") from exc
         if not isinstance(loaded, dict):
             raise InvalidInput(f"{vars_file} must hold a mapping of NAME: VALUE")
         out.update(loaded)

@@ -14,11 +14,17 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.audit.checkpoint import anchor_document, latest, read_anchor, write_anchor
+from appliance.audit.checkpoint import (
+    Checkpoint,
+    anchor_document,
+    latest,
+    read_anchor,
+    write_anchor,
+)
 from appliance.audit.events import SYSTEM_ACTOR, Event
 from appliance.audit.verify import VerifyReport, verify_trail
 from appliance.context import Appliance
-from appliance.errors import AlreadyInitialised, IntegrityError, InvalidInput
+from appliance.errors import AlreadyInitialised, ApplianceError, IntegrityError, InvalidInput
 from appliance.home import HomeLayout
 from appliance.identity.session import Session
 from appliance.keys import load_public_pem
@@ -35,35 +41,65 @@ class BackupResult:
 
 
 def create_backup(app: Appliance, session: Session, to: Path) -> BackupResult:
-    """Write a backup directory at `to` (must not exist); keep it as safe as the appliance."""
+    """Write a backup directory at `to` (must not exist); keep it as safe as the appliance.
+    It is built beside `to` under a temporary name and renamed when whole; media that
+    cannot take it (unmounted, read-only, full) leaves nothing behind and is recorded."""
     actor = authorize(app, session, "backup.create", target_type="appliance",
                       target_id=app.appliance_id)
     to = Path(to)
     if to.exists():
         raise InvalidInput(f"{to} already exists", "choose a new directory for the backup")
+    if not to.parent.is_dir():
+        raise InvalidInput(f"directory {to.parent} does not exist",
+                           "mount the backup media, or choose another --to")
     with app.transaction():
         app.trail.append(Event(action="backup.create", actor=actor, target_type="appliance",
                                target_id=app.appliance_id, details={"to": str(to)},
                                terminal=session.terminal))
         app.trail.checkpoint("backup")
     tmp = to.with_name(to.name + ".partial")
+    try:
+        cp = _write_backup(app, tmp)
+        os.replace(tmp, to)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        with app.transaction():
+            app.trail.append(Event(
+                action="backup.create", actor=actor, target_type="appliance",
+                target_id=app.appliance_id, outcome="failure",
+                details={"to": str(to), "error": str(exc)}, terminal=session.terminal))
+        raise ApplianceError(f"could not write the backup to {to}: {exc.strerror or exc}",
+                             "check that the backup media is mounted, writable and not full"
+                             ) from exc
+    return BackupResult(to, cp.tree_size, cp.head_hash)
+
+
+def _write_backup(app: Appliance, tmp: Path) -> Checkpoint:
+    """The database (online backup), keys, settings and an anchor, into `tmp`."""
     shutil.rmtree(tmp, ignore_errors=True)
     layout = HomeLayout(tmp)
     layout.keys.mkdir(parents=True)
     os.chmod(tmp, 0o700)
     dest = sqlite3.connect(layout.db)
-    app.conn.backup(dest)
-    dest.close()
+    try:
+        app.conn.backup(dest)
+    except sqlite3.Error as exc:  # the copy's disk: full, read-only
+        raise OSError(f"the database copy failed: {exc}") from exc
+    finally:
+        dest.close()
     os.chmod(layout.db, 0o600)
     for src in (app.layout.signing_key, app.layout.public_key):
         shutil.copy2(src, layout.keys / src.name)
     if app.layout.config.exists():
         shutil.copy2(app.layout.config, layout.config)
-    cp = latest(sqlite3.connect(layout.db))
+    reader = sqlite3.connect(layout.db)
+    try:
+        cp = latest(reader)
+    finally:
+        reader.close()
     assert cp is not None
     write_anchor(anchor_document(cp, app.key), tmp / ANCHOR)
-    os.replace(tmp, to)
-    return BackupResult(to, cp.tree_size, cp.head_hash)
+    return cp
 
 
 def verify_backup(path: Path) -> VerifyReport:

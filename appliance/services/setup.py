@@ -37,8 +37,12 @@ def init_appliance(home: Path, admin: str, full_name: str, password: str, *,
     check_new_password(password, admin, settings.password)
 
     created_root = not layout.root.exists()
-    layout.root.mkdir(parents=True, exist_ok=True)
-    os.chmod(layout.root, 0o700)
+    try:
+        layout.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(layout.root, 0o700)
+    except OSError as exc:  # a file in the way, a read-only disk, no permission
+        raise InvalidInput(f"cannot create the appliance home {layout.root}: "
+                           f"{exc.strerror or exc}", "choose another --home") from None
     made = [layout.keys, layout.db, layout.config]
     try:
         key = SigningKey.generate()

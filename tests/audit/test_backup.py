@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -9,7 +10,13 @@ import pytest
 
 from appliance.audit.events import Actor, Event
 from appliance.context import Appliance
-from appliance.errors import AlreadyInitialised, IntegrityError, InvalidInput, PermissionDenied
+from appliance.errors import (
+    AlreadyInitialised,
+    ApplianceError,
+    IntegrityError,
+    InvalidInput,
+    PermissionDenied,
+)
 from appliance.services import backup
 
 
@@ -67,3 +74,27 @@ def test_only_it_or_security_may_back_up(appliance, make_user, tmp_path) -> None
     with pytest.raises(PermissionDenied):
         backup.create_backup(appliance, make_user(["ml"]), tmp_path / "bk")
     assert backup.create_backup(appliance, make_user(["it"]), tmp_path / "bk2").events > 0
+
+
+def _backup_events(app: Appliance) -> list[tuple[str, str]]:
+    rows = app.conn.execute("SELECT body FROM audit_view WHERE action = 'backup.create' "
+                            "ORDER BY seq").fetchall()
+    return [(json.loads(b)["outcome"], json.loads(b)["details"].get("error", ""))
+            for (b,) in rows]
+
+
+def test_backup_to_media_that_is_not_mounted_is_refused_and_not_recorded(
+        appliance, admin_session, tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="does not exist"):
+        backup.create_backup(appliance, admin_session, tmp_path / "usb" / "bk")
+    assert not (tmp_path / "usb").exists() and _backup_events(appliance) == []
+
+
+def test_backup_that_cannot_be_written_is_a_recorded_failure(appliance, admin_session
+                                                             ) -> None:
+    """/proc takes no new directories, for root too: a real write failure."""
+    with pytest.raises(ApplianceError, match=r"^could not write the backup to /proc/bk: ") as e:
+        backup.create_backup(appliance, admin_session, Path("/proc/bk"))
+    assert e.value.hint == "check that the backup media is mounted, writable and not full"
+    [(intent, _), (outcome, error)] = _backup_events(appliance)
+    assert (intent, outcome) == ("success", "failure") and error

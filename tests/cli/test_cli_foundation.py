@@ -108,6 +108,40 @@ def test_anchor_then_truncation_fails_verify_with_exit_7(cli_home: Path, tmp_pat
     assert r.stderr.startswith("error: audit trail verification failed")
 
 
+@pytest.fixture
+def odd_files(tmp_path: Path) -> Path:
+    """Things a hurried operator passes by mistake: a binary file, broken YAML."""
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    (odd / "engine.bin").write_bytes(b"\x89\xb7\x00\xff" * 256)
+    (odd / "vars.yml").write_text("{region: [eu, \n")
+    return odd
+
+
+@pytest.mark.parametrize("args, exit_code, says", [
+    (("init", "--admin", "alice", "--full-name", "A", "--password-stdin"), 2,
+     "error: cannot create the appliance home {odd}/engine.bin: File exists (choose another"),
+    (("bundle", "keygen", "{odd}/engine.bin/k.pem"), 2,
+     "error: cannot create {odd}/engine.bin/k.pem: {odd}/engine.bin is not a directory"),
+    (("provision", "run", "site.yml", "--inventory", "local", "--vars-file",
+      "{odd}/engine.bin", "--user", "alice", "--password-stdin"), 2,
+     "error: cannot read variables file {odd}/engine.bin: 'utf-8' codec can't decode"),
+    (("provision", "run", "site.yml", "--inventory", "local", "--vars-file",
+      "{odd}/vars.yml", "--user", "alice", "--password-stdin"), 2,
+     "error: cannot read variables file {odd}/vars.yml: expected the node content, but found "
+     "'<stream end>' at line 2, column 1 (pass a YAML or JSON file of NAME: VALUE)"),
+])
+def test_wrong_files_get_one_line_and_change_nothing(cli_home: Path, odd_files: Path,
+                                                     args: tuple, exit_code: int,
+                                                     says: str) -> None:
+    home = odd_files / "engine.bin" if args[0] == "init" else cli_home
+    before = sorted(p.name for p in odd_files.iterdir())
+    r = run(home, *(a.format(odd=odd_files) for a in args), stdin=PASSWORD + "\n")
+    assert r.returncode == exit_code, r.stderr
+    assert r.stderr.startswith(says.format(odd=odd_files)) and r.stderr.count("\n") == 1
+    assert sorted(p.name for p in odd_files.iterdir()) == before
+
+
 def test_help_does_not_import_heavy_modules() -> None:
     code = ("import sys\nfrom appliance.cli.main import main\n"
             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
