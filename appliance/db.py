@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from appliance.errors import AuditFailure
+from appliance.errors import AuditFailure, IntegrityError
 from appliance.schema import MIGRATIONS
 
 BUSY_TIMEOUT_MS = 30_000
@@ -17,7 +17,11 @@ def connect(path: Path, *, create: bool = False) -> sqlite3.Connection:
         raise FileNotFoundError(path)
     conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
                            check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise damaged(exc, path) or exc from exc
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
@@ -26,6 +30,18 @@ def connect(path: Path, *, create: bool = False) -> sqlite3.Connection:
     if hasattr(conn, "setconfig") and hasattr(sqlite3, "SQLITE_DBCONFIG_DEFENSIVE"):
         conn.setconfig(sqlite3.SQLITE_DBCONFIG_DEFENSIVE, True)
     return conn
+
+
+def damaged(exc: BaseException, path: Path | str = "") -> IntegrityError | None:
+    """The one-line error for a database file SQLite finds damaged (not a database, or a
+    corrupt page), or None for any other error. Such a file is evidence: keep it."""
+    name = getattr(exc, "sqlite_errorname", "") if isinstance(exc, sqlite3.DatabaseError) else ""
+    if not name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+        return None
+    what = f"the appliance database {path}" if path else "the appliance database"
+    return IntegrityError(f"{what} is damaged ({exc})",
+                          "keep the file for investigation; restore a verified backup with "
+                          "`appliance backup restore`")
 
 
 def migrate(conn: sqlite3.Connection) -> None:

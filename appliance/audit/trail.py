@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from appliance.audit.checkpoint import Checkpointer, CheckpointPolicy
 from appliance.audit.events import Appended, Event, StoredEvent
 from appliance.clock import Clock
-from appliance.errors import AuditFailure
+from appliance.db import damaged
+from appliance.errors import AuditFailure, IntegrityError
 
 GENESIS = bytes(32)
 _new_tuple = tuple.__new__  # Appended without its Python-level __new__
@@ -102,7 +103,10 @@ class Trail:
                 self._checkpoint("signature" if event.signature else "policy", ts)
         except sqlite3.Error as exc:
             head.seq = -1
-            raise AuditFailure(f"the audit trail could not record {event.action!r}: {exc}") from exc
+            what = f"the audit trail could not record {event.action!r}"
+            if (bad := damaged(exc)) is not None:  # not disk space: the file itself
+                raise IntegrityError(f"{what}: {bad.message}", bad.hint) from exc
+            raise AuditFailure(f"{what}: {exc}") from exc
         return _new_tuple(Appended, (seq, prev, digest, data))
 
     def _read_head(self) -> None:

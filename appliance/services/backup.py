@@ -24,6 +24,7 @@ from appliance.audit.checkpoint import (
 from appliance.audit.events import SYSTEM_ACTOR, Event
 from appliance.audit.verify import VerifyReport, verify_trail
 from appliance.context import Appliance
+from appliance.db import damaged
 from appliance.errors import AlreadyInitialised, ApplianceError, IntegrityError, InvalidInput
 from appliance.home import HomeLayout
 from appliance.identity.session import Session
@@ -112,6 +113,11 @@ def verify_backup(path: Path) -> VerifyReport:
     conn = sqlite3.connect(f"file:{layout.db}?mode=ro", uri=True)
     try:
         return verify_trail(conn, key, anchor)
+    except sqlite3.DatabaseError as exc:
+        if damaged(exc) is None:
+            raise
+        raise IntegrityError(f"the backup {path} is damaged ({exc})",
+                             "this backup cannot be restored; use another one") from exc
     finally:
         conn.close()
 

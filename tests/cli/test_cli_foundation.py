@@ -142,6 +142,64 @@ def test_wrong_files_get_one_line_and_change_nothing(cli_home: Path, odd_files: 
     assert sorted(p.name for p in odd_files.iterdir()) == before
 
 
+def _overwrite(db: Path, offset: int, size: int) -> None:
+    with open(db, "r+b") as f:
+        f.seek(offset)
+        f.write(b"\xa5" * size)
+
+
+def test_a_file_that_is_no_database_is_one_line_exit_7(cli_home: Path) -> None:
+    _overwrite(cli_home / "appliance.db", 0, 16)  # the SQLite header
+    r = run(cli_home, "audit", "verify", "--user", "alice", "--password-stdin",
+            stdin=PASSWORD + "\n")
+    assert r.returncode == 7 and r.stderr.count("\n") == 1
+    assert r.stderr.startswith(f"error: the appliance database {cli_home}/appliance.db is "
+                               "damaged (file is not a database) (keep the file")
+
+
+def test_a_corrupt_page_found_mid_command_is_one_line_exit_7(cli_home: Path) -> None:
+    _overwrite(cli_home / "appliance.db", *_root_page(cli_home / "appliance.db",
+                                                     "audit_events"))
+    r = run(cli_home, "audit", "verify", "--user", "alice", "--password-stdin",
+            stdin=PASSWORD + "\n")
+    assert r.returncode == 7 and r.stderr.count("\n") == 1, r.stderr
+    # The login's own audit event is the first to meet the page: fail closed, and say why.
+    assert r.stderr.startswith(
+        "error: the audit trail could not record 'auth.login': the appliance database is "
+        "damaged (database disk image is malformed) (keep the file for investigation; restore")
+
+
+def _root_page(db: Path, table: str) -> tuple[int, int]:
+    import sqlite3
+    conn = sqlite3.connect(db)
+    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)
+                        ).fetchone()[0]
+    page = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    return (root - 1) * page, page
+
+
+def test_a_corrupt_page_met_by_a_read_is_one_line_exit_7(cli_home: Path) -> None:
+    _overwrite(cli_home / "appliance.db", *_root_page(cli_home / "appliance.db", "users"))
+    r = run(cli_home, "audit", "verify", "--user", "alice", "--password-stdin",
+            stdin=PASSWORD + "\n")  # the login reads the accounts first
+    assert r.returncode == 7 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith("error: the appliance database is damaged (database disk image "
+                               "is malformed) (keep the file for investigation; restore")
+
+
+def test_a_damaged_backup_is_one_line_exit_7(cli_home: Path, tmp_path: Path) -> None:
+    r = run(cli_home, "backup", "create", "--to", str(tmp_path / "bk"), "--user", "alice",
+            "--password-stdin", stdin=PASSWORD + "\n")
+    assert r.returncode == 0, r.stderr
+    db = tmp_path / "bk" / "appliance.db"
+    _overwrite(db, *_root_page(db, "audit_events"))
+    r = run(cli_home, "backup", "verify", str(tmp_path / "bk"))
+    assert r.returncode == 7 and r.stderr == (
+        f"error: the backup {tmp_path / 'bk'} is damaged (database disk image is malformed) "
+        "(this backup cannot be restored; use another one)\n")
+
+
 def test_help_does_not_import_heavy_modules() -> None:
     code = ("import sys\nfrom appliance.cli.main import main\n"
             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
