@@ -134,22 +134,32 @@ def verify_sigstore_signature(data: bytes, trusted_root: bytes, identity: str, i
     """Verify a keyless (Fulcio certificate + Rekor entry) model signature offline against
     `trusted_root` (a TUF-verified target), never sigstore's built-in or cached root."""
     from sigstore.errors import Error as SigstoreError
-    from sigstore.models import Bundle, TrustedRoot
+    from sigstore.models import Bundle
     from sigstore.verify import Verifier, policy
-    from sigstore_models.trustroot import v1 as trustroot_v1
 
+    root = load_trusted_root(trusted_root, what)
     try:
-        root = TrustedRoot(trustroot_v1.TrustedRoot.from_json(trusted_root))
         bundle = Bundle.from_json(data)
     except (SigstoreError, *_PARSE_ERRORS) as exc:
-        raise refuse(f"{what}: malformed keyless signature or trusted root "
-                     f"({_short(exc)})") from None
+        raise refuse(f"{what}: malformed keyless signature ({_short(exc)})") from None
     try:
         ptype, payload = Verifier(trusted_root=root).verify_dsse(
             bundle, policy.Identity(identity=identity, issuer=issuer))
     except (SigstoreError, *_PARSE_ERRORS) as exc:
         raise refuse(f"{what}: keyless signature does not verify ({_short(exc)})") from None
     return parse_statement(ptype, payload, what)
+
+
+def load_trusted_root(data: bytes, what: str):
+    """sigstore's TrustedRoot from `trusted_root.json` bytes (publishers check theirs too)."""
+    from sigstore.errors import Error as SigstoreError
+    from sigstore.models import TrustedRoot
+    from sigstore_models.trustroot import v1 as trustroot_v1
+
+    try:
+        return TrustedRoot(trustroot_v1.TrustedRoot.from_json(data))
+    except (SigstoreError, *_PARSE_ERRORS) as exc:
+        raise refuse(f"{what}: malformed sigstore trusted root ({_short(exc)})") from None
 
 
 def parse_statement(payload_type: str, payload: bytes, what: str) -> SignedManifest:

@@ -178,6 +178,7 @@ def publish_demo_release(workdir: Path, release: DemoRelease,
     # The root key signs only the first release: later ones keep the same root.
     for name in KEY_NAMES if first else KEY_NAMES[1:]:
         publish.sign(repo, keys / f"{name}.pem", now)
+    (workdir / "media").mkdir(exist_ok=True)
     return publish.publish(repo, workdir / "media" / f"demo-clinical-{release.version}")
 
 

@@ -44,7 +44,7 @@ from appliance.bundle.repo import (
     check_roles,
 )
 from appliance.durable import write_atomic
-from appliance.errors import InvalidInput
+from appliance.errors import BundleRefused, InvalidInput
 
 
 def init_repo(directory: Path, name: str, publisher: str, root_keys: list[bytes],
@@ -156,6 +156,10 @@ def add_component(directory: Path, kind: str, path: Path, key: Path | None, *,
                              tags=tuple(sorted(set(tags or []))), base_model=base,
                              engine=engine)
         ComponentInfo.from_custom(info.to_custom(), payload + ".sig")   # same checks as import
+    except BundleRefused as exc:  # the import's checks, said to the publisher
+        shutil.rmtree(dest, ignore_errors=True)
+        raise InvalidInput(exc.message, "correct the component's options and add it again"
+                           ) from None
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)
         raise
@@ -193,7 +197,16 @@ def set_trusted_root(directory: Path, trusted_root: Path) -> None:
     """Ship a sigstore trusted_root.json as a target (for keyless components)."""
     repo = Repo(Path(directory))
     spec = repo.release()
-    write_atomic(repo.release_targets / SIGSTORE_ROOT_TARGET, Path(trusted_root).read_bytes())
+    try:
+        data = Path(trusted_root).read_bytes()
+        comp.load_trusted_root(data, str(trusted_root))
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {trusted_root}: {exc.strerror}",
+                           "pass the sigstore trusted_root.json file") from None
+    except BundleRefused as exc:
+        raise InvalidInput(exc.message, "pass the trusted_root.json of the sigstore instance "
+                           "that signed the keyless components") from None
+    write_atomic(repo.release_targets / SIGSTORE_ROOT_TARGET, data)
     spec.trusted_root = True
     repo.save_release(spec)
     repo.drop_signatures()

@@ -8,6 +8,7 @@ built and each signer signs the same bytes, in any order, on any machine.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import tarfile
 from dataclasses import dataclass
@@ -40,8 +41,8 @@ from appliance.bundle.model import (
 )
 from appliance.bundle.repo import Repo, RepoConfig, dump
 from appliance.clock import format_ts
-from appliance.durable import write_atomic
-from appliance.errors import InvalidInput
+from appliance.durable import fsync_dir, write_atomic
+from appliance.errors import ApplianceError, InvalidInput
 
 SERIALIZER = JSONSerializer(compact=False)
 
@@ -242,17 +243,21 @@ def publish(directory: Path, to: Path) -> Path:
                            "sign with more keys: `appliance bundle sign --key ...`")
     files = _release_files(repo)
     to = Path(to)
-    if to.suffix == ".tar":
-        if to.exists():
-            raise InvalidInput(f"{to} exists", "choose a new file")
-        _write_tar(to, files)
-    else:
-        if to.exists() and any(to.iterdir()):
-            raise InvalidInput(f"{to} is not empty", "choose a new or empty directory")
-        for rel, src in files.items():
-            dest = to / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, dest)
+    if not to.parent.is_dir():
+        raise InvalidInput(f"directory {to.parent} does not exist",
+                           "mount the media, or choose another --to")
+    if to.suffix == ".tar" and to.exists():
+        raise InvalidInput(f"{to} exists", "choose a new file")
+    if to.suffix != ".tar" and to.exists() and not to.is_dir():
+        raise InvalidInput(f"{to} is a file", "choose a new directory, or a new FILE.tar")
+    if to.suffix != ".tar" and to.exists() and any(to.iterdir()):
+        raise InvalidInput(f"{to} is not empty", "choose a new or empty directory")
+    try:
+        (_write_tar if to.suffix == ".tar" else _write_dir)(to, files)
+    except OSError as exc:
+        raise ApplianceError(f"could not publish to {to}: {exc.strerror or exc}",
+                             "check that the media is mounted, writable and has room; "
+                             "nothing was published") from exc
     _promote(repo)
     return to
 
@@ -283,16 +288,46 @@ def _release_files(repo: Repo) -> dict[str, Path]:
 
 
 def _write_tar(to: Path, files: dict[str, Path]) -> None:
+    """One uncompressed tar, written under a temporary name and renamed when whole."""
     tmp = to.with_name(to.name + ".partial")
-    with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+    try:
+        with open(tmp, "wb") as out:
+            with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                for rel, src in files.items():
+                    info = tarfile.TarInfo(rel)
+                    info.size = src.stat().st_size
+                    info.mode = 0o644
+                    info.mtime = 0
+                    with src.open("rb") as f:
+                        tar.addfile(info, f)
+            out.flush()
+            os.fsync(out.fileno())
+        tmp.replace(to)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(to.parent)
+
+
+def _write_dir(to: Path, files: dict[str, Path]) -> None:
+    """A directory, built beside `to` and renamed when whole: media never holds half a
+    bundle under the bundle's name."""
+    tmp = to.with_name(to.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
         for rel, src in files.items():
-            info = tarfile.TarInfo(rel)
-            info.size = src.stat().st_size
-            info.mode = 0o644
-            info.mtime = 0
-            with src.open("rb") as f:
-                tar.addfile(info, f)
-    tmp.replace(to)
+            dest = tmp / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dest)
+            with open(dest, "rb") as f:
+                os.fsync(f.fileno())
+        if to.exists():
+            to.rmdir()  # empty, checked above
+        tmp.rename(to)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync_dir(to.parent)
 
 
 def _promote(repo: Repo) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from appliance.bundle import publish
 from appliance.bundle.store import ContentStore
 from appliance.bundle.trust import fingerprint
-from appliance.errors import BundleRefused, InvalidInput, PermissionDenied
+from appliance.errors import ApplianceError, BundleRefused, InvalidInput, PermissionDenied
 from appliance.services import media as media_service
 from appliance.services import trust as trust_service
 from appliance.services.signing import SignatureRequest
@@ -201,6 +202,41 @@ def test_publisher_refuses_wrong_keys(vendor, keys, tmp_path):
         publish.add_component(vendor.repo, "base_model", src, keys.private("lora"), name="b",
                               role="appliance-lora")
     assert not (vendor.repo / "release" / "targets" / "components" / "b").exists()
+
+
+def test_publisher_refusals_speak_to_the_publisher(vendor, keys, tmp_path):
+    """The import's own checks run as a component is added, worded for the one who can fix
+    them; a trusted root that is not one is refused before it is shipped."""
+    from appliance.bundle.model import EngineSpec
+    src = tiny_base(tmp_path / "e")
+    bad = EngineSpec(gpu_archs=("banana",), trtllm_version="0.17.0", tp=1, pp=1,
+                     min_gpu_memory_mib=40000)
+    with pytest.raises(InvalidInput, match="gpu_archs must list architectures") as err:
+        publish.add_component(vendor.repo, "trtllm_engine", src, keys.private("targets"),
+                              name="e", engine=bad)
+    assert err.value.hint == "correct the component's options and add it again"
+    assert not (vendor.repo / "release" / "targets" / "components" / "e").exists()
+    not_a_root = tmp_path / "trusted_root.json"
+    not_a_root.write_text("{}")
+    with pytest.raises(InvalidInput, match="malformed sigstore trusted root"):
+        publish.set_trusted_root(vendor.repo, not_a_root)
+    assert not publish.Repo(vendor.repo).release().trusted_root
+
+
+def test_publishing_to_media_that_cannot_take_it_publishes_nothing(vendor, tmp_path):
+    vendor.add("base_model", "tiny-base")
+    with pytest.raises(InvalidInput, match="does not exist"):
+        vendor.release(tmp_path / "not-mounted" / "b.tar")
+    with pytest.raises(ApplianceError, match=r"^could not publish to /proc/b\.tar: "):
+        vendor.release(Path("/proc/b.tar"))   # /proc takes no new files, for root too
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InvalidInput, match="is a file"):
+        vendor.release(tmp_path / "file")
+    # Nothing was promoted: the same release still publishes, whole, under its own name.
+    out = vendor.release(tmp_path / "usb")
+    assert (out / "metadata" / "timestamp.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir() if "partial" in p.name) == []
+    assert publish.Repo(vendor.repo).config().last_version == 1
 
 
 def test_trust_init_refusals_are_recorded(appliance, security, make_user, first_media, keys,
