@@ -13,7 +13,7 @@ from appliance.audit import query
 from appliance.audit.events import Actor, Event
 from appliance.audit.query import EventFilter
 from appliance.context import Appliance
-from appliance.errors import InvalidInput
+from appliance.errors import InvalidInput, PermissionDenied
 from appliance.identity.passwords import check_password, hash_password
 from appliance.identity.policy import check_new_password
 from appliance.identity.roles import ROLES, SEPARATED, TRAINING_REQUIRED
@@ -96,9 +96,24 @@ def _change(app: Appliance, session: Session, actor: Actor, before: User, action
     return after
 
 
-def _manage(app: Appliance, session: Session, username: str) -> tuple[Actor, User]:
+def _manage(app: Appliance, session: Session, username: str, *,
+            may_be_own: bool = False) -> tuple[Actor, User]:
+    """The officer and the account. Only what lowers one's own privilege (revoking a role
+    from oneself, to split admin from security) may be done to one's own account: a role
+    granted to oneself, or one's own password reset, would undo the separation of duties.
+    Refusals are recorded like any denial."""
     actor = authorize(app, session, "users.manage", target_type="user", target_id=username)
-    return actor, _existing(app, username)
+    user = _existing(app, username)
+    if user.username == session.username and not may_be_own:
+        with app.transaction():
+            app.trail.append(Event(
+                action="access.denied", actor=actor, target_type="user",
+                target_id=user.username, outcome="denied", terminal=session.terminal,
+                details={"permission": "users.manage", "rule": "not on one's own account"}))
+        raise PermissionDenied(f"{session.username} may not manage their own account",
+                               "ask another security officer; change your own password "
+                               "with `appliance users passwd`")
+    return actor, user
 
 
 def _keep_one(app: Appliance, username: str, losing: set[str]) -> None:
@@ -108,7 +123,7 @@ def _keep_one(app: Appliance, username: str, losing: set[str]) -> None:
 
 
 def disable_user(app: Appliance, session: Session, username: str, reason: str) -> User:
-    actor, user = _manage(app, session, username)
+    actor, user = _manage(app, session, username, may_be_own=True)
     _keep_one(app, user.username, set(user.roles))
     return _change(app, session, actor, user, "user.disable", reason, status="disabled")
 
@@ -130,7 +145,7 @@ def grant_role(app: Appliance, session: Session, username: str, role: str,
 
 def revoke_role(app: Appliance, session: Session, username: str, role: str,
                 reason: str) -> User:
-    actor, user = _manage(app, session, username)
+    actor, user = _manage(app, session, username, may_be_own=True)
     if role not in user.roles:
         raise InvalidInput(f"{user.username} does not hold {role}", "nothing to do")
     if len(user.roles) == 1:

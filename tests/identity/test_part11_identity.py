@@ -237,6 +237,25 @@ def test_separation_of_duties_warned_until_roles_are_split(appliance, admin_sess
     assert users.role_conflicts(appliance) == []
 
 
+def test_no_one_raises_their_own_privilege_or_resets_their_own_password(
+        appliance, admin_session, make_user) -> None:
+    sec = make_user(["security"], username="sec")
+    with pytest.raises(PermissionDenied, match="sec may not manage their own account"):
+        users.grant_role(appliance, sec, "sec", "it", "I need it")
+    with pytest.raises(PermissionDenied, match="alice may not manage their own account"):
+        users.reset_password(appliance, admin_session, ADMIN, "forgot it")
+    denied = events(appliance, "access.denied")
+    assert [(e["actor"]["username"], e["target"]["id"], e["details"]["rule"])
+            for e in denied] == [("sec", "sec", "not on one's own account"),
+                                 (ADMIN, ADMIN, "not on one's own account")]
+    assert get_user(appliance.conn, "sec").roles == ("security",)
+    assert check_password(PASSWORD, get_user(appliance.conn, ADMIN).password_hash)
+    # Another officer may; and lowering one's own privilege stays possible.
+    users.grant_role(appliance, admin_session, "sec", "it", "on-call cover")
+    users.revoke_role(appliance, sec, "sec", "it", "cover ended")
+    assert get_user(appliance.conn, "sec").roles == ("security",)
+
+
 def test_last_security_officer_cannot_be_removed(appliance, admin_session) -> None:
     with pytest.raises(InvalidInput, match="last active security officer"):
         users.revoke_role(appliance, admin_session, ADMIN, "security", "oops")
