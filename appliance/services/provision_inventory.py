@@ -33,13 +33,18 @@ def add_host(app: Appliance, session: Session, host: inv.Host, *,
     if host.name == inv.LOCALHOST:
         host = replace(host, connection="local", address="127.0.0.1")
     copied: Path | None = None
+    if key_source is not None and not key_source.is_file():  # before asking the network
+        raise InvalidInput(f"no SSH key file {key_source}",
+                           "pass --key the private key file on the media")
     if host.connection == "ssh":
         if host_key_file is not None:
             try:
                 keys = inv.parse_host_keys(host_key_file.read_text(encoding="utf-8"))
-            except OSError as exc:
-                raise InvalidInput(f"cannot read host key file {host_key_file}: "
-                                   f"{exc.strerror}") from exc
+            except (OSError, UnicodeDecodeError) as exc:
+                why = exc.strerror if isinstance(exc, OSError) else "not a text file"
+                raise InvalidInput(f"cannot read host key file {host_key_file}: {why}",
+                                   "pass a known_hosts line or the host's .pub key file"
+                                   ) from exc
             if not keys:
                 raise InvalidInput(f"no SSH host key in {host_key_file}",
                                    "pass a known_hosts line or the host's .pub key file")

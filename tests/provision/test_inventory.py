@@ -95,6 +95,22 @@ def test_a_public_key_is_not_accepted_as_the_login_key(
     assert not (home / "keys" / "provision" / "n1").exists()
 
 
+def test_wrong_key_files_are_refused_before_any_scan(
+        appliance: Appliance, it_session: Session, keys: dict[str, Path],
+        tmp_path: Path) -> None:
+    def no_scan(address: str, port: int) -> str:
+        raise AssertionError("scanned the network for a host that was refused anyway")
+    binary = tmp_path / "host.bin"
+    binary.write_bytes(b"\x89\xb7\x00\xff" * 64)
+    host = Host("n1", address="10.0.0.1")
+    with pytest.raises(InvalidInput, match="no SSH key file .*/absent"):
+        provision_inventory.add_host(appliance, it_session, host, scan=no_scan,
+                                     key_source=tmp_path / "absent")
+    with pytest.raises(InvalidInput, match="host.bin: not a text file"):
+        provision_inventory.add_host(appliance, it_session, host, host_key_file=binary)
+    assert [h.name for h in provision_inventory.list_hosts(appliance, it_session)] == ["localhost"]
+
+
 def test_only_it_changes_the_inventory(appliance: Appliance, make_user,
                                        keys: dict[str, Path]) -> None:
     with pytest.raises(PermissionDenied):
