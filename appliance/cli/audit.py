@@ -16,6 +16,7 @@ from appliance.cli.common import (
     login,
     open_app,
 )
+from appliance.text import shown
 
 app = typer.Typer(help="The Part 11 audit trail.", no_args_is_help=True)
 
@@ -135,9 +136,9 @@ def events(
                 f"{r['action']} {target} {r['outcome']}")
         if r["reason"]:
             line += f" reason: {r['reason']}"
-        lines.append(line)
+        lines.append(shown(line))  # a stored newline or escape must not forge a line
         if r["signature"]:
-            lines.append(f"        signed: {r['signature']}")
+            lines.append(shown(f"        signed: {r['signature']}"))
     emit(rows, as_json, "\n".join(lines) or "no events match")
 
 

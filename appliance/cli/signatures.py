@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from appliance.cli.common import JsonOpt, PasswordStdinOpt, UserOpt, emit, login, open_app
+from appliance.text import shown
 
 app = typer.Typer(help="Electronic signatures: who signed what, when, and meaning.",
                   no_args_is_help=True)
@@ -25,7 +26,8 @@ def list_(ctx: typer.Context,
         sigs = list_signatures(appl, login(ctx, appl, user, password_stdin), record_type,
                                record_id)
     emit([s.to_dict() for s in sigs], as_json,
-         "\n".join(f"{s.id[:8]}  {s.record_type}/{s.record_id}  {s.line()}" for s in sigs)
+         "\n".join(shown(f"{s.id[:8]}  {s.record_type}/{s.record_id}  {s.line()}")
+                   for s in sigs)
          or "no signatures")
 
 
@@ -39,7 +41,7 @@ def show(ctx: typer.Context, sig_id: Annotated[str, typer.Argument(help="Signatu
     with open_app(ctx) as appl:
         s = show_signature(appl, login(ctx, appl, user, password_stdin), sig_id)
     emit(s.to_dict(), as_json,
-         f"Signed by:   {s.full_name} ({s.username})\nDate/time:   {s.ts} (UTC)\n"
-         f"Meaning:     {s.meaning}\nReason:      {s.reason}\n"
+         f"Signed by:   {shown(s.full_name)} ({s.username})\nDate/time:   {s.ts} (UTC)\n"
+         f"Meaning:     {s.meaning}\nReason:      {shown(s.reason)}\n"
          f"Record:      {s.record_type}/{s.record_id}\nRecord hash: {s.record_digest}\n"
          f"Audit event: {s.audit_seq}")

@@ -16,6 +16,7 @@ from appliance.cli.common import (
     read_secret,
 )
 from appliance.errors import InvalidInput
+from appliance.text import shown
 
 app = typer.Typer(help="User accounts, roles and electronic-signature readiness.",
                   no_args_is_help=True)
@@ -55,7 +56,7 @@ def list_(ctx: typer.Context, user: UserOpt = None, password_stdin: PasswordStdi
         accounts = users.users(appl, login(ctx, appl, user, password_stdin))
         warnings = users.role_conflicts(appl)
     data = {"users": [_user_dict(u) for u in accounts], "warnings": warnings}
-    lines = [f"{u.username:<12} {u.full_name:<24} {','.join(u.roles):<18} {u.status}"
+    lines = [f"{u.username:<12} {shown(u.full_name):<24} {','.join(u.roles):<18} {u.status}"
              + ("  (must change password)" if u.must_change_password else "")
              for u in accounts]
     lines += [f"warning: {w}" for w in warnings]

@@ -42,6 +42,7 @@ from appliance.provision.runner import (
 )
 from appliance.services.access import authorize
 from appliance.settings import MAX_RUN_TIMEOUT_S
+from appliance.text import one_line
 
 PLAYBOOKS_ENV = "APPLIANCE_PLAYBOOKS"
 UPDATE_PLAYBOOK = "update.yml"
@@ -278,6 +279,7 @@ def cancel(app: Appliance, session: Session, run_id: str, reason: str | None = N
     """Ask a running run to stop. Works across processes: the run polls a flag file."""
     actor = authorize(app, session, "provision.run", target_type="provision_run",
                       target_id=run_id)
+    reason = one_line(reason, "the reason") if reason else None
     _reap_stale(app)
     rec = records.get(app.conn, run_id)
     if rec.finished:

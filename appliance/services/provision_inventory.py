@@ -16,6 +16,7 @@ from appliance.identity.session import Session
 from appliance.provision import inventory as inv
 from appliance.provision.redaction import redact
 from appliance.services.access import authorize
+from appliance.text import one_line
 
 
 def list_hosts(app: Appliance, session: Session) -> list[inv.Host]:
@@ -95,6 +96,7 @@ def remove_host(app: Appliance, session: Session, name: str, reason: str | None 
                      ) -> None:
     actor = authorize(app, session, "provision.run", target_type="provision_host",
                       target_id=name)
+    reason = one_line(reason, "the reason") if reason else None
     old = next((h for h in inv.load_hosts(app.conn) if h.name == name), None)
     with app.transaction():
         if not inv.delete_host(app.conn, name):

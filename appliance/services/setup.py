@@ -18,6 +18,7 @@ from appliance.identity.policy import check_new_password
 from appliance.identity.users import User, insert_user, normalise_username
 from appliance.keys import SigningKey
 from appliance.settings import Settings, save_settings
+from appliance.text import one_line
 
 FIRST_ADMIN_ROLES = ("admin", "security")
 
@@ -32,7 +33,8 @@ def init_appliance(home: Path, admin: str, full_name: str, password: str, *,
     clock = clock or Clock()
     settings = settings or Settings()
     admin = normalise_username(admin)
-    if not full_name.strip():
+    full_name = one_line(full_name, "the printed name")
+    if not full_name:
         raise InvalidInput("the first admin needs a printed name", "pass --full-name")
     check_new_password(password, admin, settings.password)
 

@@ -27,6 +27,7 @@ from appliance.identity.signatures import MEANINGS, STATEMENT, Signature, insert
 from appliance.identity.users import get_user, update_user
 from appliance.services import auth
 from appliance.services.access import authorize
+from appliance.text import one_line
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ def reauthenticate(app: Appliance, session: Session, req: SignatureRequest) -> N
                                f"use one of: {', '.join(MEANINGS)}")
     if not req.reason.strip():
         raise SignatureRefused("a signature needs a reason", "type why you sign")
+    one_line(req.reason, "the reason")
     if session.must_change_password:
         raise SignatureRefused("a temporary or expired password cannot sign",
                                "change your password first")

@@ -22,6 +22,7 @@ from appliance.context import Appliance
 from appliance.errors import ApplianceError, InvalidInput
 from appliance.identity.session import Session
 from appliance.services.access import authorize
+from appliance.text import one_line
 
 # States from which a bundle can never be installed again (see updates/lifecycle.py).
 FINISHED = ("REJECTED", "ROLLED_BACK")
@@ -69,6 +70,7 @@ def reclaim(app: Appliance, session: Session, reason: str, dry_run: bool = False
     actor = authorize(app, session, "store.reclaim", target_type="store", target_id="content")
     if not dry_run and not reason.strip():
         raise InvalidInput("reclaiming disk space needs a reason", "pass --reason")
+    reason = one_line(reason, "the reason")
     store = ContentStore(app.layout.store)
     with store.lock() as held:
         kept = {d for (d,) in app.conn.execute(_KEPT)}

@@ -31,12 +31,13 @@ from appliance.identity.users import (
 )
 from appliance.services import auth, signing
 from appliance.services.access import authorize
+from appliance.text import one_line
 
 
 def _reason(reason: str) -> str:
     if not reason or not reason.strip():
         raise InvalidInput("a reason is required for every change", "pass --reason")
-    return reason.strip()
+    return one_line(reason, "the reason")
 
 
 def _existing(app: Appliance, username: str) -> User:
@@ -65,7 +66,8 @@ def add_user(app: Appliance, session: Session, username: str, full_name: str,
     actor = authorize(app, session, "users.manage", target_type="user", target_id=username)
     username = normalise_username(username)
     reason = _reason(reason)
-    if not full_name.strip():
+    full_name = one_line(full_name, "the printed name")
+    if not full_name:
         raise InvalidInput("a user needs a printed name", "pass --full-name")
     _check_roles(app, username, roles)
     check_new_password(password, username, app.settings.password)

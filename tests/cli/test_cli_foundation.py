@@ -200,6 +200,28 @@ def test_a_damaged_backup_is_one_line_exit_7(cli_home: Path, tmp_path: Path) -> 
         "(this backup cannot be restored; use another one)\n")
 
 
+def test_a_stored_newline_or_escape_cannot_forge_a_line_of_audit_events(cli_home: Path
+                                                                          ) -> None:
+    """Typed reasons refuse them, but events the appliance writes itself can carry text
+    from elsewhere (a failure's message, a name on media): the listing escapes them."""
+    from appliance.audit.events import SYSTEM_ACTOR, Event
+    from appliance.context import Appliance
+    app = Appliance.open(cli_home)
+    try:
+        with app.transaction():
+            app.trail.append(Event("health.check", SYSTEM_ACTOR, "release", "r1",
+                                   outcome="failure",
+                                   reason="probe said:\n      9 forged update.approve\x1b[2K"))
+    finally:
+        app.close()
+    r = run(cli_home, "audit", "events", "--action", "health.check", "--user", "alice",
+            "--password-stdin", stdin=PASSWORD + "\n")
+    assert r.returncode == 0, r.stderr
+    [line] = r.stdout.splitlines()
+    assert line.endswith("reason: probe said:\\n      9 forged update.approve\\x1b[2K")
+    assert "\x1b" not in r.stdout
+
+
 def test_help_does_not_import_heavy_modules() -> None:
     code = ("import sys\nfrom appliance.cli.main import main\n"
             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"

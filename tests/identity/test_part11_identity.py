@@ -256,6 +256,21 @@ def test_no_one_raises_their_own_privilege_or_resets_their_own_password(
     assert get_user(appliance.conn, "sec").roles == ("security",)
 
 
+def test_a_reason_or_printed_name_that_could_forge_a_line_is_refused(
+        appliance, admin_session, make_user) -> None:
+    make_user(["it"], username="ivo")
+    before = appliance.conn.execute("SELECT max(seq) FROM audit_events").fetchone()[0]
+    with pytest.raises(InvalidInput, match="the reason contains a control character"):
+        users.unlock(appliance, admin_session, "ivo", "ok\n 99 fake event")
+    with pytest.raises(InvalidInput, match="the printed name contains a control character"):
+        users.add_user(appliance, admin_session, "eve", "Eve\x1b[8m", ["it"],
+                       "a long enough password", "new starter")
+    with pytest.raises(InvalidInput, match="the reason contains a control character"):
+        users.review_access(appliance, admin_session, req(reason="checked\u202e", ack=True,
+                                                          username=ADMIN))
+    assert appliance.conn.execute("SELECT max(seq) FROM audit_events").fetchone()[0] == before
+
+
 def test_last_security_officer_cannot_be_removed(appliance, admin_session) -> None:
     with pytest.raises(InvalidInput, match="last active security officer"):
         users.revoke_role(appliance, admin_session, ADMIN, "security", "oops")

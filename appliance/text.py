@@ -1,0 +1,34 @@
+"""Text that people type, the audit trail keeps and terminals show.
+
+A reason or a printed name is one line of plain text: a newline in one could forge a line
+of `appliance audit events`, an escape sequence could recolour or hide what an auditor's
+terminal shows, and a bidirectional override could make a reason read differently from
+what is stored. Such text is refused where it is typed (`one_line`); whatever is stored
+already, or arrives from media, is shown with those characters escaped (`shown`).
+"""
+
+from __future__ import annotations
+
+import re
+
+from appliance.errors import InvalidInput
+
+# C0 and C1 controls (newline, tab and escape among them), DEL, the Unicode line and
+# paragraph separators, and the bidirectional embeddings, overrides and isolates.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def one_line(value: str, what: str) -> str:
+    """`value` without surrounding blanks; refused if it holds a character `_UNSAFE` names."""
+    value = value.strip()
+    found = _UNSAFE.search(value)
+    if found:
+        raise InvalidInput(f"{what} contains a control character ({ascii(found.group())})",
+                           f"type {what} as one line of plain text")
+    return value
+
+
+def shown(value: str) -> str:
+    """`value` for a terminal: each such character as its escape (a newline as \\n), so a
+    stored value can neither forge a line nor move the cursor. Storage is unchanged."""
+    return _UNSAFE.sub(lambda m: ascii(m.group())[1:-1], value)
