@@ -15,7 +15,9 @@ from appliance.errors import InvalidInput
 
 # C0 and C1 controls (newline, tab and escape among them), DEL, the Unicode line and
 # paragraph separators, and the bidirectional embeddings, overrides and isolates.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_BEYOND_ASCII = "\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_UNSAFE = re.compile(f"[\x00-\x1f{_BEYOND_ASCII}]")
+_UNSAFE_BUT_NEWLINE = re.compile(f"[\x00-\x09\x0b-\x1f{_BEYOND_ASCII}]")
 
 
 def one_line(value: str, what: str) -> str:
@@ -28,7 +30,10 @@ def one_line(value: str, what: str) -> str:
     return value
 
 
-def shown(value: str) -> str:
+def shown(value: str, *, keep_newlines: bool = False) -> str:
     """`value` for a terminal: each such character as its escape (a newline as \\n), so a
-    stored value can neither forge a line nor move the cursor. Storage is unchanged."""
-    return _UNSAFE.sub(lambda m: ascii(m.group())[1:-1], value)
+    stored value can neither forge a line nor move the cursor. Storage is unchanged.
+    `keep_newlines` for text laid out in lines by the appliance itself (indented JSON,
+    whose strings carry their own newlines escaped)."""
+    unsafe = _UNSAFE_BUT_NEWLINE if keep_newlines else _UNSAFE
+    return unsafe.sub(lambda m: ascii(m.group())[1:-1], value)

@@ -329,3 +329,29 @@ async def test_audit_detail_shows_brackets_as_typed_never_as_markup(make_console
         for typed in ("Dr [/] Odd [red] (odd)", "bundle [bold]demo[/bold]", "fixed [/] typo",
                       '"[WARNING]: kept"'):
             assert typed in text, typed
+
+
+async def test_control_characters_in_a_stored_event_show_as_escapes(make_console, history):
+    """Events the appliance writes can carry text from elsewhere (a failure's message, a
+    path on media): a newline or escape in one shows as its escape, in the list and in
+    the detail, and never reaches the terminal raw."""
+    with history.transaction():
+        history.trail.append(Event(
+            action="test.controls", actor=Actor("odd", "Dr\x1b[8m Odd", "it"),
+            target_type="media", target_id="/media/usb\nfake", reason="probe:\n2 lines\u202e",
+            details={"stderr": "line one\nline two\x9b2J"}))
+    app = make_console()
+    async with app.run_test(size=(160, 40)) as pilot:
+        await log_in(pilot, ADMIN, PASSWORD)
+        await dashboard_ready(pilot)
+        await pilot.press("a")
+        events = await audit_ready(pilot)
+        await filter_events(pilot, events, "action", "test.controls")
+        await wait_for(pilot, lambda: "test.controls" in detail_text(pilot))
+        text = detail_text(pilot)
+        for escaped in ("Dr\\x1b[8m Odd (odd)", "media /media/usb\\nfake",
+                        "probe:\\n2 lines\\u202e", '"line one\\nline two\\x9b2J"'):
+            assert escaped in text, escaped
+        assert not any(ch in text for ch in "\x1b\x9b\u202e")
+        row = events.render_line(events.cursor - events.scroll_offset.y).text
+        assert "media:/media/usb\\nfake" in row and "\n" not in row

@@ -10,6 +10,7 @@ from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+from appliance.text import shown
 from tui.trail_view import Row
 
 # Shown first, in this order; any other key of the body follows, so nothing is ever hidden.
@@ -38,14 +39,14 @@ def record_table(row: Row) -> Table:
             continue
         value = data[key]
         if key == "actor":
-            grid.add_row("actor", Text(f"{value['name']} ({value['username']}), "
-                                       f"role {value['role']}"))
+            grid.add_row("actor", _text(f"{value['name']} ({value['username']}), "
+                                        f"role {value['role']}"))
         elif key == "target":
-            grid.add_row("target", Text(f"{value['type']} {value['id']}".strip() or "-"))
+            grid.add_row("target", _text(f"{value['type']} {value['id']}".strip() or "-"))
             if value.get("digest"):
                 grid.add_row("target digest", Text(value["digest"]))
         elif key == "signature" and isinstance(value, dict):
-            grid.add_row("signed", Text(manifestation(value), style="bold"))
+            grid.add_row("signed", Text(shown(manifestation(value)), style="bold"))
             for sub in sorted(set(value) - {"name", "username", "meaning", "ts"}):
                 grid.add_row(f"  {sub}", _text(value[sub]))
         elif key == "outcome":
@@ -54,7 +55,7 @@ def record_table(row: Row) -> Table:
         elif key == "ts":
             grid.add_row("time (UTC)", Text(value))
         elif key == "clock_warning":
-            grid.add_row("clock warning", Text(value, style="bold yellow"))
+            grid.add_row("clock warning", Text(shown(value), style="bold yellow"))
         elif value is None or value == {}:
             grid.add_row(key, Text("-", style="dim"))
         else:
@@ -66,8 +67,11 @@ def record_table(row: Row) -> Table:
 
 def _text(value: Any) -> Text:
     """Plain text, never Rich markup: reasons, names and details are typed by people or
-    come from media, and "[/]" in one would stop the render."""
-    return Text(value if isinstance(value, str) else _json(value))
+    come from media, and "[/]" in one would stop the render. Control characters show as
+    their escapes (`appliance.text.shown`): exact, and unable to move the cursor."""
+    if isinstance(value, str):
+        return Text(shown(value))
+    return Text(shown(_json(value), keep_newlines=True))
 
 
 class EventDetail(VerticalScroll):

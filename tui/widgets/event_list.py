@@ -26,6 +26,7 @@ from textual.worker import get_current_worker
 from appliance.context import Appliance
 from appliance.errors import ApplianceError
 from appliance.identity.session import Session
+from appliance.text import shown
 from tui.trail_view import PAGE_SIZE, Row, TrailView
 
 CACHE_PAGES = 64
@@ -71,6 +72,7 @@ class Columns:
 
 
 def _fit(text: str, width: int) -> str:
+    text = shown(text)  # a stored newline or escape must not break or recolour the line
     return text.ljust(width) if len(text) <= width else text[: width - 1] + "…"
 
 
