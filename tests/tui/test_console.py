@@ -34,6 +34,7 @@ from tui.screens.login import LoginScreen
 from tui.screens.updates import UpdatesScreen
 from tui.screens.users import UsersScreen
 from tui.widgets.event_detail import EventDetail
+from tui.widgets.event_list import EventList
 from tui.widgets.job_status import JobStatus
 
 pytestmark = pytest.mark.asyncio
@@ -309,6 +310,17 @@ async def test_dashboard_keys_open_updates_and_users(make_console):
         await settle(pilot)
 
 
+async def open_detail_of(pilot, action: str) -> EventList:
+    """Log in as the admin, open the audit screen, filter to `action`, show its record."""
+    await log_in(pilot, ADMIN, PASSWORD)
+    await dashboard_ready(pilot)
+    await pilot.press("a")
+    events = await audit_ready(pilot)
+    await filter_events(pilot, events, "action", action)
+    await wait_for(pilot, lambda: action in detail_text(pilot))
+    return events
+
+
 async def test_audit_detail_shows_brackets_as_typed_never_as_markup(make_console, history):
     """People type reasons and names and media carry bundle names: "[/]" in one must show
     as typed in the auditor's detail pane, not stop the render or restyle it."""
@@ -319,12 +331,7 @@ async def test_audit_detail_shows_brackets_as_typed_never_as_markup(make_console
             details={"note": "[WARNING]: kept"}, terminal="[/]"))
     app = make_console()
     async with app.run_test(size=(120, 40)) as pilot:
-        await log_in(pilot, ADMIN, PASSWORD)
-        await dashboard_ready(pilot)
-        await pilot.press("a")
-        events = await audit_ready(pilot)
-        await filter_events(pilot, events, "action", "test.brackets")
-        await wait_for(pilot, lambda: "test.brackets" in detail_text(pilot))
+        await open_detail_of(pilot, "test.brackets")
         text = detail_text(pilot)
         for typed in ("Dr [/] Odd [red] (odd)", "bundle [bold]demo[/bold]", "fixed [/] typo",
                       '"[WARNING]: kept"'):
@@ -342,12 +349,7 @@ async def test_control_characters_in_a_stored_event_show_as_escapes(make_console
             details={"stderr": "line one\nline two\x9b2J"}))
     app = make_console()
     async with app.run_test(size=(160, 40)) as pilot:
-        await log_in(pilot, ADMIN, PASSWORD)
-        await dashboard_ready(pilot)
-        await pilot.press("a")
-        events = await audit_ready(pilot)
-        await filter_events(pilot, events, "action", "test.controls")
-        await wait_for(pilot, lambda: "test.controls" in detail_text(pilot))
+        events = await open_detail_of(pilot, "test.controls")
         text = detail_text(pilot)
         for escaped in ("Dr\\x1b[8m Odd (odd)", "media /media/usb\\nfake",
                         "probe:\\n2 lines\\u202e", '"line one\\nline two\\x9b2J"'):
