@@ -20,6 +20,7 @@ from appliance.cli.common import (
     open_app,
 )
 from appliance.errors import InvalidInput
+from appliance.text import shown
 
 app = typer.Typer(help="Provision servers with the appliance's Ansible playbooks.",
                   no_args_is_help=True)
@@ -78,7 +79,7 @@ def _print_events(batch) -> None:
         where = f"{e.role} : {e.task}" if e.role else e.task
         console.print(f"[{e.done}/{e.total}] {e.kind:<11} {e.host}  {where}", markup=False)
         if e.kind in ("failed", "unreachable"):
-            console.print(f"    {e.message}", markup=False)
+            console.print(f"    {shown(e.message)}", markup=False)  # a host's own words
 
 
 def _summary(rec) -> str:
@@ -90,7 +91,7 @@ def _summary(rec) -> str:
                      f"skipped={c['skipped']} unreachable={c['unreachable']}")
     if rec.failure:
         lines.append(f"  failure: {rec.failure}")
-    return escape("\n".join(lines))
+    return escape("\n".join(shown(line) for line in lines))
 
 
 def _run(ctx: typer.Context, playbook: str, check: bool, inventory: str, limit: str | None,
@@ -216,10 +217,13 @@ def show_cmd(
     text = _summary(rec)
     if events:
         data["events"] = [e.to_dict() for e in evs]
-        text += "\n" + "\n".join(
-            f"  {e.kind:<11} {e.host}  {e.role + ' : ' if e.role else ''}{e.task}"
-            + (f"\n      {e.message}" if e.kind in ("failed", "unreachable") else "")
-            for e in evs if e.kind not in ("started", "play"))
+        for e in evs:
+            if e.kind in ("started", "play"):
+                continue
+            text += "\n" + shown(f"  {e.kind:<11} {e.host}  "
+                                 f"{e.role + ' : ' if e.role else ''}{e.task}")
+            if e.kind in ("failed", "unreachable"):
+                text += "\n      " + shown(e.message)  # a host's own words
     emit(data, as_json, escape(text))
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from appliance.audit import query
 from appliance.audit.query import EventFilter
+from appliance.text import shown
 from appliance.updates.lifecycle import BundleRecord, ComponentRecord
 
 
@@ -125,7 +126,7 @@ def view_text(v: dict[str, Any]) -> str:
     lines += [f"  {h['seq']:>6} {h['ts']} {h['action']:<26} {h['actor']:<10} {h['outcome']}"
               + (f"  [{h['signature']}]" if h["signature"] else "")
               + (f"  {h['reason']}" if h["reason"] else "") for h in v["history"]]
-    return "\n".join(lines)
+    return "\n".join(shown(line) for line in lines)  # names and reasons come from media
 
 
 def install_text(r: dict[str, Any]) -> str:
