@@ -82,5 +82,11 @@ class Appliance:
     def __enter__(self) -> Appliance:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> None:
+        """Close; a damaged database met inside the block leaves it as the one-line
+        IntegrityError (`db.damaged`), so the CLI and every console screen say it plainly."""
         self.close()
+        bad = db.damaged(exc) if exc is not None else None
+        if bad is not None:
+            raise bad from exc

@@ -357,3 +357,24 @@ async def test_control_characters_in_a_stored_event_show_as_escapes(make_console
         assert not any(ch in text for ch in "\x1b\x9b\u202e")
         row = events.render_line(events.cursor - events.scroll_offset.y).text
         assert "media:/media/usb\\nfake" in row and "\n" not in row
+
+
+async def test_a_damaged_database_met_mid_session_is_said_plainly(make_console, history):
+    """A corrupt page found by a screen's worker is the one-line IntegrityError, shown on the
+    screen; the console keeps running."""
+    history.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the page is in the file
+    root, size = history.conn.execute(
+        "SELECT rootpage, (SELECT page_size FROM pragma_page_size) FROM sqlite_master "
+        "WHERE name = 'bundles'").fetchone()
+    app = make_console()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await log_in(pilot, ADMIN, PASSWORD)
+        await dashboard_ready(pilot)
+        with open(history.layout.db, "r+b") as f:
+            f.seek((root - 1) * size)
+            f.write(b"\xa5" * size)
+        await pilot.press("b")
+        await wait_for(pilot, lambda: isinstance(app.screen, UpdatesScreen))
+        await wait_for(pilot, lambda: "damaged" in text_of(pilot, "#upd-message"))
+        assert text_of(pilot, "#upd-message").startswith(
+            "error: the appliance database is damaged (database disk image is malformed)")
