@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from appliance.errors import InvalidInput
+from appliance.text import shown
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 UserOpt = Annotated[str | None, typer.Option("--user", "-u", help="Username to act as.")]
@@ -61,7 +62,10 @@ def login(ctx: typer.Context, app, user: str | None, password_stdin: bool):
 def emit(data: Any, as_json: bool, text: str | None = None) -> None:
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    else:
+    elif text is not None:
         # Not markup: names, reasons and bundle metadata come from people and media, and a
-        # "[/]" in one would stop the print.
-        console.print(text if text is not None else data, markup=False)
+        # "[/]" in one would stop the print. Nor raw control characters: whatever a listing
+        # forgot to pass through `shown`, no escape sequence reaches the terminal.
+        console.print(shown(text, keep_newlines=True), markup=False)
+    else:
+        console.print(data, markup=False)

@@ -28,3 +28,11 @@ def test_shown_escapes_each_unsafe_character_and_nothing_else() -> None:
     assert shown(stored) == ("ok\\n     99 2026-01-01T00:00:00.000Z Dana Admin "
                              "update.approve\\x1b[2K\\u202eevil")
     assert all(shown(ch) != ch and "\\" in shown(ch) for ch in UNSAFE)
+
+
+def test_cli_text_output_never_carries_a_raw_control_character(capsys) -> None:
+    """The last guard in `emit`: a listing that forgot `shown` still prints escapes."""
+    from appliance.cli.common import emit
+    emit({"ignored": True}, False, "publisher: Acme\x1b]0;owned\x07 Inc\nline two\u202e")
+    out = capsys.readouterr().out
+    assert out == "publisher: Acme\\x1b]0;owned\\x07 Inc\nline two\\u202e\n"
