@@ -89,7 +89,19 @@ _CSV_FORMAT = ",".join("%s" if c in _BARE else '"%w"' for c in FLAT_COLUMNS) + "
 # SQLite's JSON functions stop at an escaped NUL (\u0000) inside a string, so rows whose
 # body holds one come back NULL here and are formatted in Python from the stored body.
 HAS_NUL = "instr(body, '\\u0000') > 0"
-CSV_LINE = f"CASE WHEN {HAS_NUL} THEN NULL ELSE CAST(printf('{_CSV_FORMAT}', " + ", ".join(
+
+# Spreadsheets run a cell that begins with one of these as a formula (CSV injection), so a
+# free-text cell that does gets a leading apostrophe, and so does one that begins with an
+# apostrophe already: the rule reverses exactly (verify-audit-export undoes it), and the
+# JSON Lines export keeps the text as stored. JSON, hex and times never start a formula.
+FORMULA_START = "=+-@\t\r'"
+GUARDED = ("actor_name", "terminal", "target_type", "target_id", "reason", "signature")
+# Every guarded cell begins with a string value of the body, so a row holds one to guard
+# only if its body has `:"` before such a character (tab and return are JSON-escaped):
+# those rare rows come back NULL and are formatted in Python too (one GLOB: about 7 %).
+MAY_START_FORMULA = "body GLOB '*:\"[-=+@''\\]*'"
+CSV_LINE = f"CASE WHEN {HAS_NUL} OR {MAY_START_FORMULA} THEN NULL " \
+    f"ELSE CAST(printf('{_CSV_FORMAT}', " + ", ".join(
     v if c in _BARE or v.startswith(("ifnull(", "CASE")) else f"ifnull({v}, '')"
     for c, v in FLAT_SQL.items()) + ") AS BLOB) END"
 CSV_HEADER = (",".join(FLAT_COLUMNS) + "\r\n").encode("ascii")
@@ -268,9 +280,15 @@ def stored_event(conn: sqlite3.Connection, seq: int) -> StoredEvent:
         "SELECT seq, prev_hash, hash, body FROM audit_events WHERE seq = ?", (seq,)).fetchone())
 
 
+def csv_cells(flat: dict[str, Any]) -> list[str]:
+    """One CSV row's cells from `StoredEvent.flat()`, free text guarded against formulas."""
+    return [("'" + v if v[:1] and v[0] in FORMULA_START else v) if k in GUARDED else str(v)
+            for k, v in flat.items()]
+
+
 def _csv_line_python(conn: sqlite3.Connection, seq: int) -> bytes:
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\r\n").writerow(stored_event(conn, seq).flat().values())
+    csv.writer(buf, lineterminator="\r\n").writerow(csv_cells(stored_event(conn, seq).flat()))
     return buf.getvalue().encode("utf-8")
 
 

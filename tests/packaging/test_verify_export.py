@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import csv
 import hashlib
 import json
 import os
@@ -224,3 +225,36 @@ def test_unreadable_inputs_exit_2(tmp_path) -> None:
     (tmp_path / "x.csv.manifest.json").write_text("{}")
     r = verify(tmp_path / "x.csv", "--key", "not-a-key")
     assert r.returncode == 2 and "neither a PEM file nor" in r.stderr
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_guarded_and_still_verify(
+        appliance, auditor, tmp_path, pub) -> None:
+    """CSV injection: free text that begins like a formula gets a leading apostrophe in
+    the CSV (the JSON Lines copy keeps it as stored), and the verifier undoes the guard to
+    check a filter on it."""
+    from appliance.audit.events import Actor, Event
+    typed = {"name": "@SUM(A1)", "terminal": "+tty", "target_id": "-rf",
+             "reason": '=HYPERLINK("http://x","open")', "quoted": "'=1"}
+    with appliance.transaction():
+        appliance.trail.append(Event(
+            "test.formula", Actor("bob", typed["name"], "it"), "host", typed["target_id"],
+            reason=typed["reason"], terminal=typed["terminal"], details={"n": -5}))
+        appliance.trail.append(Event(
+            "test.formula", Actor("bob", "Bob", "it"), "host", typed["target_id"],
+            reason=typed["quoted"]))
+    out = tmp_path / "usb"
+    out.mkdir()
+    flt = EventFilter(target_id="-rf")
+    csv_export = export_trail(appliance, auditor, "csv", out / "f.csv", flt)
+    with open(csv_export.path, encoding="utf-8", newline="") as f:
+        first, second = list(csv.DictReader(f))
+    assert (first["actor_name"], first["terminal"], first["target_id"], first["reason"]) == (
+        "'@SUM(A1)", "'+tty", "'-rf", "'" + typed["reason"])
+    assert first["details"] == '{"n":-5}'  # JSON is not free text: never guarded
+    assert second["reason"] == "''=1"      # an apostrophe already there is doubled
+    jsonl = export_trail(appliance, auditor, "jsonl", out / "f.jsonl", flt)
+    bodies = [json.loads(line)["event"] for line in jsonl.path.read_text().splitlines()]
+    assert [b["reason"] for b in bodies] == [typed["reason"], typed["quoted"]]
+    for export in (csv_export, jsonl):
+        r = verify(export.path, "--key", str(pub))
+        assert r.returncode == 0, r.stderr
