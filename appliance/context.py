@@ -48,8 +48,12 @@ class Appliance:
         if not layout.exists():
             raise NotInitialised(f"no appliance at {layout.root}")
         conn = db.connect(layout.db)
-        db.migrate(conn)
-        row = conn.execute("SELECT value FROM meta WHERE key = 'appliance_id'").fetchone()
+        try:
+            db.migrate(conn)
+            row = conn.execute("SELECT value FROM meta WHERE key = 'appliance_id'").fetchone()
+        except sqlite3.DatabaseError as exc:  # a corrupt schema page: as damaged as NOTADB
+            conn.close()
+            raise db.damaged(exc, layout.db) or exc from exc
         if row is None:
             raise NotInitialised(f"appliance at {layout.root} was never initialised completely",
                                  "remove the directory and run `appliance init` again")

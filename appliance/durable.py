@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 
 def fsync_dir(path: Path) -> None:
@@ -31,3 +32,32 @@ def write_atomic(path: Path, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+class StagedFile:
+    """A file written under a temporary name beside `path`, renamed into place only on
+    commit: the caller decides when (an export or an anchor renames inside the transaction
+    that records it). The writer flushes and fsyncs what it writes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        self.created = False
+        self.committed = False
+
+    def open(self) -> BinaryIO:
+        f = open(self.tmp, "xb")  # never through a link or over a file someone else made
+        self.created = True
+        return f
+
+    def commit(self) -> None:
+        os.replace(self.tmp, self.path)
+        self.committed = True
+        fsync_dir(self.path.parent)
+
+    def discard(self) -> None:
+        """Remove what this writer created, and nothing else."""
+        if self.committed:
+            self.path.unlink(missing_ok=True)
+        elif self.created:
+            self.tmp.unlink(missing_ok=True)

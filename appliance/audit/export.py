@@ -29,7 +29,7 @@ from appliance.audit.events import FLAT_COLUMNS, Actor, StoredEvent
 from appliance.audit.lookup import SeqRange, matching_seqs
 from appliance.audit.query import EventFilter
 from appliance.canonical import canonical_text
-from appliance.durable import fsync_dir
+from appliance.durable import StagedFile
 from appliance.keys import SigningKey, fingerprint, public_pem
 
 FORMATS = ("csv", "jsonl", "pdf")
@@ -207,33 +207,6 @@ class HashingWriter:
 
     def __exit__(self, *exc: object) -> None:
         self._stop()
-
-
-class StagedFile:
-    """A file written under a temporary name, renamed into place only on commit."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        self.created = False
-        self.committed = False
-
-    def open(self) -> BinaryIO:
-        f = open(self.tmp, "xb")  # never through a link or over a file someone else made
-        self.created = True
-        return f
-
-    def commit(self) -> None:
-        os.replace(self.tmp, self.path)
-        self.committed = True
-        fsync_dir(self.path.parent)
-
-    def discard(self) -> None:
-        """Remove what this export created, and nothing else."""
-        if self.committed:
-            self.path.unlink(missing_ok=True)
-        elif self.created:
-            self.tmp.unlink(missing_ok=True)
 
 
 def count_matching(conn: sqlite3.Connection, flt: EventFilter, upto: int) -> int:

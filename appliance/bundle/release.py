@@ -41,7 +41,7 @@ from appliance.bundle.model import (
 )
 from appliance.bundle.repo import Repo, RepoConfig, dump
 from appliance.clock import format_ts
-from appliance.durable import fsync_dir, write_atomic
+from appliance.durable import StagedFile, fsync_dir, write_atomic
 from appliance.errors import ApplianceError, InvalidInput
 
 SERIALIZER = JSONSerializer(compact=False)
@@ -246,11 +246,12 @@ def publish(directory: Path, to: Path) -> Path:
     if not to.parent.is_dir():
         raise InvalidInput(f"directory {to.parent} does not exist",
                            "mount the media, or choose another --to")
-    if to.suffix == ".tar" and to.exists():
-        raise InvalidInput(f"{to} exists", "choose a new file")
-    if to.suffix != ".tar" and to.exists() and not to.is_dir():
+    if to.suffix == ".tar":
+        if to.exists():
+            raise InvalidInput(f"{to} exists", "choose a new file")
+    elif to.exists() and not to.is_dir():
         raise InvalidInput(f"{to} is a file", "choose a new directory, or a new FILE.tar")
-    if to.suffix != ".tar" and to.exists() and any(to.iterdir()):
+    elif to.exists() and any(to.iterdir()):
         raise InvalidInput(f"{to} is not empty", "choose a new or empty directory")
     try:
         (_write_tar if to.suffix == ".tar" else _write_dir)(to, files)
@@ -289,9 +290,9 @@ def _release_files(repo: Repo) -> dict[str, Path]:
 
 def _write_tar(to: Path, files: dict[str, Path]) -> None:
     """One uncompressed tar, written under a temporary name and renamed when whole."""
-    tmp = to.with_name(to.name + ".partial")
+    staged = StagedFile(to)
     try:
-        with open(tmp, "wb") as out:
+        with staged.open() as out:
             with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
                 for rel, src in files.items():
                     info = tarfile.TarInfo(rel)
@@ -302,11 +303,10 @@ def _write_tar(to: Path, files: dict[str, Path]) -> None:
                         tar.addfile(info, f)
             out.flush()
             os.fsync(out.fileno())
-        tmp.replace(to)
+        staged.commit()
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        staged.discard()
         raise
-    fsync_dir(to.parent)
 
 
 def _write_dir(to: Path, files: dict[str, Path]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -16,7 +15,6 @@ from appliance.cli import provision as provision_cli
 from appliance.cli import trust as trust_cli
 from appliance.cli import updates as updates_cli
 from appliance.cli.common import CliState
-from appliance.db import damaged
 from appliance.errors import ApplianceError
 from appliance.home import default_home
 
@@ -54,12 +52,6 @@ def main(argv: list[str] | None = None) -> None:
     except ApplianceError as exc:
         print(f"error: {exc.message} ({exc.hint})", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except sqlite3.DatabaseError as exc:  # a page found corrupt mid-command
-        err = damaged(exc)
-        if err is None:
-            raise
-        print(f"error: {err.message} ({err.hint})", file=sys.stderr)
-        sys.exit(err.exit_code)
     except typer.Abort:
         print("error: aborted (nothing was changed)", file=sys.stderr)
         sys.exit(130)

@@ -325,7 +325,7 @@ def inventory_add_cmd(
     with open_app(ctx) as appl:
         session = login(ctx, appl, user, password_stdin)
         added = provision_inventory.add_host(appl, session, host, key_source=key,
-                                        host_key_file=host_key_file)
+                                             host_key_file=host_key_file)
     emit(added.to_dict(), as_json, f"Added {added.name}" + "".join(
         f"\n  host key {fp}" for fp in added.fingerprints()))
 

@@ -44,11 +44,16 @@ def authorize(app: Appliance, session: Session, permission: str, *, target_type:
     if role is not None:
         return session.actor(role)
     needed = ", ".join(sorted(roles_for(permission)))
+    record_denial(app, session, target_type, target_id,
+                  {"permission": permission, "required_roles": sorted(roles_for(permission))})
+    raise PermissionDenied(f"{session.username} may not {permission} (needs role: {needed})")
+
+
+def record_denial(app: Appliance, session: Session, target_type: str, target_id: str,
+                  details: dict[str, object]) -> None:
+    """The `access.denied` event every refusal of a person leaves, before it is raised."""
     with app.transaction():
         app.trail.append(Event(
             action="access.denied", actor=session.actor(",".join(session.roles) or "none"),
-            target_type=target_type, target_id=target_id, outcome="denied",
-            details={"permission": permission, "required_roles": sorted(roles_for(permission))},
-            terminal=session.terminal,
-        ))
-    raise PermissionDenied(f"{session.username} may not {permission} (needs role: {needed})")
+            target_type=target_type, target_id=target_id, outcome="denied", details=details,
+            terminal=session.terminal))

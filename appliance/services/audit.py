@@ -8,10 +8,11 @@ from pathlib import Path
 from appliance.audit import lookup, query
 from appliance.audit.checkpoint import anchor_document, anchor_path, latest, read_anchor
 from appliance.audit.events import Event, StoredEvent
-from appliance.audit.export import StagedFile, write_json
+from appliance.audit.export import write_json
 from appliance.audit.query import EventFilter
 from appliance.audit.verify import VerifyReport, verify_trail
 from appliance.context import Appliance
+from appliance.durable import StagedFile
 from appliance.errors import ApplianceError, InvalidInput
 from appliance.identity.session import Session
 from appliance.services.access import authorize

@@ -18,6 +18,7 @@ from appliance.audit.checkpoint import latest
 from appliance.audit.events import Event
 from appliance.audit.query import EventFilter
 from appliance.context import Appliance
+from appliance.durable import StagedFile
 from appliance.errors import ApplianceError, InvalidInput
 from appliance.identity.session import Session
 from appliance.services.access import authorize
@@ -57,7 +58,7 @@ def export_trail(app: Appliance, session: Session, fmt: str, out: Path,
     assert cp is not None  # just written
     hdr = export.ExportHeader(app.appliance_id, fmt, flt, cp, actor, exported_at,
                               app.key.key_id)
-    data, manifest = export.StagedFile(path), export.StagedFile(manifest_path)
+    data, manifest = StagedFile(path), StagedFile(manifest_path)
     details = {"format": fmt, "filter": asdict(flt), "path": str(path)}
     # A separate connection: the console may use app.conn from another thread meanwhile.
     reader = db.connect(app.layout.db)

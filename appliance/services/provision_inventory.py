@@ -4,13 +4,13 @@ with the host as it was or became (variables redacted)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 from appliance.audit.events import Event
 from appliance.context import Appliance
+from appliance.durable import write_atomic
 from appliance.errors import InvalidInput
 from appliance.identity.session import Session
 from appliance.provision import inventory as inv
@@ -25,8 +25,8 @@ def list_hosts(app: Appliance, session: Session) -> list[inv.Host]:
 
 
 def add_host(app: Appliance, session: Session, host: inv.Host, *,
-                  key_source: Path | None = None, host_key_file: Path | None = None,
-                  scan: Callable[[str, int], str] = inv.scan_host_keys) -> inv.Host:
+             key_source: Path | None = None, host_key_file: Path | None = None,
+             scan: Callable[[str, int], str] = inv.scan_host_keys) -> inv.Host:
     """Add a host. Its SSH key is copied into the appliance (the media may go); its host
     key is pinned from `host_key_file`, else scanned once and its fingerprint recorded."""
     actor = authorize(app, session, "provision.run", target_type="provision_host",
@@ -84,16 +84,12 @@ def _copy_key(app: Appliance, name: str, source: Path) -> Path:
     keys_dir = app.layout.keys / "provision"
     keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     dest = keys_dir / name
-    tmp = keys_dir / f".{name}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, dest)
+    write_atomic(dest, data)  # mode 0600, as mkstemp makes it
     return dest
 
 
 def remove_host(app: Appliance, session: Session, name: str, reason: str | None = None
-                     ) -> None:
+                ) -> None:
     actor = authorize(app, session, "provision.run", target_type="provision_host",
                       target_id=name)
     reason = one_line(reason, "the reason") if reason else None

@@ -90,7 +90,7 @@ def reclaim(app: Appliance, session: Session, reason: str, dry_run: bool = False
         with app.transaction():
             app.trail.append(Event(
                 action="store.reclaim", actor=actor, target_type="store", target_id="content",
-                reason=reason.strip(), details=_details(result), terminal=session.terminal))
+                reason=reason, details=_details(result), terminal=session.terminal))
         try:
             store.discard([d for d, _ in doomed], held)
         except OSError as exc:
@@ -98,7 +98,7 @@ def reclaim(app: Appliance, session: Session, reason: str, dry_run: bool = False
             with app.transaction():
                 app.trail.append(Event(
                     action="store.reclaim", actor=actor, target_type="store",
-                    target_id="content", outcome="failure", reason=reason.strip(),
+                    target_id="content", outcome="failure", reason=reason,
                     details={**_details(result), "not_removed": left, "error": str(exc)},
                     terminal=session.terminal))
             raise ReclaimFailed(f"reclaim stopped with {left} of {len(doomed)} objects left: "

@@ -30,7 +30,7 @@ from appliance.identity.users import (
     update_user,
 )
 from appliance.services import auth, signing
-from appliance.services.access import authorize
+from appliance.services.access import authorize, record_denial
 from appliance.text import one_line
 
 
@@ -107,11 +107,8 @@ def _manage(app: Appliance, session: Session, username: str, *,
     actor = authorize(app, session, "users.manage", target_type="user", target_id=username)
     user = _existing(app, username)
     if user.username == session.username and not may_be_own:
-        with app.transaction():
-            app.trail.append(Event(
-                action="access.denied", actor=actor, target_type="user",
-                target_id=user.username, outcome="denied", terminal=session.terminal,
-                details={"permission": "users.manage", "rule": "not on one's own account"}))
+        record_denial(app, session, "user", user.username,
+                      {"permission": "users.manage", "rule": "not on one's own account"})
         raise PermissionDenied(f"{session.username} may not manage their own account",
                                "ask another security officer; change your own password "
                                "with `appliance users passwd`")

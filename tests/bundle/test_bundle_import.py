@@ -235,7 +235,8 @@ def test_publishing_to_media_that_cannot_take_it_publishes_nothing(vendor, tmp_p
     # Nothing was promoted: the same release still publishes, whole, under its own name.
     out = vendor.release(tmp_path / "usb")
     assert (out / "metadata" / "timestamp.json").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir() if "partial" in p.name) == []
+    assert sorted(p.name for p in tmp_path.iterdir()
+                  if "partial" in p.name or p.name.endswith(".tmp")) == []
     assert publish.Repo(vendor.repo).config().last_version == 1
 
 

@@ -157,6 +157,15 @@ def test_a_file_that_is_no_database_is_one_line_exit_7(cli_home: Path) -> None:
                                "damaged (file is not a database) (keep the file")
 
 
+def test_a_corrupt_page_found_on_opening_is_one_line_exit_7(cli_home: Path) -> None:
+    _overwrite(cli_home / "appliance.db", *_root_page(cli_home / "appliance.db", "meta"))
+    r = run(cli_home, "audit", "verify", "--user", "alice", "--password-stdin",
+            stdin=PASSWORD + "\n")
+    assert r.returncode == 7 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith(f"error: the appliance database {cli_home}/appliance.db is "
+                               "damaged (database disk image is malformed) (keep the file")
+
+
 def test_a_corrupt_page_found_mid_command_is_one_line_exit_7(cli_home: Path) -> None:
     _overwrite(cli_home / "appliance.db", *_root_page(cli_home / "appliance.db",
                                                      "audit_events"))
