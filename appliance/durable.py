@@ -36,8 +36,8 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 class StagedFile:
     """A file written under a temporary name beside `path`, renamed into place only on
-    commit: the caller decides when (an export or an anchor renames inside the transaction
-    that records it). The writer flushes and fsyncs what it writes."""
+    commit: the caller decides when (an export or an anchor renames once the event that
+    records it has committed). The writer flushes and fsyncs what it writes."""
 
     def __init__(self, path: Path) -> None:
         self.path = path

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from appliance.audit import lookup, query
 from appliance.audit.checkpoint import anchor_document, anchor_path, latest, read_anchor
-from appliance.audit.events import Event, StoredEvent
+from appliance.audit.events import Actor, Event, StoredEvent
 from appliance.audit.export import write_json
 from appliance.audit.query import EventFilter
 from appliance.audit.verify import VerifyReport, verify_trail
@@ -38,10 +38,11 @@ def anchor(app: Appliance, session: Session, to: Path) -> Path:
     """Sign a fresh checkpoint and write it to external media for off-box custody.
 
     The file is written under a temporary name beside its destination and renamed into place
-    in the transaction that records it, so the trail never claims an anchor that is not on
-    the media, and media that cannot take it (unmounted, read-only, full) is a recorded
-    failure with a one-line error. The checkpoint is committed first: an anchor must only
-    ever name a checkpoint the database holds."""
+    once the event that records it has committed, so no anchor is ever put on the media
+    unrecorded (a crash in between leaves the event and the staged file), and media that
+    cannot take it (unmounted, read-only, full) is a recorded failure with a one-line error.
+    The checkpoint is committed first: an anchor must only ever name a checkpoint the
+    database holds."""
     actor = authorize(app, session, "audit.anchor", target_type="audit", target_id="trail")
     to = Path(to)
     if not to.is_dir() and not to.parent.is_dir():
@@ -58,11 +59,7 @@ def anchor(app: Appliance, session: Session, to: Path) -> Path:
         write_json(staged, doc)
     except OSError as exc:
         staged.discard()
-        with app.transaction():
-            app.trail.append(Event(
-                action="audit.anchor", actor=actor, target_type="audit", target_id="trail",
-                outcome="failure", details={**details, "error": str(exc)},
-                terminal=session.terminal))
+        record_write_failure(app, session, actor, "audit.anchor", details, exc)
         raise ApplianceError(f"could not write the anchor to {staged.path}: "
                              f"{exc.strerror or exc}",
                              "check that the external media is mounted, writable and not full"
@@ -72,11 +69,28 @@ def anchor(app: Appliance, session: Session, to: Path) -> Path:
             app.trail.append(Event(
                 action="audit.anchor", actor=actor, target_type="audit", target_id="trail",
                 details=details, terminal=session.terminal))
-            staged.commit()
     except BaseException:
         staged.discard()
         raise
+    try:
+        staged.commit()
+    except OSError as exc:
+        staged.discard()
+        record_write_failure(app, session, actor, "audit.anchor", details, exc)
+        raise ApplianceError(f"could not put the anchor in place at {staged.path}: "
+                             f"{exc.strerror or exc}",
+                             "check the external media, then anchor again") from exc
     return staged.path
+
+
+def record_write_failure(app: Appliance, session: Session, actor: Actor, action: str,
+                         details: dict, exc: OSError) -> None:
+    """An export or anchor that could not be written or put in place, as its own event."""
+    with app.transaction():
+        app.trail.append(Event(
+            action=action, actor=actor, target_type="audit", target_id="trail",
+            outcome="failure", details={**details, "error": str(exc)},
+            terminal=session.terminal))
 
 
 def index(app: Appliance, session: Session) -> int:

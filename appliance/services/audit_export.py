@@ -2,8 +2,9 @@
 
 The export signs a fresh checkpoint first and covers exactly the trail up to it, so the
 manifest's head hash, the checkpoint and the file agree even while others keep appending.
-The files appear under their final names only once the export's own audit event is
-recorded: if the trail cannot record it, no export exists (fail closed).
+The files appear under their final names only once the export's own audit event has
+committed: if the trail cannot record it, no export exists (fail closed). A crash between
+the two leaves the event and the staged files, never an export without its event.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from appliance.durable import StagedFile
 from appliance.errors import ApplianceError, InvalidInput
 from appliance.identity.session import Session
 from appliance.services.access import authorize
+from appliance.services.audit import record_write_failure
 
 _EXT = {"csv": "csv", "jsonl": "jsonl", "pdf": "pdf"}
 
@@ -69,7 +71,7 @@ def export_trail(app: Appliance, session: Session, fmt: str, out: Path,
     except OSError as exc:
         data.discard()
         manifest.discard()
-        _record_failure(app, session, actor, details, exc)
+        record_write_failure(app, session, actor, "audit.export", details, exc)
         raise ApplianceError(f"could not write the export to {path}: {exc.strerror or exc}",
                              "check the destination's free space and permissions") from exc
     except BaseException:
@@ -87,12 +89,20 @@ def export_trail(app: Appliance, session: Session, fmt: str, out: Path,
             app.trail.append(Event(
                 action="audit.export", actor=actor, target_type="audit", target_id="trail",
                 target_digest=written.sha256, details=details, terminal=session.terminal))
-            data.commit()
-            manifest.commit()
     except BaseException:
         data.discard()
         manifest.discard()
         raise
+    try:
+        data.commit()
+        manifest.commit()
+    except OSError as exc:
+        data.discard()
+        manifest.discard()
+        record_write_failure(app, session, actor, "audit.export", details, exc)
+        raise ApplianceError(f"could not put the export in place at {path}: "
+                             f"{exc.strerror or exc}",
+                             "check the destination, then export again") from exc
     return ExportResult(path, manifest_path, written.count, written.sha256, cp.head_hash)
 
 
@@ -111,12 +121,3 @@ def _resolve_out(out: Path, fmt: str, appliance_id: str, exported_at: str) -> Pa
         raise InvalidInput(f"directory {out.parent} does not exist",
                            "create it or choose another --out")
     return out
-
-
-def _record_failure(app: Appliance, session: Session, actor, details: dict, exc: OSError
-                    ) -> None:
-    with app.transaction():
-        app.trail.append(Event(
-            action="audit.export", actor=actor, target_type="audit", target_id="trail",
-            outcome="failure", details={**details, "error": str(exc)},
-            terminal=session.terminal))

@@ -52,3 +52,20 @@ def test_media_that_cannot_take_the_file_is_a_recorded_failure(appliance, admin_
     assert event["outcome"] == "failure" and event["details"]["error"]
     assert event["details"]["to"].startswith("/proc/audit-anchor-")
     assert verify_trail(appliance.conn, appliance.key.public).ok
+
+
+def test_an_anchor_that_cannot_be_put_in_place_is_a_recorded_failure(appliance, admin_session,
+                                                                     tmp_path: Path):
+    """A directory already holds the anchor's name: the rename fails for real after the
+    event committed, so the failure follows it in the trail and no staged file is left."""
+    media = tmp_path / "usb"
+    media.mkdir()
+    head = appliance.conn.execute("SELECT max(seq) FROM audit_events").fetchone()[0]
+    # The anchor names the checkpoint signed at the current head.
+    taken = media / f"audit-anchor-{appliance.appliance_id[:8]}-{head:09d}.json"
+    taken.mkdir()
+    with pytest.raises(ApplianceError, match=r"^could not put the anchor in place at "):
+        audit.anchor(appliance, admin_session, media)
+    assert [e["outcome"] for e in anchor_events(appliance)] == ["success", "failure"]
+    assert [p.name for p in media.iterdir()] == [taken.name] and taken.is_dir()
+    assert verify_trail(appliance.conn, appliance.key.public).ok

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,8 +21,12 @@ from appliance.audit.events import FLAT_COLUMNS, Actor, Event
 from appliance.audit.export import CSV_LINE, HashingWriter, _csv_line_python, csv_cells
 from appliance.audit.query import EventFilter
 from appliance.audit.trail import iter_events
+from appliance.audit.verify import verify_trail
+from appliance.context import Appliance
+from appliance.durable import StagedFile
 from appliance.errors import ApplianceError, AuditFailure, InvalidInput, PermissionDenied
 from appliance.keys import load_public_pem, verify_signature
+from appliance.services import auth
 from appliance.services.audit_export import ExportResult, export_trail
 from appliance.services.setup import init_appliance
 from tests.audit.exportdata import (
@@ -33,7 +38,7 @@ from tests.audit.exportdata import (
     pdf_text,
     populate,
 )
-from tests.conftest import ADMIN, FAST, PASSWORD
+from tests.conftest import ADMIN, FAST, PASSWORD, SteppingClock
 
 SIGNED_CELL = "Bob Approver (bob), approved, 2026-01-15T10:00:00.000Z"
 
@@ -268,6 +273,45 @@ def test_no_export_exists_when_its_audit_event_cannot_be_recorded(trail, auditor
         export_trail(trail, auditor, "jsonl", out / "x.jsonl")
     assert list(out.iterdir()) == []  # neither the file, its manifest, nor a temp file
     assert trail.conn.execute("SELECT max(seq) FROM audit_events").fetchone()[0] == before
+
+
+def test_an_export_is_put_in_place_only_after_its_event_commits(trail, auditor, out,
+                                                                  clock) -> None:
+    """A crash (SIGKILL in a forked child) at the first rename: the event is durable and
+    names the export, no file is under its final name, and the trail verifies."""
+    target = out / "x.jsonl"
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child's coverage is invisible to the parent
+        try:
+            app = Appliance.open(trail.layout.root, clock=SteppingClock(clock.t),
+                                 terminal="crash-child")
+            StagedFile.commit = lambda self: os.kill(os.getpid(), signal.SIGKILL)
+            export_trail(app, auth.login(app, ADMIN, PASSWORD), "jsonl", target)
+        finally:
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    [(body,)] = trail.conn.execute(
+        "SELECT body FROM audit_view WHERE action = 'audit.export'").fetchall()
+    event = json.loads(body)
+    assert event["outcome"] == "success" and event["details"]["path"] == str(target)
+    assert not target.exists() and not (out / "x.jsonl.manifest.json").exists()
+    assert [p.name.startswith(".x.jsonl.") for p in out.iterdir()] == [True, True]
+    assert verify_trail(trail.conn, trail.key.public).ok
+
+
+def test_an_export_that_cannot_be_put_in_place_is_a_recorded_failure(trail, auditor,
+                                                                     out) -> None:
+    target = out / "x.csv"
+    # Something takes the name while the export is written: the rename fails for real.
+    with pytest.raises(ApplianceError, match=r"^could not put the export in place at "):
+        export_trail(trail, auditor, "csv", target,
+                     progress=lambda done, total: target.mkdir(exist_ok=True))
+    events = [json.loads(b) for (b,) in trail.conn.execute(
+        "SELECT body FROM audit_view WHERE action = 'audit.export' ORDER BY seq")]
+    assert [e["outcome"] for e in events] == ["success", "failure"]
+    assert "Is a directory" in events[1]["details"]["error"]
+    assert [p.name for p in out.iterdir()] == ["x.csv"] and target.is_dir()
 
 
 def test_progress_reports_batches_of_at_most_5000(appliance, auditor, out) -> None:
