@@ -213,6 +213,38 @@ def test_11_10d_auditor_changes_nothing(appliance, make_user) -> None:
     assert get_user(appliance.conn, "zed") is None
 
 
+def test_11_10d_a_revoked_role_counts_at_once_in_an_open_session(appliance, admin_session,
+                                                                 make_user) -> None:
+    bob = make_user(["ml", "admin"], username="bob")
+    assert authorize(appliance, bob, "update.approve").role == "admin"
+    users.revoke_role(appliance, admin_session, "bob", "admin", "no longer an approver")
+    with pytest.raises(PermissionDenied, match="bob may not update.approve"):
+        authorize(appliance, bob, "update.approve", target_type="bundle", target_id="b@1")
+    assert bob.roles == ("ml",)
+    assert events(appliance, "access.denied")[-1]["details"]["permission"] == "update.approve"
+    # Lowering one's own privilege takes effect in the session that did it.
+    make_user(["security"], username="sec")
+    users.revoke_role(appliance, admin_session, ADMIN, "security", "separation of duties")
+    with pytest.raises(PermissionDenied):
+        users.unlock(appliance, admin_session, "bob", "x")
+    assert "security" not in admin_session.roles
+
+
+def test_11_10d_a_disabled_account_ends_its_open_session(appliance, admin_session,
+                                                         make_user) -> None:
+    ivan = make_user(["it"], username="ivan")
+    users.disable_user(appliance, admin_session, "ivan", "left")
+    with pytest.raises(SessionExpired, match="session ended: the account is disabled"):
+        authorize(appliance, ivan, "update.install", target_type="bundle", target_id="b@1")
+    assert ivan.ended
+    users.enable_user(appliance, admin_session, "ivan", "returned")
+    with pytest.raises(SessionExpired, match="session has ended"):  # a new login is needed
+        authorize(appliance, ivan, "update.install")
+    ended = events(appliance, "auth.session_ended")
+    assert [(e["target"]["id"], e["outcome"], e["details"]["reason"]) for e in ended] == [
+        ("ivan", "denied", "the account is disabled")]
+
+
 # --- 11.10(i): training before the admin role -----------------------------------------------
 
 def test_11_10i_admin_role_requires_recorded_training(appliance, admin_session,
