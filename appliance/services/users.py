@@ -106,13 +106,19 @@ def _manage(app: Appliance, session: Session, username: str, *,
     Refusals are recorded like any denial."""
     actor = authorize(app, session, "users.manage", target_type="user", target_id=username)
     user = _existing(app, username)
-    if user.username == session.username and not may_be_own:
-        record_denial(app, session, "user", user.username,
+    if not may_be_own:
+        _not_own(app, session, user.username)
+    return actor, user
+
+
+def _not_own(app: Appliance, session: Session, username: str) -> None:
+    """Refuse, recorded, an officer's action on their own account."""
+    if username == session.username:
+        record_denial(app, session, "user", username,
                       {"permission": "users.manage", "rule": "not on one's own account"})
         raise PermissionDenied(f"{session.username} may not manage their own account",
                                "ask another security officer; change your own password "
                                "with `appliance users passwd`")
-    return actor, user
 
 
 def _keep_one(app: Appliance, username: str, losing: set[str]) -> None:
@@ -175,8 +181,12 @@ def reset_password(app: Appliance, session: Session, username: str,
 
 
 def unlock(app: Appliance, session: Session, username: str, reason: str) -> None:
+    """Clear a lockout (11.300(d)). Never one's own: an officer locked out by wrong signature
+    passwords could otherwise go on guessing from an open session without limit. Works for
+    any typed name, since failures are counted by the name typed."""
     name = username.strip().lower()
     actor = authorize(app, session, "users.manage", target_type="user", target_id=name)
+    _not_own(app, session, name)
     reason = _reason(reason)
     with app.transaction() as conn:
         n = conn.execute("DELETE FROM login_failures WHERE username = ?", (name,)).rowcount

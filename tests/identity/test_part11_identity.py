@@ -154,6 +154,23 @@ def test_11_300d_lockout_expires_or_is_cleared_by_security(appliance, admin_sess
     assert auth.login(appliance, "ike", PASSWORD).username == "ike"
 
 
+def test_11_300d_an_officer_cannot_unlock_their_own_account(appliance, admin_session,
+                                                             make_user) -> None:
+    """Else wrong signature passwords could be tried without limit from an open session."""
+    for _ in range(5):
+        with pytest.raises(AuthenticationFailed):
+            users.review_access(appliance, admin_session, req(username=ADMIN, password="x" * 12))
+    with pytest.raises(PermissionDenied, match="alice may not manage their own account"):
+        users.unlock(appliance, admin_session, ADMIN, "oops")
+    assert auth.locked_until(appliance, ADMIN, appliance.clock.now()) is not None
+    denied = events(appliance, "access.denied")[-1]
+    assert (denied["target"]["id"], denied["details"]["rule"]) == (ADMIN, "not on one's own account")
+    assert events(appliance, "user.unlock") == []
+    make_user(["security"], username="sec")  # another officer may
+    users.unlock(appliance, auth.login(appliance, "sec", PASSWORD), ADMIN, "confirmed in person")
+    assert auth.locked_until(appliance, ADMIN, appliance.clock.now()) is None
+
+
 def test_11_300d_failures_spread_beyond_the_window_do_not_lock(appliance, clock,
                                                                make_user) -> None:
     make_user(["it"], username="ina")
