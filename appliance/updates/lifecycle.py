@@ -142,17 +142,26 @@ def get_bundle(conn: sqlite3.Connection, bundle_id: int) -> BundleRecord:
 _HEX = re.compile(r"^[0-9a-f]{8,64}$")
 
 
+def _stored_int(text: str) -> int | None:
+    """ASCII digits that SQLite can hold (a larger number names no bundle: SQLite would
+    raise OverflowError on it, and int() refuses other scripts' digits)."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:
+        return None
+    number = int(text)
+    return number if number < 2**63 else None
+
+
 def find_bundle(conn: sqlite3.Connection, ref: str) -> BundleRecord:
     """A bundle by `name@version`, numeric id, or a digest prefix of 8 or more hex digits."""
     ref = (ref or "").strip()
     rows: list[tuple] = []
     if "@" in ref:
         name, _, version = ref.rpartition("@")
-        if version.isdigit():
+        if (number := _stored_int(version)) is not None:
             rows = conn.execute(f"SELECT {_COLS} FROM bundles WHERE name = ? AND version = ?",
-                                (name, int(version))).fetchall()
-    elif ref.isdigit():
-        rows = conn.execute(f"SELECT {_COLS} FROM bundles WHERE id = ?", (int(ref),)).fetchall()
+                                (name, number)).fetchall()
+    elif (number := _stored_int(ref)) is not None:
+        rows = conn.execute(f"SELECT {_COLS} FROM bundles WHERE id = ?", (number,)).fetchall()
     if not rows and _HEX.match(ref.lower()):
         rows = conn.execute(f"SELECT {_COLS} FROM bundles WHERE digest LIKE ?",
                             (ref.lower() + "%",)).fetchall()

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from appliance.errors import UpdateRefused
+from appliance.errors import InvalidInput, UpdateRefused
 from appliance.services import updates
 from appliance.updates.lifecycle import TRANSITIONS, State, find_bundle, move
 from tests.updates.kit import h100
@@ -104,6 +104,16 @@ def test_missing_evidence_fails_when_required(app, admin_session, security, itop
     assert not result.passed
     assert result.reasons == ["the bundle carries no evaluation evidence, and the gates "
                               "require it"]
+
+
+def test_a_number_too_large_for_sqlite_names_no_bundle(app, security, itop, media) -> None:
+    from tests.updates.kit import trust_and_import
+    [ref] = trust_and_import(app, security, itop, media, 1)
+    assert find_bundle(app.conn, "1").ref == ref
+    for typed in ("99999999999999999999999", "demo-clinical@99999999999999999999",
+                  "demo-clinical@9223372036854775808", "demo-clinical@\u00b2"):
+        with pytest.raises(InvalidInput, match="no bundle"):
+            find_bundle(app.conn, typed)
 
 
 def test_out_of_order_steps_are_refused_and_recorded(app, admin_session, security, itop,
