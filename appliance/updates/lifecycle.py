@@ -174,6 +174,15 @@ def find_bundle(conn: sqlite3.Connection, ref: str) -> BundleRecord:
     return _record(conn, rows[0])
 
 
+def state_named(text: str) -> State:
+    """A lifecycle state as typed (any case), or a one-line error listing the states."""
+    try:
+        return State(text.strip().upper())
+    except ValueError:
+        raise InvalidInput(f"unknown state {text!r}",
+                           f"choose from {', '.join(State)}") from None
+
+
 def all_bundles(conn: sqlite3.Connection, state: str | None = None) -> list[BundleRecord]:
     sql, args = f"SELECT {_COLS} FROM bundles", []
     if state:
