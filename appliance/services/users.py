@@ -52,6 +52,11 @@ def _check_roles(app: Appliance, username: str, roles: list[str]) -> None:
     if unknown or not roles:
         raise InvalidInput(f"unknown or missing roles: {unknown or 'none given'}",
                            f"choose from {', '.join(ROLES)}")
+    if len(set(roles)) != len(roles):
+        # A role stored twice would let revoking it once leave an account with no role.
+        twice = sorted({r for r in roles if roles.count(r) > 1})
+        raise InvalidInput(f"a role given more than once: {', '.join(twice)}",
+                           "name each role once")
     for role in sorted(set(roles) & TRAINING_REQUIRED):
         if not has_training(app.conn, username, role):
             raise InvalidInput(f"{username} has no recorded training for the {role} role",
@@ -153,7 +158,7 @@ def revoke_role(app: Appliance, session: Session, username: str, role: str,
     actor, user = _manage(app, session, username, may_be_own=True)
     if role not in user.roles:
         raise InvalidInput(f"{user.username} does not hold {role}", "nothing to do")
-    if len(user.roles) == 1:
+    if set(user.roles) == {role}:
         raise InvalidInput(f"{role} is {user.username}'s only role", "disable the account instead")
     _keep_one(app, user.username, {role})
     return _change(app, session, actor, user, "user.revoke_role", reason,

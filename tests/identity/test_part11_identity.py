@@ -320,6 +320,20 @@ def test_a_reason_or_printed_name_that_could_forge_a_line_is_refused(
     assert appliance.conn.execute("SELECT max(seq) FROM audit_events").fetchone()[0] == before
 
 
+def test_a_role_given_twice_is_refused_and_the_only_role_guard_holds(
+        appliance, admin_session) -> None:
+    with pytest.raises(InvalidInput, match="a role given more than once: ml"):
+        users.add_user(appliance, admin_session, "dup", "Dup", ["ml", "ml"], NEW_PW, "hire")
+    assert get_user(appliance.conn, "dup") is None
+    # An account stored with a doubled role (before this check) keeps its only role.
+    users.add_user(appliance, admin_session, "dup", "Dup", ["ml"], NEW_PW, "hire")
+    with appliance.transaction() as conn:
+        conn.execute("""UPDATE users SET roles = '["ml", "ml"]' WHERE username = 'dup'""")
+    with pytest.raises(InvalidInput, match="ml is dup's only role"):
+        users.revoke_role(appliance, admin_session, "dup", "ml", "x")
+    assert get_user(appliance.conn, "dup").roles == ("ml", "ml")
+
+
 def test_last_security_officer_cannot_be_removed(appliance, admin_session) -> None:
     with pytest.raises(InvalidInput, match="last active security officer"):
         users.revoke_role(appliance, admin_session, ADMIN, "security", "oops")
