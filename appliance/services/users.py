@@ -171,6 +171,15 @@ class TemporaryPassword:
     password: str
 
 
+def _real_passwords(user: User, n: int) -> tuple[str, ...]:
+    """The hashes of the user's last `n` own passwords. A temporary one (the stored account
+    must change it) was chosen by an officer, not the user, so it never takes a place in the
+    history: else a reset would push out the oldest real password the check should cover."""
+    own = user.password_history if user.must_change_password else (
+        user.password_hash, *user.password_history)
+    return own[:n]
+
+
 def reset_password(app: Appliance, session: Session, username: str,
                    reason: str) -> TemporaryPassword:
     """Loss management (11.300(b)): a temporary password that signs nothing until changed."""
@@ -178,7 +187,7 @@ def reset_password(app: Appliance, session: Session, username: str,
     temp = secrets.token_urlsafe(12)
     _change(app, session, actor, user, "user.reset_password", reason,
             password_hash=hash_password(temp, app.settings.password.scrypt_n),
-            password_history=(user.password_hash, *user.password_history),
+            password_history=_real_passwords(user, app.settings.password.history),
             password_changed_at=app.clock.iso(), must_change_password=True)
     with app.transaction() as conn:
         conn.execute("DELETE FROM login_failures WHERE username = ?", (user.username,))
@@ -211,9 +220,11 @@ def change_password(app: Appliance, session: Session, old_password: str,
                             app.clock.now())
         raise InvalidInput("the current password is wrong", "type your current password")
     policy = app.settings.password
-    check_new_password(new_password, user.username, policy,
-                       [user.password_hash, *user.password_history])
-    history = (user.password_hash, *user.password_history)[: policy.history]
+    history = _real_passwords(user, policy.history)
+    check_new_password(new_password, user.username, policy, list(history))
+    if user.must_change_password and check_password(new_password, user.password_hash):
+        raise InvalidInput("the new password is the temporary one",
+                           "choose a password of your own")
     with app.transaction() as conn:
         update_user(conn, user.username,
                     password_hash=hash_password(new_password, policy.scrypt_n),

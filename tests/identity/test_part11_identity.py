@@ -88,6 +88,25 @@ def test_11_300b_password_history_refuses_last_five(appliance, admin_session) ->
     users.change_password(appliance, admin_session, current, PASSWORD)  # 6 changes ago: allowed
 
 
+def test_11_300b_a_reset_keeps_the_history_at_the_last_five_own_passwords(
+        appliance, admin_session, make_user) -> None:
+    session = make_user(["it"], username="ivo")
+    current = PASSWORD
+    for i in range(1, 6):
+        users.change_password(appliance, session, current, f"rotation password {i:02d}")
+        current = f"rotation password {i:02d}"
+    users.reset_password(appliance, admin_session, "ivo", "forgot it")
+    temp = users.reset_password(appliance, admin_session, "ivo", "lost the first slip").password
+    session = auth.login(appliance, "ivo", temp)
+    with pytest.raises(InvalidInput, match="last 5"):  # the oldest of the five
+        users.change_password(appliance, session, temp, "rotation password 01")
+    with pytest.raises(InvalidInput, match="the new password is the temporary one"):
+        users.change_password(appliance, session, temp, temp)
+    users.change_password(appliance, session, temp, PASSWORD)  # 6 passwords ago: allowed
+    history = get_user(appliance.conn, "ivo").password_history
+    assert len(history) == 5 and not any(check_password(temp, h) for h in history)
+
+
 def test_11_300b_expired_password_forces_change(appliance, clock) -> None:
     appliance.settings = appliance.settings.__class__.from_dict(
         {**appliance.settings.to_dict(), "password": {"scrypt_n": 2**10, "max_age_days": 90}})
