@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from appliance.audit import query
 from appliance.audit.events import Actor, Event
 from appliance.audit.query import EventFilter
+from appliance.clock import format_ts
 from appliance.context import Appliance
-from appliance.errors import InvalidInput, PermissionDenied
+from appliance.errors import AccountLocked, InvalidInput, PermissionDenied
 from appliance.identity.passwords import check_password, hash_password
 from appliance.identity.policy import check_new_password
 from appliance.identity.roles import ROLES, SEPARATED, TRAINING_REQUIRED
@@ -215,9 +216,20 @@ def change_password(app: Appliance, session: Session, old_password: str,
     actor = authorize(app, session, "password.change", target_type="user",
                       target_id=session.username)
     user = _existing(app, session.username)
+    now = app.clock.now()
+    # A locked account checks no password here either: an open session must not be a way
+    # to go on guessing (11.300(d)). Wrong old passwords count toward the lockout.
+    until = auth.locked_until(app, user.username, now)
+    if until is not None:
+        with app.transaction():
+            app.trail.append(Event(
+                action="user.password_change", actor=actor, target_type="user",
+                target_id=user.username, outcome="failure", details={"reason": "account locked"},
+                terminal=session.terminal))
+        raise AccountLocked(f"too many failed attempts: locked until {format_ts(until)}")
     if not check_password(old_password, user.password_hash):
         auth.record_failure(app, user.username, "user.password_change", "wrong old password",
-                            app.clock.now())
+                            now)
         raise InvalidInput("the current password is wrong", "type your current password")
     policy = app.settings.password
     history = _real_passwords(user, policy.history)

@@ -190,6 +190,24 @@ def test_11_300d_an_officer_cannot_unlock_their_own_account(appliance, admin_ses
     assert auth.locked_until(appliance, ADMIN, appliance.clock.now()) is None
 
 
+def test_11_300d_a_locked_account_cannot_change_its_password(appliance, make_user) -> None:
+    """Guessing the old password from an open session locks like login, and the right one
+    does nothing while locked."""
+    session = make_user(["it"], username="ida")
+    for _ in range(4):
+        with pytest.raises(InvalidInput, match="current password is wrong"):
+            users.change_password(appliance, session, "wrong password!!", NEW_PW)
+    with pytest.raises(AccountLocked):
+        users.change_password(appliance, session, "wrong password!!", NEW_PW)
+    with pytest.raises(AccountLocked, match="locked until"):
+        users.change_password(appliance, session, PASSWORD, NEW_PW)
+    assert check_password(PASSWORD, get_user(appliance.conn, "ida").password_hash)
+    tried = [(e["outcome"], e["details"]["reason"])
+             for e in events(appliance, "user.password_change")]
+    assert tried == [("failure", "wrong old password")] * 5 + [("failure", "account locked")]
+    assert [e["target"]["id"] for e in events(appliance, "auth.lockout")] == ["ida"]
+
+
 def test_11_300d_failures_spread_beyond_the_window_do_not_lock(appliance, clock,
                                                                make_user) -> None:
     make_user(["it"], username="ina")
