@@ -66,8 +66,9 @@ def list_(ctx: typer.Context, state: Annotated[str | None, typer.Option(
 
     with open_app(ctx) as appl:
         rows = updates.list_updates(appl, login(ctx, appl, user, password_stdin), state)
+    empty = f"no bundles in state {state.strip().upper()}" if state else "no bundles imported"
     lines = [f"{r['ref']:<28} {r['state']:<17} {r['publisher']:<20} {r['digest'][:12]}  "
-             f"imported by {r['imported_by']}" for r in rows] or ["no bundles imported"]
+             f"imported by {r['imported_by']}" for r in rows] or [empty]
     emit(rows, as_json, "\n".join(lines))
 
 

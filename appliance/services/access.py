@@ -1,7 +1,9 @@
 """Permission checks in the service layer; every denial is itself an audit event.
 
-Also where sessions end: an idle session expires (11.300), and a session that must change
-its password may do nothing else (a temporary or expired password signs nothing).
+Also where sessions end: an idle session expires (11.300), a session whose account was
+disabled ends at its next action, and a session that must change its password may do
+nothing else (a temporary or expired password signs nothing). Permissions come from the
+account as stored now, never from the roles it had at login (11.10(d), (g)).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from appliance.context import Appliance
 from appliance.errors import PasswordChangeRequired, PermissionDenied, SessionExpired
 from appliance.identity.roles import granting_role, roles_for
 from appliance.identity.session import Session
+from appliance.identity.users import get_user
 
 
 def check_session(app: Appliance, session: Session) -> None:
@@ -34,10 +37,29 @@ def check_session(app: Appliance, session: Session) -> None:
     session.last_activity = now
 
 
+def refresh_roles(app: Appliance, session: Session) -> None:
+    """Take the roles from the stored account (one lookup by key), so a role revoked or an
+    account disabled while a console stays open counts at once. A disabled or missing
+    account ends the session, recorded."""
+    user = get_user(app.conn, session.username)
+    if user is not None and user.active:
+        session.roles = user.roles
+        return
+    session.ended = True
+    why = "the account is disabled" if user is not None else "the account no longer exists"
+    with app.transaction():
+        app.trail.append(Event(
+            action="auth.session_ended", actor=session.actor(",".join(session.roles)),
+            target_type="user", target_id=session.username, terminal=session.terminal,
+            outcome="denied", details={"session": session.id, "reason": why}))
+    raise SessionExpired(f"session ended: {why}", "ask a security officer")
+
+
 def authorize(app: Appliance, session: Session, permission: str, *, target_type: str = "",
               target_id: str = "") -> Actor:
     """Return the actor (with the granting role) or record the denial and raise."""
     check_session(app, session)
+    refresh_roles(app, session)
     if session.must_change_password and permission != "password.change":
         raise PasswordChangeRequired("your password must be changed before anything else")
     role = granting_role(session.roles, permission)

@@ -54,6 +54,7 @@ from appliance.updates.lifecycle import (
     move,
     refuse,
     require,
+    state_named,
     transition,
 )
 from appliance.updates.recovery import consistency, describe, recover, recover_locked
@@ -69,9 +70,12 @@ def _startup(app: Appliance, session: Session, edges: Edges | None = None) -> No
 
 def list_updates(app: Appliance, session: Session, state: str | None = None
                  ) -> list[dict[str, Any]]:
+    """Bundles newest first, only those in `state` if given (an unknown state is refused,
+    not answered with an empty list that reads as "nothing imported")."""
     authorize(app, session, "update.view", target_type="bundle", target_id="*")
+    wanted = None if state is None else state_named(state)
     _startup(app, session)
-    return [b.summary() for b in all_bundles(app.conn, state)]
+    return [b.summary() for b in all_bundles(app.conn, wanted)]
 
 
 # --- automatic checks: IMPORTED -> VERIFIED -> EVALUATED -> PENDING_APPROVAL ---------------

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from appliance.audit import query
 from appliance.audit.events import Actor, Event
 from appliance.audit.query import EventFilter
+from appliance.clock import format_ts
 from appliance.context import Appliance
-from appliance.errors import InvalidInput, PermissionDenied
+from appliance.errors import AccountLocked, InvalidInput, PermissionDenied
 from appliance.identity.passwords import check_password, hash_password
 from appliance.identity.policy import check_new_password
 from appliance.identity.roles import ROLES, SEPARATED, TRAINING_REQUIRED
@@ -52,6 +53,11 @@ def _check_roles(app: Appliance, username: str, roles: list[str]) -> None:
     if unknown or not roles:
         raise InvalidInput(f"unknown or missing roles: {unknown or 'none given'}",
                            f"choose from {', '.join(ROLES)}")
+    if len(set(roles)) != len(roles):
+        # A role stored twice would let revoking it once leave an account with no role.
+        twice = sorted({r for r in roles if roles.count(r) > 1})
+        raise InvalidInput(f"a role given more than once: {', '.join(twice)}",
+                           "name each role once")
     for role in sorted(set(roles) & TRAINING_REQUIRED):
         if not has_training(app.conn, username, role):
             raise InvalidInput(f"{username} has no recorded training for the {role} role",
@@ -106,13 +112,19 @@ def _manage(app: Appliance, session: Session, username: str, *,
     Refusals are recorded like any denial."""
     actor = authorize(app, session, "users.manage", target_type="user", target_id=username)
     user = _existing(app, username)
-    if user.username == session.username and not may_be_own:
-        record_denial(app, session, "user", user.username,
+    if not may_be_own:
+        _not_own(app, session, user.username)
+    return actor, user
+
+
+def _not_own(app: Appliance, session: Session, username: str) -> None:
+    """Refuse, recorded, an officer's action on their own account."""
+    if username == session.username:
+        record_denial(app, session, "user", username,
                       {"permission": "users.manage", "rule": "not on one's own account"})
         raise PermissionDenied(f"{session.username} may not manage their own account",
                                "ask another security officer; change your own password "
                                "with `appliance users passwd`")
-    return actor, user
 
 
 def _keep_one(app: Appliance, username: str, losing: set[str]) -> None:
@@ -147,7 +159,7 @@ def revoke_role(app: Appliance, session: Session, username: str, role: str,
     actor, user = _manage(app, session, username, may_be_own=True)
     if role not in user.roles:
         raise InvalidInput(f"{user.username} does not hold {role}", "nothing to do")
-    if len(user.roles) == 1:
+    if set(user.roles) == {role}:
         raise InvalidInput(f"{role} is {user.username}'s only role", "disable the account instead")
     _keep_one(app, user.username, {role})
     return _change(app, session, actor, user, "user.revoke_role", reason,
@@ -160,6 +172,15 @@ class TemporaryPassword:
     password: str
 
 
+def _real_passwords(user: User, n: int) -> tuple[str, ...]:
+    """The hashes of the user's last `n` own passwords. A temporary one (the stored account
+    must change it) was chosen by an officer, not the user, so it never takes a place in the
+    history: else a reset would push out the oldest real password the check should cover."""
+    own = user.password_history if user.must_change_password else (
+        user.password_hash, *user.password_history)
+    return own[:n]
+
+
 def reset_password(app: Appliance, session: Session, username: str,
                    reason: str) -> TemporaryPassword:
     """Loss management (11.300(b)): a temporary password that signs nothing until changed."""
@@ -167,7 +188,7 @@ def reset_password(app: Appliance, session: Session, username: str,
     temp = secrets.token_urlsafe(12)
     _change(app, session, actor, user, "user.reset_password", reason,
             password_hash=hash_password(temp, app.settings.password.scrypt_n),
-            password_history=(user.password_hash, *user.password_history),
+            password_history=_real_passwords(user, app.settings.password.history),
             password_changed_at=app.clock.iso(), must_change_password=True)
     with app.transaction() as conn:
         conn.execute("DELETE FROM login_failures WHERE username = ?", (user.username,))
@@ -175,8 +196,12 @@ def reset_password(app: Appliance, session: Session, username: str,
 
 
 def unlock(app: Appliance, session: Session, username: str, reason: str) -> None:
+    """Clear a lockout (11.300(d)). Never one's own: an officer locked out by wrong signature
+    passwords could otherwise go on guessing from an open session without limit. Works for
+    any typed name, since failures are counted by the name typed."""
     name = username.strip().lower()
     actor = authorize(app, session, "users.manage", target_type="user", target_id=name)
+    _not_own(app, session, name)
     reason = _reason(reason)
     with app.transaction() as conn:
         n = conn.execute("DELETE FROM login_failures WHERE username = ?", (name,)).rowcount
@@ -191,14 +216,27 @@ def change_password(app: Appliance, session: Session, old_password: str,
     actor = authorize(app, session, "password.change", target_type="user",
                       target_id=session.username)
     user = _existing(app, session.username)
+    now = app.clock.now()
+    # A locked account checks no password here either: an open session must not be a way
+    # to go on guessing (11.300(d)). Wrong old passwords count toward the lockout.
+    until = auth.locked_until(app, user.username, now)
+    if until is not None:
+        with app.transaction():
+            app.trail.append(Event(
+                action="user.password_change", actor=actor, target_type="user",
+                target_id=user.username, outcome="failure", details={"reason": "account locked"},
+                terminal=session.terminal))
+        raise AccountLocked(f"too many failed attempts: locked until {format_ts(until)}")
     if not check_password(old_password, user.password_hash):
         auth.record_failure(app, user.username, "user.password_change", "wrong old password",
-                            app.clock.now())
+                            now)
         raise InvalidInput("the current password is wrong", "type your current password")
     policy = app.settings.password
-    check_new_password(new_password, user.username, policy,
-                       [user.password_hash, *user.password_history])
-    history = (user.password_hash, *user.password_history)[: policy.history]
+    history = _real_passwords(user, policy.history)
+    check_new_password(new_password, user.username, policy, list(history))
+    if user.must_change_password and check_password(new_password, user.password_hash):
+        raise InvalidInput("the new password is the temporary one",
+                           "choose a password of your own")
     with app.transaction() as conn:
         update_user(conn, user.username,
                     password_hash=hash_password(new_password, policy.scrypt_n),

@@ -63,17 +63,27 @@ class EvidenceGate(Protocol):
         ...
 
 
+def _finite(value: object) -> bool:
+    """A number the gates can compare as a float: an integer too large for one (10**400)
+    is as invalid as inf, rather than an OverflowError that leaves the bundle unjudged."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _parse(raw: bytes, component: str) -> tuple[dict[str, Any] | None, str | None]:
     try:
         data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # also UnicodeDecodeError, and an integer of over 4300 digits
         return None, f"evidence {component}: {EVIDENCE_FILE} is not JSON ({exc})"
     if not isinstance(data, dict) or data.get("schema_version") != 1:
         return None, f"evidence {component}: {EVIDENCE_FILE} is not schema version 1"
     metrics = data.get("metrics")
     if not isinstance(metrics, dict) or not metrics or not all(
-            isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
-            and math.isfinite(v) for k, v in metrics.items()):
+            isinstance(k, str) and _finite(v) for k, v in metrics.items()):
         return None, f"evidence {component}: metrics must map names to finite numbers"
     if not isinstance(data.get("golden_set"), str):
         return None, f"evidence {component}: it does not name its golden set"

@@ -262,9 +262,10 @@ def activate(runner: Runner, entry: JournalEntry) -> list[str]:
         if entry.op == "install":
             app.conn.execute("UPDATE releases SET status = 'kept' WHERE status = 'current'")
         else:
-            # The release rolled back from is not a rollback target: remove it.
-            dropped = [r[0] for r in app.conn.execute(
-                "SELECT path FROM releases WHERE status = 'current'")]
+            # The release rolled back from is not a rollback target: remove it, recorded
+            # as prune records each removal (its directory goes after the commit).
+            dropped = app.conn.execute(
+                "SELECT bundle_id, path FROM releases WHERE status = 'current'").fetchall()
             app.conn.execute("UPDATE releases SET status = 'removed', removed_at = ? WHERE "
                              "status = 'current'", (now,))
         cur = app.conn.execute("UPDATE releases SET status = 'current', activated_at = ? "
@@ -288,12 +289,17 @@ def activate(runner: Runner, entry: JournalEntry) -> list[str]:
                 transition(app, previous, State.ROLLED_BACK, runner.actor, runner.terminal,
                            reason=f"rolled back to {bundle.ref}",
                            details={"journal": entry.id})
+        for dropped_bundle, path in dropped:
+            app.trail.append(bundle_event(
+                get_bundle(app.conn, dropped_bundle), "update.release_removed", runner.actor,
+                runner.terminal, reason=f"rolled back to {bundle.ref}; a release rolled back "
+                "from is not kept", details={"release": path, "journal": entry.id}))
         journal.close(app.conn, entry.id, "activated", now)
         runner.point("activate:before-commit")
     runner.point("activate:committed")
-    for path in dropped:
+    for _, path in dropped:
         runner.dirs.remove(path)
-    return dropped + prune(runner)
+    return [path for _, path in dropped] + prune(runner)
 
 
 def switch_back(runner: Runner, entry: JournalEntry, failures: str) -> None:

@@ -142,17 +142,26 @@ def get_bundle(conn: sqlite3.Connection, bundle_id: int) -> BundleRecord:
 _HEX = re.compile(r"^[0-9a-f]{8,64}$")
 
 
+def _stored_int(text: str) -> int | None:
+    """ASCII digits that SQLite can hold (a larger number names no bundle: SQLite would
+    raise OverflowError on it, and int() refuses other scripts' digits)."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:
+        return None
+    number = int(text)
+    return number if number < 2**63 else None
+
+
 def find_bundle(conn: sqlite3.Connection, ref: str) -> BundleRecord:
     """A bundle by `name@version`, numeric id, or a digest prefix of 8 or more hex digits."""
     ref = (ref or "").strip()
     rows: list[tuple] = []
     if "@" in ref:
         name, _, version = ref.rpartition("@")
-        if version.isdigit():
+        if (number := _stored_int(version)) is not None:
             rows = conn.execute(f"SELECT {_COLS} FROM bundles WHERE name = ? AND version = ?",
-                                (name, int(version))).fetchall()
-    elif ref.isdigit():
-        rows = conn.execute(f"SELECT {_COLS} FROM bundles WHERE id = ?", (int(ref),)).fetchall()
+                                (name, number)).fetchall()
+    elif (number := _stored_int(ref)) is not None:
+        rows = conn.execute(f"SELECT {_COLS} FROM bundles WHERE id = ?", (number,)).fetchall()
     if not rows and _HEX.match(ref.lower()):
         rows = conn.execute(f"SELECT {_COLS} FROM bundles WHERE digest LIKE ?",
                             (ref.lower() + "%",)).fetchall()
@@ -163,6 +172,15 @@ def find_bundle(conn: sqlite3.Connection, ref: str) -> BundleRecord:
                            "name it as NAME@VERSION, its id, or a digest prefix; see "
                            "`appliance update list`")
     return _record(conn, rows[0])
+
+
+def state_named(text: str) -> State:
+    """A lifecycle state as typed (any case), or a one-line error listing the states."""
+    try:
+        return State(text.strip().upper())
+    except ValueError:
+        raise InvalidInput(f"unknown state {text!r}",
+                           f"choose from {', '.join(State)}") from None
 
 
 def all_bundles(conn: sqlite3.Connection, state: str | None = None) -> list[BundleRecord]:

@@ -88,6 +88,25 @@ def test_11_300b_password_history_refuses_last_five(appliance, admin_session) ->
     users.change_password(appliance, admin_session, current, PASSWORD)  # 6 changes ago: allowed
 
 
+def test_11_300b_a_reset_keeps_the_history_at_the_last_five_own_passwords(
+        appliance, admin_session, make_user) -> None:
+    session = make_user(["it"], username="ivo")
+    current = PASSWORD
+    for i in range(1, 6):
+        users.change_password(appliance, session, current, f"rotation password {i:02d}")
+        current = f"rotation password {i:02d}"
+    users.reset_password(appliance, admin_session, "ivo", "forgot it")
+    temp = users.reset_password(appliance, admin_session, "ivo", "lost the first slip").password
+    session = auth.login(appliance, "ivo", temp)
+    with pytest.raises(InvalidInput, match="last 5"):  # the oldest of the five
+        users.change_password(appliance, session, temp, "rotation password 01")
+    with pytest.raises(InvalidInput, match="the new password is the temporary one"):
+        users.change_password(appliance, session, temp, temp)
+    users.change_password(appliance, session, temp, PASSWORD)  # 6 passwords ago: allowed
+    history = get_user(appliance.conn, "ivo").password_history
+    assert len(history) == 5 and not any(check_password(temp, h) for h in history)
+
+
 def test_11_300b_expired_password_forces_change(appliance, clock) -> None:
     appliance.settings = appliance.settings.__class__.from_dict(
         {**appliance.settings.to_dict(), "password": {"scrypt_n": 2**10, "max_age_days": 90}})
@@ -154,6 +173,41 @@ def test_11_300d_lockout_expires_or_is_cleared_by_security(appliance, admin_sess
     assert auth.login(appliance, "ike", PASSWORD).username == "ike"
 
 
+def test_11_300d_an_officer_cannot_unlock_their_own_account(appliance, admin_session,
+                                                             make_user) -> None:
+    """Else wrong signature passwords could be tried without limit from an open session."""
+    for _ in range(5):
+        with pytest.raises(AuthenticationFailed):
+            users.review_access(appliance, admin_session, req(username=ADMIN, password="x" * 12))
+    with pytest.raises(PermissionDenied, match="alice may not manage their own account"):
+        users.unlock(appliance, admin_session, ADMIN, "oops")
+    assert auth.locked_until(appliance, ADMIN, appliance.clock.now()) is not None
+    denied = events(appliance, "access.denied")[-1]
+    assert (denied["target"]["id"], denied["details"]["rule"]) == (ADMIN, "not on one's own account")
+    assert events(appliance, "user.unlock") == []
+    make_user(["security"], username="sec")  # another officer may
+    users.unlock(appliance, auth.login(appliance, "sec", PASSWORD), ADMIN, "confirmed in person")
+    assert auth.locked_until(appliance, ADMIN, appliance.clock.now()) is None
+
+
+def test_11_300d_a_locked_account_cannot_change_its_password(appliance, make_user) -> None:
+    """Guessing the old password from an open session locks like login, and the right one
+    does nothing while locked."""
+    session = make_user(["it"], username="ida")
+    for _ in range(4):
+        with pytest.raises(InvalidInput, match="current password is wrong"):
+            users.change_password(appliance, session, "wrong password!!", NEW_PW)
+    with pytest.raises(AccountLocked):
+        users.change_password(appliance, session, "wrong password!!", NEW_PW)
+    with pytest.raises(AccountLocked, match="locked until"):
+        users.change_password(appliance, session, PASSWORD, NEW_PW)
+    assert check_password(PASSWORD, get_user(appliance.conn, "ida").password_hash)
+    tried = [(e["outcome"], e["details"]["reason"])
+             for e in events(appliance, "user.password_change")]
+    assert tried == [("failure", "wrong old password")] * 5 + [("failure", "account locked")]
+    assert [e["target"]["id"] for e in events(appliance, "auth.lockout")] == ["ida"]
+
+
 def test_11_300d_failures_spread_beyond_the_window_do_not_lock(appliance, clock,
                                                                make_user) -> None:
     make_user(["it"], username="ina")
@@ -213,6 +267,38 @@ def test_11_10d_auditor_changes_nothing(appliance, make_user) -> None:
     assert get_user(appliance.conn, "zed") is None
 
 
+def test_11_10d_a_revoked_role_counts_at_once_in_an_open_session(appliance, admin_session,
+                                                                 make_user) -> None:
+    bob = make_user(["ml", "admin"], username="bob")
+    assert authorize(appliance, bob, "update.approve").role == "admin"
+    users.revoke_role(appliance, admin_session, "bob", "admin", "no longer an approver")
+    with pytest.raises(PermissionDenied, match="bob may not update.approve"):
+        authorize(appliance, bob, "update.approve", target_type="bundle", target_id="b@1")
+    assert bob.roles == ("ml",)
+    assert events(appliance, "access.denied")[-1]["details"]["permission"] == "update.approve"
+    # Lowering one's own privilege takes effect in the session that did it.
+    make_user(["security"], username="sec")
+    users.revoke_role(appliance, admin_session, ADMIN, "security", "separation of duties")
+    with pytest.raises(PermissionDenied):
+        users.unlock(appliance, admin_session, "bob", "x")
+    assert "security" not in admin_session.roles
+
+
+def test_11_10d_a_disabled_account_ends_its_open_session(appliance, admin_session,
+                                                         make_user) -> None:
+    ivan = make_user(["it"], username="ivan")
+    users.disable_user(appliance, admin_session, "ivan", "left")
+    with pytest.raises(SessionExpired, match="session ended: the account is disabled"):
+        authorize(appliance, ivan, "update.install", target_type="bundle", target_id="b@1")
+    assert ivan.ended
+    users.enable_user(appliance, admin_session, "ivan", "returned")
+    with pytest.raises(SessionExpired, match="session has ended"):  # a new login is needed
+        authorize(appliance, ivan, "update.install")
+    ended = events(appliance, "auth.session_ended")
+    assert [(e["target"]["id"], e["outcome"], e["details"]["reason"]) for e in ended] == [
+        ("ivan", "denied", "the account is disabled")]
+
+
 # --- 11.10(i): training before the admin role -----------------------------------------------
 
 def test_11_10i_admin_role_requires_recorded_training(appliance, admin_session,
@@ -269,6 +355,20 @@ def test_a_reason_or_printed_name_that_could_forge_a_line_is_refused(
         users.review_access(appliance, admin_session, req(reason="checked\u202e", ack=True,
                                                           username=ADMIN))
     assert appliance.conn.execute("SELECT max(seq) FROM audit_events").fetchone()[0] == before
+
+
+def test_a_role_given_twice_is_refused_and_the_only_role_guard_holds(
+        appliance, admin_session) -> None:
+    with pytest.raises(InvalidInput, match="a role given more than once: ml"):
+        users.add_user(appliance, admin_session, "dup", "Dup", ["ml", "ml"], NEW_PW, "hire")
+    assert get_user(appliance.conn, "dup") is None
+    # An account stored with a doubled role (before this check) keeps its only role.
+    users.add_user(appliance, admin_session, "dup", "Dup", ["ml"], NEW_PW, "hire")
+    with appliance.transaction() as conn:
+        conn.execute("""UPDATE users SET roles = '["ml", "ml"]' WHERE username = 'dup'""")
+    with pytest.raises(InvalidInput, match="ml is dup's only role"):
+        users.revoke_role(appliance, admin_session, "dup", "ml", "x")
+    assert get_user(appliance.conn, "dup").roles == ("ml", "ml")
 
 
 def test_last_security_officer_cannot_be_removed(appliance, admin_session) -> None:

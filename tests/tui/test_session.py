@@ -9,6 +9,7 @@ from appliance.context import Appliance
 from appliance.identity.session import Session
 from appliance.services import users
 from tests.conftest import ADMIN, PASSWORD
+from tests.tui.conftest import AUDITOR
 from tests.tui.pilot import audit_ready, dashboard_ready, fill, log_in, text_of, wait_for
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.export import ExportDialog
@@ -113,6 +114,25 @@ async def test_an_action_after_idle_time_is_refused_and_explained(make_console, 
         assert text_of(pilot, "#login-message") == (
             "session expired after 15 idle minutes; the verify did not run: log in again")
     assert actions_since(history, start) == ["auth.session_expired"]
+
+
+async def test_an_account_disabled_while_its_console_is_open_returns_to_login(
+        make_console, history: Appliance, admin_session: Session):
+    """11.10(d): the open console of a disabled account acts no more; it says why."""
+    app = make_console()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await log_in(pilot, AUDITOR, PASSWORD)
+        await dashboard_ready(pilot)
+        await pilot.press("a")
+        await audit_ready(pilot)
+        users.disable_user(history, admin_session, AUDITOR, "left the hospital")
+        start = read_head(history.conn).seq
+        await pilot.press("v")
+        await wait_for(pilot, lambda: isinstance(app.screen, LoginScreen))
+        assert text_of(pilot, "#login-message") == (
+            "session ended: the account is disabled; the verify did not run: log in again")
+        assert app.session is None
+    assert actions_since(history, start) == ["auth.session_ended"]
 
 
 async def test_updates_screen_after_idle_time_returns_to_login(make_console, clock,

@@ -88,3 +88,21 @@ def test_cli_reject_needs_a_signature_and_reason(home, imported) -> None:
     shown = json.loads(run(home, "show", ref1, "--json").stdout)
     assert shown["bundle"]["state"] == "REJECTED"
     assert shown["history"][-1]["signature"].startswith("rejected by Alice Adams")
+
+
+def test_cli_a_reference_or_state_that_names_nothing_is_one_line(home, appliance) -> None:
+    appliance.close()      # the CLI opens the appliance itself
+    for args in (("install", "99999999999999999999999"),
+                 ("check", "demo-clinical@99999999999999999999"),
+                 ("show", "demo-clinical@99999999999999999999")):
+        out = run(home, *args)
+        assert out.returncode == 2, out.stderr
+        assert out.stderr.startswith(f"error: no bundle {args[1]!r}")
+        assert out.stderr.count("\n") == 1, out.stderr
+    bogus = run(home, "list", "--state", "BOGUS")
+    assert bogus.returncode == 2 and bogus.stdout == ""
+    assert bogus.stderr == ("error: unknown state 'BOGUS' (choose from IMPORTED, VERIFIED, "
+                            "EVALUATED, PENDING_APPROVAL, APPROVED, INSTALLING, ACTIVE, "
+                            "REJECTED, ROLLED_BACK)\n")
+    empty = run(home, "list", "--state", "active")
+    assert empty.returncode == 0 and empty.stdout == "no bundles in state ACTIVE\n"

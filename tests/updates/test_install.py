@@ -125,6 +125,13 @@ def test_upgrade_keeps_the_previous_release_and_rolls_back_with_a_signature(
     assert find_bundle(app.conn, ref1).state == State.ACTIVE
     assert find_bundle(app.conn, ref2).state == State.ROLLED_BACK
     assert not (app.layout.releases / "demo-clinical/2").exists()
+    # The directory removed is recorded like a prune's, with the rollback's journal entry.
+    [removed] = events(app, "update.release_removed")
+    assert (removed["target"]["id"], removed["details"]["release"]) == (ref2,
+                                                                       "demo-clinical/2")
+    [rolled] = events(app, "update.rolled_back", ref2)
+    assert removed["details"]["journal"] == rolled["details"]["journal"]
+    assert removed["seq"] == rolled["seq"] + 1  # recorded in the rollback's transaction
     [signed] = [x for x in events(app, target=ref1) if x.get("signature")
                 and x["details"].get("op") == "rollback"]
     assert signed["signature"]["meaning"] == "approved"

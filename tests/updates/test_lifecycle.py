@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from appliance.errors import UpdateRefused
+from appliance.errors import InvalidInput, UpdateRefused
 from appliance.services import updates
 from appliance.updates.lifecycle import TRANSITIONS, State, find_bundle, move
 from tests.updates.kit import h100
@@ -104,6 +104,50 @@ def test_missing_evidence_fails_when_required(app, admin_session, security, itop
     assert not result.passed
     assert result.reasons == ["the bundle carries no evaluation evidence, and the gates "
                               "require it"]
+
+
+def test_a_number_too_large_for_sqlite_names_no_bundle(app, security, itop, media) -> None:
+    from tests.updates.kit import trust_and_import
+    [ref] = trust_and_import(app, security, itop, media, 1)
+    assert find_bundle(app.conn, "1").ref == ref
+    for typed in ("99999999999999999999999", "demo-clinical@99999999999999999999",
+                  "demo-clinical@9223372036854775808", "demo-clinical@\u00b2"):
+        with pytest.raises(InvalidInput, match="no bundle"):
+            find_bundle(app.conn, typed)
+
+
+@pytest.mark.parametrize("metric", ["1" + "0" * 400, "1" + "0" * 5000, "1e400"])
+def test_a_metric_no_float_can_hold_rejects_the_bundle(app, admin_session, security, itop,
+                                                       media, metric) -> None:
+    """A huge integer is invalid evidence like inf: recorded, rejected, never an
+    OverflowError that leaves the bundle in VERIFIED."""
+    from appliance.updates.evidence import EVIDENCE_FILE, CarriedEvidenceGate
+    from appliance.updates.lifecycle import State
+    from tests.updates.kit import trust_and_import
+    [ref] = trust_and_import(app, security, itop, media, 1)
+    evidence = next(c for c in find_bundle(app.conn, ref).components
+                    if c.kind == "evaluation_evidence")
+    sha = next(f[1] for f in evidence.files if f[0] == EVIDENCE_FILE)
+
+    class Restated:
+        """The real gate, reading the evidence as if the publisher had signed `metric`."""
+
+        name = "carried-evidence"
+
+        def evaluate(self, bundle, read):
+            def restate(digest: str, size: int) -> bytes:
+                raw = read(digest, size)
+                if digest != sha:
+                    return raw
+                assert b'"exact_match": 0.9' in raw
+                return raw.replace(b'"exact_match": 0.9', f'"exact_match": {metric}'.encode())
+            return CarriedEvidenceGate(app.settings.evaluation).evaluate(bundle, restate)
+
+    bundle = updates.check(app, admin_session, ref, gate=Restated())
+    assert bundle.state == State.REJECTED
+    assert bundle.state_reason.startswith("evidence tiny-evidence: ")
+    [failed] = events(app, "update.evaluation_failed", ref)
+    assert failed["outcome"] == "failure" and failed["reason"] == bundle.state_reason
 
 
 def test_out_of_order_steps_are_refused_and_recorded(app, admin_session, security, itop,
