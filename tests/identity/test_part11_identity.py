@@ -299,6 +299,21 @@ def test_11_10d_a_disabled_account_ends_its_open_session(appliance, admin_sessio
         ("ivan", "denied", "the account is disabled")]
 
 
+def test_11_300_a_password_reset_ends_the_sessions_opened_before_it(appliance, admin_session,
+                                                                    make_user) -> None:
+    """A reset means the password may be known to someone else, who may hold the session."""
+    ivan = make_user(["it"], username="ivan")
+    temp = users.reset_password(appliance, admin_session, "ivan", "phished").password
+    with pytest.raises(SessionExpired, match="session ended: the password was reset"):
+        authorize(appliance, ivan, "update.install", target_type="bundle", target_id="b@1")
+    assert [e["details"]["reason"] for e in events(appliance, "auth.session_ended")] == [
+        "the password was reset"]
+    # The owner logs in with the temporary password and may change it in that session.
+    fresh = auth.login(appliance, "ivan", temp)
+    users.change_password(appliance, fresh, temp, "a-passphrase-of-my-own-2026")
+    authorize(appliance, fresh, "update.install", target_type="bundle", target_id="b@1")
+
+
 # --- 11.10(i): training before the admin role -----------------------------------------------
 
 def test_11_10i_admin_role_requires_recorded_training(appliance, admin_session,
