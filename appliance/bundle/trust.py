@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -21,10 +21,12 @@ from appliance.bundle.model import LORA_ROLE, ROLE_KINDS, TOP_ROLES
 
 @dataclass(frozen=True)
 class TrustState:
-    """The current trusted metadata: newest root plus the newest of every other role."""
+    """The current trusted metadata: newest root plus the newest of every other role, and
+    every root version held (old root files on media are compared with them)."""
 
     root: bytes
     others: dict[str, bytes]      # role name -> bytes (timestamp, snapshot, targets, ...)
+    root_history: dict[int, bytes] = field(default_factory=dict)   # version -> bytes
 
     def root_md(self) -> Metadata[Root]:
         return Metadata[Root].from_bytes(self.root)
@@ -48,7 +50,9 @@ def current(conn: sqlite3.Connection) -> TrustState | None:
     ).fetchall()
     files = {role: bytes(body) for role, body in rows}
     root = files.pop("root", None)
-    return TrustState(root, files) if root is not None else None
+    if root is None:
+        return None
+    return TrustState(root, files, dict(root_history(conn)))
 
 
 def versions(conn: sqlite3.Connection) -> dict[str, int]:

@@ -538,6 +538,27 @@ def root_json_not_newest_root(e: Env):
 
 
 @case
+def old_root_file_garbage(e: Env):
+    """python-tuf never reads a root version the appliance already trusts; the copy on the
+    media is compared with the stored one instead of being carried along unread."""
+    m = e.copy("m")
+    (m / "metadata" / "1.root.json").write_bytes(b"this is not json at all")
+    return m, "metadata/1.root.json is not the root of version 1 that was verified"
+
+
+@case
+def old_root_file_edited_after_rotation(e: Env):
+    """Root v2 is walked in this run; the v1 on the media is compared with the stored v1."""
+    publish.set_role_keys(e.pub.repo, "root", [e.keys.public("root2"), e.keys.public("root3")],
+                          2)
+    e.pub.add("golden_set", "more-golden")
+    m = e.pub.release(e.tmp / "m", signers=(*SIGNERS, "root3"))
+    p = m / "metadata" / "1.root.json"
+    p.write_bytes(p.read_bytes().replace(b'"_type": "root"', b'"_type":  "root"', 1))
+    return m, "metadata/1.root.json is not the root of version 1 that was verified"
+
+
+@case
 def lora_base_model_not_installed(e: Env):
     d = e.tmp / "src" / "orphan"
     tiny_adapter(d)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+from tuf.api.metadata import Metadata
 
 from appliance.bundle import publish
+from appliance.bundle.keys import load_private, tuf_signer
 from appliance.bundle.store import ContentStore
 from appliance.bundle.trust import fingerprint
 from appliance.errors import ApplianceError, BundleRefused, InvalidInput, PermissionDenied
@@ -154,6 +157,29 @@ def test_root_rotation_by_threshold_of_old_and_new_keys(trusted, itop, vendor, k
     v3 = force_publish(vendor, tmp_path / "usb3", ("root1", "attacker", "targets", "online"))
     with pytest.raises(BundleRefused, match="root was signed by 0/2 keys"):
         media_service.import_bundle(trusted, itop, v3)
+
+
+def test_roots_older_than_the_first_trusted_one_must_chain_to_it(
+        appliance, security, itop, vendor, keys, tmp_path):
+    """An appliance whose first trusted root is v2 never held v1: the v1 on the media is
+    accepted as a link of the rotation chain (signed by its keys, which signed v2), and
+    anything else in its place is refused, naming the file."""
+    full_release(vendor, tmp_path / "usb1")
+    publish.set_role_keys(vendor.repo, "root", [keys.public("root2"), keys.public("root3")], 2)
+    vendor.add("golden_set", "golden-2")
+    media = vendor.release(tmp_path / "usb", signers=("root1", "root2", "root3", "targets",
+                                                      "online"))
+    trust_service.init_trust(appliance, security,
+                             (media / "metadata" / "2.root.json").read_bytes(), sign_req("sam"))
+    forged = Metadata.from_bytes((media / "metadata" / "1.root.json").read_bytes())
+    forged.signatures.clear()
+    forged.sign(tuf_signer(load_private(keys.private("attacker"))))
+    for bad in (b"[]", forged.to_bytes(publish.SERIALIZER)):
+        copy = shutil.copytree(media, tmp_path / f"bad-{len(bad)}")
+        (copy / "metadata" / "1.root.json").write_bytes(bad)
+        with pytest.raises(BundleRefused, match="metadata/1.root.json is not"):
+            media_service.import_bundle(appliance, itop, copy)
+    assert media_service.import_bundle(appliance, itop, media).state == "IMPORTED"
 
 
 def test_k_of_n_targets_signatures(appliance, security, itop, keys, tmp_path):
