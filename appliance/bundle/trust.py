@@ -64,11 +64,25 @@ def root_history(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:
         "SELECT version, body FROM trust_metadata WHERE role = 'root' ORDER BY version")]
 
 
+def conflict(conn: sqlite3.Connection, files: list[tuple[str, bytes]]) -> str | None:
+    """The first of `files` whose (role, version) is already trusted with other bytes, as
+    "role vN", or None. An import checks this while verifying, so such a release (a key
+    rotation that re-signs an old version, say) is refused, never half-stored."""
+    for role, body in files:
+        version = Metadata.from_bytes(body).signed.version
+        row = conn.execute("SELECT sha256 FROM trust_metadata WHERE role = ? AND version = ?",
+                           (role, version)).fetchone()
+        if row is not None and row[0] != hashlib.sha256(body).hexdigest():
+            return f"{role} v{version}"
+    return None
+
+
 def store(conn: sqlite3.Connection, files: list[tuple[str, bytes]], ts: str) -> list[str]:
     """Record newly trusted metadata inside the caller's transaction; returns what was new.
 
     A (role, version) already held with the same bytes is skipped; with other bytes it is
-    an error, because versions identify content once trusted.
+    an error, because versions identify content once trusted (callers refuse that earlier,
+    with `conflict`; this is the last guard).
     """
     added = []
     for role, body in files:

@@ -109,6 +109,10 @@ def _verify(app: Appliance, path: Path) -> tuple[Any, VerifiedBundle]:
     media = open_media(Path(path))
     bundle = verify_media(state, media, app.clock.now(), lambda d: _installed_base(app, d),
                           scratch=app.layout.root)
+    clash = trust.conflict(app.conn, list(bundle.trust_updates))
+    if clash is not None:
+        raise BundleRefused(f"{clash} is already trusted with other content",
+                            "the publisher must raise the version")
     return media, bundle
 
 

@@ -23,10 +23,11 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from model_signing._signing.sign_sigstore_pb import pae
+from tuf.api.metadata import Metadata
 
 from appliance.bundle import publish
 from appliance.bundle.components import PAYLOAD_TYPE, parse_statement, verify_key_signature
-from appliance.bundle.keys import load_private
+from appliance.bundle.keys import load_private, tuf_key, tuf_signer
 from appliance.bundle.store import ContentStore
 from appliance.context import Appliance
 from appliance.errors import BundleRefused
@@ -556,6 +557,27 @@ def old_root_file_edited_after_rotation(e: Env):
     p = m / "metadata" / "1.root.json"
     p.write_bytes(p.read_bytes().replace(b'"_type": "root"', b'"_type":  "root"', 1))
     return m, "metadata/1.root.json is not the root of version 1 that was verified"
+
+
+@case
+def rotated_key_resigns_trusted_timestamp_version(e: Env):
+    """Root v2 rotates the timestamp key and the vendor re-signs the same timestamp version
+    with it: a version the appliance trusts with other bytes. Refused while verifying (not
+    a database error at the final commit), so the refusal is recorded."""
+    e.imported(e.v1)
+    m = e.copy("m")
+    md = Metadata.from_bytes((m / "metadata" / "1.root.json").read_bytes())
+    md.signed.version = 2
+    for keyid in list(md.signed.roles["timestamp"].keyids):
+        md.signed.revoke_key(keyid, "timestamp")
+    md.signed.add_key(tuf_key(load_private(e.keys.private("p384")).public_key()), "timestamp")
+    md.signatures.clear()
+    for s in ("root1", "root2"):
+        md.sign(tuf_signer(load_private(e.keys.private(s))), append=True)
+    for name in ("2.root.json", "root.json"):
+        (m / "metadata" / name).write_bytes(md.to_bytes(publish.SERIALIZER))
+    resign(m, "timestamp", e.keys, ("p384",))
+    return m, "timestamp v1 is already trusted with other content"
 
 
 @case
