@@ -64,6 +64,26 @@ def trusted(appliance, security, first_media):
     return appliance
 
 
+@pytest.mark.parametrize("wrong", ["targets.json", "not json", "{}", "[]", "utf-16"])
+def test_trust_init_refuses_what_is_not_a_root_and_records_it(appliance, security,
+                                                              first_media, wrong):
+    """A wrong or malformed --root file is one recorded refusal, never a traceback."""
+    metadata = first_media / "metadata"
+    data = {"targets.json": (metadata / "targets.json").read_bytes(),
+            "utf-16": (metadata / "1.root.json").read_text().encode("utf-16")
+            }.get(wrong, wrong.encode())
+    with pytest.raises(BundleRefused) as err:
+        trust_service.init_trust(appliance, security, data, sign_req("sam"), "usb")
+    exc = err.value
+    assert "not TUF root metadata" in exc.message and exc.exit_code == 8
+    assert "\n" not in f"error: {exc.message} ({exc.hint})"
+    rows = appliance.conn.execute("SELECT body FROM audit_view WHERE action = 'trust.init'"
+                                  ).fetchall()
+    body = json.loads(rows[-1][0])
+    assert body["outcome"] == "failure" and body["reason"] == exc.message
+    assert appliance.conn.execute("SELECT COUNT(*) FROM trust_metadata").fetchone()[0] == 0
+
+
 def test_import_complete_bundle(trusted, itop, first_media):
     app = trusted
     result = media_service.import_bundle(app, itop, first_media)
