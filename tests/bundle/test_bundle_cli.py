@@ -5,8 +5,8 @@ trust init, trust show, media scan, media import; refusals exit non-zero in one 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,8 @@ from appliance.clock import Clock
 from tests.bundle.bundlekit import tiny_adapter, tiny_base
 from tests.conftest import PASSWORD, cli_env
 
-APPLIANCE = shutil.which("appliance") or str(Path(__file__).parents[2] / ".venv/bin/appliance")
+# The code under test, whichever checkout or worktree runs the tests (as tests/cli does).
+APPLIANCE = [sys.executable, "-m", "appliance"]
 
 
 @pytest.fixture
@@ -27,7 +28,7 @@ def clock() -> Clock:
 
 def run(home: Path, *args: str, user: str | None = None, stdin: str = "") -> subprocess.CompletedProcess:
     extra = ["--user", user, "--password-stdin"] if user else []
-    return subprocess.run([APPLIANCE, *args, *extra], input=(PASSWORD + "\n") if user else stdin,
+    return subprocess.run([*APPLIANCE, *args, *extra], input=(PASSWORD + "\n") if user else stdin,
                           capture_output=True, text=True, env=cli_env(home), timeout=120)
 
 
