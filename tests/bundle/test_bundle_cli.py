@@ -101,3 +101,13 @@ def test_import_refusal_is_one_line(tmp_path, appliance, make_user):
     r = run(home, "media", "import", str(tmp_path / "nothing"), user="ivan")
     assert r.returncode == 8
     assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1
+
+
+def test_scan_shows_media_text_escaped(tmp_path, appliance, make_user):
+    """A media folder name (like any text from media) cannot forge a line of the listing."""
+    make_user(["it"], "ivan")
+    media = tmp_path / "usb\nFORGED: clinical-notes v9 [new]"
+    (media / "metadata").mkdir(parents=True)
+    r = ok(run(appliance.layout.root, "media", "scan", "--path", str(media), user="ivan"))
+    assert "REFUSED" in r.stdout and "\\nFORGED" in r.stdout
+    assert not any(line.startswith("FORGED") for line in r.stdout.splitlines())

@@ -485,6 +485,21 @@ def malformed_json_description(e: Env):
 
 
 @case
+def description_publisher_with_newline(e: Env):
+    """A newline in the publisher would forge a line in `media scan`, `import` and `list`."""
+    m = e.copy("m")
+    set_description(m, e.keys, lambda d: d.update(publisher="Acme\nnotes v9 by Trusted"))
+    return m, "'publisher' contains a control character or line separator"
+
+
+@case
+def description_text_with_line_separator(e: Env):
+    m = e.copy("m")
+    set_description(m, e.keys, lambda d: d.update(description="update\u2028forged"))
+    return m, "'description' contains a control character or line separator"
+
+
+@case
 def unknown_description_schema_version(e: Env):
     m = e.copy("m")
     set_description(m, e.keys, lambda d: d.update(schema_version=2))

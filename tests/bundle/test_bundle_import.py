@@ -127,6 +127,8 @@ def test_adapter_update_copies_only_the_adapter(trusted, itop, vendor, first_med
     scan = media_service.scan(trusted, itop, [first_media], search_removable=False)
     assert (scan[0].status, scan[0].name, scan[0].version) == ("older", "demo-clinical", 1)
     assert "rollback" in scan[0].reason and scan[0].installed_version == 2
+    # Never verified now, so its free text (the publisher) is not shown as if it were.
+    assert scan[0].publisher == "" and "unverified" in scan[0].reason
 
 
 def test_progress_reaches_the_caller(trusted, itop, first_media):
@@ -331,3 +333,10 @@ def test_ctrl_c_during_copy_is_recorded_and_leaves_no_record(trusted, itop, firs
     assert versions == {"root": 1}
     # Running the import again completes it.
     assert media_service.import_bundle(trusted, itop, first_media).state == "IMPORTED"
+
+
+def test_publisher_tools_refuse_text_the_importer_would_refuse(tmp_path, keys, vendor):
+    with pytest.raises(InvalidInput, match="control character"):
+        publish.init_repo(tmp_path / "r", "notes", "Acme\nforged", [keys.public("root1")])
+    with pytest.raises(InvalidInput, match="control character"):
+        publish.set_release(vendor.repo, description="update\u2028forged")
