@@ -9,14 +9,19 @@ store only metadata that python-tuf verified.
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
+import stat
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from tuf.api.metadata import Metadata, Root, Targets
 
-from appliance.bundle.model import LORA_ROLE, ROLE_KINDS, TOP_ROLES
+from appliance.bundle.model import LORA_ROLE, MAX_ROOT, ROLE_KINDS, TOP_ROLES
+from appliance.errors import InvalidInput
+from appliance.text import shown
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,30 @@ class TrustState:
 
     def root_md(self) -> Metadata[Root]:
         return Metadata[Root].from_bytes(self.root)
+
+
+def read_root_file(path: Path) -> bytes:
+    """The bytes of a root file given to `trust init`: a regular file of at most the media
+    limit for root metadata. Opened without blocking and checked by its open descriptor,
+    so a FIFO or device cannot hang the command and a huge file is never read whole."""
+    hint = "pass --root with the root.json from the installer media"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {shown(str(path))}: {exc.strerror}", hint) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InvalidInput(f"{shown(str(path))} is not a regular file", hint)
+    with os.fdopen(fd, "rb") as f:
+        try:
+            data = f.read(MAX_ROOT + 1)
+        except OSError as exc:
+            raise InvalidInput(f"cannot read {shown(str(path))}: {exc.strerror}",
+                               hint) from None
+    if len(data) > MAX_ROOT:
+        raise InvalidInput(f"{shown(str(path))} is over the {MAX_ROOT}-byte limit for root "
+                           "metadata", hint)
+    return data
 
 
 def fingerprint(data: bytes) -> str:

@@ -111,3 +111,21 @@ def test_scan_shows_media_text_escaped(tmp_path, appliance, make_user):
     r = ok(run(appliance.layout.root, "media", "scan", "--path", str(media), user="ivan"))
     assert "REFUSED" in r.stdout and "\\nFORGED" in r.stdout
     assert not any(line.startswith("FORGED") for line in r.stdout.splitlines())
+
+
+def test_trust_init_reads_only_a_small_regular_file(tmp_path, appliance, make_user):
+    """A FIFO would hang the command and a huge file exhaust memory: both are refused in
+    one line before anything is read whole."""
+    import os
+    make_user(["security"], "sam")
+    fifo, big = tmp_path / "root.fifo", tmp_path / "big.json"
+    os.mkfifo(fifo)
+    big.write_bytes(b" " * (64 * 1024 + 1))
+    for path, expect in ((fifo, "is not a regular file"), (tmp_path, "is not a regular file"),
+                         (big, "over the 65536-byte limit")):
+        r = subprocess.run([*APPLIANCE, "trust", "init", "--root", str(path), "--user", "sam",
+                            "--password-stdin", "--expect-fingerprint", "00" * 32],
+                           input=PASSWORD + "\n", capture_output=True, text=True,
+                           env=cli_env(appliance.layout.root), timeout=30)
+        assert r.returncode == 2 and expect in r.stderr, r.stderr
+        assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1
