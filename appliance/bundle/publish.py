@@ -45,7 +45,7 @@ from appliance.bundle.repo import (
 )
 from appliance.durable import write_atomic
 from appliance.errors import BundleRefused, InvalidInput
-from appliance.text import one_line
+from appliance.text import one_line, shown
 
 
 def init_repo(directory: Path, name: str, publisher: str, root_keys: list[bytes],
@@ -129,7 +129,12 @@ def add_component(directory: Path, kind: str, path: Path, key: Path | None, *,
     files = _copy_tree(src, dest)
     try:
         if sigstore_signature is not None:
-            sig = Path(sigstore_signature).read_bytes()
+            try:
+                sig = Path(sigstore_signature).read_bytes()
+            except OSError as exc:
+                raise InvalidInput(f"cannot read {shown(str(sigstore_signature))}: "
+                                   f"{exc.strerror}", "pass --sigstore-signature with the "
+                                   "model signature file made by model signing") from None
             signer = Signer("sigstore", identity=identity, issuer=issuer)
             manifest = comp.parse_statement(comp.PAYLOAD_TYPE, _statement_of(sig), name)
         else:
