@@ -20,12 +20,19 @@ _UNSAFE = re.compile(f"[\x00-\x1f{_BEYOND_ASCII}]")
 _UNSAFE_BUT_NEWLINE = re.compile(f"[\x00-\x09\x0b-\x1f{_BEYOND_ASCII}]")
 
 
+def unsafe_character(value: str) -> str | None:
+    """The first character of `value` that `_UNSAFE` names, as its escape, or None: for
+    checks that refuse in their own terms (a bundle description from media)."""
+    found = _UNSAFE.search(value)
+    return ascii(found.group())[1:-1] if found else None
+
+
 def one_line(value: str, what: str) -> str:
     """`value` without surrounding blanks; refused if it holds a character `_UNSAFE` names."""
     value = value.strip()
-    found = _UNSAFE.search(value)
+    found = unsafe_character(value)
     if found:
-        raise InvalidInput(f"{what} contains a control character ({ascii(found.group())})",
+        raise InvalidInput(f"{what} contains a control character ('{found}')",
                            f"type {what} as one line of plain text")
     return value
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from appliance.errors import BundleRefused
+from appliance.text import unsafe_character
 
 SCHEMA_VERSION = 1
 
@@ -267,9 +268,17 @@ class BundleDescription:
         desc = d.get("description", "")
         if not isinstance(desc, str) or len(desc) > 2000:
             raise refuse(f"{what}: description must be a string of at most 2000 characters")
+        publisher, created = _str(d, "publisher", what), _str(d, "created", what)
+        # Shown in listings and kept in the audit trail: a newline could forge a line there.
+        for key, value in (("publisher", publisher), ("created", created),
+                           ("description", desc)):
+            found = unsafe_character(value)
+            if found:
+                raise refuse(f"{what}: {key!r} contains a control character or line "
+                             f"separator ('{found}')")
         return cls(name=_str(d, "name", what, NAME_RE), version=_int(d, "version", what, 1),
-                   publisher=_str(d, "publisher", what), created=_str(d, "created", what),
-                   components=tuple(refs), description=desc)
+                   publisher=publisher, created=created, components=tuple(refs),
+                   description=desc)
 
 
 def safe_relpath(path: str, what: str) -> str:

@@ -45,6 +45,7 @@ from appliance.bundle.repo import (
 )
 from appliance.durable import write_atomic
 from appliance.errors import BundleRefused, InvalidInput
+from appliance.text import one_line, shown
 
 
 def init_repo(directory: Path, name: str, publisher: str, root_keys: list[bytes],
@@ -58,9 +59,11 @@ def init_repo(directory: Path, name: str, publisher: str, root_keys: list[bytes]
     if repo.exists():
         raise InvalidInput(f"{directory} already holds a bundle repository",
                            "use it, or choose a new directory")
-    if not publisher.strip():
+    # One line, as the appliance requires of the bundle description it reads.
+    publisher = one_line(publisher, "the publisher name")
+    if not publisher:
         raise InvalidInput("the publisher name is empty", "pass --publisher")
-    cfg = RepoConfig(check_name(name, "bundle name"), publisher.strip(), {}, {})
+    cfg = RepoConfig(check_name(name, "bundle name"), publisher, {}, {})
     rk = [cfg.add_key(k, "root key") for k in root_keys]
     tk = [cfg.add_key(k, "targets key") for k in targets_keys] if targets_keys else rk
     ok = [cfg.add_key(k, "online key") for k in online_keys] if online_keys else tk
@@ -126,7 +129,12 @@ def add_component(directory: Path, kind: str, path: Path, key: Path | None, *,
     files = _copy_tree(src, dest)
     try:
         if sigstore_signature is not None:
-            sig = Path(sigstore_signature).read_bytes()
+            try:
+                sig = Path(sigstore_signature).read_bytes()
+            except OSError as exc:
+                raise InvalidInput(f"cannot read {shown(str(sigstore_signature))}: "
+                                   f"{exc.strerror}", "pass --sigstore-signature with the "
+                                   "model signature file made by model signing") from None
             signer = Signer("sigstore", identity=identity, issuer=issuer)
             manifest = comp.parse_statement(comp.PAYLOAD_TYPE, _statement_of(sig), name)
         else:
@@ -222,7 +230,7 @@ def set_release(directory: Path, version: int | None = None, description: str | 
                                f"{repo.config().last_version}", "versions only go up")
         spec.version = version
     if description is not None:
-        spec.description = description
+        spec.description = one_line(description, "the description")
     repo.save_release(spec)
     repo.drop_signatures()
 

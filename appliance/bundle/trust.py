@@ -9,25 +9,56 @@ store only metadata that python-tuf verified.
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
-from dataclasses import dataclass
+import stat
+from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from tuf.api.metadata import Metadata, Root, Targets
 
-from appliance.bundle.model import LORA_ROLE, ROLE_KINDS, TOP_ROLES
+from appliance.bundle.model import LORA_ROLE, MAX_ROOT, ROLE_KINDS, TOP_ROLES
+from appliance.errors import InvalidInput
+from appliance.text import shown
 
 
 @dataclass(frozen=True)
 class TrustState:
-    """The current trusted metadata: newest root plus the newest of every other role."""
+    """The current trusted metadata: newest root plus the newest of every other role, and
+    every root version held (old root files on media are compared with them)."""
 
     root: bytes
     others: dict[str, bytes]      # role name -> bytes (timestamp, snapshot, targets, ...)
+    root_history: dict[int, bytes] = field(default_factory=dict)   # version -> bytes
 
     def root_md(self) -> Metadata[Root]:
         return Metadata[Root].from_bytes(self.root)
+
+
+def read_root_file(path: Path) -> bytes:
+    """The bytes of a root file given to `trust init`: a regular file of at most the media
+    limit for root metadata. Opened without blocking and checked by its open descriptor,
+    so a FIFO or device cannot hang the command and a huge file is never read whole."""
+    hint = "pass --root with the root.json from the installer media"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {shown(str(path))}: {exc.strerror}", hint) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InvalidInput(f"{shown(str(path))} is not a regular file", hint)
+    with os.fdopen(fd, "rb") as f:
+        try:
+            data = f.read(MAX_ROOT + 1)
+        except OSError as exc:
+            raise InvalidInput(f"cannot read {shown(str(path))}: {exc.strerror}",
+                               hint) from None
+    if len(data) > MAX_ROOT:
+        raise InvalidInput(f"{shown(str(path))} is over the {MAX_ROOT}-byte limit for root "
+                           "metadata", hint)
+    return data
 
 
 def fingerprint(data: bytes) -> str:
@@ -48,7 +79,9 @@ def current(conn: sqlite3.Connection) -> TrustState | None:
     ).fetchall()
     files = {role: bytes(body) for role, body in rows}
     root = files.pop("root", None)
-    return TrustState(root, files) if root is not None else None
+    if root is None:
+        return None
+    return TrustState(root, files, dict(root_history(conn)))
 
 
 def versions(conn: sqlite3.Connection) -> dict[str, int]:
@@ -60,11 +93,25 @@ def root_history(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:
         "SELECT version, body FROM trust_metadata WHERE role = 'root' ORDER BY version")]
 
 
+def conflict(conn: sqlite3.Connection, files: list[tuple[str, bytes]]) -> str | None:
+    """The first of `files` whose (role, version) is already trusted with other bytes, as
+    "role vN", or None. An import checks this while verifying, so such a release (a key
+    rotation that re-signs an old version, say) is refused, never half-stored."""
+    for role, body in files:
+        version = Metadata.from_bytes(body).signed.version
+        row = conn.execute("SELECT sha256 FROM trust_metadata WHERE role = ? AND version = ?",
+                           (role, version)).fetchone()
+        if row is not None and row[0] != hashlib.sha256(body).hexdigest():
+            return f"{role} v{version}"
+    return None
+
+
 def store(conn: sqlite3.Connection, files: list[tuple[str, bytes]], ts: str) -> list[str]:
     """Record newly trusted metadata inside the caller's transaction; returns what was new.
 
     A (role, version) already held with the same bytes is skipped; with other bytes it is
-    an error, because versions identify content once trusted.
+    an error, because versions identify content once trusted (callers refuse that earlier,
+    with `conflict`; this is the last guard).
     """
     added = []
     for role, body in files:

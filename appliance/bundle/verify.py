@@ -158,18 +158,19 @@ def verify_media(trusted: TrustState, media: MediaSource, now: datetime,
             raise _tuf_refusal(exc) from None
         except (ValueError, TypeError, KeyError) as exc:
             raise refuse(f"metadata refused: {' '.join(str(exc).split())[:200]}") from None
-        v = _Verification(updater, media, listing, tmpdir)
+        v = _Verification(updater, media, listing, tmpdir, trusted.root_history)
         bundle = v.run(installed_base)
     return bundle
 
 
 class _Verification:
     def __init__(self, updater: Updater, media: MediaSource, listing: dict[str, int],
-                 tmpdir: Path) -> None:
+                 tmpdir: Path, stored_roots: dict[int, bytes]) -> None:
         self.updater = updater
         self.media = media
         self.listing = listing
         self.tmpdir = tmpdir
+        self.stored_roots = stored_roots
         self.expected: set[str] = set()
 
     def target(self, path: str, max_size: int) -> tuple[TargetFile, bytes]:
@@ -328,6 +329,7 @@ class _Verification:
             raise refuse(f"{root_json} is not the newest signed root")
         # Role metadata on the media must be exactly what was verified (python-tuf skips a
         # file whose version it already trusts, and never loads a role it does not need).
+        self.check_old_roots(root_version)
         for rel in sorted(m for m in allowed_meta if m in self.listing):
             name = rel.rsplit("/", 1)[-1]
             if name.endswith("root.json"):
@@ -346,6 +348,49 @@ class _Verification:
             raise refuse(f"extra file {extra[0]} is not in any signed manifest")
         if missing:
             raise refuse(f"missing file {missing[0]}")
+
+    def check_old_roots(self, newest: int) -> None:
+        """Each `N.root.json` on the media is the root of version N that was verified:
+        walked by python-tuf in this run, or held by the appliance from earlier (python-tuf
+        never reads those again). Versions from before the appliance's first trusted root
+        must chain to it: signed by their own keys, and their keys signed the next version."""
+        known = {**self.stored_roots}
+        for p in (self.tmpdir / "root_history").glob("*.root.json"):
+            known[int(p.name.split(".")[0])] = p.read_bytes()
+        later_md: Metadata[Root] | None = None
+        for version in range(newest, 0, -1):
+            rel = f"{METADATA_DIR}/{version}.root.json"
+            on_media = (self.media.read_bytes(rel, MAX_ROOT) if rel in self.listing
+                        else None)
+            if version in known:
+                if on_media is not None and on_media != known[version]:
+                    raise refuse(f"{rel} is not the root of version {version} that was "
+                                 "verified")
+                later_md = Metadata[Root].from_bytes(known[version])
+                continue
+            if on_media is None:
+                later_md = None         # a gap: nothing older can be chained
+                continue
+            later_md = self._chained_root(rel, version, on_media, later_md)
+
+    def _chained_root(self, rel: str, version: int, data: bytes,
+                      later_md: Metadata[Root] | None) -> Metadata[Root]:
+        """An old root the appliance never held, accepted only as a link of the chain that
+        leads to the first root it trusts."""
+        try:
+            md = Metadata.from_bytes(data)
+        except (tuf_exc.RepositoryError, ValueError, TypeError, KeyError):
+            raise refuse(f"{rel} is not TUF root metadata") from None
+        if not isinstance(md.signed, Root) or md.signed.version != version:
+            raise refuse(f"{rel} is not root metadata of version {version}")
+        if later_md is None:
+            raise refuse(f"{rel} cannot be checked: root version {version + 1} is missing")
+        try:
+            md.signed.verify_delegate("root", md.signed_bytes, md.signatures)
+            md.signed.verify_delegate("root", later_md.signed_bytes, later_md.signatures)
+        except tuf_exc.UnsignedMetadataError:
+            raise refuse(f"{rel} is not a root of the verified rotation chain") from None
+        return md
 
     def trust_updates(self) -> tuple[tuple[str, bytes], ...]:
         out = [("root", p.read_bytes()) for p in

@@ -16,6 +16,7 @@ from appliance.cli.common import (
     login,
     open_app,
 )
+from appliance.text import shown
 
 app = typer.Typer(help="Bundles on removable media: scan and import; reclaim the store's disk.",
                   no_args_is_help=True)
@@ -45,15 +46,21 @@ def scan(
     with open_app(ctx) as appl:
         session = login(ctx, appl, user, password_stdin)
         entries = media.scan(appl, session, path)
+    # Paths, names and reasons come from media: each is shown on its own line, escaped.
     lines = [] if entries else ["No bundles found on removable media or the given paths."]
     for e in entries:
+        where = shown(e.path)
         if e.status == "refused" or not e.name:
-            lines.append(f"{e.path}: {e.status.upper()}: {e.reason}")
+            lines.append(f"{where}: {e.status.upper()}: {shown(e.reason)}")
             continue
         installed = f", installed v{e.installed_version}" if e.installed_version else ""
-        lines.append(f"{e.path}: {e.name} v{e.version} by {e.publisher}, {_size(e.size)} "
-                     f"[{e.status}{installed}]")
-        lines += [f"    {c['kind']:<20} {c['name']:<28} {_size(c['size'])}"
+        if e.status == "older":
+            lines.append(f"{where}: {shown(e.name)} v{e.version} (unverified) "
+                         f"[older{installed}]: {shown(e.reason)}")
+            continue
+        lines.append(f"{where}: {shown(e.name)} v{e.version} by {shown(e.publisher)}, "
+                     f"{_size(e.size)} [{e.status}{installed}]")
+        lines += [f"    {c['kind']:<20} {shown(c['name']):<28} {_size(c['size'])}"
                   for c in e.components]
     emit([e.to_dict() for e in entries], as_json, "\n".join(lines))
 
@@ -97,7 +104,7 @@ def import_(
     d = result.to_dict()
     what = "already imported" if result.already_imported else result.state
     emit(d, as_json,
-         f"{result.name} v{result.version} by {result.publisher}: {what}\n"
+         f"{shown(result.name)} v{result.version} by {shown(result.publisher)}: {what}\n"
          f"  digest {result.digest}\n"
          f"  copied {_size(result.copied_bytes)} ({result.files_copied} files), "
          f"already present {_size(result.skipped_bytes)} ({result.files_skipped} files), "
@@ -118,8 +125,9 @@ def list_(
         session = login(ctx, appl, user, password_stdin)
         rows = media.bundles(appl, session)
     emit(rows, as_json, "\n".join(
-        f"{r['id']:>4}  {r['name']} v{r['version']}  {r['state']:<10} {r['publisher']}  "
-        f"{r['imported_at']} by {r['imported_by']}" for r in rows) or "No bundles imported.")
+        f"{r['id']:>4}  {shown(r['name'])} v{r['version']}  {r['state']:<10} "
+        f"{shown(r['publisher'])}  {r['imported_at']} by {shown(r['imported_by'])}"
+        for r in rows) or "No bundles imported.")
 
 
 @app.command("reclaim")

@@ -58,17 +58,14 @@ def init(
     as_json: JsonOpt = False,
 ) -> None:
     """Trust a first root (security officer, signed); prints its fingerprint to compare."""
-    from appliance.bundle.trust import fingerprint
+    from appliance.bundle.trust import fingerprint, read_root_file
     from appliance.services import auth
     from appliance.services import trust as trust_service
     from appliance.services.signing import SignatureRequest
 
     if not user:
         raise InvalidInput("this command is signed by a person", "pass --user NAME")
-    try:
-        data = root.read_bytes()
-    except OSError as exc:
-        raise InvalidInput(f"cannot read {root}: {exc.strerror}", "pass --root FILE") from None
+    data = read_root_file(root)
     fp = fingerprint(data)
     if expect_fingerprint is None:
         if password_stdin or not sys.stdin.isatty():

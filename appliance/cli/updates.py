@@ -17,6 +17,7 @@ from appliance.cli.common import (
     read_secret,
 )
 from appliance.errors import InvalidInput
+from appliance.text import shown
 
 app = typer.Typer(help="Review, approve, install and roll back updates (signed bundles).",
                   no_args_is_help=True)
@@ -67,8 +68,9 @@ def list_(ctx: typer.Context, state: Annotated[str | None, typer.Option(
     with open_app(ctx) as appl:
         rows = updates.list_updates(appl, login(ctx, appl, user, password_stdin), state)
     empty = f"no bundles in state {state.strip().upper()}" if state else "no bundles imported"
-    lines = [f"{r['ref']:<28} {r['state']:<17} {r['publisher']:<20} {r['digest'][:12]}  "
-             f"imported by {r['imported_by']}" for r in rows] or [empty]
+    lines = [f"{shown(r['ref']):<28} {r['state']:<17} {shown(r['publisher']):<20} "
+             f"{r['digest'][:12]}  imported by {shown(r['imported_by'])}" for r in rows
+             ] or [empty]
     emit(rows, as_json, "\n".join(lines))
 
 

@@ -109,6 +109,10 @@ def _verify(app: Appliance, path: Path) -> tuple[Any, VerifiedBundle]:
     media = open_media(Path(path))
     bundle = verify_media(state, media, app.clock.now(), lambda d: _installed_base(app, d),
                           scratch=app.layout.root)
+    clash = trust.conflict(app.conn, list(bundle.trust_updates))
+    if clash is not None:
+        raise BundleRefused(f"{clash} is already trusted with other content",
+                            "the publisher must raise the version")
     return media, bundle
 
 
@@ -166,21 +170,23 @@ def scan(app: Appliance, session: Session, paths: list[Path] | None = None,
 
 def _older_entry(app: Appliance, path: Path, reason: str) -> ScanEntry:
     """Media older than the trusted metadata cannot be verified any more; its description
-    is read (size-limited, never trusted) only to tell the user which release it is."""
-    name, version, publisher = "", 0, ""
+    is read (size-limited, never trusted) only to tell the user which release it is: the
+    name (a plain identifier) and version, never free text such as the publisher."""
+    name, version = "", 0
     try:
         media = open_media(Path(path))
         for rel in DESCRIPTION_TARGETS:
             if any(f.relpath == f"{TARGETS_DIR}/{rel}" for f in media.list_files()):
                 d = BundleDescription.from_dict(json.loads(media.read_bytes(
                     f"{TARGETS_DIR}/{rel}", MAX_DESCRIPTION)))
-                name, version, publisher = d.name, d.version, d.publisher
+                name, version = d.name, d.version
                 break
     except (BundleRefused, ValueError):
         pass
     installed = _installed_version(app, name) if name else None
-    return ScanEntry(str(path), "older", name, version, publisher, installed_version=installed,
-                     reason=f"{reason} (not verifiable: older than the trusted metadata)")
+    return ScanEntry(str(path), "older", name, version, installed_version=installed,
+                     reason=f"{reason} (not verifiable: older than the trusted metadata; "
+                            "name and version as the unverified description says)")
 
 
 def import_bundle(app: Appliance, session: Session, path: Path,

@@ -19,16 +19,21 @@ from appliance.errors import BundleRefused, InvalidInput
 from appliance.identity.session import Session
 from appliance.services import signing
 from appliance.services.access import authorize
+from appliance.text import shown
 
 
 def check_root(data: bytes, now: datetime) -> Metadata[Root]:
-    """A root that can anchor trust: parses, signed by a threshold of its own keys, in date,
-    and naming every top-level role."""
+    """A root that can anchor trust: parses as root metadata, signed by a threshold of its
+    own keys, in date, and naming every top-level role. Anything else is a BundleRefused,
+    so `init_trust` records it."""
+    hint = "pass the root.json from the installer media"
     try:
-        md = Metadata[Root].from_bytes(data)
-    except (ValueError, TypeError, KeyError) as exc:
-        raise BundleRefused(f"not TUF root metadata: {' '.join(str(exc).split())[:160]}",
-                            "pass the root.json from the installer media") from None
+        md = Metadata.from_bytes(data)
+    except (tuf_exc.RepositoryError, ValueError, TypeError, KeyError) as exc:
+        text = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise BundleRefused(f"not TUF root metadata: {shown(text)}", hint) from None
+    if not isinstance(md.signed, Root):
+        raise BundleRefused(f"not TUF root metadata: it is {md.signed.type} metadata", hint)
     root = md.signed
     missing = [r for r in TOP_ROLES if r not in root.roles]
     if missing:

@@ -5,8 +5,8 @@ trust init, trust show, media scan, media import; refusals exit non-zero in one 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,8 @@ from appliance.clock import Clock
 from tests.bundle.bundlekit import tiny_adapter, tiny_base
 from tests.conftest import PASSWORD, cli_env
 
-APPLIANCE = shutil.which("appliance") or str(Path(__file__).parents[2] / ".venv/bin/appliance")
+# The code under test, whichever checkout or worktree runs the tests (as tests/cli does).
+APPLIANCE = [sys.executable, "-m", "appliance"]
 
 
 @pytest.fixture
@@ -27,7 +28,7 @@ def clock() -> Clock:
 
 def run(home: Path, *args: str, user: str | None = None, stdin: str = "") -> subprocess.CompletedProcess:
     extra = ["--user", user, "--password-stdin"] if user else []
-    return subprocess.run([APPLIANCE, *args, *extra], input=(PASSWORD + "\n") if user else stdin,
+    return subprocess.run([*APPLIANCE, *args, *extra], input=(PASSWORD + "\n") if user else stdin,
                           capture_output=True, text=True, env=cli_env(home), timeout=120)
 
 
@@ -100,3 +101,31 @@ def test_import_refusal_is_one_line(tmp_path, appliance, make_user):
     r = run(home, "media", "import", str(tmp_path / "nothing"), user="ivan")
     assert r.returncode == 8
     assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1
+
+
+def test_scan_shows_media_text_escaped(tmp_path, appliance, make_user):
+    """A media folder name (like any text from media) cannot forge a line of the listing."""
+    make_user(["it"], "ivan")
+    media = tmp_path / "usb\nFORGED: clinical-notes v9 [new]"
+    (media / "metadata").mkdir(parents=True)
+    r = ok(run(appliance.layout.root, "media", "scan", "--path", str(media), user="ivan"))
+    assert "REFUSED" in r.stdout and "\\nFORGED" in r.stdout
+    assert not any(line.startswith("FORGED") for line in r.stdout.splitlines())
+
+
+def test_trust_init_reads_only_a_small_regular_file(tmp_path, appliance, make_user):
+    """A FIFO would hang the command and a huge file exhaust memory: both are refused in
+    one line before anything is read whole."""
+    import os
+    make_user(["security"], "sam")
+    fifo, big = tmp_path / "root.fifo", tmp_path / "big.json"
+    os.mkfifo(fifo)
+    big.write_bytes(b" " * (64 * 1024 + 1))
+    for path, expect in ((fifo, "is not a regular file"), (tmp_path, "is not a regular file"),
+                         (big, "over the 65536-byte limit")):
+        r = subprocess.run([*APPLIANCE, "trust", "init", "--root", str(path), "--user", "sam",
+                            "--password-stdin", "--expect-fingerprint", "00" * 32],
+                           input=PASSWORD + "\n", capture_output=True, text=True,
+                           env=cli_env(appliance.layout.root), timeout=30)
+        assert r.returncode == 2 and expect in r.stderr, r.stderr
+        assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1

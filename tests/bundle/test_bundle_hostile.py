@@ -23,10 +23,11 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from model_signing._signing.sign_sigstore_pb import pae
+from tuf.api.metadata import Metadata
 
 from appliance.bundle import publish
 from appliance.bundle.components import PAYLOAD_TYPE, parse_statement, verify_key_signature
-from appliance.bundle.keys import load_private
+from appliance.bundle.keys import load_private, tuf_key, tuf_signer
 from appliance.bundle.store import ContentStore
 from appliance.context import Appliance
 from appliance.errors import BundleRefused
@@ -484,6 +485,21 @@ def malformed_json_description(e: Env):
 
 
 @case
+def description_publisher_with_newline(e: Env):
+    """A newline in the publisher would forge a line in `media scan`, `import` and `list`."""
+    m = e.copy("m")
+    set_description(m, e.keys, lambda d: d.update(publisher="Acme\nnotes v9 by Trusted"))
+    return m, "'publisher' contains a control character or line separator"
+
+
+@case
+def description_text_with_line_separator(e: Env):
+    m = e.copy("m")
+    set_description(m, e.keys, lambda d: d.update(description="update\u2028forged"))
+    return m, "'description' contains a control character or line separator"
+
+
+@case
 def unknown_description_schema_version(e: Env):
     m = e.copy("m")
     set_description(m, e.keys, lambda d: d.update(schema_version=2))
@@ -535,6 +551,48 @@ def root_json_not_newest_root(e: Env):
     p = m / "metadata" / "root.json"
     p.write_bytes(p.read_bytes() + b"\n")
     return m, "not the newest signed root"
+
+
+@case
+def old_root_file_garbage(e: Env):
+    """python-tuf never reads a root version the appliance already trusts; the copy on the
+    media is compared with the stored one instead of being carried along unread."""
+    m = e.copy("m")
+    (m / "metadata" / "1.root.json").write_bytes(b"this is not json at all")
+    return m, "metadata/1.root.json is not the root of version 1 that was verified"
+
+
+@case
+def old_root_file_edited_after_rotation(e: Env):
+    """Root v2 is walked in this run; the v1 on the media is compared with the stored v1."""
+    publish.set_role_keys(e.pub.repo, "root", [e.keys.public("root2"), e.keys.public("root3")],
+                          2)
+    e.pub.add("golden_set", "more-golden")
+    m = e.pub.release(e.tmp / "m", signers=(*SIGNERS, "root3"))
+    p = m / "metadata" / "1.root.json"
+    p.write_bytes(p.read_bytes().replace(b'"_type": "root"', b'"_type":  "root"', 1))
+    return m, "metadata/1.root.json is not the root of version 1 that was verified"
+
+
+@case
+def rotated_key_resigns_trusted_timestamp_version(e: Env):
+    """Root v2 rotates the timestamp key and the vendor re-signs the same timestamp version
+    with it: a version the appliance trusts with other bytes. Refused while verifying (not
+    a database error at the final commit), so the refusal is recorded."""
+    e.imported(e.v1)
+    m = e.copy("m")
+    md = Metadata.from_bytes((m / "metadata" / "1.root.json").read_bytes())
+    md.signed.version = 2
+    for keyid in list(md.signed.roles["timestamp"].keyids):
+        md.signed.revoke_key(keyid, "timestamp")
+    md.signed.add_key(tuf_key(load_private(e.keys.private("p384")).public_key()), "timestamp")
+    md.signatures.clear()
+    for s in ("root1", "root2"):
+        md.sign(tuf_signer(load_private(e.keys.private(s))), append=True)
+    for name in ("2.root.json", "root.json"):
+        (m / "metadata" / name).write_bytes(md.to_bytes(publish.SERIALIZER))
+    resign(m, "timestamp", e.keys, ("p384",))
+    return m, "timestamp v1 is already trusted with other content"
 
 
 @case

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+from tuf.api.metadata import Metadata
 
 from appliance.bundle import publish
+from appliance.bundle.keys import load_private, tuf_signer
 from appliance.bundle.store import ContentStore
 from appliance.bundle.trust import fingerprint
 from appliance.errors import ApplianceError, BundleRefused, InvalidInput, PermissionDenied
@@ -61,6 +64,26 @@ def trusted(appliance, security, first_media):
     return appliance
 
 
+@pytest.mark.parametrize("wrong", ["targets.json", "not json", "{}", "[]", "utf-16"])
+def test_trust_init_refuses_what_is_not_a_root_and_records_it(appliance, security,
+                                                              first_media, wrong):
+    """A wrong or malformed --root file is one recorded refusal, never a traceback."""
+    metadata = first_media / "metadata"
+    data = {"targets.json": (metadata / "targets.json").read_bytes(),
+            "utf-16": (metadata / "1.root.json").read_text().encode("utf-16")
+            }.get(wrong, wrong.encode())
+    with pytest.raises(BundleRefused) as err:
+        trust_service.init_trust(appliance, security, data, sign_req("sam"), "usb")
+    exc = err.value
+    assert "not TUF root metadata" in exc.message and exc.exit_code == 8
+    assert "\n" not in f"error: {exc.message} ({exc.hint})"
+    rows = appliance.conn.execute("SELECT body FROM audit_view WHERE action = 'trust.init'"
+                                  ).fetchall()
+    body = json.loads(rows[-1][0])
+    assert body["outcome"] == "failure" and body["reason"] == exc.message
+    assert appliance.conn.execute("SELECT COUNT(*) FROM trust_metadata").fetchone()[0] == 0
+
+
 def test_import_complete_bundle(trusted, itop, first_media):
     app = trusted
     result = media_service.import_bundle(app, itop, first_media)
@@ -104,6 +127,8 @@ def test_adapter_update_copies_only_the_adapter(trusted, itop, vendor, first_med
     scan = media_service.scan(trusted, itop, [first_media], search_removable=False)
     assert (scan[0].status, scan[0].name, scan[0].version) == ("older", "demo-clinical", 1)
     assert "rollback" in scan[0].reason and scan[0].installed_version == 2
+    # Never verified now, so its free text (the publisher) is not shown as if it were.
+    assert scan[0].publisher == "" and "unverified" in scan[0].reason
 
 
 def test_progress_reaches_the_caller(trusted, itop, first_media):
@@ -154,6 +179,29 @@ def test_root_rotation_by_threshold_of_old_and_new_keys(trusted, itop, vendor, k
     v3 = force_publish(vendor, tmp_path / "usb3", ("root1", "attacker", "targets", "online"))
     with pytest.raises(BundleRefused, match="root was signed by 0/2 keys"):
         media_service.import_bundle(trusted, itop, v3)
+
+
+def test_roots_older_than_the_first_trusted_one_must_chain_to_it(
+        appliance, security, itop, vendor, keys, tmp_path):
+    """An appliance whose first trusted root is v2 never held v1: the v1 on the media is
+    accepted as a link of the rotation chain (signed by its keys, which signed v2), and
+    anything else in its place is refused, naming the file."""
+    full_release(vendor, tmp_path / "usb1")
+    publish.set_role_keys(vendor.repo, "root", [keys.public("root2"), keys.public("root3")], 2)
+    vendor.add("golden_set", "golden-2")
+    media = vendor.release(tmp_path / "usb", signers=("root1", "root2", "root3", "targets",
+                                                      "online"))
+    trust_service.init_trust(appliance, security,
+                             (media / "metadata" / "2.root.json").read_bytes(), sign_req("sam"))
+    forged = Metadata.from_bytes((media / "metadata" / "1.root.json").read_bytes())
+    forged.signatures.clear()
+    forged.sign(tuf_signer(load_private(keys.private("attacker"))))
+    for bad in (b"[]", forged.to_bytes(publish.SERIALIZER)):
+        copy = shutil.copytree(media, tmp_path / f"bad-{len(bad)}")
+        (copy / "metadata" / "1.root.json").write_bytes(bad)
+        with pytest.raises(BundleRefused, match="metadata/1.root.json is not"):
+            media_service.import_bundle(appliance, itop, copy)
+    assert media_service.import_bundle(appliance, itop, media).state == "IMPORTED"
 
 
 def test_k_of_n_targets_signatures(appliance, security, itop, keys, tmp_path):
@@ -285,3 +333,10 @@ def test_ctrl_c_during_copy_is_recorded_and_leaves_no_record(trusted, itop, firs
     assert versions == {"root": 1}
     # Running the import again completes it.
     assert media_service.import_bundle(trusted, itop, first_media).state == "IMPORTED"
+
+
+def test_publisher_tools_refuse_text_the_importer_would_refuse(tmp_path, keys, vendor):
+    with pytest.raises(InvalidInput, match="control character"):
+        publish.init_repo(tmp_path / "r", "notes", "Acme\nforged", [keys.public("root1")])
+    with pytest.raises(InvalidInput, match="control character"):
+        publish.set_release(vendor.repo, description="update\u2028forged")

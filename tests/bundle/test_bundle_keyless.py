@@ -14,7 +14,7 @@ import pytest
 
 from appliance.bundle import publish
 from appliance.bundle.components import verify_sigstore_signature
-from appliance.errors import BundleRefused
+from appliance.errors import BundleRefused, InvalidInput
 from appliance.services import media as media_service
 from appliance.services import trust as trust_service
 from appliance.services.signing import SignatureRequest
@@ -120,3 +120,19 @@ def test_keyless_component_without_trusted_root_is_refused(trusted, make_user, k
     (keyless_media / "targets" / "sigstore" / "trusted_root.json").unlink()
     with pytest.raises(BundleRefused, match="sigstore/trusted_root.json is not signed"):
         media_service.import_bundle(trusted, it, keyless_media)
+
+
+@pytest.mark.parametrize("where", ["missing", "directory"])
+def test_add_component_with_unreadable_sigstore_signature(tmp_path, tmp_path_factory, where):
+    """A wrong --sigstore-signature path is one line for the vendor, and leaves no copy of
+    the component's files behind in the release."""
+    keys = session_keys(tmp_path_factory.getbasetemp())
+    pub = new_publisher(tmp_path, keys, "keyless")
+    base = tiny_base(tmp_path / "src" / "kl-base")
+    sig = tmp_path / "nonexistent.sig" if where == "missing" else tmp_path
+    with pytest.raises(InvalidInput, match="cannot read") as err:
+        publish.add_component(pub.repo, "base_model", base, None, name="kl-base",
+                              sigstore_signature=sig, identity=IDENTITY, issuer=ISSUER)
+    assert "\n" not in f"{err.value.message} ({err.value.hint})"
+    assert "--sigstore-signature" in err.value.hint
+    assert not any((pub.repo / "release").rglob("model.safetensors"))
