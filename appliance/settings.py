@@ -45,6 +45,14 @@ class AuditPolicy:
 class ApprovalPolicy:
     required_admin_signatures: int = 1
 
+    def __post_init__(self) -> None:
+        # 0 would let an update be installed with no administrator's signature at all.
+        n = self.required_admin_signatures
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InvalidInput(f"approval.required_admin_signatures is {n!r}",
+                               "use 1 or more: every installed update needs an "
+                               "administrator's signature")
+
 
 @dataclass(frozen=True)
 class EvaluationGates:
@@ -113,6 +121,8 @@ class Settings:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Settings:
+        if not isinstance(data, dict):
+            raise InvalidInput("the config file must hold a JSON object")
         parts = {}
         for f in fields(cls):
             section = data.get(f.name, {})
