@@ -13,6 +13,10 @@ app = typer.Typer(help="Backups of the appliance's records, verified by the audi
                   no_args_is_help=True)
 
 Dir = Annotated[Path, typer.Argument(help="The backup directory.")]
+ExpectOpt = Annotated[str | None, typer.Option(
+    "--expect-fingerprint",
+    help="The appliance key's fingerprint (printed at `appliance init`); refuse a backup "
+         "signed by any other key.")]
 
 
 @app.command("create")
@@ -25,33 +29,43 @@ def create(ctx: typer.Context,
 
     with open_app(ctx) as appl:
         result = create_backup(appl, login(ctx, appl, user, password_stdin), to)
-    emit({"path": str(result.path), "events": result.events, "head_hash": result.head_hash},
+    emit({"path": str(result.path), "events": result.events, "head_hash": result.head_hash,
+          "key_fingerprint": result.key_fingerprint},
          as_json, f"Backup of {result.events} events written to {result.path} "
-                  f"(head {result.head_hash[:16]}). It holds the signing key: keep it safe.")
+                  f"(head {result.head_hash[:16]}), signed by appliance key "
+                  f"{result.key_fingerprint}. It holds the signing key: keep it safe.")
 
 
-def _report(report, as_json: bool) -> None:
+def _report(report, as_json: bool, expected: bool) -> None:
     from appliance.errors import IntegrityError
 
+    trail = report.trail
+    compared = ("the expected one" if expected else
+                "compare it with the one printed at `appliance init`, or pass "
+                "--expect-fingerprint")
     emit(report.to_dict(), as_json,
-         f"{'OK' if report.ok else 'FAILED'}: {report.events_checked} events, head "
-         f"{report.head_hash[:16]}" + "".join(f"\n  {f.kind} at {f.seq}: {f.message}"
-                                              for f in report.findings))
+         f"{'OK' if report.ok else 'FAILED'}: {trail.events_checked} events, head "
+         f"{trail.head_hash[:16]}; {len(report.files)} files match the manifest signed by "
+         f"appliance key {report.key_fingerprint} ({compared})"
+         + "".join(f"\n  {f.kind} at {f.seq}: {f.message}" for f in trail.findings))
     if not report.ok:
-        raise IntegrityError(f"backup does not verify: {report.findings[0].kind}")
+        raise IntegrityError(f"backup does not verify: {trail.findings[0].kind}")
 
 
 @app.command("verify")
-def verify(backup: Dir, as_json: JsonOpt = False) -> None:
-    """Verify a backup's whole chain against its anchor (needs no appliance)."""
+def verify(backup: Dir, expect_fingerprint: ExpectOpt = None, as_json: JsonOpt = False
+           ) -> None:
+    """Verify a backup's signed manifest and whole chain (needs no appliance)."""
     from appliance.services.backup import verify_backup
 
-    _report(verify_backup(backup), as_json)
+    _report(verify_backup(backup, expect_fingerprint), as_json, expect_fingerprint is not None)
 
 
 @app.command("restore")
-def restore(ctx: typer.Context, backup: Dir, as_json: JsonOpt = False) -> None:
-    """Restore a verified backup into --home, which must not hold an appliance."""
+def restore(ctx: typer.Context, backup: Dir, expect_fingerprint: ExpectOpt = None,
+            as_json: JsonOpt = False) -> None:
+    """Restore a verified backup into --home, which must be new or empty."""
     from appliance.services.backup import restore_backup
 
-    _report(restore_backup(backup, state(ctx).home), as_json)
+    _report(restore_backup(backup, state(ctx).home, expect_fingerprint), as_json,
+            expect_fingerprint is not None)

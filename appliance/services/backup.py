@@ -1,19 +1,23 @@
-"""Backups of the appliance's records (11.10(c)), proven by the audit chain on restore.
+"""Backups of the appliance's records (11.10(c)), proven by a signed manifest and the chain.
 
 A backup is a directory: a consistent copy of the database (SQLite's online backup API,
-taken while others keep writing), the keys, the settings, and an anchor of the newest
-checkpoint. Verifying a backup re-runs the full chain verification on the copy against that
-anchor, so a restored appliance is known to hold exactly the records it had.
+taken while others keep writing), the keys, the settings, an anchor of the newest
+checkpoint, and a manifest of every file's SHA-256 signed by the appliance key. Verifying a
+backup checks the manifest (every file, nothing more or less: it covers the state tables
+and settings the chain does not), then re-runs the full chain verification on the copy
+against the anchor, so a restored appliance is known to hold exactly the records it had.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance import backup_manifest
 from appliance.audit.checkpoint import (
     Checkpoint,
     anchor_document,
@@ -25,11 +29,13 @@ from appliance.audit.events import SYSTEM_ACTOR, Event
 from appliance.audit.verify import VerifyReport, verify_trail
 from appliance.context import Appliance
 from appliance.db import damaged
+from appliance.durable import fsync_dir
 from appliance.errors import AlreadyInitialised, ApplianceError, IntegrityError, InvalidInput
 from appliance.home import HomeLayout
 from appliance.identity.session import Session
 from appliance.keys import load_public_pem
 from appliance.services.access import authorize
+from appliance.settings import Settings
 
 ANCHOR = "anchor.json"
 
@@ -39,6 +45,24 @@ class BackupResult:
     path: Path
     events: int
     head_hash: str
+    key_fingerprint: str
+
+
+@dataclass(frozen=True)
+class BackupReport:
+    """A verified backup: its chain report, the key that signed its manifest, its files."""
+
+    trail: VerifyReport
+    key_fingerprint: str
+    files: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return self.trail.ok
+
+    def to_dict(self) -> dict:
+        return {**self.trail.to_dict(), "key_fingerprint": self.key_fingerprint,
+                "files": list(self.files)}
 
 
 def create_backup(app: Appliance, session: Session, to: Path) -> BackupResult:
@@ -72,11 +96,13 @@ def create_backup(app: Appliance, session: Session, to: Path) -> BackupResult:
         raise ApplianceError(f"could not write the backup to {to}: {exc.strerror or exc}",
                              "check that the backup media is mounted, writable and not full"
                              ) from exc
-    return BackupResult(to, cp.tree_size, cp.head_hash)
+    return BackupResult(to, cp.tree_size, cp.head_hash, app.key.key_id)
 
 
 def _write_backup(app: Appliance, tmp: Path) -> Checkpoint:
-    """The database (online backup), keys, settings and an anchor, into `tmp`."""
+    """The database (online backup), keys, settings, an anchor and the signed manifest,
+    into `tmp`. The copy is switched out of WAL so that it is one self-contained file that
+    a read-only open adds nothing beside (a -wal or -shm would not match the manifest)."""
     shutil.rmtree(tmp, ignore_errors=True)
     layout = HomeLayout(tmp)
     layout.keys.mkdir(parents=True)
@@ -84,6 +110,7 @@ def _write_backup(app: Appliance, tmp: Path) -> Checkpoint:
     dest = sqlite3.connect(layout.db)
     try:
         app.conn.backup(dest)
+        dest.execute("PRAGMA journal_mode=DELETE")
     except sqlite3.Error as exc:  # the copy's disk: full, read-only
         raise OSError(f"the database copy failed: {exc}") from exc
     finally:
@@ -93,61 +120,114 @@ def _write_backup(app: Appliance, tmp: Path) -> Checkpoint:
         shutil.copy2(src, layout.keys / src.name)
     if app.layout.config.exists():
         shutil.copy2(app.layout.config, layout.config)
-    reader = sqlite3.connect(layout.db)
+    reader = sqlite3.connect(f"file:{layout.db}?mode=ro", uri=True)
     try:
         cp = latest(reader)
     finally:
         reader.close()
     assert cp is not None
     write_anchor(anchor_document(cp, app.key), tmp / ANCHOR)
+    backup_manifest.seal(tmp, app.key, {"appliance_id": app.appliance_id,
+                                        "tree_size": cp.tree_size, "head_hash": cp.head_hash})
     return cp
 
 
-def verify_backup(path: Path) -> VerifyReport:
-    """Full chain verification of a backup against its own anchor and public key."""
+def _require_backup(layout: HomeLayout, shown: Path) -> None:
+    if not layout.db.is_file() or not (layout.root / ANCHOR).is_file():
+        raise InvalidInput(f"{shown} is not an appliance backup", "pass a backup directory")
+
+
+def _check_settings(layout: HomeLayout, shown: Path) -> None:
+    """The settings must load, or the restored appliance would not open."""
+    if not layout.config.exists():
+        return
+    try:
+        Settings.from_dict(json.loads(layout.config.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as exc:  # ValueError: not JSON (InvalidInput is not one)
+        raise IntegrityError(f"the settings in backup {shown} are unreadable ({exc})",
+                             "this backup cannot be restored; use another one") from exc
+    except InvalidInput as exc:
+        raise IntegrityError(f"the settings in backup {shown} do not load: {exc.message}",
+                             "this backup cannot be restored; use another one") from exc
+
+
+def verify_backup(path: Path, expect_fingerprint: str | None = None,
+                  shown: Path | None = None) -> BackupReport:
+    """Check the signed manifest (every file, nothing extra), that the settings load, and
+    the full chain against the backup's anchor. `shown`: the name to report (a restore
+    verifies its own copy)."""
     layout = HomeLayout(Path(path))
-    if not layout.db.exists() or not (layout.root / ANCHOR).exists():
-        raise InvalidInput(f"{path} is not an appliance backup", "pass a backup directory")
+    shown = Path(path) if shown is None else shown
+    _require_backup(layout, shown)
+    sealed = backup_manifest.check(layout.root, shown, expect_fingerprint)
+    _check_settings(layout, shown)
     anchor = read_anchor(layout.root / ANCHOR)
     key = load_public_pem(layout.public_key.read_bytes())
     conn = sqlite3.connect(f"file:{layout.db}?mode=ro", uri=True)
     try:
-        return verify_trail(conn, key, anchor)
+        return BackupReport(verify_trail(conn, key, anchor), sealed.key_fingerprint,
+                            sealed.files)
     except sqlite3.DatabaseError as exc:
         if damaged(exc) is None:
             raise
-        raise IntegrityError(f"the backup {path} is damaged ({exc})",
+        raise IntegrityError(f"the backup {shown} is damaged ({exc})",
                              "this backup cannot be restored; use another one") from exc
     finally:
         conn.close()
 
 
-def restore_backup(backup: Path, home: Path) -> VerifyReport:
-    """Restore into an empty home, only if the backup verifies completely."""
-    report = verify_backup(backup)
-    if not report.ok:
-        raise IntegrityError(f"backup {backup} does not verify: {report.findings[0].message}")
-    target = HomeLayout(Path(home))
-    if target.db.exists():
-        raise AlreadyInitialised(f"an appliance already exists at {target.root}")
-    tmp = target.root.with_name(target.root.name + ".restoring")
+def _check_target(root: Path) -> None:
+    """Only a new or empty directory may be restored into: nothing there is overwritten."""
+    if HomeLayout(root).db.exists():
+        raise AlreadyInitialised(f"an appliance already exists at {root}")
+    if root.is_symlink() or (root.exists() and not root.is_dir()):
+        raise InvalidInput(f"{root} is not a directory", "choose a new or empty --home")
+    if root.is_dir() and any(root.iterdir()):
+        raise InvalidInput(f"{root} is not empty", "restore into a new or empty --home")
+    if not root.parent.is_dir():
+        raise InvalidInput(f"directory {root.parent} does not exist",
+                           "create it, or choose another --home")
+
+
+def restore_backup(backup: Path, home: Path,
+                   expect_fingerprint: str | None = None) -> BackupReport:
+    """Restore into a new or empty home, only if the backup verifies completely.
+
+    Everything happens in a copy beside the home, verified there (what is checked is what
+    is restored) and opened there to record backup.restore; one rename then puts the whole
+    home in place. Any failure removes the copy: the restore ends whole or leaves nothing."""
+    backup, root = Path(backup), Path(home)
+    _check_target(root)
+    _require_backup(HomeLayout(backup), backup)  # before copying what may not be one
+    tmp = root.with_name(root.name + ".restoring")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(backup, tmp)
-    (tmp / ANCHOR).unlink()
-    os.chmod(tmp, 0o700)
-    if target.root.exists():
-        target.root.rmdir()  # only an empty directory may be restored into
-    os.replace(tmp, target.root)
-    app = Appliance.open(target.root)
     try:
-        with app.transaction():
-            app.trail.append(Event(
-                action="backup.restore", actor=SYSTEM_ACTOR, target_type="appliance",
-                target_id=app.appliance_id, reason="restored from backup",
-                details={"from": str(backup), "events": report.events_checked,
-                         "head_hash": report.head_hash}, terminal=app.terminal))
+        shutil.copytree(backup, tmp, symlinks=True)
+        os.chmod(tmp, 0o700)
+        report = verify_backup(tmp, expect_fingerprint, shown=backup)
+        if not report.ok:
+            raise IntegrityError(
+                f"backup {backup} does not verify: {report.trail.findings[0].message}")
+        (tmp / ANCHOR).unlink()
+        (tmp / backup_manifest.MANIFEST).unlink()
+        app = Appliance.open(tmp)
+        try:
+            with app.transaction():
+                app.trail.append(Event(
+                    action="backup.restore", actor=SYSTEM_ACTOR, target_type="appliance",
+                    target_id=app.appliance_id, reason="restored from backup",
+                    details={"from": str(backup), "events": report.trail.events_checked,
+                             "head_hash": report.trail.head_hash,
+                             "key_fingerprint": report.key_fingerprint},
+                    terminal=app.terminal))
+        finally:
+            app.close()
+        os.replace(tmp, root)  # onto an empty directory too; a non-empty one fails whole
+        fsync_dir(root.parent)
+    except OSError as exc:
+        raise ApplianceError(f"could not restore into {root}: {exc.strerror or exc}",
+                             "check that its disk is writable and not full; nothing was "
+                             "restored") from exc
     finally:
-        app.close()
+        shutil.rmtree(tmp, ignore_errors=True)
     return report
-
-

@@ -7,8 +7,10 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from appliance.audit.events import Actor, Event
+from appliance.backup_manifest import MANIFEST, seal
 from appliance.context import Appliance
 from appliance.errors import (
     AlreadyInitialised,
@@ -17,6 +19,7 @@ from appliance.errors import (
     InvalidInput,
     PermissionDenied,
 )
+from appliance.keys import SigningKey
 from appliance.services import backup
 
 
@@ -32,7 +35,10 @@ def test_11_10c_backup_verifies_and_restores_exact_records(appliance, admin_sess
     result = backup.create_backup(appliance, admin_session, tmp_path / "bk")
     assert result.path.is_dir() and not (tmp_path / "bk.partial").exists()
     report = backup.verify_backup(result.path)
-    assert report.ok and report.events_checked == result.events
+    assert report.ok and report.trail.events_checked == result.events
+    assert report.key_fingerprint == result.key_fingerprint == appliance.key.key_id
+    assert set(report.files) == {"anchor.json", "appliance.db", "config.json",
+                                 "keys/appliance-signing.pem", "keys/appliance-signing.pub.pem"}
     restored = tmp_path / "restored"
     backup.restore_backup(result.path, restored)
     app2 = Appliance.open(restored)
@@ -47,15 +53,36 @@ def test_11_10c_backup_verifies_and_restores_exact_records(appliance, admin_sess
         app2.close()
 
 
-def test_tampered_backup_is_detected_and_not_restored(appliance, admin_session,
-                                                      tmp_path: Path) -> None:
-    _events(appliance, 5)
-    result = backup.create_backup(appliance, admin_session, tmp_path / "bk")
-    conn = sqlite3.connect(result.path / "appliance.db")
-    conn.execute("DROP TRIGGER audit_events_no_delete")
-    conn.execute("DELETE FROM audit_events WHERE seq > 3")
+def _reseal(path: Path, key: SigningKey | None = None) -> None:
+    """What someone holding a backup can do: it holds the signing key, so the manifest can
+    be signed again; a new key needs the public key swapped too."""
+    (path / MANIFEST).unlink()
+    if key is None:
+        key = SigningKey.load(path / "keys" / "appliance-signing.pem")
+    else:
+        (path / "keys" / "appliance-signing.pub.pem").write_bytes(
+            key.public.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+    seal(path, key, {})
+
+
+def _sql(db: Path, *statements: str) -> None:
+    conn = sqlite3.connect(db)
+    for sql in statements:
+        conn.execute(sql)
     conn.commit()
     conn.close()
+
+
+def test_tampered_backup_is_detected_and_not_restored(appliance, admin_session,
+                                                      tmp_path: Path) -> None:
+    """Even with the manifest signed again by the key the backup holds, the chain finds it."""
+    _events(appliance, 5)
+    result = backup.create_backup(appliance, admin_session, tmp_path / "bk")
+    _sql(result.path / "appliance.db", "DROP TRIGGER audit_events_no_delete",
+         "DELETE FROM audit_events WHERE seq > 3")
+    with pytest.raises(IntegrityError, match="appliance.db in backup .* was altered"):
+        backup.verify_backup(result.path)
+    _reseal(result.path)
     assert not backup.verify_backup(result.path).ok
     with pytest.raises(IntegrityError):
         backup.restore_backup(result.path, tmp_path / "restored")
@@ -98,3 +125,96 @@ def test_backup_that_cannot_be_written_is_a_recorded_failure(appliance, admin_se
     assert e.value.hint == "check that the backup media is mounted, writable and not full"
     [(intent, _), (outcome, error)] = _backup_events(appliance)
     assert (intent, outcome) == ("success", "failure") and error
+
+
+def _edit_config(path: Path, section: str, key: str, value: object) -> None:
+    config = json.loads((path / "config.json").read_text())
+    config[section][key] = value
+    (path / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("tamper", ["roles", "password_hash", "settings", "extra", "missing"])
+def test_altered_state_or_settings_are_refused_and_not_restored(
+        appliance, admin_session, make_user, tmp_path: Path, tamper: str) -> None:
+    """The chain covers only the audit tables: the manifest covers every file."""
+    make_user(["auditor"], username="aud")
+    bk = backup.create_backup(appliance, admin_session, tmp_path / "bk").path
+    if tamper == "roles":
+        _sql(bk / "appliance.db", "UPDATE users SET roles = '[\"security\",\"it\",\"auditor\"]' "
+             "WHERE username = 'aud'")
+    elif tamper == "password_hash":
+        _sql(bk / "appliance.db", "UPDATE users SET password_hash = (SELECT password_hash "
+             "FROM users WHERE username = 'aud') WHERE username = 'alice'")
+    elif tamper == "settings":
+        _edit_config(bk, "password", "min_length", 1)
+    elif tamper == "extra":
+        (bk / "keys" / "extra.pem").write_text("x")
+    else:
+        (bk / "config.json").unlink()
+    with pytest.raises(IntegrityError, match="backup"):
+        backup.verify_backup(bk)
+    with pytest.raises(IntegrityError):
+        backup.restore_backup(bk, tmp_path / "restored")
+    assert not (tmp_path / "restored").exists()
+    assert not (tmp_path / "restored.restoring").exists()
+
+
+def test_the_signing_key_is_reported_and_can_be_required(appliance, admin_session,
+                                                         tmp_path: Path) -> None:
+    bk = backup.create_backup(appliance, admin_session, tmp_path / "bk").path
+    before = sorted(p.name for p in bk.iterdir())
+    fp = appliance.key.key_id
+    spaced = " ".join(fp[i:i + 4] for i in range(0, 64, 4)).upper()
+    assert backup.verify_backup(bk, expect_fingerprint=spaced).key_fingerprint == fp
+    assert sorted(p.name for p in bk.iterdir()) == before  # verifying adds no -wal or -shm
+    other = SigningKey.generate()
+    with pytest.raises(IntegrityError, match="not the expected one"):
+        backup.verify_backup(bk, expect_fingerprint=other.key_id)
+    _reseal(bk, other)  # a whole backup signed again by a key of someone else's
+    with pytest.raises(IntegrityError, match="signing key in backup .* does not match"):
+        backup.verify_backup(bk)
+    with pytest.raises(IntegrityError, match=f"signed by appliance key {other.key_id}, not"):
+        backup.restore_backup(bk, tmp_path / "restored", expect_fingerprint=fp)
+    assert not (tmp_path / "restored").exists()
+
+
+def test_settings_that_do_not_load_fail_verify_and_restore_leaves_nothing(
+        appliance, admin_session, tmp_path: Path) -> None:
+    """Formerly the restore failed in Appliance.open after the rename: a home without its
+    backup.restore event."""
+    bk = backup.create_backup(appliance, admin_session, tmp_path / "bk").path
+    _edit_config(bk, "approval", "required_admin_signatures", 0)
+    _reseal(bk)
+    with pytest.raises(IntegrityError, match="settings in backup .* do not load: approval"):
+        backup.verify_backup(bk)
+    (tmp_path / "restored").mkdir()
+    with pytest.raises(IntegrityError, match=f"settings in backup {bk} do not load"):
+        backup.restore_backup(bk, tmp_path / "restored")
+    assert list((tmp_path / "restored").iterdir()) == []
+    assert not (tmp_path / "restored.restoring").exists()
+
+
+def test_restore_into_a_non_empty_directory_is_refused_and_copies_nothing(
+        appliance, admin_session, tmp_path: Path) -> None:
+    bk = backup.create_backup(appliance, admin_session, tmp_path / "bk").path
+    target = tmp_path / "restored"
+    target.mkdir()
+    (target / "notes.txt").write_text("keep me")
+    with pytest.raises(InvalidInput, match="is not empty"):
+        backup.restore_backup(bk, target)
+    assert [p.name for p in target.iterdir()] == ["notes.txt"]
+    assert not (tmp_path / "restored.restoring").exists()
+    (target / "notes.txt").unlink()
+    backup.restore_backup(bk, target)  # an empty directory is restored into
+    with Appliance.open(target) as app2:
+        last = app2.conn.execute("SELECT action FROM audit_view ORDER BY seq DESC LIMIT 1")
+        assert last.fetchone()[0] == "backup.restore"
+    assert not (target / MANIFEST).exists() and not (target / "anchor.json").exists()
+
+
+def test_a_backup_without_its_public_key_is_not_a_backup(appliance, admin_session,
+                                                         tmp_path: Path) -> None:
+    bk = backup.create_backup(appliance, admin_session, tmp_path / "bk").path
+    (bk / "keys" / "appliance-signing.pub.pem").unlink()
+    with pytest.raises(InvalidInput, match="is not an appliance backup .*no public key"):
+        backup.verify_backup(bk)

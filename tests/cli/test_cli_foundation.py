@@ -197,16 +197,68 @@ def test_a_corrupt_page_met_by_a_read_is_one_line_exit_7(cli_home: Path) -> None
                                "is malformed) (keep the file for investigation; restore")
 
 
-def test_a_damaged_backup_is_one_line_exit_7(cli_home: Path, tmp_path: Path) -> None:
-    r = run(cli_home, "backup", "create", "--to", str(tmp_path / "bk"), "--user", "alice",
-            "--password-stdin", stdin=PASSWORD + "\n")
+def _backup(home: Path, to: Path) -> None:
+    r = run(home, "backup", "create", "--to", str(to), "--user", "alice", "--password-stdin",
+            stdin=PASSWORD + "\n")
     assert r.returncode == 0, r.stderr
-    db = tmp_path / "bk" / "appliance.db"
+
+
+def test_a_damaged_backup_is_one_line_exit_7(cli_home: Path, tmp_path: Path) -> None:
+    from appliance.backup_manifest import MANIFEST, seal
+    from appliance.keys import SigningKey
+
+    bk = tmp_path / "bk"
+    _backup(cli_home, bk)
+    db = bk / "appliance.db"
     _overwrite(db, *_root_page(db, "audit_events"))
-    r = run(cli_home, "backup", "verify", str(tmp_path / "bk"))
+    r = run(cli_home, "backup", "verify", str(bk))
     assert r.returncode == 7 and r.stderr == (
-        f"error: the backup {tmp_path / 'bk'} is damaged (database disk image is malformed) "
+        f"error: appliance.db in backup {bk} was altered since the backup was made "
         "(this backup cannot be restored; use another one)\n")
+    (bk / MANIFEST).unlink()  # signed again with the key the backup holds: the chain finds it
+    seal(bk, SigningKey.load(bk / "keys" / "appliance-signing.pem"), {})
+    r = run(cli_home, "backup", "verify", str(bk))
+    assert r.returncode == 7 and r.stderr == (
+        f"error: the backup {bk} is damaged (database disk image is malformed) "
+        "(this backup cannot be restored; use another one)\n")
+
+
+def test_backup_verify_names_the_key_and_restore_refuses_a_non_empty_home(
+        cli_home: Path, tmp_path: Path) -> None:
+    import sqlite3
+
+    bk, target = tmp_path / "bk", tmp_path / "new-home"
+    _backup(cli_home, bk)
+    fp = sqlite3.connect(cli_home / "appliance.db").execute(
+        "SELECT json_extract(body, '$.key_id') FROM audit_checkpoints LIMIT 1").fetchone()[0]
+    r = run(cli_home, "backup", "verify", str(bk))
+    assert r.returncode == 0 and f"signed by appliance key {fp} (compare it" in r.stdout
+    r = run(cli_home, "backup", "verify", str(bk), "--expect-fingerprint", "0" * 64)
+    assert r.returncode == 7 and r.stderr.count("\n") == 1
+    assert r.stderr.startswith(f"error: backup {bk} is signed by appliance key {fp}, not the "
+                               "expected one")
+    target.mkdir()
+    (target / "notes.txt").write_text("keep me")
+    r = run(target, "backup", "restore", str(bk))
+    assert r.returncode == 2 and r.stderr == (
+        f"error: {target} is not empty (restore into a new or empty --home)\n")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("new-home")] == ["new-home"]
+    (target / "notes.txt").unlink()
+    r = run(target, "backup", "restore", str(bk), "--expect-fingerprint", fp)
+    assert r.returncode == 0 and f"appliance key {fp} (the expected one)" in r.stdout, r.stderr
+    assert (target / "appliance.db").exists()
+
+
+def test_a_backup_without_its_public_key_is_one_line_exit_2(cli_home: Path, tmp_path: Path
+                                                            ) -> None:
+    bk = tmp_path / "bk"
+    _backup(cli_home, bk)
+    (bk / "keys" / "appliance-signing.pub.pem").unlink()
+    r = run(cli_home, "backup", "verify", str(bk))
+    assert r.returncode == 2 and r.stderr == (
+        f"error: {bk} is not an appliance backup (it has no public key "
+        "keys/appliance-signing.pub.pem) (pass a whole directory written by "
+        "`appliance backup create`)\n")
 
 
 def test_a_stored_newline_or_escape_cannot_forge_a_line_of_audit_events(cli_home: Path
