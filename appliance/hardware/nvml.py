@@ -52,10 +52,55 @@ class Gpu:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Gpu:
-        data = dict(data)
-        major, minor = data.pop("compute_capability")
-        return cls(compute_capability=(int(major), int(minor)), **data)
+    def from_dict(cls, data: Any, where: str = "gpu") -> Gpu:
+        """Check every field's type: a reading is a file from elsewhere, and a wrong type
+        would otherwise surface later as a TypeError in whatever first used it."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{where} is {_shown(data)}, not an object")
+        unknown = sorted(set(data) - {"compute_capability", *_GPU_FIELDS})
+        if unknown:
+            raise ValueError(f"{where} has unknown fields {unknown}")
+        cc = data.get("compute_capability")
+        if not (isinstance(cc, list) and len(cc) == 2 and all(_is_count(v) for v in cc)):
+            raise ValueError(f"{where}.compute_capability is {_shown(cc)}, not two integers")
+        values = {name: _typed(f"{where}.{name}", data, name, kind, optional)
+                  for name, (kind, optional) in _GPU_FIELDS.items()}
+        return cls(compute_capability=(cc[0], cc[1]), **values)
+
+
+# Each reading field: its type, and whether NVML may leave it unknown (None).
+_GPU_FIELDS: dict[str, tuple[type, bool]] = {
+    "index": (int, False), "name": (str, False), "uuid": (str, False),
+    "memory_total_bytes": (int, False), "memory_free_bytes": (int, False),
+    "temperature_c": (int, True), "utilization_gpu_pct": (int, True),
+    "utilization_memory_pct": (int, True), "ecc_volatile_uncorrected": (int, True),
+    "mig_enabled": (bool, True),
+}
+_KIND_NAMES = {int: "a non-negative integer", str: "a string", bool: "true or false"}
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _typed(where: str, data: dict[str, Any], name: str, kind: type, optional: bool) -> Any:
+    if name not in data:
+        if optional:
+            return None
+        raise ValueError(f"{where} is missing")
+    value = data[name]
+    if value is None and optional:
+        return None
+    ok = _is_count(value) if kind is int else isinstance(value, kind)
+    if not ok:
+        raise ValueError(f"{where} is {_shown(value)}, not {_KIND_NAMES[kind]}"
+                         + (" or null" if optional else ""))
+    return value
 
 
 @dataclass(frozen=True)
@@ -123,16 +168,17 @@ class GpuInventory:
                 f"not a GPU reading (format {data.get('format')!r})",
                 f"expected format {READING_FORMAT!r}, written by `appliance hw record`")
         try:
+            text = {name: _typed(name, data, name, str, True)
+                    for name in ("driver_version", "cuda_driver_version", "error", "note")}
+            gpus = data.get("gpus", [])
+            if not isinstance(gpus, list):
+                raise ValueError(f"gpus is {_shown(gpus)}, not a list")
             return cls(
-                driver_found=bool(data["driver_found"]),
-                driver_version=data.get("driver_version"),
-                cuda_driver_version=data.get("cuda_driver_version"),
-                gpus=tuple(Gpu.from_dict(g) for g in data.get("gpus", [])),
-                error=data.get("error"),
-                source=source,
-                note=data.get("note"),
+                driver_found=_typed("driver_found", data, "driver_found", bool, False),
+                gpus=tuple(Gpu.from_dict(g, f"gpus[{i}]") for i, g in enumerate(gpus)),
+                source=source, **text,
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except ValueError as exc:
             raise InvalidInput(f"malformed GPU reading ({exc})",
                                "record it again with `appliance hw record`") from exc
 

@@ -127,6 +127,20 @@ def test_fit_bad_path_is_one_line(home: Path, tmp_path: Path):
     assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1
 
 
+@pytest.mark.parametrize("command", ["show", "fit"])
+def test_a_wrongly_typed_reading_is_one_line(home: Path, tmp_path: Path, command: str):
+    data = json.loads((FIXTURES / "h100-80gb-hbm3-x1-recorded.json").read_text())
+    data["gpus"][0]["memory_total_bytes"] = "big"
+    reading = tmp_path / "reading.json"
+    reading.write_text(json.dumps(data))
+    args = ["show", "--reading", str(reading)] if command == "show" else [
+        "fit", str(ENGINES), "--reading", str(reading)]
+    r = hw(home, *args)
+    assert r.returncode == 2 and r.stderr == (
+        "error: malformed GPU reading (gpus[0].memory_total_bytes is 'big', not a "
+        "non-negative integer) (record it again with `appliance hw record`)\n")
+
+
 def test_record_then_replay(home: Path, tmp_path: Path):
     out = tmp_path / "reading.json"
     r = hw(home, "record", "--out", str(out), "--json")

@@ -120,6 +120,44 @@ def test_bad_readings_are_refused_plainly(tmp_path: Path, content: str, message:
         RecordedSource(path).read()
 
 
+WRONG_TYPES = [
+    (("gpus", 0, "memory_total_bytes"), "big",
+     "gpus[0].memory_total_bytes is 'big', not a non-negative integer"),
+    (("gpus", 0, "name"), ["x"], "gpus[0].name is ['x'], not a string"),
+    (("gpus", 0, "index"), True, "gpus[0].index is True, not a non-negative integer"),
+    (("gpus", 0, "memory_free_bytes"), -1, "gpus[0].memory_free_bytes is -1, not a"),
+    (("gpus", 0, "temperature_c"), "hot", "gpus[0].temperature_c is 'hot', not a "
+     "non-negative integer or null"),
+    (("gpus", 0, "mig_enabled"), 1, "gpus[0].mig_enabled is 1, not true or false or null"),
+    (("gpus", 0, "compute_capability"), [9, "0"], "gpus[0].compute_capability is [9, '0'], "
+     "not two integers"),
+    (("gpus", 0), "H100", "gpus[0] is 'H100', not an object"),
+    (("gpus",), {"0": {}}, "gpus is {'0': {}}, not a list"),
+    (("driver_found",), "yes", "driver_found is 'yes', not true or false"),
+    (("driver_version",), 580, "driver_version is 580, not a string or null"),
+]
+
+
+@pytest.mark.parametrize("path, value, message", WRONG_TYPES,
+                         ids=[".".join(map(str, p)) for p, _, _ in WRONG_TYPES])
+def test_a_real_reading_with_a_wrongly_typed_field_is_refused_plainly(
+        tmp_path: Path, path: tuple, value: object, message: str):
+    """Edited from the H100 recording: a wrong type used to pass the parser and surface as a
+    TypeError wherever the field was first used (the summary, the fit)."""
+    data = json.loads((FIXTURES / "h100-80gb-hbm3-x1-recorded.json").read_text())
+    *parents, last = path
+    target = data
+    for key in parents:
+        target = target[key]
+    target[last] = value
+    bad = tmp_path / "reading.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(InvalidInput) as err:
+        RecordedSource(bad).read()
+    assert err.value.message.startswith(f"malformed GPU reading ({message}")
+    assert err.value.hint == "record it again with `appliance hw record`"
+
+
 def test_a_binary_file_is_refused_plainly(tmp_path: Path):
     path = tmp_path / "engine.bin"
     path.write_bytes(b"\x89\xb7\x00\xff" * 64)
