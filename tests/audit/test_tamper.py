@@ -310,3 +310,110 @@ def test_incremental_verify_reports_a_forged_newest_checkpoint(trail_home: Path)
         app.close()
     assert report.kinds() == {"checkpoint-signature"}
     assert report.start_seq > 1  # resumed from the newest good checkpoint
+
+
+# Rows whose columns no longer hold what the appliance writes: each is a finding at its
+# event, never a traceback (a decoding error, a JSON parse, bytes + str).
+@pytest.mark.parametrize("change", [
+    "body = CAST(CAST(body AS BLOB) || X'ff' AS TEXT)",  # not UTF-8
+    "body = 'not json'",
+    "body = '[1, 2]'",                                     # JSON, but not an object
+    "body = CAST(body AS BLOB)",                           # the same bytes, as a BLOB
+    "hash = lower(hex(hash)), prev_hash = lower(hex(prev_hash))",
+    "prev_hash = CAST(prev_hash AS TEXT)",                 # raw hash bytes as TEXT
+    "hash = CAST(hash AS TEXT)",
+], ids=["not-utf8", "not-json", "json-array", "blob-body", "hex-hashes", "text-prev",
+        "text-hash"])
+def test_columns_of_the_wrong_kind_are_edits(trail_home: Path, change: str) -> None:
+    conn = _raw(trail_home)
+    seq = _seq_of(conn, "payload-0017")
+    saved = _drop_triggers(conn)
+    conn.execute(f"UPDATE audit_events SET {change} WHERE seq = ?", (seq,))
+    _restore_triggers(conn, saved)
+    conn.close()
+    report = _verify(trail_home)
+    assert report.findings[0].kind == "edited"
+    assert report.first_bad_seq == seq
+    assert report.kinds() <= {"edited", "checkpoint-mismatch"}
+
+
+def test_a_lookup_value_stored_as_blob_is_a_lookup_finding(trail_home: Path) -> None:
+    from appliance.audit import lookup
+    from appliance.db import transaction
+    conn = _raw(trail_home)
+    with transaction(conn):
+        assert lookup.catch_up(conn) == EVENTS + 2
+    seq = _seq_of(conn, "payload-0011")
+    saved = _drop_triggers(conn)
+    conn.execute("UPDATE audit_lookup SET ts = CAST(ts AS BLOB) WHERE seq = ?", (seq,))
+    _restore_triggers(conn, saved)
+    conn.close()
+    report = _verify(trail_home)
+    assert report.kinds() == {"lookup"}
+    assert report.first_bad_seq == seq
+
+
+def test_prev_hash_column_edited_alone(trail_home: Path) -> None:
+    """The hash chain recomputes from the previous hash, so only a comparison of the stored
+    link column shows this; exports carry that column to the auditor."""
+    conn = _raw(trail_home)
+    seq = _seq_of(conn, "payload-0019")
+    saved = _drop_triggers(conn)
+    conn.execute("UPDATE audit_events SET prev_hash = zeroblob(32) WHERE seq = ?", (seq,))
+    _restore_triggers(conn, saved)
+    conn.close()
+    report = _verify(trail_home)
+    assert report.kinds() == {"edited"}
+    assert report.first_bad_seq == seq
+    assert "prev_hash" in report.findings[0].message
+
+
+def _write_anchor_doc(anchor: Path, resign: bool = False, **changes) -> None:
+    """Change fields of an anchor file; `resign`: signed again, with a key of its own, so
+    that only the fields' shapes are wrong."""
+    import json
+
+    from appliance.keys import public_pem
+    doc = json.loads(anchor.read_text())
+    doc.update(changes)
+    if resign:
+        key = SigningKey.generate()
+        doc["public_key_pem"] = public_pem(key.public).decode()
+        doc["signature"] = key.sign(doc["checkpoint_text"].encode())
+    anchor.write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize("changes", [
+    {"public_key_pem": "garbage"},
+    {"public_key_pem": 7},
+    {"checkpoint_text": 5},
+    {"signature": None},
+    {"checkpoint": {}, "checkpoint_text": "{}", "resign": True},
+    {"checkpoint": [], "checkpoint_text": "[]", "resign": True},
+    {"checkpoint": {"tree_size": "3", "head_hash": "00"},
+     "checkpoint_text": '{"head_hash":"00","tree_size":"3"}', "resign": True},
+], ids=["garbage-key", "int-key", "int-text", "null-signature", "signed-empty-checkpoint",
+        "signed-list-checkpoint", "signed-text-size"])
+def test_a_malformed_anchor_is_invalid_input(trail_home: Path, tmp_path: Path,
+                                             changes: dict) -> None:
+    from appliance.errors import InvalidInput
+    anchor = _anchor(trail_home, tmp_path / "a.json")
+    _write_anchor_doc(anchor, **changes)
+    with pytest.raises(InvalidInput, match="anchor"):
+        read_anchor(anchor)
+
+
+def test_cli_verify_with_a_malformed_anchor_is_one_line(trail_home: Path,
+                                                       tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    anchor = _anchor(trail_home, tmp_path / "a.json")
+    _write_anchor_doc(anchor, public_key_pem="garbage")
+    r = subprocess.run([sys.executable, "-m", "appliance", "audit", "verify", "-u", ADMIN,
+                        "--password-stdin", "--anchor", str(anchor)], input=PASSWORD + "\n",
+                       capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, APPLIANCE_HOME=str(trail_home)))
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: anchor "), r.stderr
