@@ -2,10 +2,11 @@
 
 Re-hashes each stored canonical body (never re-encodes), checks the chain links (the
 stored prev_hash column as well as the hashes), the sequence, every checkpoint's signature,
-head hash and Merkle root, the protective triggers, the lookup that filtered reads use,
-and, given an anchor from external media, truncation and rollback of the file. Findings
-name the first bad sequence number and the kind of tampering; a column of the wrong type
-or a body that is not UTF-8 JSON is a finding too, never a crash.
+head hash and Merkle root, the lookup that filtered reads use, what `structure` checks
+(trigger definitions, deleted checkpoints, signatures no checkpoint covers), and, given an
+anchor from external media, truncation and rollback of the file. Findings name the first
+bad sequence number and the kind of tampering; a column of the wrong type or a body that
+is not UTF-8 JSON is a finding too, never a crash.
 """
 
 from __future__ import annotations
@@ -19,13 +20,12 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from appliance.audit import lookup
+from appliance.audit import lookup, structure
 from appliance.audit.checkpoint import Anchor, Checkpoint, all_checkpoints
 from appliance.audit.merkle import Frontier
 from appliance.audit.report import GENESIS, Finding, VerifyReport
 from appliance.errors import IntegrityError
 from appliance.keys import fingerprint, load_public_pem, verify_signature
-from appliance.schema import AUDIT_TRIGGERS
 
 BATCH = 50_000
 PARALLEL_MIN = 200_000
@@ -36,7 +36,7 @@ __all__ = ["Finding", "VerifyReport", "verify_trail"]
 def verify_trail(conn: sqlite3.Connection, public_key: ec.EllipticCurvePublicKey,
                  anchor: Anchor | None = None, incremental: bool = False) -> VerifyReport:
     report = VerifyReport(mode="incremental" if incremental else "full")
-    _check_triggers(conn, report)
+    structure.check_triggers(conn, report)
     key_id = fingerprint(public_key)
     if anchor is not None:
         anchor_key = load_public_pem(anchor.public_key_pem.encode())
@@ -45,6 +45,7 @@ def verify_trail(conn: sqlite3.Connection, public_key: ec.EllipticCurvePublicKey
                 "key-mismatch", None,
                 "the appliance key differs from the key that signed the anchor"))
     stored = all_checkpoints(conn)
+    structure.check_checkpoint_ids(conn, stored, report)
     if incremental:
         # Only the checkpoints from the newest good one on: each signature costs ~0.1 ms.
         start, checkpoints = _incremental_start(conn, stored, public_key, key_id, report)
@@ -86,6 +87,8 @@ def verify_trail(conn: sqlite3.Connection, public_key: ec.EllipticCurvePublicKey
             report.findings.append(Finding(
                 "truncated", head + 1,
                 f"checkpoint {cp.id} covers {size} events but the trail ends at {head}"))
+    structure.check_signed_events(
+        conn, max((cp.tree_size for cp in checkpoints), default=0), report)
     if anchor is not None:
         _check_anchor(conn, anchor, head, report)
     return report
@@ -98,14 +101,6 @@ def _lookup(conn: sqlite3.Connection, start: int, stop: int | None = None) -> in
     if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'audit_lookup'").fetchone():
         return lookup.first_mismatch(conn, start, stop)
     return None
-
-
-def _check_triggers(conn: sqlite3.Connection, report: VerifyReport) -> None:
-    present = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
-    for name in AUDIT_TRIGGERS:
-        if name not in present:
-            report.findings.append(Finding(
-                "trigger-missing", None, f"protective trigger {name} was removed"))
 
 
 def _valid_checkpoints(checkpoints: list[Checkpoint], key: ec.EllipticCurvePublicKey,

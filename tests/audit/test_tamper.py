@@ -234,10 +234,12 @@ def test_truncated_tail_against_anchor(trail_home: Path, tmp_path: Path) -> None
     conn.execute("DELETE FROM audit_checkpoints WHERE tree_size >= ?", (cut,))
     _restore_triggers(conn, saved)
     conn.close()
-    assert _verify(trail_home).ok  # a clean prefix: only the anchor can tell
+    # A clean prefix, but sqlite_sequence remembers the checkpoints that were issued.
+    report = _verify(trail_home)
+    assert report.kinds() == {"checkpoint-deleted"}
     report = _verify(trail_home, anchor)
-    assert report.kinds() == {"truncated"}
-    assert report.first_bad_seq == cut
+    assert report.kinds() == {"truncated", "checkpoint-deleted"}
+    assert [f.seq for f in report.findings if f.kind == "truncated"] == [cut]
 
 
 def test_whole_file_replaced_by_older_copy(trail_home: Path, tmp_path: Path) -> None:
@@ -366,6 +368,141 @@ def test_prev_hash_column_edited_alone(trail_home: Path) -> None:
     assert report.kinds() == {"edited"}
     assert report.first_bad_seq == seq
     assert "prev_hash" in report.findings[0].message
+
+
+@pytest.mark.parametrize("name, body", [
+    ("audit_events_no_update", "AFTER UPDATE ON audit_events BEGIN SELECT 1; END"),
+    ("audit_events_continue_head", "BEFORE INSERT ON audit_events BEGIN SELECT 1; END"),
+    ("audit_checkpoints_no_delete",
+     "BEFORE DELETE ON audit_checkpoints BEGIN SELECT 1 WHERE 0; END"),
+])
+def test_protective_trigger_replaced_under_its_name(trail_home: Path, name: str,
+                                                    body: str) -> None:
+    conn = _raw(trail_home)
+    conn.execute(f"DROP TRIGGER {name}")
+    conn.execute(f"CREATE TRIGGER {name} {body}")
+    conn.close()
+    report = _verify(trail_home)
+    assert report.kinds() == {"trigger-altered"}
+    assert name in report.findings[0].message
+
+
+def test_a_trigger_differing_only_in_whitespace_is_the_same(trail_home: Path) -> None:
+    conn = _raw(trail_home)
+    sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = "
+                       "'audit_events_no_delete'").fetchone()[0]
+    conn.execute("DROP TRIGGER audit_events_no_delete")
+    conn.execute(sql.replace("\n", "\n\n  "))
+    conn.close()
+    assert _verify(trail_home).ok
+
+
+def test_a_database_from_older_migrations_keeps_its_own_trigger_definitions(
+        tmp_path: Path) -> None:
+    """A backup made before the head-check trigger was redefined holds the first definition:
+    that is no tampering, and neither definition may stand in for the other."""
+    from appliance.db import split_script
+    from appliance.schema import MIGRATIONS
+    conn = sqlite3.connect(tmp_path / "old.db", isolation_level=None)
+    for number, ddl in enumerate(MIGRATIONS[:-1], start=1):
+        for statement in split_script(ddl):
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version={number}")
+    key = SigningKey.generate()
+    assert verify_trail(conn, key.public).ok
+    conn.execute(f"PRAGMA user_version={len(MIGRATIONS)}")  # claims the newer schema
+    assert verify_trail(conn, key.public).kinds() == {"trigger-altered"}
+    conn.close()
+
+
+def _delete_newest_checkpoints_and_rewrite_after(home: Path, keep: int) -> int:
+    """Keep the first `keep` checkpoints, edit an event after the last one kept and rehash
+    the chain from there: the rewrite itself leaves no broken link. Returns its seq."""
+    conn = _raw(home)
+    covered = conn.execute("SELECT tree_size FROM audit_checkpoints WHERE id = ?",
+                           (keep,)).fetchone()[0]
+    saved = _drop_triggers(conn)
+    conn.execute("DELETE FROM audit_checkpoints WHERE id > ?", (keep,))
+    seq = covered + 2
+    conn.execute("UPDATE audit_events SET body = replace(body, 'routine', 'rewrite') "
+                 "WHERE seq = ?", (seq,))
+    last = conn.execute("SELECT hash FROM audit_events WHERE seq = ?", (seq - 1,)).fetchone()[0]
+    for s, body in conn.execute("SELECT seq, body FROM audit_events WHERE seq >= ? "
+                                "ORDER BY seq", (seq,)).fetchall():
+        h = hashlib.sha256(last + body.encode()).digest()
+        conn.execute("UPDATE audit_events SET prev_hash = ?, hash = ? WHERE seq = ?",
+                     (last, h, s))
+        last = h
+    _restore_triggers(conn, saved)
+    conn.close()
+    return covered + 1
+
+
+def test_deleted_newest_checkpoints_and_rewritten_tail(trail_home: Path) -> None:
+    first_uncovered = _delete_newest_checkpoints_and_rewrite_after(trail_home, keep=2)
+    report = _verify(trail_home)
+    assert report.kinds() == {"checkpoint-deleted"}
+    assert report.first_bad_seq == first_uncovered
+
+
+def test_a_deleted_checkpoint_in_the_middle(trail_home: Path) -> None:
+    conn = _raw(trail_home)
+    covered = conn.execute("SELECT tree_size FROM audit_checkpoints WHERE id = 2").fetchone()[0]
+    saved = _drop_triggers(conn)
+    conn.execute("DELETE FROM audit_checkpoints WHERE id = 3")
+    _restore_triggers(conn, saved)
+    conn.close()
+    report = _verify(trail_home)
+    assert report.kinds() == {"checkpoint-deleted"}
+    assert report.first_bad_seq == covered + 1
+
+
+SIGNATURE = {"username": "alice", "name": "Alice Adams", "meaning": "approved",
+             "ts": "2026-01-15T09:00:00.000Z"}
+
+
+def _append_signed(home: Path, then: int = 0) -> int:
+    """A signed event (its transaction writes a checkpoint) and `then` unsigned ones."""
+    app = Appliance.open(home)
+    with app.transaction():
+        signed = app.trail.append(Event("update.approve", ACTOR, "bundle", "b1",
+                                        reason="approve", signature=SIGNATURE)).seq
+    for i in range(then):
+        with app.transaction():
+            app.trail.append(Event("test.payload", ACTOR, "thing", f"late{i}", reason="x"))
+    app.close()
+    return signed
+
+
+def test_a_trail_ending_in_a_signature_verifies(trail_home: Path) -> None:
+    _append_signed(trail_home)
+    assert _verify(trail_home).ok
+
+
+def test_signature_like_text_is_not_a_signature(trail_home: Path) -> None:
+    """Reasons and nested keys may spell "signature": only the event's own member counts."""
+    app = Appliance.open(trail_home)
+    with app.transaction():
+        app.trail.append(Event("test.payload", ACTOR, "thing", "t", reason='"signature":{}',
+                               details={"signature": "x", 'a"signature': 1}))
+    app.close()
+    assert _verify(trail_home).ok
+
+
+def test_signed_event_whose_checkpoint_was_deleted_without_trace(trail_home: Path) -> None:
+    """Even with sqlite_sequence put back, a signature no checkpoint covers shows that
+    checkpoints were removed."""
+    signed = _append_signed(trail_home, then=3)
+    conn = _raw(trail_home)
+    saved = _drop_triggers(conn)
+    conn.execute("DELETE FROM audit_checkpoints WHERE tree_size >= ?", (signed,))
+    conn.execute("UPDATE sqlite_sequence SET seq = (SELECT MAX(id) FROM audit_checkpoints) "
+                 "WHERE name = 'audit_checkpoints'")
+    _restore_triggers(conn, saved)
+    conn.close()
+    report = _verify(trail_home)
+    assert report.kinds() == {"checkpoint-missing"}
+    assert report.first_bad_seq == signed
 
 
 def _write_anchor_doc(anchor: Path, resign: bool = False, **changes) -> None:
