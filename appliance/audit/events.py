@@ -107,7 +107,8 @@ class StoredEvent(NamedTuple):
         return json.loads(self.text)
 
     def flat(self) -> dict[str, Any]:
-        """One row for tables and CSV: every field, nothing obscured, JSON where nested."""
+        """One row for tables and CSV: every field, nothing obscured, nested values as their
+        stored canonical JSON (the same text as the CSV export's SQL)."""
         d = self.data
         sig = d.get("signature") or {}
         return {
@@ -125,7 +126,7 @@ class StoredEvent(NamedTuple):
             "reason": d.get("reason") or "",
             "old": _json_or_empty(d.get("old")),
             "new": _json_or_empty(d.get("new")),
-            "details": _json_or_empty(d.get("details") or None),
+            "details": _json_or_empty(d.get("details"), {}),
             "signature": _manifestation(sig),
             "clock_warning": d.get("clock_warning") or "",
             "prev_hash": self.prev_hash.hex(),
@@ -146,10 +147,17 @@ class Appended(NamedTuple):
         return StoredEvent(self.seq, self.prev_hash, self.hash, self.body.decode("utf-8"))
 
 
-def _json_or_empty(value: Any) -> str:
-    if value is None:
+def _json_or_empty(value: Any, *empty: Any) -> str:
+    """A member of the stored body as its canonical text, the text the body holds and the
+    SQL export copies out of it ('' when null or one of `empty`, as there): the body was
+    stored canonical, and RFC 8785 keeps a member's text within it (number form, key order).
+    """
+    if value is None or any(value == e and type(value) is type(e) for e in empty):
         return ""
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return canonical_bytes(value).decode("utf-8")
+    except ValueError:  # a stored body no append could write (a tampered number)
+        return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
 def _manifestation(sig: dict[str, Any]) -> str:
