@@ -21,7 +21,7 @@ from appliance.schema import AUDIT_TRIGGERS, MIGRATIONS
 
 # A top-level "signature" member of a canonical (compact) body always reads like this; the
 # same bytes elsewhere (a nested key, an escaped quote in a string) only cost a JSON parse.
-_SIGNED = b'"signature":'
+SIGNED = '"signature":'
 _CREATE_TRIGGER = re.compile(r"CREATE\s+TRIGGER\s+(\w+)", re.IGNORECASE)
 
 
@@ -82,15 +82,14 @@ def check_checkpoint_ids(conn: sqlite3.Connection, checkpoints: list[Checkpoint]
             f"{covered} lost their signed checkpoints"))
 
 
-def check_signed_events(conn: sqlite3.Connection, covered: int, report: VerifyReport) -> None:
+def check_signed_events(candidates: list[tuple[int, str]], covered: int,
+                        report: VerifyReport) -> None:
     """A signed event beyond `covered` (the newest valid checkpoint's tree size) lost the
-    checkpoint its transaction wrote. Only the tail after that checkpoint is searched."""
-    rows = conn.execute(
-        "SELECT seq, CAST(body AS BLOB) FROM audit_events WHERE seq > ? "
-        "AND instr(CAST(body AS BLOB), ?) > 0 ORDER BY seq", (covered, _SIGNED))
-    for seq, data in rows:
+    checkpoint its transaction wrote. `candidates`: the (seq, body) of the events after
+    `covered` whose text holds SIGNED, which the chain walk collects as it reads them."""
+    for seq, text in candidates:
         try:
-            body = json.loads(data)
+            body = json.loads(text)
         except ValueError:  # a damaged body: the chain walk names it
             continue
         if isinstance(body, dict) and "signature" in body:

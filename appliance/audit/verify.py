@@ -59,6 +59,7 @@ def verify_trail(conn: sqlite3.Connection, public_key: ec.EllipticCurvePublicKey
         last_hash, expected = bytes.fromhex(start.head_hash), start.tree_size + 1
     report.start_seq = expected
     pending = {cp.tree_size: cp for cp in checkpoints if cp.tree_size >= expected}
+    covered = max((cp.tree_size for cp in checkpoints), default=0)  # newest valid checkpoint
     head = conn.execute("SELECT MAX(seq) FROM audit_events").fetchone()[0] or 0
     sizes = sorted(size for size in pending if 0 < size <= head)
     db_path = _db_path(conn)
@@ -68,12 +69,12 @@ def verify_trail(conn: sqlite3.Connection, public_key: ec.EllipticCurvePublicKey
         # The lookup check is shared between them so that both finish together.
         split = expected + (head - expected) * 9 // 20
         worker = _start_merkle_worker(db_path, expected, frontier, sizes, split)
-        reached = _walk(conn, report, last_hash, expected, pending)
+        reached, signed = _walk(conn, report, last_hash, expected, pending, covered)
         mine = _lookup(conn, expected, split)
         roots, theirs = _finish_merkle_worker(worker)
         mismatch = mine if mine is not None else theirs
     else:
-        reached = _walk(conn, report, last_hash, expected, pending)
+        reached, signed = _walk(conn, report, last_hash, expected, pending, covered)
         roots, mismatch = _merkle_roots(conn, expected, frontier, sizes), _lookup(conn, expected)
     if mismatch is not None:
         report.findings.append(Finding(
@@ -87,8 +88,7 @@ def verify_trail(conn: sqlite3.Connection, public_key: ec.EllipticCurvePublicKey
             report.findings.append(Finding(
                 "truncated", head + 1,
                 f"checkpoint {cp.id} covers {size} events but the trail ends at {head}"))
-    structure.check_signed_events(
-        conn, max((cp.tree_size for cp in checkpoints), default=0), report)
+    structure.check_signed_events(signed, covered, report)
     if anchor is not None:
         _check_anchor(conn, anchor, head, report)
     return report
@@ -177,13 +177,16 @@ def _utf8(data: bytes) -> str | None:
 
 
 def _walk(conn: sqlite3.Connection, report: VerifyReport, last_hash: bytes, expected: int,
-          pending: dict[int, Checkpoint]) -> list[Checkpoint]:
+          pending: dict[int, Checkpoint], covered: int
+          ) -> tuple[list[Checkpoint], list[tuple[int, str]]]:
     """The hot loop: one chain hash and one link comparison per event. Only rows that fail
     (hash, prev_hash column, or a column of the wrong type) are looked at closely to name
     the tampering. Returns the checkpoints reached whose head matched, for the Merkle
-    comparison."""
+    comparison, and the events after `covered` that may carry a signature (for
+    `structure.check_signed_events`: the walk reads them anyway)."""
     sha256 = hashlib.sha256
     reached: list[Checkpoint] = []
+    signed: list[tuple[int, str]] = []
     before_last = None  # hash of the event before the last one, to recognise insertions
     quiet = 0           # a row already explained by the previous finding
     resync = False      # after an anomaly, follow the stored links so one attack is one finding
@@ -227,12 +230,15 @@ def _walk(conn: sqlite3.Connection, report: VerifyReport, last_hash: bytes, expe
                         reached.append(cp)
                     else:
                         _mismatch(cp, report)
+        if seq > covered:  # only the batches that reach past the newest valid checkpoint
+            signed += [(s, text) for s, _, _, text in rows
+                       if s > covered and type(text) is str and structure.SIGNED in text]
     report.events_checked = checked
     report.head_seq = expected - 1
     report.head_hash = last_hash.hex()
     if pending.pop(0, None) is not None:
         report.checkpoints_checked += 1
-    return reached
+    return reached, signed
 
 
 def _clock_warning(report: VerifyReport, seq: int) -> None:
