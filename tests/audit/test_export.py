@@ -367,11 +367,12 @@ def test_sqlite_csv_line_equals_flat_for_any_text(appliance, name, reason, targe
 
 def test_python_and_sql_csv_rows_agree_on_floats_and_key_order(appliance) -> None:
     """Rows the export formats in Python show nested values as stored, like the SQL rows:
-    0.00001 stays 0.00001 (not 1e-05) and keys keep RFC 8785 (UTF-16) order."""
+    0.00001 stays 0.00001 (not 1e-05), keys keep RFC 8785 (UTF-16) order, and the float
+    2^53, stored as 9007199254740992, reads back as an integer RFC 8785 would refuse."""
     with appliance.transaction():
         ev = appliance.trail.append(Event(
             "test.x", Actor("bob", "Bob", "it"), "thing", "t1", reason="plain",
-            old={"a": [1, 2.5e30, None]},
+            old={"a": [1, 2.5e30, None]}, new={"\ue000": None, "\U00010000": 2.0**53},
             details={"f": 0.00001, "k": {"\U0001F600": 1, "\uffff": 2}}))
     sql = appliance.conn.execute(f"SELECT {CSV_LINE} FROM audit_events WHERE seq = ?",
                                  (ev.seq,)).fetchone()[0]
@@ -380,6 +381,7 @@ def test_python_and_sql_csv_rows_agree_on_floats_and_key_order(appliance) -> Non
     row = dict(zip(FLAT_COLUMNS, next(csv.reader([sql.decode()[:-2]])), strict=True))
     assert row["details"] == '{"f":0.00001,"k":{"\U0001F600":1,"\uffff":2}}'
     assert row["old"] == '{"a":[1,2.5e+30,null]}'
+    assert row["new"] == '{"\U00010000":9007199254740992,"\ue000":null}'
 
 
 def test_a_write_error_is_recorded_and_leaves_nothing_behind(trail, auditor, out) -> None:
