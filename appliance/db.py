@@ -49,12 +49,12 @@ def migrate(conn: sqlite3.Connection) -> None:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     for number, ddl in enumerate(MIGRATIONS[version:], start=version + 1):
         with transaction(conn):
-            for statement in _split(ddl):
+            for statement in split_script(ddl):
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version={number}")
 
 
-def _split(script: str) -> list[str]:
+def split_script(script: str) -> list[str]:
     """Split a DDL script into statements, keeping trigger bodies whole."""
     statements, current = [], []
     for line in script.strip().splitlines():

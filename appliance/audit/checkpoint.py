@@ -14,11 +14,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import UnsupportedAlgorithm
+
 from appliance.audit.merkle import Frontier
 from appliance.canonical import canonical_bytes
 from appliance.clock import format_ts, parse_ts
 from appliance.durable import write_atomic
-from appliance.errors import InvalidInput
+from appliance.errors import ApplianceError, InvalidInput
 from appliance.keys import SigningKey, load_public_pem, public_pem, verify_signature
 
 ANCHOR_FORMAT = "appliance-audit-anchor/1"
@@ -58,8 +60,10 @@ class CheckpointPolicy:
 
 
 def _row(row: tuple) -> Checkpoint:
+    """A stored checkpoint; an unreadable body reads as empty, which no signature covers."""
     cid, size, text, sig, frontier = row
-    return Checkpoint(cid, size, json.loads(text), text, sig, frontier)
+    body = _json_or_none(text) if isinstance(text, str) else None
+    return Checkpoint(cid, size, body if isinstance(body, dict) else {}, text, sig, frontier)
 
 
 def latest(conn: sqlite3.Connection) -> Checkpoint | None:
@@ -154,19 +158,36 @@ class Anchor:
 
 
 def read_anchor(path: Path) -> Anchor:
-    """Read and check an anchor file: it must be self-consistent and correctly signed."""
+    """Read and check an anchor file: it must be self-consistent and correctly signed. It
+    comes from external media, so every field is checked for its type before use."""
+    hint = "pass the anchor file written by `appliance audit anchor`"
     try:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
         anchor = Anchor(doc["checkpoint"], doc["checkpoint_text"], doc["signature"],
                         doc["public_key_pem"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InvalidInput(f"cannot read anchor {path}: {exc}",
-                           "pass the anchor file written by `appliance audit anchor`") from exc
-    if doc.get("format") != ANCHOR_FORMAT or json.loads(anchor.text) != anchor.body:
-        raise InvalidInput(f"anchor {path} is not a valid anchor document",
-                           "pass the anchor file written by `appliance audit anchor`")
-    key = load_public_pem(anchor.public_key_pem.encode())
-    if not verify_signature(key, anchor.signature, anchor.text.encode("utf-8")):
+        raise InvalidInput(f"cannot read anchor {path}: {exc}", hint) from exc
+    body = anchor.body
+    if (doc.get("format") != ANCHOR_FORMAT or not isinstance(body, dict)
+            or not all(isinstance(v, str) for v in (anchor.text, anchor.signature,
+                                                    anchor.public_key_pem))
+            or type(body.get("tree_size")) is not int or body["tree_size"] < 0
+            or not isinstance(body.get("head_hash"), str)
+            or _json_or_none(anchor.text) != body):
+        raise InvalidInput(f"anchor {path} is not a valid anchor document", hint)
+    try:
+        key = load_public_pem(anchor.public_key_pem.encode("utf-8"))
+        signed = anchor.text.encode("utf-8")
+    except (ValueError, UnsupportedAlgorithm, ApplianceError) as exc:  # lone surrogates too
+        raise InvalidInput(f"anchor {path} does not hold a usable public key", hint) from exc
+    if not verify_signature(key, anchor.signature, signed):
         raise InvalidInput(f"anchor {path} has a bad signature",
                            "the anchor was altered; use the copy kept off the appliance")
     return anchor
+
+
+def _json_or_none(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None

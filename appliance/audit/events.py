@@ -107,8 +107,10 @@ class StoredEvent(NamedTuple):
         return json.loads(self.text)
 
     def flat(self) -> dict[str, Any]:
-        """One row for tables and CSV: every field, nothing obscured, JSON where nested."""
+        """One row for tables and CSV: every field, nothing obscured, nested values as their
+        stored canonical JSON (the same text as the CSV export's SQL)."""
         d = self.data
+        raw = member_texts(self.text)
         sig = d.get("signature") or {}
         return {
             "seq": d["seq"],
@@ -123,9 +125,9 @@ class StoredEvent(NamedTuple):
             "target_digest": d["target"].get("digest") or "",
             "outcome": d["outcome"],
             "reason": d.get("reason") or "",
-            "old": _json_or_empty(d.get("old")),
-            "new": _json_or_empty(d.get("new")),
-            "details": _json_or_empty(d.get("details") or None),
+            "old": _json_or_empty(d, raw, "old"),
+            "new": _json_or_empty(d, raw, "new"),
+            "details": _json_or_empty(d, raw, "details", "{}"),
             "signature": _manifestation(sig),
             "clock_warning": d.get("clock_warning") or "",
             "prev_hash": self.prev_hash.hex(),
@@ -146,10 +148,42 @@ class Appended(NamedTuple):
         return StoredEvent(self.seq, self.prev_hash, self.hash, self.body.decode("utf-8"))
 
 
-def _json_or_empty(value: Any) -> str:
-    if value is None:
-        return ""
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+_DECODER = json.JSONDecoder()
+
+
+def member_texts(text: str) -> dict[str, str]:
+    """The stored text of each top-level member of a compact JSON object, as it stands in
+    the body (the text SQLite's `->` copies out of it); {} when the text is not laid out
+    so (a body no append wrote)."""
+    members: dict[str, str] = {}
+    try:
+        i = 1 if text[:1] == "{" else len(text) + 1
+        while i < len(text) and text[i] != "}":
+            key, colon = _DECODER.raw_decode(text, i)
+            _, end = _DECODER.raw_decode(text, colon + 1)
+            if not isinstance(key, str) or text[colon] != ":":
+                return {}
+            members[key] = text[colon + 1:end]
+            i = end + (text[end:end + 1] == ",")
+    except (ValueError, IndexError):
+        return {}
+    return members
+
+
+def _json_or_empty(data: dict[str, Any], raw: dict[str, str], name: str, *empty: str) -> str:
+    """A nested member as the stored canonical text, exactly as the CSV export's SQL gives
+    it ('' when absent, null or one of `empty`): re-encoding could differ (a float's form,
+    key order, integers beyond 2^53 that RFC 8785 refuses to encode)."""
+    text = raw.get(name)
+    if text is None:  # not laid out as stored: encode the parsed value
+        value = data.get(name)
+        if value is None:
+            return ""
+        try:
+            text = canonical_bytes(value).decode("utf-8")
+        except ValueError:
+            text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return "" if text in ("null", *empty) else text
 
 
 def _manifestation(sig: dict[str, Any]) -> str:

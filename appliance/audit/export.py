@@ -9,9 +9,7 @@ renamed only once the export's own audit event is recorded.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import os
 import queue
@@ -260,9 +258,11 @@ def csv_cells(flat: dict[str, Any]) -> list[str]:
 
 
 def _csv_line_python(conn: sqlite3.Connection, seq: int) -> bytes:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\r\n").writerow(csv_cells(stored_event(conn, seq).flat()))
-    return buf.getvalue().encode("utf-8")
+    """The row as `_CSV_FORMAT` lays it out in SQLite, byte for byte: every cell quoted
+    (inner quotes doubled) but the bare ones, so one file never mixes two quotings."""
+    cells = csv_cells(stored_event(conn, seq).flat())
+    return (",".join(v if c in _BARE else '"' + v.replace('"', '""') + '"'
+                     for c, v in zip(FLAT_COLUMNS, cells, strict=True)) + "\r\n").encode("utf-8")
 
 
 def write_export(conn: sqlite3.Connection, hdr: ExportHeader, target: StagedFile,

@@ -109,6 +109,24 @@ def newest_ts(conn: sqlite3.Connection) -> str | None:
         f"SELECT MAX(ts) FROM audit_view WHERE seq > {_INDEXED_UPTO})").fetchone()[0]
 
 
+# One multi-path json_extract (one parse) against the row's values as a JSON array.
+_DIFFERS = ("json_array(l.ts, l.actor, l.action, l.target_type, l.target_id) IS NOT "
+            "json_extract(e.body, '$.ts', '$.actor.username', '$.action', '$.target.type', "
+            "'$.target.id')")
+# JSON functions raise on a BLOB and on malformed JSON, and SQLite's OR does not stop at a
+# true operand, so after such an error the careful form tells those rows apart in a CASE
+# first: a lookup value that is a BLOB, or a body that is not JSON text, is a mismatch (the
+# chain walk names an edited body as well).
+_CAREFULLY = (
+    "CASE WHEN 'blob' IN (typeof(l.ts), typeof(l.actor), typeof(l.action), "
+    "typeof(l.target_type), typeof(l.target_id)) OR typeof(e.body) != 'text' "
+    f"OR NOT json_valid(e.body) THEN 1 ELSE {_DIFFERS} END")
+_MISMATCH, _MISMATCH_CAREFULLY = (
+    "SELECT l.seq FROM audit_lookup l LEFT JOIN audit_events e ON e.seq = l.seq "
+    f"WHERE l.seq >= ? AND l.seq < ? AND (e.seq IS NULL OR {differs}) ORDER BY l.seq LIMIT 1"
+    for differs in (_DIFFERS, _CAREFULLY))
+
+
 def first_mismatch(conn: sqlite3.Connection, start: int = 1, stop: int | None = None
                    ) -> int | None:
     """The first lookup row in start <= seq (< stop) that disagrees with the body it was
@@ -116,13 +134,10 @@ def first_mismatch(conn: sqlite3.Connection, start: int = 1, stop: int | None = 
     skipped (a gap hides it from filtered reads); None when all is well. `audit verify`
     calls this."""
     stop = stop if stop is not None else 2**63 - 1
-    # One multi-path json_extract (one parse) against the row's values as a JSON array.
-    row = conn.execute(
-        "SELECT l.seq FROM audit_lookup l LEFT JOIN audit_events e ON e.seq = l.seq "
-        "WHERE l.seq >= ? AND l.seq < ? AND (e.seq IS NULL OR json_array(l.ts, l.actor, "
-        "l.action, l.target_type, l.target_id) IS NOT json_extract(e.body, '$.ts', "
-        "'$.actor.username', '$.action', '$.target.type', '$.target.id')) "
-        "ORDER BY l.seq LIMIT 1", (start, stop)).fetchone()
+    try:
+        row = conn.execute(_MISMATCH, (start, stop)).fetchone()
+    except sqlite3.OperationalError:  # a BLOB or malformed JSON where JSON text belongs
+        row = conn.execute(_MISMATCH_CAREFULLY, (start, stop)).fetchone()
     if row is not None:
         return row[0]
     count = conn.execute("SELECT COUNT(*) FROM audit_lookup WHERE seq >= ? AND seq < ?",

@@ -373,19 +373,24 @@ def test_cli_export_and_events(tmp_path, out) -> None:
 
 
 _text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
-_json = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6) | _text,
+# Keys from both sides of U+E000..U+FFFF vs the astral planes: RFC 8785 sorts by UTF-16
+# code units, so "\uffff" comes after "\U0001f600" there and before it in code points.
+_key = _text | st.sampled_from(["\uffff", "\ue000", "\U0001f600", "\U00010000", "a"])
+_json = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6) | _text
+                     | st.floats(allow_nan=False, allow_infinity=False),
                      lambda inner: st.lists(inner, max_size=3)
-                     | st.dictionaries(_text, inner, max_size=3), max_leaves=8)
+                     | st.dictionaries(_key, inner, max_size=3), max_leaves=8)
 
 
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])  # one trail, appended to
 @given(name=_text, reason=st.none() | _text, target_id=_text, old=_json, details=st.dictionaries(
-    _text, _json, max_size=3), meaning=st.none() | _text)
+    _key, _json, max_size=3), meaning=st.none() | _text)
 def test_sqlite_csv_line_equals_flat_for_any_text(appliance, name, reason, target_id, old,
                                                   details, meaning) -> None:
-    """The SQL that formats CSV rows agrees with StoredEvent.flat() on arbitrary values
-    (floats aside: the export shows their canonical RFC 8785 form)."""
+    """The SQL that formats CSV rows and the Python that formats the rows it leaves agree
+    with StoredEvent.flat() and with each other on arbitrary values, floats and nested
+    keys included (both show the stored canonical RFC 8785 text)."""
     sig = {"username": "bob", "name": name, "meaning": meaning, "ts": "t"} if meaning else None
     with appliance.transaction():
         ev = appliance.trail.append(Event(
@@ -393,13 +398,34 @@ def test_sqlite_csv_line_equals_flat_for_any_text(appliance, name, reason, targe
             reason=reason, old=old, details=details, signature=sig))
     line = appliance.conn.execute(f"SELECT {CSV_LINE} FROM audit_events WHERE seq = ?",
                                   (ev.seq,)).fetchone()[0]
+    python_line = _csv_line_python(appliance.conn, ev.seq)
     if line is None:  # an escaped NUL, or a cell to guard: the export formats it in Python
         assert "\\u0000" in ev.stored().text or re.search(r':"[-=+@\'\\]', ev.stored().text)
-        line = _csv_line_python(appliance.conn, ev.seq)
+        line = python_line
+    assert python_line == line
     text = line.decode("utf-8")
     assert text.endswith("\r\n")
     row = next(csv.reader([text[:-2]]))
     assert row == csv_cells(ev.stored().flat())
+
+
+def test_python_and_sql_csv_rows_agree_on_floats_and_key_order(appliance) -> None:
+    """Rows the export formats in Python show nested values as stored, like the SQL rows:
+    0.00001 stays 0.00001 (not 1e-05), keys keep RFC 8785 (UTF-16) order, and the float
+    2^53, stored as 9007199254740992, reads back as an integer RFC 8785 would refuse."""
+    with appliance.transaction():
+        ev = appliance.trail.append(Event(
+            "test.x", Actor("bob", "Bob", "it"), "thing", "t1", reason="plain",
+            old={"a": [1, 2.5e30, None]}, new={"\ue000": None, "\U00010000": 2.0**53},
+            details={"f": 0.00001, "k": {"\U0001F600": 1, "\uffff": 2}}))
+    sql = appliance.conn.execute(f"SELECT {CSV_LINE} FROM audit_events WHERE seq = ?",
+                                 (ev.seq,)).fetchone()[0]
+    assert sql is not None  # nothing to guard: SQLite formats this row
+    assert _csv_line_python(appliance.conn, ev.seq) == sql
+    row = dict(zip(FLAT_COLUMNS, next(csv.reader([sql.decode()[:-2]])), strict=True))
+    assert row["details"] == '{"f":0.00001,"k":{"\U0001F600":1,"\uffff":2}}'
+    assert row["old"] == '{"a":[1,2.5e+30,null]}'
+    assert row["new"] == '{"\U00010000":9007199254740992,"\ue000":null}'
 
 
 def test_a_write_error_is_recorded_and_leaves_nothing_behind(trail, auditor, out) -> None:

@@ -234,10 +234,12 @@ def test_truncated_tail_against_anchor(trail_home: Path, tmp_path: Path) -> None
     conn.execute("DELETE FROM audit_checkpoints WHERE tree_size >= ?", (cut,))
     _restore_triggers(conn, saved)
     conn.close()
-    assert _verify(trail_home).ok  # a clean prefix: only the anchor can tell
+    # A clean prefix, but sqlite_sequence remembers the checkpoints that were issued.
+    report = _verify(trail_home)
+    assert report.kinds() == {"checkpoint-deleted"}
     report = _verify(trail_home, anchor)
-    assert report.kinds() == {"truncated"}
-    assert report.first_bad_seq == cut
+    assert report.kinds() == {"truncated", "checkpoint-deleted"}
+    assert [f.seq for f in report.findings if f.kind == "truncated"] == [cut]
 
 
 def test_whole_file_replaced_by_older_copy(trail_home: Path, tmp_path: Path) -> None:
@@ -310,3 +312,245 @@ def test_incremental_verify_reports_a_forged_newest_checkpoint(trail_home: Path)
         app.close()
     assert report.kinds() == {"checkpoint-signature"}
     assert report.start_seq > 1  # resumed from the newest good checkpoint
+
+
+# Rows whose columns no longer hold what the appliance writes: each is a finding at its
+# event, never a traceback (a decoding error, a JSON parse, bytes + str).
+@pytest.mark.parametrize("change", [
+    "body = CAST(CAST(body AS BLOB) || X'ff' AS TEXT)",  # not UTF-8
+    "body = 'not json'",
+    "body = '[1, 2]'",                                     # JSON, but not an object
+    "body = CAST(body AS BLOB)",                           # the same bytes, as a BLOB
+    "hash = lower(hex(hash)), prev_hash = lower(hex(prev_hash))",
+    "prev_hash = CAST(prev_hash AS TEXT)",                 # raw hash bytes as TEXT
+    "hash = CAST(hash AS TEXT)",
+], ids=["not-utf8", "not-json", "json-array", "blob-body", "hex-hashes", "text-prev",
+        "text-hash"])
+def test_columns_of_the_wrong_kind_are_edits(trail_home: Path, change: str) -> None:
+    conn = _raw(trail_home)
+    seq = _seq_of(conn, "payload-0017")
+    saved = _drop_triggers(conn)
+    conn.execute(f"UPDATE audit_events SET {change} WHERE seq = ?", (seq,))
+    _restore_triggers(conn, saved)
+    conn.close()
+    report = _verify(trail_home)
+    assert report.findings[0].kind == "edited"
+    assert report.first_bad_seq == seq
+    assert report.kinds() <= {"edited", "checkpoint-mismatch"}
+
+
+def test_a_lookup_value_stored_as_blob_is_a_lookup_finding(trail_home: Path) -> None:
+    from appliance.audit import lookup
+    from appliance.db import transaction
+    conn = _raw(trail_home)
+    with transaction(conn):
+        assert lookup.catch_up(conn) == EVENTS + 2
+    seq = _seq_of(conn, "payload-0011")
+    saved = _drop_triggers(conn)
+    conn.execute("UPDATE audit_lookup SET ts = CAST(ts AS BLOB) WHERE seq = ?", (seq,))
+    _restore_triggers(conn, saved)
+    conn.close()
+    report = _verify(trail_home)
+    assert report.kinds() == {"lookup"}
+    assert report.first_bad_seq == seq
+
+
+def test_prev_hash_column_edited_alone(trail_home: Path) -> None:
+    """The hash chain recomputes from the previous hash, so only a comparison of the stored
+    link column shows this; exports carry that column to the auditor."""
+    conn = _raw(trail_home)
+    seq = _seq_of(conn, "payload-0019")
+    saved = _drop_triggers(conn)
+    conn.execute("UPDATE audit_events SET prev_hash = zeroblob(32) WHERE seq = ?", (seq,))
+    _restore_triggers(conn, saved)
+    conn.close()
+    report = _verify(trail_home)
+    assert report.kinds() == {"edited"}
+    assert report.first_bad_seq == seq
+    assert "prev_hash" in report.findings[0].message
+
+
+@pytest.mark.parametrize("name, body", [
+    ("audit_events_no_update", "AFTER UPDATE ON audit_events BEGIN SELECT 1; END"),
+    ("audit_events_continue_head", "BEFORE INSERT ON audit_events BEGIN SELECT 1; END"),
+    ("audit_checkpoints_no_delete",
+     "BEFORE DELETE ON audit_checkpoints BEGIN SELECT 1 WHERE 0; END"),
+])
+def test_protective_trigger_replaced_under_its_name(trail_home: Path, name: str,
+                                                    body: str) -> None:
+    conn = _raw(trail_home)
+    conn.execute(f"DROP TRIGGER {name}")
+    conn.execute(f"CREATE TRIGGER {name} {body}")
+    conn.close()
+    report = _verify(trail_home)
+    assert report.kinds() == {"trigger-altered"}
+    assert name in report.findings[0].message
+
+
+def test_a_trigger_differing_only_in_whitespace_is_the_same(trail_home: Path) -> None:
+    conn = _raw(trail_home)
+    sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = "
+                       "'audit_events_no_delete'").fetchone()[0]
+    conn.execute("DROP TRIGGER audit_events_no_delete")
+    conn.execute(sql.replace("\n", "\n\n  "))
+    conn.close()
+    assert _verify(trail_home).ok
+
+
+def test_a_database_from_older_migrations_keeps_its_own_trigger_definitions(
+        tmp_path: Path) -> None:
+    """A backup made before the head-check trigger was redefined holds the first definition:
+    that is no tampering, and neither definition may stand in for the other."""
+    from appliance.db import split_script
+    from appliance.schema import MIGRATIONS
+    conn = sqlite3.connect(tmp_path / "old.db", isolation_level=None)
+    for number, ddl in enumerate(MIGRATIONS[:-1], start=1):
+        for statement in split_script(ddl):
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version={number}")
+    key = SigningKey.generate()
+    assert verify_trail(conn, key.public).ok
+    conn.execute(f"PRAGMA user_version={len(MIGRATIONS)}")  # claims the newer schema
+    assert verify_trail(conn, key.public).kinds() == {"trigger-altered"}
+    conn.close()
+
+
+def _delete_newest_checkpoints_and_rewrite_after(home: Path, keep: int) -> int:
+    """Keep the first `keep` checkpoints, edit an event after the last one kept and rehash
+    the chain from there: the rewrite itself leaves no broken link. Returns its seq."""
+    conn = _raw(home)
+    covered = conn.execute("SELECT tree_size FROM audit_checkpoints WHERE id = ?",
+                           (keep,)).fetchone()[0]
+    saved = _drop_triggers(conn)
+    conn.execute("DELETE FROM audit_checkpoints WHERE id > ?", (keep,))
+    seq = covered + 2
+    conn.execute("UPDATE audit_events SET body = replace(body, 'routine', 'rewrite') "
+                 "WHERE seq = ?", (seq,))
+    last = conn.execute("SELECT hash FROM audit_events WHERE seq = ?", (seq - 1,)).fetchone()[0]
+    for s, body in conn.execute("SELECT seq, body FROM audit_events WHERE seq >= ? "
+                                "ORDER BY seq", (seq,)).fetchall():
+        h = hashlib.sha256(last + body.encode()).digest()
+        conn.execute("UPDATE audit_events SET prev_hash = ?, hash = ? WHERE seq = ?",
+                     (last, h, s))
+        last = h
+    _restore_triggers(conn, saved)
+    conn.close()
+    return covered + 1
+
+
+def test_deleted_newest_checkpoints_and_rewritten_tail(trail_home: Path) -> None:
+    first_uncovered = _delete_newest_checkpoints_and_rewrite_after(trail_home, keep=2)
+    report = _verify(trail_home)
+    assert report.kinds() == {"checkpoint-deleted"}
+    assert report.first_bad_seq == first_uncovered
+
+
+def test_a_deleted_checkpoint_in_the_middle(trail_home: Path) -> None:
+    conn = _raw(trail_home)
+    covered = conn.execute("SELECT tree_size FROM audit_checkpoints WHERE id = 2").fetchone()[0]
+    saved = _drop_triggers(conn)
+    conn.execute("DELETE FROM audit_checkpoints WHERE id = 3")
+    _restore_triggers(conn, saved)
+    conn.close()
+    report = _verify(trail_home)
+    assert report.kinds() == {"checkpoint-deleted"}
+    assert report.first_bad_seq == covered + 1
+
+
+SIGNATURE = {"username": "alice", "name": "Alice Adams", "meaning": "approved",
+             "ts": "2026-01-15T09:00:00.000Z"}
+
+
+def _append_signed(home: Path, then: int = 0) -> int:
+    """A signed event (its transaction writes a checkpoint) and `then` unsigned ones."""
+    app = Appliance.open(home)
+    with app.transaction():
+        signed = app.trail.append(Event("update.approve", ACTOR, "bundle", "b1",
+                                        reason="approve", signature=SIGNATURE)).seq
+    for i in range(then):
+        with app.transaction():
+            app.trail.append(Event("test.payload", ACTOR, "thing", f"late{i}", reason="x"))
+    app.close()
+    return signed
+
+
+def test_a_trail_ending_in_a_signature_verifies(trail_home: Path) -> None:
+    _append_signed(trail_home)
+    assert _verify(trail_home).ok
+
+
+def test_signature_like_text_is_not_a_signature(trail_home: Path) -> None:
+    """Reasons and nested keys may spell "signature": only the event's own member counts."""
+    app = Appliance.open(trail_home)
+    with app.transaction():
+        app.trail.append(Event("test.payload", ACTOR, "thing", "t", reason='"signature":{}',
+                               details={"signature": "x", 'a"signature': 1}))
+    app.close()
+    assert _verify(trail_home).ok
+
+
+def test_signed_event_whose_checkpoint_was_deleted_without_trace(trail_home: Path) -> None:
+    """Even with sqlite_sequence put back, a signature no checkpoint covers shows that
+    checkpoints were removed."""
+    signed = _append_signed(trail_home, then=3)
+    conn = _raw(trail_home)
+    saved = _drop_triggers(conn)
+    conn.execute("DELETE FROM audit_checkpoints WHERE tree_size >= ?", (signed,))
+    conn.execute("UPDATE sqlite_sequence SET seq = (SELECT MAX(id) FROM audit_checkpoints) "
+                 "WHERE name = 'audit_checkpoints'")
+    _restore_triggers(conn, saved)
+    conn.close()
+    report = _verify(trail_home)
+    assert report.kinds() == {"checkpoint-missing"}
+    assert report.first_bad_seq == signed
+
+
+def _write_anchor_doc(anchor: Path, resign: bool = False, **changes) -> None:
+    """Change fields of an anchor file; `resign`: signed again, with a key of its own, so
+    that only the fields' shapes are wrong."""
+    import json
+
+    from appliance.keys import public_pem
+    doc = json.loads(anchor.read_text())
+    doc.update(changes)
+    if resign:
+        key = SigningKey.generate()
+        doc["public_key_pem"] = public_pem(key.public).decode()
+        doc["signature"] = key.sign(doc["checkpoint_text"].encode())
+    anchor.write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize("changes", [
+    {"public_key_pem": "garbage"},
+    {"public_key_pem": 7},
+    {"checkpoint_text": 5},
+    {"signature": None},
+    {"checkpoint": {}, "checkpoint_text": "{}", "resign": True},
+    {"checkpoint": [], "checkpoint_text": "[]", "resign": True},
+    {"checkpoint": {"tree_size": "3", "head_hash": "00"},
+     "checkpoint_text": '{"head_hash":"00","tree_size":"3"}', "resign": True},
+], ids=["garbage-key", "int-key", "int-text", "null-signature", "signed-empty-checkpoint",
+        "signed-list-checkpoint", "signed-text-size"])
+def test_a_malformed_anchor_is_invalid_input(trail_home: Path, tmp_path: Path,
+                                             changes: dict) -> None:
+    from appliance.errors import InvalidInput
+    anchor = _anchor(trail_home, tmp_path / "a.json")
+    _write_anchor_doc(anchor, **changes)
+    with pytest.raises(InvalidInput, match="anchor"):
+        read_anchor(anchor)
+
+
+def test_cli_verify_with_a_malformed_anchor_is_one_line(trail_home: Path,
+                                                       tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    anchor = _anchor(trail_home, tmp_path / "a.json")
+    _write_anchor_doc(anchor, public_key_pem="garbage")
+    r = subprocess.run([sys.executable, "-m", "appliance", "audit", "verify", "-u", ADMIN,
+                        "--password-stdin", "--anchor", str(anchor)], input=PASSWORD + "\n",
+                       capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, APPLIANCE_HOME=str(trail_home)))
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: anchor "), r.stderr

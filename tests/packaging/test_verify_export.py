@@ -258,3 +258,25 @@ def test_csv_cells_a_spreadsheet_would_run_are_guarded_and_still_verify(
     for export in (csv_export, jsonl):
         r = verify(export.path, "--key", str(pub))
         assert r.returncode == 0, r.stderr
+
+
+def test_a_manifest_that_is_not_an_object_fails_in_one_line(exports, pub, tmp_path) -> None:
+    path, manifest = copy(exports["csv"], tmp_path / "l")
+    doc = json.loads(manifest.read_text())
+    doc["manifest"], doc["manifest_text"] = [], "[]"
+    manifest.write_text(json.dumps(doc))
+    assert failed(verify(path, "--key", str(pub)), "not a JSON object")
+
+
+@pytest.mark.parametrize("changes, reason", [
+    ({"filter__actor": 7}, "filter field 'actor'"),
+    ({"filter": ["actor", "bob"]}, "filter is not a JSON object"),
+    ({"export": "trail.csv"}, "export is not a JSON object"),
+    ({"range": 3}, "range is not a JSON object"),
+], ids=["int-actor", "list-filter", "string-export", "int-range"])
+def test_malformed_parts_of_a_signed_manifest_fail_in_one_line(
+        exports, appliance, pub, tmp_path, changes, reason) -> None:
+    """Signed with the appliance key, so only the shapes are wrong: still no traceback."""
+    path, manifest = copy(exports["csv"], tmp_path / "p")
+    resign(manifest, appliance.key, **changes)
+    assert failed(verify(path, "--key", str(pub)), reason)

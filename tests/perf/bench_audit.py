@@ -31,8 +31,7 @@ from appliance.audit.query import EventFilter  # noqa: E402
 from appliance.audit.trail import Trail  # noqa: E402
 from appliance.audit.verify import verify_trail  # noqa: E402
 from appliance.context import Appliance  # noqa: E402
-from appliance.db import _split as db_split  # noqa: E402
-from appliance.db import migrate  # noqa: E402
+from appliance.db import migrate, split_script  # noqa: E402
 from appliance.services import auth  # noqa: E402
 from appliance.services.audit_export import export_trail  # noqa: E402
 from appliance.services.setup import init_appliance  # noqa: E402
@@ -119,7 +118,7 @@ def _raw_db(path: Path, ddl: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
-    for statement in db_split(ddl):
+    for statement in split_script(ddl):
         conn.execute(statement)
     return conn
 
