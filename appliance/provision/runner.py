@@ -191,9 +191,9 @@ class Job:
         status, rc, error = "error", None, None
         ssh_dir: Path | None = None
         try:
-            cmdline = ["--check", "--diff"] if spec.check else []
-            if spec.limit:
-                cmdline += ["--limit", spec.limit]
+            # The limit goes as its own argument (ansible-runner's `limit=`), never through
+            # `cmdline`, which ansible-runner splits into options.
+            cmdline = "--check --diff" if spec.check else None
             if spec.known_hosts.strip():
                 ssh_dir = Path(tempfile.mkdtemp(prefix="apl-ssh-", dir="/tmp"))
             ours = job_environment(spec, ssh_dir)
@@ -201,7 +201,7 @@ class Job:
                 private_data_dir=str(spec.job_dir), project_dir=str(spec.project_dir),
                 playbook=spec.playbook, inventory=str(spec.job_dir / "inventory" / "hosts.yml"),
                 ident=spec.run_id, quiet=True, timeout=spec.timeout_s,
-                cmdline=" ".join(cmdline) or None, envvars=ours)
+                limit=spec.limit or None, cmdline=cmdline, envvars=ours)
             config.prepare()
             env = dict(ours)
             env.update({k: config.env[k] for k in _RUNNER_KEYS if k in config.env})

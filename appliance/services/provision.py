@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -46,6 +47,11 @@ from appliance.text import one_line
 
 PLAYBOOKS_ENV = "APPLIANCE_PLAYBOOKS"
 UPDATE_PLAYBOOK = "update.yml"
+# One --limit term: a host, a group Ansible always has, or a glob over host-name characters;
+# `!` excludes and `&` intersects. No `@file`, `~regex`, subscripts or anything option-like.
+_LIMIT_TERM = re.compile(r"^[!&]?([A-Za-z0-9_*?][A-Za-z0-9._*?-]{0,252})$")
+_LIMIT_GROUPS = ("all", "ungrouped")
+_LIMIT_HINT = "host names or patterns separated by commas, e.g. gpu-1,gpu-2 or 'gpu-*'"
 
 
 @dataclass(frozen=True)
@@ -160,11 +166,12 @@ def _launch(app: Appliance, actor: Actor, started_by: str, terminal: str,
     _reap_stale(app)
     hosts = inv.select(inv.load_hosts(app.conn), request.inventory)
     rendered = inv.render(hosts)
+    limit = _check_limit(request.limit, rendered.hosts)
     run_id = f"{app.clock.now():%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
     spec = JobSpec(run_id=run_id, job_dir=app.layout.jobs / f"provision-{run_id}",
                    project_dir=project, playbook=playbook, inventory_text=rendered.text,
                    known_hosts=rendered.known_hosts, hosts=rendered.hosts, extra_vars=extra,
-                   check=request.check, limit=request.limit or None,
+                   check=request.check, limit=limit,
                    timeout_s=request.timeout_s)
     pid = os.getpid()
     record = RunRecord(
@@ -251,6 +258,27 @@ def _check_extra_vars(extra: dict[str, Any]) -> dict[str, Any]:
         return json.loads(json.dumps(extra))
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"extra variables are not plain data: {exc}") from exc
+
+
+def _check_limit(limit: str | None, hosts: tuple[str, ...]) -> str | None:
+    """Host patterns only: a limit reaches ansible-playbook's command line, where anything
+    that looks like an option, a file (`@`) or an unknown name would change what runs."""
+    if not limit:
+        return None
+    if len(limit) > 1000 or limit[0] in "-@" or any(c.isspace() for c in limit):
+        # Not echoed: what was typed may hold more than a pattern (a password, say).
+        raise InvalidInput("invalid --limit: it must not start with - or @ nor hold spaces",
+                           _LIMIT_HINT)
+    for i, term in enumerate(re.split(r"[,:]", limit), 1):
+        m = _LIMIT_TERM.match(term)
+        if m is None:  # by position, for the same reason
+            raise InvalidInput(f"invalid --limit: term {i} is not a host name or pattern",
+                               _LIMIT_HINT)
+        name = m.group(1)
+        if name not in hosts and name not in _LIMIT_GROUPS and not set("*?") & set(name):
+            raise InvalidInput(f"--limit names no host of this inventory: {name!r}",
+                               f"choose from: {', '.join(hosts)}")
+    return limit
 
 
 def _owner_alive(rec: RunRecord) -> bool:
