@@ -47,6 +47,11 @@ from appliance.text import one_line
 
 PLAYBOOKS_ENV = "APPLIANCE_PLAYBOOKS"
 UPDATE_PLAYBOOK = "update.yml"
+# Ansible's own variables decide how and where it connects (ansible_ssh_extra_args can run a
+# ProxyCommand, ansible_connection or ansible_python_interpreter run anything): like host
+# variables (`inventory.validate`), extra variables may not set them. Only the sudo password
+# for a non-root SSH user is asked of the operator; it is redacted like any password.
+ALLOWED_ANSIBLE_VARS = frozenset({"ansible_become_password"})
 # One --limit term: a host, a group Ansible always has, or a glob over host-name characters;
 # `!` excludes and `&` intersects. No `@file`, `~regex`, subscripts or anything option-like.
 _LIMIT_TERM = re.compile(r"^[!&]?([A-Za-z0-9_*?][A-Za-z0-9._*?-]{0,252})$")
@@ -254,6 +259,11 @@ def _check_extra_vars(extra: dict[str, Any]) -> dict[str, Any]:
     for key in extra:
         if not isinstance(key, str) or not key.isidentifier():
             raise InvalidInput(f"invalid variable name {key!r}", "use NAME=VALUE")
+        if key.lower().startswith("ansible_") and key not in ALLOWED_ANSIBLE_VARS:
+            raise InvalidInput(f"extra variable {key!r} may not be set",
+                               "Ansible's connection settings come from the inventory; of "
+                               "its variables only " + ", ".join(sorted(ALLOWED_ANSIBLE_VARS))
+                               + " may be passed")
     try:
         return json.loads(json.dumps(extra))
     except (TypeError, ValueError) as exc:

@@ -1,4 +1,5 @@
-"""What an operator passes to a run (--limit) cannot reach Ansible as an option: each attack here ran a command as root before."""
+"""What an operator passes to a run (--limit, extra variables) cannot reach Ansible as an
+option or as a connection setting: each attack here ran a command as root before."""
 
 from __future__ import annotations
 
@@ -96,6 +97,33 @@ def test_the_runner_never_splits_a_limit_into_options(
                       )["command"]
     assert args[args.index("--limit") + 1] == spec.limit
     assert "--vault-password-file" not in args
+
+
+@pytest.mark.parametrize("name", [
+    "ansible_ssh_extra_args", "ansible_ssh_common_args", "ansible_connection", "ansible_host",
+    "ansible_python_interpreter", "ansible_shell_executable", "ANSIBLE_become_exe",
+])
+def test_extra_vars_may_not_set_ansible_connection_variables(
+        appliance: Appliance, it_session: Session, project: Path, home: Path,
+        evil: tuple[Path, Path], name: str) -> None:
+    value = f"-o ProxyCommand={evil[0]}" if "args" in name else str(evil[0])
+    with pytest.raises(InvalidInput, match=f"extra variable '{name}' may not be set"):
+        provision.start(appliance, it_session,
+                        RunRequest("hello.yml", "local", extra_vars={name: value}),
+                        playbooks_dir=project)
+    assert not evil[1].exists()
+    assert _jobs(home) == [] and provision.list_runs(appliance, it_session) == []
+
+
+def test_the_become_password_may_be_passed_and_is_redacted(
+        appliance: Appliance, it_session: Session, project: Path) -> None:
+    rec = provision.run(appliance, it_session, RunRequest(
+        "hello.yml", "local", extra_vars={"ansible_become_password": "sudo-pw-8812"}),
+        playbooks_dir=project)
+    assert rec.status == "successful"
+    assert rec.extra_vars == {"ansible_become_password": "[redacted]"}
+    stored = b"".join(p.read_bytes() for p in Path(rec.job_dir).rglob("*") if p.is_file())
+    assert b"sudo-pw-8812" not in stored
 
 
 def test_the_cli_refuses_an_option_in_a_limit_in_one_line(
