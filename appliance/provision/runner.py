@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from appliance.provision import proctree
 from appliance.provision.events import EventTracker, TaskEvent, one_line
 from appliance.provision.redaction import REDACTED, redact, scrub_tree, secret_values
@@ -219,7 +221,7 @@ class Job:
             if ssh_dir is not None:
                 shutil.rmtree(ssh_dir, ignore_errors=True)
             self.tracker.flush()
-            scrub_job_dir(spec)
+            scrub_job_dir(spec.job_dir, secret_values(spec.extra_vars))
         if self._cancelled.is_set():
             status = "cancelled"
         status = {"canceled": "cancelled", "unstarted": "error",
@@ -235,22 +237,38 @@ class Job:
                           error)
 
 
-def scrub_job_dir(spec: JobSpec) -> None:
-    """Leave nothing secret in the stored job: extra vars, command and env, every artifact."""
-    env_dir = spec.job_dir / "env"
-    extravars = env_dir / "extravars"
+def scrub_job_dir(job_dir: Path, known_secrets: set[str] | frozenset[str] = frozenset()
+                  ) -> None:
+    """Leave nothing secret in a stored job: its inputs (extra vars, the inventory's host
+    variables) rewritten redacted, env and command scrubbed, and no other file holding a
+    secret value. The secrets are read from the inputs themselves, so whoever finds a job
+    whose process died can scrub it too; `known_secrets` adds what the caller knows."""
+    secrets = set(known_secrets)
+    extravars = job_dir / "env" / "extravars"
     if extravars.exists():
-        extravars.write_text(json.dumps(redact(spec.extra_vars)), encoding="utf-8")
-    envvars = env_dir / "envvars"
+        data = json.loads(extravars.read_text(encoding="utf-8") or "{}")
+        secrets |= secret_values(data)
+        extravars.write_text(json.dumps(redact(data)), encoding="utf-8")
+    hosts_file = job_dir / "inventory" / "hosts.yml"
+    if hosts_file.exists():
+        data = yaml.safe_load(hosts_file.read_text(encoding="utf-8")) or {}
+        hosts = (data.get("all") or {}).get("hosts") or {}
+        secrets |= secret_values(hosts)
+        # Per host: a host's name is not a variable name, even one that reads like a secret.
+        data.setdefault("all", {})["hosts"] = {name: redact(hv or {})
+                                               for name, hv in hosts.items()}
+        hosts_file.write_text(yaml.safe_dump(data, sort_keys=True, default_flow_style=False),
+                              encoding="utf-8")
+    envvars = job_dir / "env" / "envvars"
     if envvars.exists():
         envvars.write_text(json.dumps(_allowed_env(json.loads(envvars.read_text()))))
-    for command in (spec.job_dir / "artifacts").glob("*/command"):
+    for command in (job_dir / "artifacts").glob("*/command"):
         data = json.loads(command.read_text(encoding="utf-8"))
         data["env"] = _allowed_env(data.get("env") or {})
         command.write_text(json.dumps(data), encoding="utf-8")
-    scrub_tree(spec.job_dir, secret_values(spec.extra_vars))
+    scrub_tree(job_dir, secrets)
     # The flag and the SSH temp files are inputs, not a record.
-    (spec.job_dir / CANCEL_FLAG).unlink(missing_ok=True)
+    (job_dir / CANCEL_FLAG).unlink(missing_ok=True)
 
 
 def _allowed_env(env: dict[str, str]) -> dict[str, str]:

@@ -19,8 +19,9 @@ from appliance.context import Appliance
 from appliance.errors import InvalidInput, PermissionDenied
 from appliance.identity.session import Session
 from appliance.provision import proctree, records
+from appliance.provision.inventory import Host
 from appliance.provision.records import RunRecord
-from appliance.services import audit, auth, provision
+from appliance.services import audit, auth, provision, provision_inventory
 from appliance.services.provision import RunRequest
 from tests.conftest import ADMIN, PASSWORD
 from tests.provision.kit import live_processes, make_root, site_vars
@@ -109,6 +110,35 @@ def test_secrets_stay_out_of_the_job_directory(
     assert f"artifacts/{runs[0].id}/stdout" in listed and "env/extravars" in listed
     with pytest.raises(InvalidInput):
         provision.read_artifact(appliance, it_session, runs[0].id, "../../appliance.db")
+
+
+def test_host_secrets_are_listed_redacted_and_leave_no_trace_in_the_job(
+        appliance: Appliance, it_session: Session, make_user, test_playbooks: Path,
+        home: Path) -> None:
+    provision_inventory.add_host(appliance, it_session, Host(
+        "localhost", connection="local", python=sys.executable,
+        vars={"db_password": SECRET, "appliance_site": "north"}))
+    auditor = make_user(["auditor"], username="ada")
+    listed = provision_inventory.list_hosts(appliance, auditor)[0]
+    assert listed.vars == {"db_password": "[redacted]", "appliance_site": "north"}
+    assert listed.to_dict()["vars"]["db_password"] == "[redacted]"
+    env = dict(os.environ, APPLIANCE_HOME=str(home))
+    cli = subprocess.run([sys.executable, "-m", "appliance", "provision", "inventory", "list",
+                          "--json", "--user", "ada", "--password-stdin"],
+                         input=PASSWORD + "\n", capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout)[0]["vars"]["db_password"] == "[redacted]"
+    assert SECRET not in cli.stdout
+    rec = provision.run(appliance, it_session, RunRequest("leak.yml", "local"),
+                        playbooks_dir=test_playbooks)
+    assert rec.status == "successful"
+    job = Path(rec.job_dir)
+    everything = b"".join(p.read_bytes() for p in job.rglob("*") if p.is_file())
+    assert b"pw=[redacted]" in everything  # the task used the value, then it was scrubbed
+    assert SECRET.encode() not in everything
+    hosts = provision.read_artifact(appliance, auditor, rec.id, "inventory/hosts.yml").text
+    assert "db_password: '[redacted]'" in hosts and "appliance_site: north" in hosts
 
 
 def test_cancel_kills_the_whole_tree_and_records_it(
