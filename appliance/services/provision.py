@@ -40,6 +40,7 @@ from appliance.provision.runner import (
     JobSpec,
     prepare_job_dir,
     request_cancel,
+    scrub_job_dir,
 )
 from appliance.services.access import authorize
 from appliance.settings import MAX_RUN_TIMEOUT_S
@@ -298,11 +299,14 @@ def _owner_alive(rec: RunRecord) -> bool:
 
 
 def _reap_stale(app: Appliance) -> None:
-    """Close runs whose process died (power loss, kill -9) and stop what they left."""
+    """Close runs whose process died (power loss, kill -9), stop what they left and scrub
+    their job dirs: the dead process never reached its own scrub, so its inputs still hold
+    the secrets (a become password in env/extravars) that `provision artifacts` would show."""
     for rec in records.running(app.conn):
         if _owner_alive(rec):
             continue
         proctree.kill_run(rec.id)
+        scrub_job_dir(Path(rec.job_dir))
         with app.transaction():
             records.finish(app.conn, rec.id, "interrupted", app.clock.iso(), None, None,
                            rec.hosts, "the process running it stopped before it finished")

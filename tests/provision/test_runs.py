@@ -211,6 +211,36 @@ def test_a_run_whose_process_died_is_closed_as_interrupted(
     assert stored.status == "interrupted" and stored.finished_at is not None
 
 
+def test_a_killed_run_is_reaped_with_its_secrets_scrubbed(
+        appliance: Appliance, it_session: Session, test_playbooks: Path, home: Path) -> None:
+    (test_playbooks / "site.yml").write_text("[]\n")  # marks the dir as a playbooks dir
+    env = dict(os.environ, APPLIANCE_HOME=str(home), APPLIANCE_PLAYBOOKS=str(test_playbooks))
+    cli = subprocess.Popen([sys.executable, "-m", "appliance", "provision", "run", "slow.yml",
+                            "-i", "local", "-e", f"become_password={SECRET}", "--user",
+                            "ivan", "--password-stdin"], stdin=subprocess.PIPE,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                           text=True)
+    cli.stdin.write(PASSWORD + "\n")
+    cli.stdin.close()
+    deadline = time.monotonic() + 60
+    while not live_processes(SLEEP_B):
+        assert time.monotonic() < deadline, "the sleeping task never started"
+        time.sleep(0.1)
+    cli.kill()  # as a power loss or kill -9 would: no finally, no scrub
+    cli.wait()
+    rec = provision.list_runs(appliance, it_session)[0]
+    job = Path(rec.job_dir)
+    assert SECRET.encode() in (job / "env" / "extravars").read_bytes()  # what was left
+    with pytest.raises(InvalidInput, match="already ended \\(interrupted\\)"):
+        provision.cancel(appliance, it_session, rec.id)  # any service entry reaps
+    assert records.get(appliance.conn, rec.id).status == "interrupted"
+    assert live_processes(SLEEP_A) == [] and live_processes(SLEEP_B) == []
+    everything = b"".join(p.read_bytes() for p in job.rglob("*") if p.is_file())
+    assert SECRET.encode() not in everything
+    assert json.loads((job / "env" / "extravars").read_text()) == \
+        {"become_password": "[redacted]"}
+
+
 def test_a_run_past_its_timeout_is_stopped_with_its_children(
         appliance: Appliance, it_session: Session, test_playbooks: Path) -> None:
     handle = provision.start(appliance, it_session,
