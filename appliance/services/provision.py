@@ -94,9 +94,11 @@ def _playbook(project: Path, name: str) -> str:
 class RunHandle:
     """A run in progress in this process: wait for it, or read its progress."""
 
-    def __init__(self, record: RunRecord, job: Job) -> None:
+    def __init__(self, record: RunRecord, job: Job, actor: Actor, terminal: str) -> None:
         self.record = record
         self.job = job
+        self.actor = actor  # who started it: `cancel_started` acts as them
+        self.terminal = terminal
         self._done = threading.Event()
         self._error: BaseException | None = None
         self.thread: threading.Thread | None = None
@@ -199,7 +201,7 @@ def _launch(app: Appliance, actor: Actor, started_by: str, terminal: str,
         shutil.rmtree(spec.job_dir, ignore_errors=True)  # fail closed: nothing ran
         raise
     job = Job(spec, tasks_per_host(project, playbook), on_events)
-    handle = RunHandle(record, job)
+    handle = RunHandle(record, job, actor, terminal)
     handle.thread = threading.Thread(
         target=_work, args=(handle, app.layout.root, app.clock, app.terminal, actor,
                             terminal, cause), name=f"provision-{run_id}")
@@ -333,6 +335,30 @@ def cancel(app: Appliance, session: Session, run_id: str, reason: str | None = N
             terminal=session.terminal))
     request_cancel(rec.job_dir)
     return rec
+
+
+def cancel_started(app: Appliance, handle: RunHandle, reason: str | None = None
+                   ) -> RunRecord:
+    """Stop a run this process started, as whoever started it, with no fresh authorisation.
+
+    Holding the handle is the authority: following a run is not session activity, so a run
+    longer than the idle limit would otherwise leave its starter unable to stop it (Ctrl-C
+    answered "session expired" while the playbook went on). Stopping is the safe side, so
+    the flag is dropped before the `provision.cancel` event is written: a cancel that cannot
+    be recorded still stops the run, whose `provision.run` event then says `cancelled`.
+    """
+    reason = one_line(reason, "the reason") if reason else None
+    if handle.done:
+        raise InvalidInput(f"run {handle.run_id} already ended ({handle.record.status})",
+                           "nothing to cancel")
+    request_cancel(Path(handle.record.job_dir))
+    with app.transaction():
+        app.trail.append(Event(
+            action="provision.cancel", actor=handle.actor, target_type="provision_run",
+            target_id=handle.run_id, reason=reason,
+            details={"playbook": handle.record.playbook, "by": "the run's own handle"},
+            terminal=handle.terminal))
+    return handle.record
 
 
 def _shown(rec: RunRecord) -> RunRecord:

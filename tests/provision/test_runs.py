@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -16,14 +17,15 @@ import pytest
 
 from appliance.audit.query import EventFilter
 from appliance.context import Appliance
-from appliance.errors import InvalidInput, PermissionDenied
+from appliance.errors import InvalidInput, PermissionDenied, SessionExpired
 from appliance.identity.session import Session
 from appliance.provision import proctree, records
 from appliance.provision.inventory import Host
 from appliance.provision.records import RunRecord
+from appliance.provision.runner import request_cancel
 from appliance.services import audit, auth, provision, provision_inventory
 from appliance.services.provision import RunRequest
-from tests.conftest import ADMIN, PASSWORD
+from tests.conftest import ADMIN, PASSWORD, SteppingClock
 from tests.provision.kit import live_processes, make_root, site_vars
 
 # One xdist worker runs every provisioning test: they are CPU-bound playbook runs,
@@ -175,6 +177,62 @@ def test_cancel_kills_the_whole_tree_and_records_it(
     assert ended["details"]["killed_processes"] >= 2
     with pytest.raises(InvalidInput, match="already ended"):
         provision.cancel(appliance, it_session, rec.id)
+
+
+def _wait_for_sleeps() -> None:
+    deadline = time.monotonic() + 60
+    while not (live_processes(SLEEP_A) and live_processes(SLEEP_B)):
+        assert time.monotonic() < deadline, "the sleeping task never started"
+        time.sleep(0.1)
+
+
+def test_the_starter_stops_a_run_that_outlasted_the_idle_limit(
+        appliance: Appliance, it_session: Session, test_playbooks: Path,
+        clock: SteppingClock) -> None:
+    handle = provision.start(appliance, it_session, RunRequest("slow.yml", "local"),
+                             playbooks_dir=test_playbooks)
+    try:
+        _wait_for_sleeps()
+        clock.advance(minutes=appliance.settings.session.idle_minutes + 1)
+        with pytest.raises(SessionExpired):  # a session's own cancel needs a live session
+            provision.cancel(appliance, it_session, handle.run_id, "by session")
+        provision.cancel_started(appliance, handle, "interrupted at the terminal")
+        rec = handle.wait(60)
+    finally:  # never leave a run behind, whatever failed above
+        request_cancel(Path(handle.record.job_dir))
+        handle.join(60)
+    assert rec.status == "cancelled"
+    assert live_processes(SLEEP_A) == [] and live_processes(SLEEP_B) == []
+    admin = auth.login(appliance, ADMIN, PASSWORD)
+    ev = audit.events(appliance, admin, EventFilter(action="provision.cancel"))[-1].data
+    assert ev["actor"]["username"] == "ivan" and ev["target"]["id"] == rec.id
+    assert ev["reason"] == "interrupted at the terminal"
+    with pytest.raises(InvalidInput, match="already ended"):
+        provision.cancel_started(appliance, handle)
+
+
+def test_ctrl_c_at_the_cli_stops_the_run_in_one_line(
+        appliance: Appliance, it_session: Session, test_playbooks: Path, home: Path) -> None:
+    (test_playbooks / "site.yml").write_text("[]\n")  # marks the dir as a playbooks dir
+    env = dict(os.environ, APPLIANCE_HOME=str(home), APPLIANCE_PLAYBOOKS=str(test_playbooks))
+    cli = subprocess.Popen([sys.executable, "-m", "appliance", "provision", "run", "slow.yml",
+                            "-i", "local", "--user", "ivan", "--password-stdin"],
+                           stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, env=env, text=True)
+    cli.stdin.write(PASSWORD + "\n")
+    cli.stdin.close()
+    _wait_for_sleeps()
+    cli.send_signal(signal.SIGINT)
+    cli.wait(timeout=60)
+    err = cli.stderr.read()
+    assert cli.returncode == 11, err
+    assert err.startswith("error: run slow.yml cancelled: cancelled by request (see `")
+    assert err.count("\n") == 1 and "nothing was changed" not in err
+    assert live_processes(SLEEP_A) == [] and live_processes(SLEEP_B) == []
+    admin = auth.login(appliance, ADMIN, PASSWORD)
+    ev = audit.events(appliance, admin, EventFilter(action="provision.cancel"))[-1].data
+    assert ev["actor"]["username"] == "ivan"
+    assert ev["details"]["by"] == "the run's own handle"  # not the (expirable) session
 
 
 def test_only_it_may_run_and_a_denial_leaves_nothing(
