@@ -36,6 +36,7 @@ PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
 SECRET = "Zq7-s3cret-value-91"
 ENV_SECRET = "env-token-5531-not-for-ansible"
 SLEEP_A, SLEEP_B = "sleep 3217", "sleep 3218"
+DAEMON = "sleep 3219"
 
 
 @pytest.fixture
@@ -53,6 +54,9 @@ def test_playbooks(tmp_path: Path) -> Path:
     (proj / "slow.yml").write_text(
         "- name: Start children that outlive their parent\n  hosts: all\n"
         "  gather_facts: false\n  tasks:\n"
+        "    - name: Start a daemon that leaves the run's tree and clears its environment\n"
+        f"      ansible.builtin.shell: \"setsid nohup env -i {DAEMON} >/dev/null 2>&1 &\"\n"
+        "      changed_when: false\n"
         f"    - name: Sleep in a grandchild\n      ansible.builtin.shell: "
         f"\"{SLEEP_A} & {SLEEP_B}\"\n      changed_when: false\n")
     return proj
@@ -167,6 +171,7 @@ def test_cancel_kills_the_whole_tree_and_records_it(
     # The run polls for the cancel flag every 0.2 s (ansible-runner's default is 5 s).
     assert time.monotonic() - asked < 4
     assert live_processes(SLEEP_A) == [] and live_processes(SLEEP_B) == []
+    assert live_processes(DAEMON) == []  # orphaned, re-parented and env-less: still found
     assert live_processes(rec.job_dir) == []
     assert proctree.run_processes(rec.id) == set()
     admin = auth.login(appliance, ADMIN, PASSWORD)
@@ -312,4 +317,22 @@ def test_a_run_past_its_timeout_is_stopped_with_its_children(
     assert rec.status == "timeout"
     assert rec.failure == "the run took longer than 12 s and was stopped"
     assert live_processes(SLEEP_A) == [] and live_processes(SLEEP_B) == []
+    assert live_processes(DAEMON) == []
     assert proctree.run_processes(rec.id) == set()
+
+
+def test_a_daemon_left_by_a_finished_run_is_stopped_and_counted(
+        appliance: Appliance, it_session: Session, test_playbooks: Path) -> None:
+    (test_playbooks / "daemon.yml").write_text(
+        "- name: Leave a daemon behind\n  hosts: all\n  gather_facts: false\n  tasks:\n"
+        "    - name: Start a daemon that clears its environment\n"
+        "      ansible.builtin.shell: \"setsid nohup env -i sleep 3220 >/dev/null 2>&1 &\"\n"
+        "      changed_when: false\n")
+    rec = provision.run(appliance, it_session, RunRequest("daemon.yml", "local"),
+                        playbooks_dir=test_playbooks)
+    assert rec.status == "successful"
+    assert live_processes("sleep 3220") == []
+    admin = auth.login(appliance, ADMIN, PASSWORD)
+    ended = audit.events(appliance, admin, EventFilter(action="provision.run"))[-1].data
+    assert ended["details"]["stopped_processes"] >= 1
+    assert not (Path(rec.job_dir) / "tmp" / "reaped").exists()
