@@ -97,7 +97,7 @@ def _summary(rec) -> str:
 def _run(ctx: typer.Context, playbook: str, check: bool, inventory: str, limit: str | None,
          var: list[str] | None, vars_file: Path | None, timeout: int, user: str | None,
          password_stdin: bool, as_json: bool) -> None:
-    from appliance.errors import ProvisionFailed
+    from appliance.errors import ApplianceError, ProvisionFailed
     from appliance.services import provision
 
     extra = parse_vars(var, vars_file)
@@ -105,13 +105,23 @@ def _run(ctx: typer.Context, playbook: str, check: bool, inventory: str, limit: 
         session = login(ctx, appl, user, password_stdin)
         request = provision.RunRequest(playbook, inventory, check, extra, limit, timeout)
         handle = provision.start(appl, session, request, None if as_json else _print_events)
+        unrecorded: ApplianceError | None = None
         try:
             while not handle.join(0.5):
                 pass
         except KeyboardInterrupt:
-            provision.cancel(appl, session, handle.run_id, "interrupted at the terminal")
+            # Through the handle, not the session: a run may outlast the idle limit, and
+            # the one who started it must still be able to stop it.
+            try:
+                provision.cancel_started(appl, handle, "interrupted at the terminal")
+            except ApplianceError as exc:  # the run is stopped all the same
+                unrecorded = exc
         rec = handle.wait()
     emit(rec.to_dict(), as_json, _summary(rec))
+    if unrecorded is not None:
+        raise ProvisionFailed(f"{rec.mode} {rec.playbook} {rec.status}; the cancel was not "
+                              f"recorded: {unrecorded.message}",
+                              f"see `appliance provision show {rec.id}`")
     if rec.status != "successful":
         raise ProvisionFailed(f"{rec.mode} {rec.playbook} {rec.status}: "
                               f"{rec.failure or 'no task failed'}",

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from appliance.errors import InvalidInput
+from appliance.provision.redaction import redact
 
 LOCALHOST = "localhost"
 INVENTORIES = ("local", "cluster")
@@ -75,11 +76,14 @@ class Host:
         return [fingerprint(line) for line in self.host_keys.splitlines() if line.strip()]
 
     def to_dict(self) -> dict[str, Any]:
+        """What listings, audit events and `--json` show: secret-named variables redacted
+        (read-only roles list the inventory; only a run gets the values)."""
         return {"name": self.name, "connection": self.connection, "address": self.address,
                 "port": self.port, "user": self.user, "key_file": self.key_file,
                 "host_key_fingerprints": self.fingerprints(),
                 "appliance_root": self.appliance_root, "python": self.python,
-                "vars": self.vars, "added_at": self.added_at, "added_by": self.added_by}
+                "vars": redact(self.vars), "added_at": self.added_at,
+                "added_by": self.added_by}
 
 
 def default_localhost() -> Host:

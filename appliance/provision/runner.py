@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from appliance.provision import proctree
 from appliance.provision.events import EventTracker, TaskEvent, one_line
 from appliance.provision.redaction import REDACTED, redact, scrub_tree, secret_values
@@ -33,6 +35,7 @@ _RUNNER_KEYS = ("ANSIBLE_STDOUT_CALLBACK", "ANSIBLE_RETRY_FILES_ENABLED",
                 "AWX_ISOLATED_DATA_DIR", "ANSIBLE_CACHE_PLUGIN",
                 "ANSIBLE_CACHE_PLUGIN_CONNECTION", "RUNNER_OMIT_EVENTS",
                 "RUNNER_ONLY_FAILED_EVENTS")
+REAPER = Path(__file__).with_name("reaper.py")
 STATUSES = ("running", "successful", "failed", "cancelled", "timeout", "error", "interrupted")
 
 
@@ -162,6 +165,8 @@ class Job:
         self.spec = spec
         self.tracker = EventTracker(spec.hosts, tasks_per_host, on_events)
         self._cancelled = threading.Event()
+        self._timed_out = threading.Event()
+        self._deadline = 0.0
         self.killed = 0  # by a cancel
         self.stopped = 0  # left running when the playbook ended (SSH masters, daemons)
 
@@ -172,10 +177,13 @@ class Job:
     def _poll(self) -> bool:
         # Called by ansible-runner every POLL_S while the playbook runs.
         self.tracker.flush()
-        if self._cancelled.is_set():
+        if self._cancelled.is_set() or self._timed_out.is_set():
             return True
-        if self.cancel_flag.exists():
-            self._cancelled.set()
+        if self.cancel_flag.exists() or time.monotonic() > self._deadline:
+            # Our timeout, not ansible-runner's: its timeout kills the reaper with the
+            # process group at once, sending the orphans it holds to init; ours stops the
+            # whole tree first, reaper included.
+            (self._cancelled if self.cancel_flag.exists() else self._timed_out).set()
             self.killed += proctree.kill_run(self.spec.run_id)
             return True
         return False
@@ -190,23 +198,28 @@ class Job:
         artifact_dir = spec.job_dir / "artifacts" / spec.run_id
         status, rc, error = "error", None, None
         ssh_dir: Path | None = None
+        reaped = spec.job_dir / "tmp" / "reaped"
+        self._deadline = started + spec.timeout_s
         try:
-            cmdline = ["--check", "--diff"] if spec.check else []
-            if spec.limit:
-                cmdline += ["--limit", spec.limit]
+            # The limit goes as its own argument (ansible-runner's `limit=`), never through
+            # `cmdline`, which ansible-runner splits into options.
+            cmdline = "--check --diff" if spec.check else None
             if spec.known_hosts.strip():
                 ssh_dir = Path(tempfile.mkdtemp(prefix="apl-ssh-", dir="/tmp"))
             ours = job_environment(spec, ssh_dir)
             config = RunnerConfig(
                 private_data_dir=str(spec.job_dir), project_dir=str(spec.project_dir),
                 playbook=spec.playbook, inventory=str(spec.job_dir / "inventory" / "hosts.yml"),
-                ident=spec.run_id, quiet=True, timeout=spec.timeout_s,
-                cmdline=" ".join(cmdline) or None, envvars=ours)
+                ident=spec.run_id, quiet=True,
+                limit=spec.limit or None, cmdline=cmdline, envvars=ours)
             config.prepare()
             env = dict(ours)
             env.update({k: config.env[k] for k in _RUNNER_KEYS if k in config.env})
             env["ANSIBLE_CALLBACK_PLUGINS"] = get_callback_dir()
             config.env = env
+            # Under a subreaper, a task's double-forked children stay in the run's tree.
+            config.command = [sys.executable, "-I", str(REAPER), str(reaped), "--",
+                              *config.command]
             runner = Runner(config=config, event_handler=self.tracker.handle,
                             cancel_callback=self._poll)
             status, rc = runner.run()
@@ -215,13 +228,15 @@ class Job:
         finally:
             # Whatever ended the run, nothing it started may keep running (this also
             # ends the SSH connection masters).
-            self.stopped += proctree.kill_run(spec.run_id)
+            self.stopped += proctree.kill_run(spec.run_id) + _reaped_count(reaped)
             if ssh_dir is not None:
                 shutil.rmtree(ssh_dir, ignore_errors=True)
             self.tracker.flush()
-            scrub_job_dir(spec)
+            scrub_job_dir(spec.job_dir, secret_values(spec.extra_vars))
         if self._cancelled.is_set():
             status = "cancelled"
+        elif self._timed_out.is_set():
+            status = "timeout"
         status = {"canceled": "cancelled", "unstarted": "error",
                   "starting": "error", "running": "error"}.get(status, status)
         if error is None and status == "failed" and not self.tracker.failures:
@@ -235,22 +250,48 @@ class Job:
                           error)
 
 
-def scrub_job_dir(spec: JobSpec) -> None:
-    """Leave nothing secret in the stored job: extra vars, command and env, every artifact."""
-    env_dir = spec.job_dir / "env"
-    extravars = env_dir / "extravars"
+def _reaped_count(path: Path) -> int:
+    """How many processes the reaper found left when the playbook ended (then removed)."""
+    try:
+        count = int(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return 0
+    path.unlink(missing_ok=True)
+    return count
+
+
+def scrub_job_dir(job_dir: Path, known_secrets: set[str] | frozenset[str] = frozenset()
+                  ) -> None:
+    """Leave nothing secret in a stored job: its inputs (extra vars, the inventory's host
+    variables) rewritten redacted, env and command scrubbed, and no other file holding a
+    secret value. The secrets are read from the inputs themselves, so whoever finds a job
+    whose process died can scrub it too; `known_secrets` adds what the caller knows."""
+    secrets = set(known_secrets)
+    extravars = job_dir / "env" / "extravars"
     if extravars.exists():
-        extravars.write_text(json.dumps(redact(spec.extra_vars)), encoding="utf-8")
-    envvars = env_dir / "envvars"
+        data = json.loads(extravars.read_text(encoding="utf-8") or "{}")
+        secrets |= secret_values(data)
+        extravars.write_text(json.dumps(redact(data)), encoding="utf-8")
+    hosts_file = job_dir / "inventory" / "hosts.yml"
+    if hosts_file.exists():
+        data = yaml.safe_load(hosts_file.read_text(encoding="utf-8")) or {}
+        hosts = (data.get("all") or {}).get("hosts") or {}
+        secrets |= secret_values(hosts)
+        # Per host: a host's name is not a variable name, even one that reads like a secret.
+        data.setdefault("all", {})["hosts"] = {name: redact(hv or {})
+                                               for name, hv in hosts.items()}
+        hosts_file.write_text(yaml.safe_dump(data, sort_keys=True, default_flow_style=False),
+                              encoding="utf-8")
+    envvars = job_dir / "env" / "envvars"
     if envvars.exists():
         envvars.write_text(json.dumps(_allowed_env(json.loads(envvars.read_text()))))
-    for command in (spec.job_dir / "artifacts").glob("*/command"):
+    for command in (job_dir / "artifacts").glob("*/command"):
         data = json.loads(command.read_text(encoding="utf-8"))
         data["env"] = _allowed_env(data.get("env") or {})
         command.write_text(json.dumps(data), encoding="utf-8")
-    scrub_tree(spec.job_dir, secret_values(spec.extra_vars))
+    scrub_tree(job_dir, secrets)
     # The flag and the SSH temp files are inputs, not a record.
-    (spec.job_dir / CANCEL_FLAG).unlink(missing_ok=True)
+    (job_dir / CANCEL_FLAG).unlink(missing_ok=True)
 
 
 def _allowed_env(env: dict[str, str]) -> dict[str, str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -39,6 +40,7 @@ from appliance.provision.runner import (
     JobSpec,
     prepare_job_dir,
     request_cancel,
+    scrub_job_dir,
 )
 from appliance.services.access import authorize
 from appliance.settings import MAX_RUN_TIMEOUT_S
@@ -46,6 +48,16 @@ from appliance.text import one_line
 
 PLAYBOOKS_ENV = "APPLIANCE_PLAYBOOKS"
 UPDATE_PLAYBOOK = "update.yml"
+# Ansible's own variables decide how and where it connects (ansible_ssh_extra_args can run a
+# ProxyCommand, ansible_connection or ansible_python_interpreter run anything): like host
+# variables (`inventory.validate`), extra variables may not set them. Only the sudo password
+# for a non-root SSH user is asked of the operator; it is redacted like any password.
+ALLOWED_ANSIBLE_VARS = frozenset({"ansible_become_password"})
+# One --limit term: a host, a group Ansible always has, or a glob over host-name characters;
+# `!` excludes and `&` intersects. No `@file`, `~regex`, subscripts or anything option-like.
+_LIMIT_TERM = re.compile(r"^[!&]?([A-Za-z0-9_*?][A-Za-z0-9._*?-]{0,252})$")
+_LIMIT_GROUPS = ("all", "ungrouped")
+_LIMIT_HINT = "host names or patterns separated by commas, e.g. gpu-1,gpu-2 or 'gpu-*'"
 
 
 @dataclass(frozen=True)
@@ -82,9 +94,11 @@ def _playbook(project: Path, name: str) -> str:
 class RunHandle:
     """A run in progress in this process: wait for it, or read its progress."""
 
-    def __init__(self, record: RunRecord, job: Job) -> None:
+    def __init__(self, record: RunRecord, job: Job, actor: Actor, terminal: str) -> None:
         self.record = record
         self.job = job
+        self.actor = actor  # who started it: `cancel_started` acts as them
+        self.terminal = terminal
         self._done = threading.Event()
         self._error: BaseException | None = None
         self.thread: threading.Thread | None = None
@@ -160,11 +174,12 @@ def _launch(app: Appliance, actor: Actor, started_by: str, terminal: str,
     _reap_stale(app)
     hosts = inv.select(inv.load_hosts(app.conn), request.inventory)
     rendered = inv.render(hosts)
+    limit = _check_limit(request.limit, rendered.hosts)
     run_id = f"{app.clock.now():%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
     spec = JobSpec(run_id=run_id, job_dir=app.layout.jobs / f"provision-{run_id}",
                    project_dir=project, playbook=playbook, inventory_text=rendered.text,
                    known_hosts=rendered.known_hosts, hosts=rendered.hosts, extra_vars=extra,
-                   check=request.check, limit=request.limit or None,
+                   check=request.check, limit=limit,
                    timeout_s=request.timeout_s)
     pid = os.getpid()
     record = RunRecord(
@@ -186,7 +201,7 @@ def _launch(app: Appliance, actor: Actor, started_by: str, terminal: str,
         shutil.rmtree(spec.job_dir, ignore_errors=True)  # fail closed: nothing ran
         raise
     job = Job(spec, tasks_per_host(project, playbook), on_events)
-    handle = RunHandle(record, job)
+    handle = RunHandle(record, job, actor, terminal)
     handle.thread = threading.Thread(
         target=_work, args=(handle, app.layout.root, app.clock, app.terminal, actor,
                             terminal, cause), name=f"provision-{run_id}")
@@ -247,10 +262,36 @@ def _check_extra_vars(extra: dict[str, Any]) -> dict[str, Any]:
     for key in extra:
         if not isinstance(key, str) or not key.isidentifier():
             raise InvalidInput(f"invalid variable name {key!r}", "use NAME=VALUE")
+        if key.lower().startswith("ansible_") and key not in ALLOWED_ANSIBLE_VARS:
+            raise InvalidInput(f"extra variable {key!r} may not be set",
+                               "Ansible's connection settings come from the inventory; of "
+                               "its variables only " + ", ".join(sorted(ALLOWED_ANSIBLE_VARS))
+                               + " may be passed")
     try:
         return json.loads(json.dumps(extra))
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"extra variables are not plain data: {exc}") from exc
+
+
+def _check_limit(limit: str | None, hosts: tuple[str, ...]) -> str | None:
+    """Host patterns only: a limit reaches ansible-playbook's command line, where anything
+    that looks like an option, a file (`@`) or an unknown name would change what runs."""
+    if not limit:
+        return None
+    if len(limit) > 1000 or limit[0] in "-@" or any(c.isspace() for c in limit):
+        # Not echoed: what was typed may hold more than a pattern (a password, say).
+        raise InvalidInput("invalid --limit: it must not start with - or @ nor hold spaces",
+                           _LIMIT_HINT)
+    for i, term in enumerate(re.split(r"[,:]", limit), 1):
+        m = _LIMIT_TERM.match(term)
+        if m is None:  # by position, for the same reason
+            raise InvalidInput(f"invalid --limit: term {i} is not a host name or pattern",
+                               _LIMIT_HINT)
+        name = m.group(1)
+        if name not in hosts and name not in _LIMIT_GROUPS and not set("*?") & set(name):
+            raise InvalidInput(f"--limit names no host of this inventory: {name!r}",
+                               f"choose from: {', '.join(hosts)}")
+    return limit
 
 
 def _owner_alive(rec: RunRecord) -> bool:
@@ -260,11 +301,14 @@ def _owner_alive(rec: RunRecord) -> bool:
 
 
 def _reap_stale(app: Appliance) -> None:
-    """Close runs whose process died (power loss, kill -9) and stop what they left."""
+    """Close runs whose process died (power loss, kill -9), stop what they left and scrub
+    their job dirs: the dead process never reached its own scrub, so its inputs still hold
+    the secrets (a become password in env/extravars) that `provision artifacts` would show."""
     for rec in records.running(app.conn):
         if _owner_alive(rec):
             continue
         proctree.kill_run(rec.id)
+        scrub_job_dir(Path(rec.job_dir))
         with app.transaction():
             records.finish(app.conn, rec.id, "interrupted", app.clock.iso(), None, None,
                            rec.hosts, "the process running it stopped before it finished")
@@ -291,6 +335,30 @@ def cancel(app: Appliance, session: Session, run_id: str, reason: str | None = N
             terminal=session.terminal))
     request_cancel(rec.job_dir)
     return rec
+
+
+def cancel_started(app: Appliance, handle: RunHandle, reason: str | None = None
+                   ) -> RunRecord:
+    """Stop a run this process started, as whoever started it, with no fresh authorisation.
+
+    Holding the handle is the authority: following a run is not session activity, so a run
+    longer than the idle limit would otherwise leave its starter unable to stop it (Ctrl-C
+    answered "session expired" while the playbook went on). Stopping is the safe side, so
+    the flag is dropped before the `provision.cancel` event is written: a cancel that cannot
+    be recorded still stops the run, whose `provision.run` event then says `cancelled`.
+    """
+    reason = one_line(reason, "the reason") if reason else None
+    if handle.done:
+        raise InvalidInput(f"run {handle.run_id} already ended ({handle.record.status})",
+                           "nothing to cancel")
+    request_cancel(Path(handle.record.job_dir))
+    with app.transaction():
+        app.trail.append(Event(
+            action="provision.cancel", actor=handle.actor, target_type="provision_run",
+            target_id=handle.run_id, reason=reason,
+            details={"playbook": handle.record.playbook, "by": "the run's own handle"},
+            terminal=handle.terminal))
+    return handle.record
 
 
 def _shown(rec: RunRecord) -> RunRecord:

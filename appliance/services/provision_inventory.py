@@ -20,8 +20,10 @@ from appliance.text import one_line
 
 
 def list_hosts(app: Appliance, session: Session) -> list[inv.Host]:
+    """Every host, secret-named variables redacted: any role with `provision.view` lists
+    them, and only a run needs the values (it loads them itself)."""
     authorize(app, session, "provision.view")
-    return inv.load_hosts(app.conn)
+    return [replace(h, vars=redact(h.vars)) for h in inv.load_hosts(app.conn)]
 
 
 def add_host(app: Appliance, session: Session, host: inv.Host, *,
@@ -63,7 +65,7 @@ def add_host(app: Appliance, session: Session, host: inv.Host, *,
             inv.insert_host(app.conn, host)
             app.trail.append(Event(
                 action="provision.inventory.add", actor=actor, target_type="provision_host",
-                target_id=host.name, new={**host.to_dict(), "vars": redact(host.vars)},
+                target_id=host.name, new=host.to_dict(),
                 terminal=session.terminal))
     except BaseException:
         if copied is not None:
@@ -101,7 +103,7 @@ def remove_host(app: Appliance, session: Session, name: str, reason: str | None 
         app.trail.append(Event(
             action="provision.inventory.remove", actor=actor, target_type="provision_host",
             target_id=name, reason=reason,
-            old={**old.to_dict(), "vars": redact(old.vars)} if old else None,
+            old=old.to_dict() if old else None,
             terminal=session.terminal))
     if old is not None and old.key_file and \
             Path(old.key_file).parent == app.layout.keys / "provision":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -16,13 +17,15 @@ import pytest
 
 from appliance.audit.query import EventFilter
 from appliance.context import Appliance
-from appliance.errors import InvalidInput, PermissionDenied
+from appliance.errors import InvalidInput, PermissionDenied, SessionExpired
 from appliance.identity.session import Session
 from appliance.provision import proctree, records
+from appliance.provision.inventory import Host
 from appliance.provision.records import RunRecord
-from appliance.services import audit, auth, provision
+from appliance.provision.runner import request_cancel
+from appliance.services import audit, auth, provision, provision_inventory
 from appliance.services.provision import RunRequest
-from tests.conftest import ADMIN, PASSWORD
+from tests.conftest import ADMIN, PASSWORD, SteppingClock
 from tests.provision.kit import live_processes, make_root, site_vars
 
 # One xdist worker runs every provisioning test: they are CPU-bound playbook runs,
@@ -33,6 +36,7 @@ PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
 SECRET = "Zq7-s3cret-value-91"
 ENV_SECRET = "env-token-5531-not-for-ansible"
 SLEEP_A, SLEEP_B = "sleep 3217", "sleep 3218"
+DAEMON = "sleep 3219"
 
 
 @pytest.fixture
@@ -50,6 +54,9 @@ def test_playbooks(tmp_path: Path) -> Path:
     (proj / "slow.yml").write_text(
         "- name: Start children that outlive their parent\n  hosts: all\n"
         "  gather_facts: false\n  tasks:\n"
+        "    - name: Start a daemon that leaves the run's tree and clears its environment\n"
+        f"      ansible.builtin.shell: \"setsid nohup env -i {DAEMON} >/dev/null 2>&1 &\"\n"
+        "      changed_when: false\n"
         f"    - name: Sleep in a grandchild\n      ansible.builtin.shell: "
         f"\"{SLEEP_A} & {SLEEP_B}\"\n      changed_when: false\n")
     return proj
@@ -111,6 +118,35 @@ def test_secrets_stay_out_of_the_job_directory(
         provision.read_artifact(appliance, it_session, runs[0].id, "../../appliance.db")
 
 
+def test_host_secrets_are_listed_redacted_and_leave_no_trace_in_the_job(
+        appliance: Appliance, it_session: Session, make_user, test_playbooks: Path,
+        home: Path) -> None:
+    provision_inventory.add_host(appliance, it_session, Host(
+        "localhost", connection="local", python=sys.executable,
+        vars={"db_password": SECRET, "appliance_site": "north"}))
+    auditor = make_user(["auditor"], username="ada")
+    listed = provision_inventory.list_hosts(appliance, auditor)[0]
+    assert listed.vars == {"db_password": "[redacted]", "appliance_site": "north"}
+    assert listed.to_dict()["vars"]["db_password"] == "[redacted]"
+    env = dict(os.environ, APPLIANCE_HOME=str(home))
+    cli = subprocess.run([sys.executable, "-m", "appliance", "provision", "inventory", "list",
+                          "--json", "--user", "ada", "--password-stdin"],
+                         input=PASSWORD + "\n", capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout)[0]["vars"]["db_password"] == "[redacted]"
+    assert SECRET not in cli.stdout
+    rec = provision.run(appliance, it_session, RunRequest("leak.yml", "local"),
+                        playbooks_dir=test_playbooks)
+    assert rec.status == "successful"
+    job = Path(rec.job_dir)
+    everything = b"".join(p.read_bytes() for p in job.rglob("*") if p.is_file())
+    assert b"pw=[redacted]" in everything  # the task used the value, then it was scrubbed
+    assert SECRET.encode() not in everything
+    hosts = provision.read_artifact(appliance, auditor, rec.id, "inventory/hosts.yml").text
+    assert "db_password: '[redacted]'" in hosts and "appliance_site: north" in hosts
+
+
 def test_cancel_kills_the_whole_tree_and_records_it(
         appliance: Appliance, it_session: Session, test_playbooks: Path) -> None:
     seen: list = []
@@ -135,6 +171,7 @@ def test_cancel_kills_the_whole_tree_and_records_it(
     # The run polls for the cancel flag every 0.2 s (ansible-runner's default is 5 s).
     assert time.monotonic() - asked < 4
     assert live_processes(SLEEP_A) == [] and live_processes(SLEEP_B) == []
+    assert live_processes(DAEMON) == []  # orphaned, re-parented and env-less: still found
     assert live_processes(rec.job_dir) == []
     assert proctree.run_processes(rec.id) == set()
     admin = auth.login(appliance, ADMIN, PASSWORD)
@@ -145,6 +182,62 @@ def test_cancel_kills_the_whole_tree_and_records_it(
     assert ended["details"]["killed_processes"] >= 2
     with pytest.raises(InvalidInput, match="already ended"):
         provision.cancel(appliance, it_session, rec.id)
+
+
+def _wait_for_sleeps() -> None:
+    deadline = time.monotonic() + 60
+    while not (live_processes(SLEEP_A) and live_processes(SLEEP_B)):
+        assert time.monotonic() < deadline, "the sleeping task never started"
+        time.sleep(0.1)
+
+
+def test_the_starter_stops_a_run_that_outlasted_the_idle_limit(
+        appliance: Appliance, it_session: Session, test_playbooks: Path,
+        clock: SteppingClock) -> None:
+    handle = provision.start(appliance, it_session, RunRequest("slow.yml", "local"),
+                             playbooks_dir=test_playbooks)
+    try:
+        _wait_for_sleeps()
+        clock.advance(minutes=appliance.settings.session.idle_minutes + 1)
+        with pytest.raises(SessionExpired):  # a session's own cancel needs a live session
+            provision.cancel(appliance, it_session, handle.run_id, "by session")
+        provision.cancel_started(appliance, handle, "interrupted at the terminal")
+        rec = handle.wait(60)
+    finally:  # never leave a run behind, whatever failed above
+        request_cancel(Path(handle.record.job_dir))
+        handle.join(60)
+    assert rec.status == "cancelled"
+    assert live_processes(SLEEP_A) == [] and live_processes(SLEEP_B) == []
+    admin = auth.login(appliance, ADMIN, PASSWORD)
+    ev = audit.events(appliance, admin, EventFilter(action="provision.cancel"))[-1].data
+    assert ev["actor"]["username"] == "ivan" and ev["target"]["id"] == rec.id
+    assert ev["reason"] == "interrupted at the terminal"
+    with pytest.raises(InvalidInput, match="already ended"):
+        provision.cancel_started(appliance, handle)
+
+
+def test_ctrl_c_at_the_cli_stops_the_run_in_one_line(
+        appliance: Appliance, it_session: Session, test_playbooks: Path, home: Path) -> None:
+    (test_playbooks / "site.yml").write_text("[]\n")  # marks the dir as a playbooks dir
+    env = dict(os.environ, APPLIANCE_HOME=str(home), APPLIANCE_PLAYBOOKS=str(test_playbooks))
+    cli = subprocess.Popen([sys.executable, "-m", "appliance", "provision", "run", "slow.yml",
+                            "-i", "local", "--user", "ivan", "--password-stdin"],
+                           stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, env=env, text=True)
+    cli.stdin.write(PASSWORD + "\n")
+    cli.stdin.close()
+    _wait_for_sleeps()
+    cli.send_signal(signal.SIGINT)
+    cli.wait(timeout=60)
+    err = cli.stderr.read()
+    assert cli.returncode == 11, err
+    assert err.startswith("error: run slow.yml cancelled: cancelled by request (see `")
+    assert err.count("\n") == 1 and "nothing was changed" not in err
+    assert live_processes(SLEEP_A) == [] and live_processes(SLEEP_B) == []
+    admin = auth.login(appliance, ADMIN, PASSWORD)
+    ev = audit.events(appliance, admin, EventFilter(action="provision.cancel"))[-1].data
+    assert ev["actor"]["username"] == "ivan"
+    assert ev["details"]["by"] == "the run's own handle"  # not the (expirable) session
 
 
 def test_only_it_may_run_and_a_denial_leaves_nothing(
@@ -181,6 +274,36 @@ def test_a_run_whose_process_died_is_closed_as_interrupted(
     assert stored.status == "interrupted" and stored.finished_at is not None
 
 
+def test_a_killed_run_is_reaped_with_its_secrets_scrubbed(
+        appliance: Appliance, it_session: Session, test_playbooks: Path, home: Path) -> None:
+    (test_playbooks / "site.yml").write_text("[]\n")  # marks the dir as a playbooks dir
+    env = dict(os.environ, APPLIANCE_HOME=str(home), APPLIANCE_PLAYBOOKS=str(test_playbooks))
+    cli = subprocess.Popen([sys.executable, "-m", "appliance", "provision", "run", "slow.yml",
+                            "-i", "local", "-e", f"become_password={SECRET}", "--user",
+                            "ivan", "--password-stdin"], stdin=subprocess.PIPE,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                           text=True)
+    cli.stdin.write(PASSWORD + "\n")
+    cli.stdin.close()
+    deadline = time.monotonic() + 60
+    while not live_processes(SLEEP_B):
+        assert time.monotonic() < deadline, "the sleeping task never started"
+        time.sleep(0.1)
+    cli.kill()  # as a power loss or kill -9 would: no finally, no scrub
+    cli.wait()
+    rec = provision.list_runs(appliance, it_session)[0]
+    job = Path(rec.job_dir)
+    assert SECRET.encode() in (job / "env" / "extravars").read_bytes()  # what was left
+    with pytest.raises(InvalidInput, match="already ended \\(interrupted\\)"):
+        provision.cancel(appliance, it_session, rec.id)  # any service entry reaps
+    assert records.get(appliance.conn, rec.id).status == "interrupted"
+    assert live_processes(SLEEP_A) == [] and live_processes(SLEEP_B) == []
+    everything = b"".join(p.read_bytes() for p in job.rglob("*") if p.is_file())
+    assert SECRET.encode() not in everything
+    assert json.loads((job / "env" / "extravars").read_text()) == \
+        {"become_password": "[redacted]"}
+
+
 def test_a_run_past_its_timeout_is_stopped_with_its_children(
         appliance: Appliance, it_session: Session, test_playbooks: Path) -> None:
     handle = provision.start(appliance, it_session,
@@ -194,4 +317,22 @@ def test_a_run_past_its_timeout_is_stopped_with_its_children(
     assert rec.status == "timeout"
     assert rec.failure == "the run took longer than 12 s and was stopped"
     assert live_processes(SLEEP_A) == [] and live_processes(SLEEP_B) == []
+    assert live_processes(DAEMON) == []
     assert proctree.run_processes(rec.id) == set()
+
+
+def test_a_daemon_left_by_a_finished_run_is_stopped_and_counted(
+        appliance: Appliance, it_session: Session, test_playbooks: Path) -> None:
+    (test_playbooks / "daemon.yml").write_text(
+        "- name: Leave a daemon behind\n  hosts: all\n  gather_facts: false\n  tasks:\n"
+        "    - name: Start a daemon that clears its environment\n"
+        "      ansible.builtin.shell: \"setsid nohup env -i sleep 3220 >/dev/null 2>&1 &\"\n"
+        "      changed_when: false\n")
+    rec = provision.run(appliance, it_session, RunRequest("daemon.yml", "local"),
+                        playbooks_dir=test_playbooks)
+    assert rec.status == "successful"
+    assert live_processes("sleep 3220") == []
+    admin = auth.login(appliance, ADMIN, PASSWORD)
+    ended = audit.events(appliance, admin, EventFilter(action="provision.run"))[-1].data
+    assert ended["details"]["stopped_processes"] >= 1
+    assert not (Path(rec.job_dir) / "tmp" / "reaped").exists()

@@ -1,0 +1,143 @@
+"""What an operator passes to a run (--limit, extra variables) cannot reach Ansible as an
+option or as a connection setting: each attack here ran a command as root before."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from appliance.context import Appliance
+from appliance.errors import InvalidInput
+from appliance.identity.session import Session
+from appliance.provision import inventory as inv
+from appliance.provision.runner import Job, JobSpec, prepare_job_dir
+from appliance.services import provision
+from appliance.services.provision import RunRequest
+from tests.conftest import PASSWORD
+
+pytestmark = pytest.mark.xdist_group("provision")
+
+PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    proj = tmp_path / "inputs-playbooks"
+    proj.mkdir()
+    shutil.copy(PLAYBOOKS / "ansible.cfg", proj / "ansible.cfg")
+    (proj / "hello.yml").write_text(
+        "- name: Say hello\n  hosts: all\n  gather_facts: false\n  tasks:\n"
+        "    - name: Hello\n      ansible.builtin.debug:\n        msg: hello\n")
+    return proj
+
+
+@pytest.fixture
+def evil(tmp_path: Path) -> tuple[Path, Path]:
+    """A script that leaves proof when anything runs it (as a vault password file would)."""
+    proof = tmp_path / "pwned"
+    script = tmp_path / "evil.sh"
+    script.write_text(f"#!/bin/sh\ntouch {proof}\necho x\n")
+    script.chmod(0o755)
+    return script, proof
+
+
+def _jobs(home: Path) -> list[Path]:
+    return sorted((home / "jobs").glob("provision-*")) if (home / "jobs").exists() else []
+
+
+@pytest.mark.parametrize("limit, says", [
+    ("localhost --vault-password-file {evil} -e appliance_root=/other", "must not start"),
+    ("localhost,--vault-password-file={evil}", "term 2 is not a host name or pattern"),
+    ("-i/tmp/other_inventory", "must not start with - or @"),
+    ("@/tmp/hosts", "must not start with - or @"),
+    ("localhost:~.*", "term 2 is not a host name or pattern"),
+    ("localhost\t--ssh-common-args=-oProxyCommand=x", "must not start"),
+    ("gpu-9", "names no host of this inventory: 'gpu-9'"),
+])
+def test_a_limit_is_host_patterns_only(appliance: Appliance, it_session: Session,
+                                       project: Path, home: Path, evil: tuple[Path, Path],
+                                       limit: str, says: str) -> None:
+    with pytest.raises(InvalidInput, match=says.replace("(", r"\(")):
+        provision.start(appliance, it_session,
+                        RunRequest("hello.yml", "local", limit=limit.format(evil=evil[0])),
+                        playbooks_dir=project)
+    assert not evil[1].exists()
+    assert _jobs(home) == [] and provision.list_runs(appliance, it_session) == []
+
+
+def test_a_good_limit_reaches_ansible_as_one_argument(
+        appliance: Appliance, it_session: Session, project: Path) -> None:
+    rec = provision.run(appliance, it_session, RunRequest("hello.yml", "local",
+                                                          limit="all,!gpu-*,localhost"),
+                        playbooks_dir=project)
+    assert rec.status == "successful" and rec.limit == "all,!gpu-*,localhost"
+    command = json.loads((Path(rec.job_dir) / "artifacts" / rec.id / "command").read_text())
+    args = command["command"]
+    assert args[args.index("--limit") + 1] == "all,!gpu-*,localhost"
+
+
+def test_the_runner_never_splits_a_limit_into_options(
+        tmp_path: Path, project: Path, evil: tuple[Path, Path]) -> None:
+    """Below the service's check: a limit with spaces is one pattern, not more options."""
+    rendered = inv.render([inv.default_localhost()])
+    spec = JobSpec(run_id="20260101T000000-limit0", job_dir=tmp_path / "jobs" / "job",
+                   project_dir=project, playbook="hello.yml", inventory_text=rendered.text,
+                   known_hosts=rendered.known_hosts, hosts=rendered.hosts,
+                   limit=f"localhost --vault-password-file {evil[0]}", timeout_s=120)
+    prepare_job_dir(spec)
+    Job(spec, 1).run()
+    assert not evil[1].exists()
+    args = json.loads((spec.job_dir / "artifacts" / spec.run_id / "command").read_text()
+                      )["command"]
+    assert args[args.index("--limit") + 1] == spec.limit
+    assert "--vault-password-file" not in args
+
+
+@pytest.mark.parametrize("name", [
+    "ansible_ssh_extra_args", "ansible_ssh_common_args", "ansible_connection", "ansible_host",
+    "ansible_python_interpreter", "ansible_shell_executable", "ANSIBLE_become_exe",
+])
+def test_extra_vars_may_not_set_ansible_connection_variables(
+        appliance: Appliance, it_session: Session, project: Path, home: Path,
+        evil: tuple[Path, Path], name: str) -> None:
+    value = f"-o ProxyCommand={evil[0]}" if "args" in name else str(evil[0])
+    with pytest.raises(InvalidInput, match=f"extra variable '{name}' may not be set"):
+        provision.start(appliance, it_session,
+                        RunRequest("hello.yml", "local", extra_vars={name: value}),
+                        playbooks_dir=project)
+    assert not evil[1].exists()
+    assert _jobs(home) == [] and provision.list_runs(appliance, it_session) == []
+
+
+def test_the_become_password_may_be_passed_and_is_redacted(
+        appliance: Appliance, it_session: Session, project: Path) -> None:
+    rec = provision.run(appliance, it_session, RunRequest(
+        "hello.yml", "local", extra_vars={"ansible_become_password": "sudo-pw-8812"}),
+        playbooks_dir=project)
+    assert rec.status == "successful"
+    assert rec.extra_vars == {"ansible_become_password": "[redacted]"}
+    stored = b"".join(p.read_bytes() for p in Path(rec.job_dir).rglob("*") if p.is_file())
+    assert b"sudo-pw-8812" not in stored
+
+
+def test_the_cli_refuses_an_option_in_a_limit_in_one_line(
+        appliance: Appliance, it_session: Session, home: Path,
+        evil: tuple[Path, Path]) -> None:
+    env = dict(os.environ, APPLIANCE_HOME=str(home))
+    r = subprocess.run([sys.executable, "-m", "appliance", "provision", "run", "verify.yml",
+                        "-i", "local", "--limit",
+                        f"localhost --vault-password-file {evil[0]}",
+                        "--user", it_session.username, "--password-stdin"],
+                       input=PASSWORD + "\n", capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: invalid --limit: it must not start with - or @ nor "
+                               "hold spaces (host names or patterns") and r.stderr.count("\n") == 1
+    assert str(evil[0]) not in r.stderr
+    assert not evil[1].exists() and _jobs(home) == []
