@@ -24,13 +24,8 @@ def check_session(app: Appliance, session: Session) -> None:
     now = app.clock.now()
     idle = timedelta(minutes=app.settings.session.idle_minutes)
     if not session.ended and now - session.last_activity > idle:
-        session.ended = True
-        with app.transaction():
-            app.trail.append(Event(
-                action="auth.session_expired", actor=session.actor(",".join(session.roles)),
-                target_type="user", target_id=session.username, terminal=session.terminal,
-                details={"session": session.id,
-                         "idle_minutes": app.settings.session.idle_minutes}))
+        end_session(app, session, "auth.session_expired",
+                    {"idle_minutes": app.settings.session.idle_minutes})
         raise SessionExpired(
             f"session expired after {app.settings.session.idle_minutes} idle minutes")
     if session.ended:
@@ -54,13 +49,19 @@ def refresh_roles(app: Appliance, session: Session) -> None:
     else:
         session.roles = user.roles
         return
+    end_session(app, session, "auth.session_ended", {"reason": why}, outcome="denied")
+    raise SessionExpired(f"session ended: {why}", "ask a security officer")
+
+
+def end_session(app: Appliance, session: Session, action: str, details: dict,
+                outcome: str = "success") -> None:
+    """Mark the session ended and record why (logout, idle expiry, the account changed)."""
     session.ended = True
     with app.transaction():
         app.trail.append(Event(
-            action="auth.session_ended", actor=session.actor(",".join(session.roles)),
-            target_type="user", target_id=session.username, terminal=session.terminal,
-            outcome="denied", details={"session": session.id, "reason": why}))
-    raise SessionExpired(f"session ended: {why}", "ask a security officer")
+            action=action, actor=session.actor(",".join(session.roles)), target_type="user",
+            target_id=session.username, terminal=session.terminal, outcome=outcome,
+            details={"session": session.id, **details}))
 
 
 def authorize(app: Appliance, session: Session, permission: str, *, target_type: str = "",

@@ -16,6 +16,7 @@ from appliance.errors import AccountLocked, AuthenticationFailed
 from appliance.identity.passwords import check_password, hash_password
 from appliance.identity.session import Session
 from appliance.identity.users import User, get_user
+from appliance.services.access import end_session
 
 # Checked when the username is unknown, so a failure takes as long either way.
 _DUMMY_HASH: dict[int, str] = {}
@@ -103,9 +104,4 @@ def login(app: Appliance, username: str, password: str) -> Session:
 def logout(app: Appliance, session: Session, reason: str = "logout") -> None:
     if session.ended:
         return
-    session.ended = True
-    with app.transaction():
-        app.trail.append(Event(
-            action="auth.logout", actor=session.actor(",".join(session.roles)),
-            target_type="user", target_id=session.username, terminal=session.terminal,
-            details={"session": session.id, "reason": reason}))
+    end_session(app, session, "auth.logout", {"reason": reason})

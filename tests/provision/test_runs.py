@@ -184,6 +184,31 @@ def test_cancel_kills_the_whole_tree_and_records_it(
         provision.cancel(appliance, it_session, rec.id)
 
 
+def _cli_run(home: Path, test_playbooks: Path, *extra: str) -> subprocess.Popen:
+    """`appliance provision run slow.yml` as an operator's shell starts it: SIGINT at its
+    default, whatever this test process inherited (a job started with `&` by a shell
+    without job control ignores SIGINT, and Python then leaves it ignored)."""
+    (test_playbooks / "site.yml").write_text("[]\n")  # marks the dir as a playbooks dir
+    env = dict(os.environ, APPLIANCE_HOME=str(home), APPLIANCE_PLAYBOOKS=str(test_playbooks))
+    cli = subprocess.Popen([sys.executable, "-m", "appliance", "provision", "run", "slow.yml",
+                            "-i", "local", *extra, "--user", "ivan", "--password-stdin"],
+                           stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, env=env, text=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    cli.stdin.write(PASSWORD + "\n")
+    cli.stdin.close()
+    return cli
+
+
+def _stop_everything(cli: subprocess.Popen, appliance: Appliance, session: Session) -> None:
+    """Whatever a failed assertion left running must not outlive the test: later tests
+    look for the same sleeping processes."""
+    cli.kill()
+    cli.wait()
+    for rec in provision.list_runs(appliance, session):
+        proctree.kill_run(rec.id)
+
+
 def _wait_for_sleeps() -> None:
     deadline = time.monotonic() + 60
     while not (live_processes(SLEEP_A) and live_processes(SLEEP_B)):
@@ -218,17 +243,13 @@ def test_the_starter_stops_a_run_that_outlasted_the_idle_limit(
 
 def test_ctrl_c_at_the_cli_stops_the_run_in_one_line(
         appliance: Appliance, it_session: Session, test_playbooks: Path, home: Path) -> None:
-    (test_playbooks / "site.yml").write_text("[]\n")  # marks the dir as a playbooks dir
-    env = dict(os.environ, APPLIANCE_HOME=str(home), APPLIANCE_PLAYBOOKS=str(test_playbooks))
-    cli = subprocess.Popen([sys.executable, "-m", "appliance", "provision", "run", "slow.yml",
-                            "-i", "local", "--user", "ivan", "--password-stdin"],
-                           stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE, env=env, text=True)
-    cli.stdin.write(PASSWORD + "\n")
-    cli.stdin.close()
-    _wait_for_sleeps()
-    cli.send_signal(signal.SIGINT)
-    cli.wait(timeout=60)
+    cli = _cli_run(home, test_playbooks)
+    try:
+        _wait_for_sleeps()
+        cli.send_signal(signal.SIGINT)
+        cli.wait(timeout=60)
+    finally:
+        _stop_everything(cli, appliance, it_session)
     err = cli.stderr.read()
     assert cli.returncode == 11, err
     assert err.startswith("error: run slow.yml cancelled: cancelled by request (see `")
@@ -276,26 +297,18 @@ def test_a_run_whose_process_died_is_closed_as_interrupted(
 
 def test_a_killed_run_is_reaped_with_its_secrets_scrubbed(
         appliance: Appliance, it_session: Session, test_playbooks: Path, home: Path) -> None:
-    (test_playbooks / "site.yml").write_text("[]\n")  # marks the dir as a playbooks dir
-    env = dict(os.environ, APPLIANCE_HOME=str(home), APPLIANCE_PLAYBOOKS=str(test_playbooks))
-    cli = subprocess.Popen([sys.executable, "-m", "appliance", "provision", "run", "slow.yml",
-                            "-i", "local", "-e", f"become_password={SECRET}", "--user",
-                            "ivan", "--password-stdin"], stdin=subprocess.PIPE,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                           text=True)
-    cli.stdin.write(PASSWORD + "\n")
-    cli.stdin.close()
-    deadline = time.monotonic() + 60
-    while not live_processes(SLEEP_B):
-        assert time.monotonic() < deadline, "the sleeping task never started"
-        time.sleep(0.1)
-    cli.kill()  # as a power loss or kill -9 would: no finally, no scrub
-    cli.wait()
-    rec = provision.list_runs(appliance, it_session)[0]
-    job = Path(rec.job_dir)
-    assert SECRET.encode() in (job / "env" / "extravars").read_bytes()  # what was left
-    with pytest.raises(InvalidInput, match="already ended \\(interrupted\\)"):
-        provision.cancel(appliance, it_session, rec.id)  # any service entry reaps
+    cli = _cli_run(home, test_playbooks, "-e", f"become_password={SECRET}")
+    try:
+        _wait_for_sleeps()
+        cli.kill()  # as a power loss or kill -9 would: no finally, no scrub
+        cli.wait()
+        rec = provision.list_runs(appliance, it_session)[0]
+        job = Path(rec.job_dir)
+        assert SECRET.encode() in (job / "env" / "extravars").read_bytes()  # what was left
+        with pytest.raises(InvalidInput, match="already ended \\(interrupted\\)"):
+            provision.cancel(appliance, it_session, rec.id)  # any service entry reaps
+    finally:
+        _stop_everything(cli, appliance, it_session)
     assert records.get(appliance.conn, rec.id).status == "interrupted"
     assert live_processes(SLEEP_A) == [] and live_processes(SLEEP_B) == []
     everything = b"".join(p.read_bytes() for p in job.rglob("*") if p.is_file())
