@@ -350,8 +350,15 @@ BEGIN
 END;
 """
 
+# Sessions end when their account changes under them: a password reset or change, or a
+# disable, moves the account to a new epoch, and a session opened in an older one ends at
+# its next action (services/access.refresh_roles), even if the account was re-enabled.
+SESSION_EPOCH = """
+ALTER TABLE users ADD COLUMN session_epoch INTEGER NOT NULL DEFAULT 0;
+"""
+
 MIGRATIONS: list[str] = [AUDIT, IDENTITY, BUNDLES, UPDATES, PROVISION, AUDIT_LOOKUP,
-                         AUDIT_HEAD_CHECK]
+                         AUDIT_HEAD_CHECK, SESSION_EPOCH]
 
 AUDIT_TRIGGERS = (
     "audit_events_continue_head",

@@ -25,6 +25,7 @@ class Session:
     password_expired: bool = False
     id: str = field(default="")
     ended: bool = False
+    epoch: int = 0  # the account's session_epoch at login (see access.refresh_roles)
 
     def actor(self, role: str) -> Actor:
         return Actor(self.username, self.full_name, role)

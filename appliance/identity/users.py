@@ -26,6 +26,7 @@ class User:
     created_by: str
     password_history: tuple[str, ...] = ()
     signature_ack_at: str | None = None
+    session_epoch: int = 0
 
     @property
     def active(self) -> bool:
@@ -43,7 +44,7 @@ class User:
 
 COLUMNS = ("username, full_name, roles, password_hash, password_changed_at, "
            "must_change_password, status, created_at, created_by, password_history, "
-           "signature_ack_at")
+           "signature_ack_at, session_epoch")
 
 
 def normalise_username(name: str) -> str:
@@ -55,9 +56,9 @@ def normalise_username(name: str) -> str:
 
 
 def _user(row: tuple) -> User:
-    u, fn, roles, ph, pca, mcp, st, ca, cb, hist, ack = row
+    u, fn, roles, ph, pca, mcp, st, ca, cb, hist, ack, epoch = row
     return User(u, fn, tuple(json.loads(roles)), ph, pca, bool(mcp), st, ca, cb,
-                tuple(json.loads(hist)), ack)
+                tuple(json.loads(hist)), ack, epoch)
 
 
 def get_user(conn: sqlite3.Connection, username: str) -> User | None:
@@ -73,11 +74,11 @@ def list_users(conn: sqlite3.Connection) -> list[User]:
 def insert_user(conn: sqlite3.Connection, user: User) -> None:
     try:
         conn.execute(
-            f"INSERT INTO users ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO users ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (user.username, user.full_name, json.dumps(list(user.roles)), user.password_hash,
              user.password_changed_at, int(user.must_change_password), user.status,
              user.created_at, user.created_by, json.dumps(list(user.password_history)),
-             user.signature_ack_at),
+             user.signature_ack_at, user.session_epoch),
         )
     except sqlite3.IntegrityError as exc:
         raise InvalidInput(f"username {user.username!r} is taken or was used before",
@@ -85,7 +86,8 @@ def insert_user(conn: sqlite3.Connection, user: User) -> None:
 
 
 _UPDATABLE = {"full_name", "roles", "password_hash", "password_changed_at",
-              "must_change_password", "status", "password_history", "signature_ack_at"}
+              "must_change_password", "status", "password_history", "signature_ack_at",
+              "session_epoch"}
 
 
 def update_user(conn: sqlite3.Connection, username: str, **changes: Any) -> None:

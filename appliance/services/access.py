@@ -1,8 +1,9 @@
 """Permission checks in the service layer; every denial is itself an audit event.
 
-Also where sessions end: an idle session expires (11.300), a session whose account was
-disabled, or whose password was reset, ends at its next action, and a session that must
-change its password may do nothing else (a temporary or expired password signs nothing).
+Also where sessions end: an idle session expires (11.300); a session whose account was
+disabled, or whose password was reset or changed elsewhere, since login ends at its next
+action; and a session that must change its password may do nothing else (a temporary or
+expired password signs nothing).
 Permissions come from the account as stored now, never from the roles it had at login
 (11.10(d), (g)).
 """
@@ -36,16 +37,17 @@ def check_session(app: Appliance, session: Session) -> None:
 def refresh_roles(app: Appliance, session: Session) -> None:
     """Take the roles from the stored account (one lookup by key), so a role revoked or an
     account disabled while a console stays open counts at once. A disabled or missing
-    account ends the session, recorded; so does a password reset since the session began
-    (a reset is what a security officer does when a password may be known to someone
-    else, who may be the one holding the session)."""
+    account ends the session, recorded; so does any move of the account to a new session
+    epoch since login (a password reset or change, a disable, even if re-enabled since: a
+    reset is what a security officer does when a password may be known to someone else,
+    who may be the one holding the session)."""
     user = get_user(app.conn, session.username)
     if user is None:
         why = "the account no longer exists"
     elif not user.active:
         why = "the account is disabled"
-    elif user.must_change_password and not session.must_change_password:
-        why = "the password was reset"
+    elif user.session_epoch != session.epoch:
+        why = "the password was reset or changed, or the account disabled, since login"
     else:
         session.roles = user.roles
         return

@@ -90,7 +90,8 @@ def login(app: Appliance, username: str, password: str) -> Session:
     expired = max_age > 0 and now - parse_ts(user.password_changed_at) > timedelta(days=max_age)
     session = Session(user.username, user.full_name, user.roles, app.terminal, now, now,
                       must_change_password=user.must_change_password or expired,
-                      password_expired=expired, id=str(uuid.uuid4()))
+                      password_expired=expired, id=str(uuid.uuid4()),
+                      epoch=user.session_epoch)
     with app.transaction() as conn:
         conn.execute("DELETE FROM login_failures WHERE username = ?", (name,))
         app.trail.append(Event(

@@ -136,7 +136,8 @@ def _keep_one(app: Appliance, username: str, losing: set[str]) -> None:
 def disable_user(app: Appliance, session: Session, username: str, reason: str) -> User:
     actor, user = _manage(app, session, username, may_be_own=True)
     _keep_one(app, user.username, set(user.roles))
-    return _change(app, session, actor, user, "user.disable", reason, status="disabled")
+    return _change(app, session, actor, user, "user.disable", reason, status="disabled",
+                   session_epoch=user.session_epoch + 1)
 
 
 def enable_user(app: Appliance, session: Session, username: str, reason: str) -> User:
@@ -189,7 +190,8 @@ def reset_password(app: Appliance, session: Session, username: str,
     _change(app, session, actor, user, "user.reset_password", reason,
             password_hash=hash_password(temp, app.settings.password.scrypt_n),
             password_history=_real_passwords(user, app.settings.password.history),
-            password_changed_at=app.clock.iso(), must_change_password=True)
+            password_changed_at=app.clock.iso(), must_change_password=True,
+            session_epoch=user.session_epoch + 1)
     with app.transaction() as conn:
         conn.execute("DELETE FROM login_failures WHERE username = ?", (user.username,))
     return TemporaryPassword(user.username, temp)
@@ -241,7 +243,7 @@ def change_password(app: Appliance, session: Session, old_password: str,
         update_user(conn, user.username,
                     password_hash=hash_password(new_password, policy.scrypt_n),
                     password_history=history, password_changed_at=app.clock.iso(),
-                    must_change_password=False)
+                    must_change_password=False, session_epoch=user.session_epoch + 1)
         app.trail.append(Event(
             action="user.password_change", actor=actor, target_type="user",
             target_id=user.username, reason="password changed by its owner",
@@ -249,6 +251,7 @@ def change_password(app: Appliance, session: Session, old_password: str,
             terminal=session.terminal))
     session.must_change_password = False
     session.password_expired = False
+    session.epoch = user.session_epoch + 1  # this session goes on; the owner's others end
 
 
 def record_training(app: Appliance, session: Session, username: str, role: str,

@@ -301,17 +301,38 @@ def test_11_10d_a_disabled_account_ends_its_open_session(appliance, admin_sessio
 
 def test_11_300_a_password_reset_ends_the_sessions_opened_before_it(appliance, admin_session,
                                                                     make_user) -> None:
-    """A reset means the password may be known to someone else, who may hold the session."""
+    """A reset means the password may be known to someone else, who may hold the session:
+    that session ends even if the owner has set a new password before it acts again."""
     ivan = make_user(["it"], username="ivan")
     temp = users.reset_password(appliance, admin_session, "ivan", "phished").password
-    with pytest.raises(SessionExpired, match="session ended: the password was reset"):
-        authorize(appliance, ivan, "update.install", target_type="bundle", target_id="b@1")
-    assert [e["details"]["reason"] for e in events(appliance, "auth.session_ended")] == [
-        "the password was reset"]
     # The owner logs in with the temporary password and may change it in that session.
     fresh = auth.login(appliance, "ivan", temp)
     users.change_password(appliance, fresh, temp, "a-passphrase-of-my-own-2026")
     authorize(appliance, fresh, "update.install", target_type="bundle", target_id="b@1")
+    with pytest.raises(SessionExpired, match="session ended: the password was reset or "
+                                             "changed, or the account disabled, since login"):
+        authorize(appliance, ivan, "update.install", target_type="bundle", target_id="b@1")
+    assert [e["details"]["reason"] for e in events(appliance, "auth.session_ended")] == [
+        "the password was reset or changed, or the account disabled, since login"]
+
+
+def test_11_10d_a_disable_ends_sessions_even_once_the_account_is_enabled_again(
+        appliance, admin_session, make_user) -> None:
+    ivan = make_user(["it"], username="ivan")
+    users.disable_user(appliance, admin_session, "ivan", "suspended")
+    users.enable_user(appliance, admin_session, "ivan", "cleared")
+    with pytest.raises(SessionExpired, match="since login"):
+        authorize(appliance, ivan, "update.install")
+    authorize(appliance, auth.login(appliance, "ivan", PASSWORD), "update.install")
+
+
+def test_11_300_changing_ones_password_ends_ones_other_sessions(appliance, make_user) -> None:
+    here = make_user(["it"], username="ivan")
+    there = auth.login(appliance, "ivan", PASSWORD)
+    users.change_password(appliance, here, PASSWORD, "a-passphrase-of-my-own-2026")
+    authorize(appliance, here, "update.install")  # the session that changed it goes on
+    with pytest.raises(SessionExpired, match="since login"):
+        authorize(appliance, there, "update.install")
 
 
 # --- 11.10(i): training before the admin role -----------------------------------------------
