@@ -39,7 +39,7 @@ def load_public_pem(data: bytes) -> ec.EllipticCurvePublicKey:
 def verify_signature(key: ec.EllipticCurvePublicKey, signature_b64: str, data: bytes) -> bool:
     try:
         key.verify(base64.b64decode(signature_b64), data, ec.ECDSA(hashes.SHA256()))
-    except (InvalidSignature, ValueError):
+    except (InvalidSignature, ValueError, TypeError):  # TypeError: not text (a tampered file)
         return False
     return True
 

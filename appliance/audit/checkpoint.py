@@ -66,19 +66,35 @@ def _row(row: tuple) -> Checkpoint:
     return Checkpoint(cid, size, body if isinstance(body, dict) else {}, text, sig, frontier)
 
 
+_CHECKPOINTS = "SELECT id, tree_size, body, signature, frontier FROM audit_checkpoints "
+_RAW_CHECKPOINTS = ("SELECT id, tree_size, CAST(body AS BLOB), CAST(signature AS BLOB), "
+                    "frontier FROM audit_checkpoints ")
+
+
+def _rows(conn: sqlite3.Connection, order: str) -> list[tuple]:
+    """Stored checkpoint rows; a body or signature that is not UTF-8 (only tampering makes
+    one) reads as None, so verify reports the checkpoint instead of failing on it."""
+    try:
+        return conn.execute(_CHECKPOINTS + order).fetchall()
+    except sqlite3.OperationalError:  # "Could not decode to UTF-8"
+        return [(cid, size, _text(body), _text(sig), frontier) for cid, size, body, sig, frontier
+                in conn.execute(_RAW_CHECKPOINTS + order).fetchall()]
+
+
+def _text(raw: object) -> str | None:
+    try:
+        return raw.decode("utf-8") if isinstance(raw, bytes) else None
+    except UnicodeDecodeError:
+        return None
+
+
 def latest(conn: sqlite3.Connection) -> Checkpoint | None:
-    row = conn.execute(
-        "SELECT id, tree_size, body, signature, frontier FROM audit_checkpoints "
-        "ORDER BY id DESC LIMIT 1"
-    ).fetchone()
-    return _row(row) if row else None
+    rows = _rows(conn, "ORDER BY id DESC LIMIT 1")
+    return _row(rows[0]) if rows else None
 
 
 def all_checkpoints(conn: sqlite3.Connection) -> list[Checkpoint]:
-    rows = conn.execute(
-        "SELECT id, tree_size, body, signature, frontier FROM audit_checkpoints ORDER BY id"
-    ).fetchall()
-    return [_row(r) for r in rows]
+    return [_row(r) for r in _rows(conn, "ORDER BY id")]
 
 
 @dataclass

@@ -5,7 +5,9 @@ An attacker who deletes the newest checkpoints can rewrite the events after the 
 and recompute their hashes; the chain is then consistent again. Checkpoints are never
 deleted legitimately, their ids come from AUTOINCREMENT (sqlite_sequence remembers the
 largest ever issued), and every signed event is followed by a checkpoint in the same
-transaction: each of these leaves a trace that this module reports.
+transaction: each of these leaves a trace that this module reports. Traces, not proof:
+an attacker who also lowers sqlite_sequence and rewrites only unsigned events leaves
+none, and only an anchor kept off the appliance catches that.
 """
 
 from __future__ import annotations

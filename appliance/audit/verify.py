@@ -35,6 +35,20 @@ __all__ = ["Finding", "VerifyReport", "verify_trail"]
 
 def verify_trail(conn: sqlite3.Connection, public_key: ec.EllipticCurvePublicKey,
                  anchor: Anchor | None = None, incremental: bool = False) -> VerifyReport:
+    """Verify in one read transaction: a snapshot, so what others commit meanwhile (a
+    signed event and its checkpoint, say) is seen whole or not at all, never half."""
+    own = not conn.in_transaction
+    if own:
+        conn.execute("BEGIN")
+    try:
+        return _verify(conn, public_key, anchor, incremental)
+    finally:
+        if own and conn.in_transaction:
+            conn.execute("COMMIT")
+
+
+def _verify(conn: sqlite3.Connection, public_key: ec.EllipticCurvePublicKey,
+            anchor: Anchor | None, incremental: bool) -> VerifyReport:
     report = VerifyReport(mode="incremental" if incremental else "full")
     structure.check_triggers(conn, report)
     key_id = fingerprint(public_key)
@@ -108,7 +122,7 @@ def _valid_checkpoints(checkpoints: list[Checkpoint], key: ec.EllipticCurvePubli
     valid = []
     for cp in checkpoints:
         body_ok = bool(cp.body) and cp.body.get("tree_size") == cp.tree_size
-        if cp.body.get("key_id") != key_id:
+        if cp.body and cp.body.get("key_id") != key_id:
             report.findings.append(Finding(
                 "checkpoint-foreign-key", cp.tree_size,
                 f"checkpoint {cp.id} claims key {str(cp.body.get('key_id'))[:16]}, "

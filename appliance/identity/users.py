@@ -26,7 +26,6 @@ class User:
     created_by: str
     password_history: tuple[str, ...] = ()
     signature_ack_at: str | None = None
-    session_epoch: int = 0
 
     @property
     def active(self) -> bool:
@@ -44,7 +43,7 @@ class User:
 
 COLUMNS = ("username, full_name, roles, password_hash, password_changed_at, "
            "must_change_password, status, created_at, created_by, password_history, "
-           "signature_ack_at, session_epoch")
+           "signature_ack_at")
 
 
 def normalise_username(name: str) -> str:
@@ -56,9 +55,9 @@ def normalise_username(name: str) -> str:
 
 
 def _user(row: tuple) -> User:
-    u, fn, roles, ph, pca, mcp, st, ca, cb, hist, ack, epoch = row
+    u, fn, roles, ph, pca, mcp, st, ca, cb, hist, ack = row
     return User(u, fn, tuple(json.loads(roles)), ph, pca, bool(mcp), st, ca, cb,
-                tuple(json.loads(hist)), ack, epoch)
+                tuple(json.loads(hist)), ack)
 
 
 def get_user(conn: sqlite3.Connection, username: str) -> User | None:
@@ -74,11 +73,11 @@ def list_users(conn: sqlite3.Connection) -> list[User]:
 def insert_user(conn: sqlite3.Connection, user: User) -> None:
     try:
         conn.execute(
-            f"INSERT INTO users ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO users ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (user.username, user.full_name, json.dumps(list(user.roles)), user.password_hash,
              user.password_changed_at, int(user.must_change_password), user.status,
              user.created_at, user.created_by, json.dumps(list(user.password_history)),
-             user.signature_ack_at, user.session_epoch),
+             user.signature_ack_at),
         )
     except sqlite3.IntegrityError as exc:
         raise InvalidInput(f"username {user.username!r} is taken or was used before",
@@ -86,8 +85,7 @@ def insert_user(conn: sqlite3.Connection, user: User) -> None:
 
 
 _UPDATABLE = {"full_name", "roles", "password_hash", "password_changed_at",
-              "must_change_password", "status", "password_history", "signature_ack_at",
-              "session_epoch"}
+              "must_change_password", "status", "password_history", "signature_ack_at"}
 
 
 def update_user(conn: sqlite3.Connection, username: str, **changes: Any) -> None:
@@ -99,6 +97,20 @@ def update_user(conn: sqlite3.Connection, username: str, **changes: Any) -> None
               (int(v) if isinstance(v, bool) else v) for k, v in changes.items()}
     sets = ", ".join(f"{k} = ?" for k in values)
     conn.execute(f"UPDATE users SET {sets} WHERE username = ?", (*values.values(), username))
+
+
+def session_epoch(conn: sqlite3.Connection, username: str) -> int:
+    """The account's session epoch: a password reset or change and a disable move it on,
+    and a session opened in an earlier one ends (services/access.refresh_roles)."""
+    row = conn.execute("SELECT session_epoch FROM users WHERE username = ?",
+                       (username,)).fetchone()
+    return row[0] if row else 0
+
+
+def next_session_epoch(conn: sqlite3.Connection, username: str) -> int:
+    conn.execute("UPDATE users SET session_epoch = session_epoch + 1 WHERE username = ?",
+                 (username,))
+    return session_epoch(conn, username)
 
 
 def has_training(conn: sqlite3.Connection, username: str, role: str) -> bool:

@@ -17,7 +17,7 @@ from appliance.context import Appliance
 from appliance.errors import PasswordChangeRequired, PermissionDenied, SessionExpired
 from appliance.identity.roles import granting_role, roles_for
 from appliance.identity.session import Session
-from appliance.identity.users import get_user
+from appliance.identity.users import get_user, session_epoch
 
 
 def check_session(app: Appliance, session: Session) -> None:
@@ -46,7 +46,7 @@ def refresh_roles(app: Appliance, session: Session) -> None:
         why = "the account no longer exists"
     elif not user.active:
         why = "the account is disabled"
-    elif user.session_epoch != session.epoch:
+    elif session_epoch(app.conn, user.username) != session.epoch:
         why = "the password was reset or changed, or the account disabled, since login"
     else:
         session.roles = user.roles

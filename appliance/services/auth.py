@@ -15,7 +15,7 @@ from appliance.context import Appliance
 from appliance.errors import AccountLocked, AuthenticationFailed
 from appliance.identity.passwords import check_password, hash_password
 from appliance.identity.session import Session
-from appliance.identity.users import User, get_user
+from appliance.identity.users import User, get_user, session_epoch
 from appliance.services.access import end_session
 
 # Checked when the username is unknown, so a failure takes as long either way.
@@ -91,7 +91,7 @@ def login(app: Appliance, username: str, password: str) -> Session:
     session = Session(user.username, user.full_name, user.roles, app.terminal, now, now,
                       must_change_password=user.must_change_password or expired,
                       password_expired=expired, id=str(uuid.uuid4()),
-                      epoch=user.session_epoch)
+                      epoch=session_epoch(app.conn, user.username))
     with app.transaction() as conn:
         conn.execute("DELETE FROM login_failures WHERE username = ?", (name,))
         app.trail.append(Event(

@@ -27,6 +27,7 @@ from appliance.identity.users import (
     has_training,
     insert_user,
     list_users,
+    next_session_epoch,
     normalise_username,
     update_user,
 )
@@ -90,12 +91,15 @@ def add_user(app: Appliance, session: Session, username: str, full_name: str,
 
 
 def _change(app: Appliance, session: Session, actor: Actor, before: User, action: str,
-            reason: str, **changes: object) -> User:
+            reason: str, end_sessions: bool = False, **changes: object) -> User:
     """One audited change of stored account fields, old and new values recorded. Callers
-    authorise first, so a refusal is recorded before any business rule is checked."""
+    authorise first, so a refusal is recorded before any business rule is checked.
+    `end_sessions`: the account's open sessions end at their next action."""
     reason = _reason(reason)
     with app.transaction() as conn:
         update_user(conn, before.username, **changes)
+        if end_sessions:
+            next_session_epoch(conn, before.username)
         after = get_user(conn, before.username)
         assert after is not None
         app.trail.append(Event(
@@ -136,8 +140,8 @@ def _keep_one(app: Appliance, username: str, losing: set[str]) -> None:
 def disable_user(app: Appliance, session: Session, username: str, reason: str) -> User:
     actor, user = _manage(app, session, username, may_be_own=True)
     _keep_one(app, user.username, set(user.roles))
-    return _change(app, session, actor, user, "user.disable", reason, status="disabled",
-                   session_epoch=user.session_epoch + 1)
+    return _change(app, session, actor, user, "user.disable", reason, end_sessions=True,
+                   status="disabled")
 
 
 def enable_user(app: Appliance, session: Session, username: str, reason: str) -> User:
@@ -191,7 +195,7 @@ def reset_password(app: Appliance, session: Session, username: str,
             password_hash=hash_password(temp, app.settings.password.scrypt_n),
             password_history=_real_passwords(user, app.settings.password.history),
             password_changed_at=app.clock.iso(), must_change_password=True,
-            session_epoch=user.session_epoch + 1)
+            end_sessions=True)
     with app.transaction() as conn:
         conn.execute("DELETE FROM login_failures WHERE username = ?", (user.username,))
     return TemporaryPassword(user.username, temp)
@@ -243,7 +247,8 @@ def change_password(app: Appliance, session: Session, old_password: str,
         update_user(conn, user.username,
                     password_hash=hash_password(new_password, policy.scrypt_n),
                     password_history=history, password_changed_at=app.clock.iso(),
-                    must_change_password=False, session_epoch=user.session_epoch + 1)
+                    must_change_password=False)
+        epoch = next_session_epoch(conn, user.username)
         app.trail.append(Event(
             action="user.password_change", actor=actor, target_type="user",
             target_id=user.username, reason="password changed by its owner",
@@ -251,7 +256,7 @@ def change_password(app: Appliance, session: Session, old_password: str,
             terminal=session.terminal))
     session.must_change_password = False
     session.password_expired = False
-    session.epoch = user.session_epoch + 1  # this session goes on; the owner's others end
+    session.epoch = epoch  # this session goes on; the owner's others end
 
 
 def record_training(app: Appliance, session: Session, username: str, role: str,

@@ -218,3 +218,20 @@ def test_a_backup_without_its_public_key_is_not_a_backup(appliance, admin_sessio
     (bk / "keys" / "appliance-signing.pub.pem").unlink()
     with pytest.raises(InvalidInput, match="is not an appliance backup .*no public key"):
         backup.verify_backup(bk)
+
+
+@pytest.mark.parametrize("signature", [5, None, ["a"], "not base64 !"])
+def test_a_manifest_signature_that_is_not_one_is_refused_plainly(appliance, admin_session,
+                                                                  tmp_path: Path, signature
+                                                                  ) -> None:
+    """The signature field is not covered by itself: anyone who can write the backup can
+    set it to anything, and the answer must still be the one-line refusal."""
+    bk = backup.create_backup(appliance, admin_session, tmp_path / "bk").path
+    doc = json.loads((bk / MANIFEST).read_text())
+    doc["signature"] = signature
+    (bk / MANIFEST).write_text(json.dumps(doc))
+    with pytest.raises(IntegrityError, match="backup"):
+        backup.verify_backup(bk)
+    with pytest.raises(IntegrityError):
+        backup.restore_backup(bk, tmp_path / "restored")
+    assert not (tmp_path / "restored").exists()

@@ -554,3 +554,52 @@ def test_cli_verify_with_a_malformed_anchor_is_one_line(trail_home: Path,
     assert r.returncode != 0
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: anchor "), r.stderr
+
+
+@pytest.mark.parametrize("when", ["SELECT seq, prev_hash, hash, body FROM audit_events",
+                                  "SELECT seq FROM sqlite_sequence"])
+@pytest.mark.parametrize("incremental", [False, True])
+def test_a_signature_committed_during_verify_is_no_finding(trail_home: Path, when: str,
+                                                           incremental: bool) -> None:
+    """Another connection signs (event and checkpoint in one transaction) while verify
+    runs, right before the walk or the checkpoint-id check: a clean trail stays clean."""
+    reader, writer = Appliance.open(trail_home), Appliance.open(trail_home)
+    signed: list[int] = []
+
+    def sign_once(sql: str) -> None:
+        if not signed and sql.lstrip().startswith(when):
+            with writer.transaction():
+                signed.append(writer.trail.append(Event(
+                    "update.approve", ACTOR, "bundle", "b@9",
+                    signature={"username": "alice", "meaning": "approved"})).seq)
+
+    reader.conn.set_trace_callback(sign_once)
+    try:
+        report = verify_trail(reader.conn, reader.key.public, incremental=incremental)
+    finally:
+        reader.conn.set_trace_callback(None)
+    assert signed and report.ok, report.findings
+    assert report.head_seq == signed[0] - 1  # the snapshot from before the signature
+    assert verify_trail(writer.conn, writer.key.public).head_seq == signed[0]
+    reader.close()
+    writer.close()
+
+
+@pytest.mark.parametrize("column", ["body", "signature"])
+def test_a_checkpoint_column_that_is_not_utf8_is_a_finding(trail_home: Path, column: str) -> None:
+    conn = _raw(trail_home)
+    saved = _drop_triggers(conn)
+    newest = conn.execute("SELECT max(id) FROM audit_checkpoints").fetchone()[0]
+    conn.execute(f"UPDATE audit_checkpoints SET {column} = CAST(X'7BFF' AS TEXT) WHERE id = ?",
+                 (newest,))
+    size = conn.execute("SELECT tree_size FROM audit_checkpoints WHERE id = ?",
+                        (newest,)).fetchone()[0]
+    _restore_triggers(conn, saved)
+    conn.close()
+    for incremental in (False, True):
+        app = Appliance.open(trail_home)
+        try:
+            report = verify_trail(app.conn, app.key.public, incremental=incremental)
+        finally:
+            app.close()
+        assert ("checkpoint-signature", size) in {(f.kind, f.seq) for f in report.findings}
