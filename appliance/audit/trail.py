@@ -112,6 +112,12 @@ class Trail:
     def _read_head(self) -> None:
         row = self.conn.execute(_HEAD_AND_LAST_CHECKPOINT).fetchone()
         seq, prev, ts, checkpoint_ts = row if row else (0, GENESIS, None, None)
+        if type(prev) is not bytes or len(prev) != 32 or type(ts) not in (str, type(None)):
+            # Only tampering stores such a head; nothing can be chained to it (fail closed).
+            raise IntegrityError(f"the newest audit event ({seq}) is damaged: its hash or time "
+                                 "is not of the stored form",
+                                 "keep the file for investigation; restore a verified backup "
+                                 "with `appliance backup restore`")
         self.head.seq, self.head.hash, self.head.ts = seq, prev, ts
         self.head.deadline = self.policy.deadline_after(checkpoint_ts) if checkpoint_ts else None
 

@@ -603,3 +603,26 @@ def test_a_checkpoint_column_that_is_not_utf8_is_a_finding(trail_home: Path, col
         finally:
             app.close()
         assert ("checkpoint-signature", size) in {(f.kind, f.seq) for f in report.findings}
+
+
+@pytest.mark.parametrize("change", ["hash = 7", "hash = zeroblob(31)", "hash = lower(hex(hash))"])
+def test_a_damaged_head_refuses_every_append_in_one_line(trail_home: Path, change: str) -> None:
+    """Nothing can be chained to a head that is not of the stored form: appends fail
+    closed, saying so, instead of with a TypeError."""
+    from appliance.errors import IntegrityError
+    conn = _raw(trail_home)
+    saved = _drop_triggers(conn)
+    conn.execute(f"UPDATE audit_events SET {change} WHERE seq = (SELECT max(seq) "
+                 "FROM audit_events)")
+    head = conn.execute("SELECT max(seq) FROM audit_events").fetchone()[0]
+    _restore_triggers(conn, saved)
+    conn.close()
+    app = Appliance.open(trail_home)
+    try:
+        with pytest.raises(IntegrityError, match=f"the newest audit event \\({head}\\) is "
+                                                 "damaged"):
+            with app.transaction():
+                app.trail.append(Event("test.after", ACTOR, "thing", "x"))
+        assert app.conn.execute("SELECT max(seq) FROM audit_events").fetchone()[0] == head
+    finally:
+        app.close()
