@@ -53,6 +53,14 @@ UPDATE_PLAYBOOK = "update.yml"
 # variables (`inventory.validate`), extra variables may not set them. Only the sudo password
 # for a non-root SSH user is asked of the operator; it is redacted like any password.
 ALLOWED_ANSIBLE_VARS = frozenset({"ansible_become_password"})
+# Where a host's files go and whether its services are touched come from the inventory
+# (`provision inventory add --root`): an extra variable would outrank it, and `-e
+# appliance_root=/` would turn a sandboxed host into the real system. Every variable a
+# selected host defines is refused the same way; these are derived from its root.
+HOST_DERIVED_VARS = frozenset({"appliance_root", "appliance_prefix", "appliance_live"})
+# Ansible templates extra variables on the controller, as root: `{{ lookup('pipe', ...) }}`
+# in any value would run a command. Values are data, never templates.
+_TEMPLATE_MARKERS = ("{{", "{%", "{#")
 # One --limit term: a host, a group Ansible always has, or a glob over host-name characters;
 # `!` excludes and `&` intersects. No `@file`, `~regex`, subscripts or anything option-like.
 _LIMIT_TERM = re.compile(r"^[!&]?([A-Za-z0-9_*?][A-Za-z0-9._*?-]{0,252})$")
@@ -173,6 +181,7 @@ def _launch(app: Appliance, actor: Actor, started_by: str, terminal: str,
                            f"use 1 to {MAX_RUN_TIMEOUT_S} seconds")
     _reap_stale(app)
     hosts = inv.select(inv.load_hosts(app.conn), request.inventory)
+    _check_host_overrides(extra, hosts)
     rendered = inv.render(hosts)
     limit = _check_limit(request.limit, rendered.hosts)
     run_id = f"{app.clock.now():%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
@@ -268,9 +277,41 @@ def _check_extra_vars(extra: dict[str, Any]) -> dict[str, Any]:
                                "its variables only " + ", ".join(sorted(ALLOWED_ANSIBLE_VARS))
                                + " may be passed")
     try:
-        return json.loads(json.dumps(extra))
+        plain = json.loads(json.dumps(extra))
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"extra variables are not plain data: {exc}") from exc
+    for key, value in plain.items():
+        if _holds_template(value):
+            # By name only: the value may be a password.
+            raise InvalidInput(f"extra variable {key!r} holds a template marker "
+                               "({{, {% or {#)",
+                               "pass plain values; Ansible would run a template on the "
+                               "appliance")
+    return plain
+
+
+def _holds_template(value: Any) -> bool:
+    """Whether any string in `value` (keys too, at any depth) could start a template."""
+    if isinstance(value, str):
+        return any(m in value for m in _TEMPLATE_MARKERS)
+    if isinstance(value, dict):
+        return any(_holds_template(k) or _holds_template(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_template(v) for v in value)
+    return False
+
+
+def _check_host_overrides(extra: dict[str, Any], hosts: list[inv.Host]) -> None:
+    """Extra variables outrank the inventory: none may replace what a host defines."""
+    defined = set(HOST_DERIVED_VARS)
+    for host in hosts:
+        defined |= host.hostvars().keys()
+    for key in extra:
+        if key in defined:
+            raise InvalidInput(f"extra variable {key!r} may not be set: the inventory "
+                               "defines it for the run's hosts",
+                               "a host's settings come from `appliance provision inventory "
+                               "add`, e.g. --root for appliance_root")
 
 
 def _check_limit(limit: str | None, hosts: tuple[str, ...]) -> str | None:

@@ -66,8 +66,10 @@ def test_forced_failure_is_one_line_naming_host_and_task(
         appliance: Appliance, it_session: Session, tmp_path: Path, home: Path,
         wheelhouse: Path) -> None:
     root = make_root(tmp_path)
+    provision_inventory.add_host(appliance, it_session, Host(
+        "localhost", connection="local", appliance_root=str(root), python=sys.executable))
     args = [f"--var={k}={json.dumps(v)}" for k, v in site_vars(
-        wheelhouse, appliance_root=str(root), appliance_min_memory_mb=99_999_999).items()]
+        wheelhouse, appliance_min_memory_mb=99_999_999).items()]
     env = dict(os.environ, APPLIANCE_HOME=str(home))
     r = subprocess.run([sys.executable, "-m", "appliance", "provision", "run", "site.yml",
                         "-i", "local", *args, "--user", "ivan", "--password-stdin"],
