@@ -59,11 +59,14 @@ def scrub_tree(root: Path, secrets: set[str]) -> int:
     for path in root.rglob("*"):
         if not path.is_file() or path.is_symlink():
             continue
-        data = path.read_bytes()
-        new = data
-        for needle in needles:
-            new = new.replace(needle, REDACTED.encode())
-        if new != data:
-            path.write_bytes(new)
-            changed += 1
+        try:
+            data = path.read_bytes()
+            new = data
+            for needle in needles:
+                new = new.replace(needle, REDACTED.encode())
+            if new != data:
+                path.write_bytes(new)
+                changed += 1
+        except OSError:
+            path.unlink(missing_ok=True)  # a file we cannot scrub is not kept
     return changed

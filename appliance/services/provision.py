@@ -349,10 +349,20 @@ def _reap_stale(app: Appliance) -> None:
         if _owner_alive(rec):
             continue
         proctree.kill_run(rec.id)
-        scrub_job_dir(Path(rec.job_dir))
+        failure = "the process running it stopped before it finished"
+        try:
+            removed = scrub_job_dir(Path(rec.job_dir))
+        except OSError as exc:
+            # The record is closed whatever happens here: a run left "running" would be
+            # reaped, and fail, at every later start and cancel. Unscrubbed, nothing is kept.
+            shutil.rmtree(rec.job_dir, ignore_errors=True)
+            removed = [f"the whole job directory ({type(exc).__name__})"]
+        if removed:
+            failure += (f"; removed from its job directory as unreadable or unscrubbable: "
+                        f"{', '.join(removed)}")
         with app.transaction():
             records.finish(app.conn, rec.id, "interrupted", app.clock.iso(), None, None,
-                           rec.hosts, "the process running it stopped before it finished")
+                           rec.hosts, failure)
             app.trail.append(Event(
                 action="provision.run", actor=SYSTEM_ACTOR, target_type="provision_run",
                 target_id=rec.id, target_digest=rec.inventory_digest, outcome="failure",

@@ -319,6 +319,45 @@ def test_a_killed_run_is_reaped_with_its_secrets_scrubbed(
         {"become_password": "[redacted]"}
 
 
+@pytest.mark.parametrize("damaged, gone", [
+    ("artifacts/{id}/command", ["artifacts/{id}/command"]),
+    # An input naming the secrets is cut short: what it named cannot be found elsewhere,
+    # so the run's output goes with it.
+    ("env/extravars", ["env/extravars", "artifacts"]),
+    ("inventory/hosts.yml", ["inventory/hosts.yml", "artifacts"]),
+])
+def test_a_killed_run_with_a_damaged_job_file_is_reaped_and_the_next_run_runs(
+        appliance: Appliance, it_session: Session, test_playbooks: Path, home: Path,
+        damaged: str, gone: list[str]) -> None:
+    """After a power loss, files written without fsync may be empty or partial: the
+    next start reaps the dead run all the same instead of failing on it forever."""
+    cli = _cli_run(home, test_playbooks, "-e", f"become_password={SECRET}")
+    try:
+        _wait_for_sleeps()
+        cli.kill()
+        cli.wait()
+        dead = provision.list_runs(appliance, it_session)[0]
+        job = Path(dead.job_dir)
+        path = job / damaged.format(id=dead.id)
+        path.write_text(path.read_text()[:7])  # cut short, as an unflushed write leaves it
+        rec = provision.run(appliance, it_session,
+                            RunRequest("leak.yml", "local", False, {"db_password": "x1234"}),
+                            playbooks_dir=test_playbooks)
+    finally:
+        _stop_everything(cli, appliance, it_session)
+    assert rec.status == "successful"
+    stored = records.get(appliance.conn, dead.id)
+    assert stored.status == "interrupted"
+    assert stored.failure.endswith(
+        "removed from its job directory as unreadable or unscrubbable: "
+        + ", ".join(g.format(id=dead.id) for g in gone))
+    for g in gone:
+        assert not (job / g.format(id=dead.id)).exists()
+    everything = b"".join(p.read_bytes() for p in job.rglob("*") if p.is_file())
+    assert SECRET.encode() not in everything
+    assert live_processes(SLEEP_A) == [] and live_processes(SLEEP_B) == []
+
+
 def test_a_run_past_its_timeout_is_stopped_with_its_children(
         appliance: Appliance, it_session: Session, test_playbooks: Path) -> None:
     handle = provision.start(appliance, it_session,
