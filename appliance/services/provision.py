@@ -435,14 +435,29 @@ def run_events(app: Appliance, session: Session, run_id: str) -> list[TaskEvent]
     return artifacts.replay_events(Path(rec.job_dir), rec.id, rec.hosts_list)
 
 
+def _unscrubbed(app: Appliance, run_id: str) -> bool:
+    """Whether the run's job dir may still hold secrets in clear: until its record is
+    closed (by the run, or by the reaper for a dead one), which happens only after the
+    scrub. Its inputs hold the become password and host secrets, its output what tasks
+    printed; read-only roles may list runs, so nothing of it is shown before then."""
+    return records.get(app.conn, run_id).status == "running"
+
+
 def list_artifacts(app: Appliance, session: Session, run_id: str) -> list[ArtifactInfo]:
-    return artifacts.list_files(Path(get_run(app, session, run_id).job_dir))
+    """A run's stored files; none while it is running (see `_unscrubbed`)."""
+    rec = get_run(app, session, run_id)
+    if _unscrubbed(app, run_id):
+        return []
+    return artifacts.list_files(Path(rec.job_dir))
 
 
 def read_artifact(app: Appliance, session: Session, run_id: str, name: str,
                   offset: int = 0, limit: int = artifacts.PAGE) -> ArtifactChunk:
     """One page of an artifact's text; page on with `next_offset` (None at the end)."""
     rec = get_run(app, session, run_id)
+    if _unscrubbed(app, run_id):
+        raise InvalidInput(f"run {run_id} has not ended: its files are shown once it has",
+                           "until then they hold its inputs and output unredacted")
     chunk = artifacts.read_page(Path(rec.job_dir), name, offset, limit)
     if chunk is None:
         raise InvalidInput(f"no artifact {name!r} in run {run_id}",

@@ -186,6 +186,38 @@ def test_cancel_kills_the_whole_tree_and_records_it(
         provision.cancel(appliance, it_session, rec.id)
 
 
+def test_no_file_of_a_running_run_is_shown(
+        appliance: Appliance, it_session: Session, make_user, test_playbooks: Path) -> None:
+    """Until the run ends and scrubs its job dir, env/extravars holds the become password
+    and inventory/hosts.yml the host secrets in clear; auditors may browse runs."""
+    provision_inventory.add_host(appliance, it_session, Host(
+        "localhost", connection="local", python=sys.executable,
+        vars={"db_password": ENV_SECRET}))
+    handle = provision.start(appliance, it_session, RunRequest(
+        "slow.yml", "local", extra_vars={"ansible_become_password": SECRET}),
+        playbooks_dir=test_playbooks)
+    auditor = make_user(["auditor"], username="ada")
+    try:
+        _wait_for_sleeps()
+        assert SECRET.encode() in (Path(handle.record.job_dir) / "env/extravars").read_bytes()
+        assert provision.list_artifacts(appliance, auditor, handle.run_id) == []
+        for name in ("env/extravars", "inventory/hosts.yml", f"artifacts/{handle.run_id}/stdout"):
+            with pytest.raises(InvalidInput, match=f"run {handle.run_id} has not ended"
+                               ) as refused:
+                provision.read_artifact(appliance, auditor, handle.run_id, name)
+            assert SECRET not in str(refused.value)
+    finally:
+        provision.cancel_started(appliance, handle, "test done")
+        rec = handle.wait(60)
+    assert rec.status == "cancelled"
+    listed = {a.name for a in provision.list_artifacts(appliance, auditor, rec.id)}
+    assert {"env/extravars", "inventory/hosts.yml"} <= listed
+    shown = provision.read_artifact(appliance, auditor, rec.id, "env/extravars").text
+    assert json.loads(shown) == {"ansible_become_password": "[redacted]"}
+    hosts = provision.read_artifact(appliance, auditor, rec.id, "inventory/hosts.yml").text
+    assert "db_password: '[redacted]'" in hosts and ENV_SECRET not in hosts
+
+
 def _cli_run(home: Path, test_playbooks: Path, *extra: str) -> subprocess.Popen:
     """`appliance provision run slow.yml` as an operator's shell starts it: SIGINT at its
     default, whatever this test process inherited (a job started with `&` by a shell
