@@ -120,6 +120,19 @@ def test_secrets_stay_out_of_the_job_directory(
         provision.read_artifact(appliance, it_session, runs[0].id, "../../appliance.db")
 
 
+def test_a_secret_named_dict_leaves_no_inner_value_in_the_job(
+        appliance: Appliance, it_session: Session, test_playbooks: Path) -> None:
+    """leak.yml prints the whole value: its inner strings reach stdout and job events."""
+    rec = provision.run(appliance, it_session, RunRequest(
+        "leak.yml", "local", False, {"db_password": {"value": SECRET, "also": [ENV_SECRET]}}),
+        playbooks_dir=test_playbooks)
+    assert rec.status == "successful"
+    assert rec.extra_vars == {"db_password": "[redacted]"}
+    everything = b"".join(p.read_bytes() for p in Path(rec.job_dir).rglob("*") if p.is_file())
+    assert b"pw={" in everything and b"[redacted]" in everything  # printed, then scrubbed
+    assert SECRET.encode() not in everything and ENV_SECRET.encode() not in everything
+
+
 def test_host_secrets_are_listed_redacted_and_leave_no_trace_in_the_job(
         appliance: Appliance, it_session: Session, make_user, test_playbooks: Path,
         home: Path) -> None:
