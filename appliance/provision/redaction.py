@@ -33,16 +33,20 @@ def redact(value: Any, name: str = "") -> Any:
     return value
 
 
-def secret_values(value: Any, name: str = "") -> set[str]:
-    """Every string that `redact` would hide, to scrub from text files afterwards."""
+def secret_values(value: Any, name: str = "", inside_secret: bool = False) -> set[str]:
+    """Every string that `redact` would hide, to scrub from text files afterwards.
+
+    `redact` hides a secret-named dict or list whole (`api_token: {value: ...}`), so
+    everything inside one is secret whatever its own name."""
     found: set[str] = set()
+    secret = inside_secret or bool(name and is_secret_name(name))
     if isinstance(value, dict):
         for k, v in value.items():
-            found |= secret_values(v, str(k))
+            found |= secret_values(v, str(k), secret)
     elif isinstance(value, list):
         for v in value:
-            found |= secret_values(v, name)
-    elif name and is_secret_name(name) and value is not None:
+            found |= secret_values(v, name, secret)
+    elif secret and value is not None:
         text = str(value)
         if len(text) >= _MIN_SECRET_LEN:
             found.add(text)
@@ -59,11 +63,14 @@ def scrub_tree(root: Path, secrets: set[str]) -> int:
     for path in root.rglob("*"):
         if not path.is_file() or path.is_symlink():
             continue
-        data = path.read_bytes()
-        new = data
-        for needle in needles:
-            new = new.replace(needle, REDACTED.encode())
-        if new != data:
-            path.write_bytes(new)
-            changed += 1
+        try:
+            data = path.read_bytes()
+            new = data
+            for needle in needles:
+                new = new.replace(needle, REDACTED.encode())
+            if new != data:
+                path.write_bytes(new)
+                changed += 1
+        except OSError:
+            path.unlink(missing_ok=True)  # a file we cannot scrub is not kept
     return changed

@@ -261,37 +261,69 @@ def _reaped_count(path: Path) -> int:
 
 
 def scrub_job_dir(job_dir: Path, known_secrets: set[str] | frozenset[str] = frozenset()
-                  ) -> None:
+                  ) -> list[str]:
     """Leave nothing secret in a stored job: its inputs (extra vars, the inventory's host
     variables) rewritten redacted, env and command scrubbed, and no other file holding a
     secret value. The secrets are read from the inputs themselves, so whoever finds a job
-    whose process died can scrub it too; `known_secrets` adds what the caller knows."""
+    whose process died can scrub it too; `known_secrets` adds what the caller knows.
+
+    Those files are written without fsync, so after a power loss one may be empty or cut
+    short. A file that cannot be parsed cannot be filtered, so it is removed; an unreadable
+    input also hides which values to scrub elsewhere, so the run's output (`artifacts/`)
+    goes with it. Returns what was removed, for the record."""
     secrets = set(known_secrets)
-    extravars = job_dir / "env" / "extravars"
-    if extravars.exists():
-        data = json.loads(extravars.read_text(encoding="utf-8") or "{}")
-        secrets |= secret_values(data)
-        extravars.write_text(json.dumps(redact(data)), encoding="utf-8")
-    hosts_file = job_dir / "inventory" / "hosts.yml"
-    if hosts_file.exists():
-        data = yaml.safe_load(hosts_file.read_text(encoding="utf-8")) or {}
-        hosts = (data.get("all") or {}).get("hosts") or {}
-        secrets |= secret_values(hosts)
+    removed: list[str] = []
+
+    def rewrite(path: Path, edit: Callable[[str], str]) -> bool:
+        if not path.exists():
+            return True
+        try:
+            path.write_text(edit(path.read_text(encoding="utf-8")), encoding="utf-8")
+            return True
+        except (OSError, ValueError, yaml.YAMLError):  # empty, partial, not what we wrote
+            path.unlink(missing_ok=True)
+            removed.append(str(path.relative_to(job_dir)))
+            return False
+
+    def extravars(text: str) -> str:
+        data = _mapping(json.loads(text))
+        secrets.update(secret_values(data))
+        return json.dumps(redact(data))
+
+    def hosts_yml(text: str) -> str:
+        data = _mapping(yaml.safe_load(text))
+        group = _mapping(data.get("all"))  # as `inventory.render` writes it, or damaged
+        hosts = _mapping(group.get("hosts"))
+        secrets.update(secret_values(hosts))
         # Per host: a host's name is not a variable name, even one that reads like a secret.
-        data.setdefault("all", {})["hosts"] = {name: redact(hv or {})
-                                               for name, hv in hosts.items()}
-        hosts_file.write_text(yaml.safe_dump(data, sort_keys=True, default_flow_style=False),
-                              encoding="utf-8")
-    envvars = job_dir / "env" / "envvars"
-    if envvars.exists():
-        envvars.write_text(json.dumps(_allowed_env(json.loads(envvars.read_text()))))
-    for command in (job_dir / "artifacts").glob("*/command"):
-        data = json.loads(command.read_text(encoding="utf-8"))
-        data["env"] = _allowed_env(data.get("env") or {})
-        command.write_text(json.dumps(data), encoding="utf-8")
+        group["hosts"] = {name: redact(_mapping(hv or {})) for name, hv in hosts.items()}
+        return yaml.safe_dump(data, sort_keys=True, default_flow_style=False)
+
+    def command(text: str) -> str:
+        data = _mapping(json.loads(text))
+        data["env"] = _allowed_env(_mapping(data.get("env") or {}))
+        return json.dumps(data)
+
+    inputs_read = all([rewrite(job_dir / "env" / "extravars", extravars),
+                       rewrite(job_dir / "inventory" / "hosts.yml", hosts_yml)])
+    if not inputs_read and (job_dir / "artifacts").exists():
+        shutil.rmtree(job_dir / "artifacts")
+        removed.append("artifacts")
+    rewrite(job_dir / "env" / "envvars",
+            lambda text: json.dumps(_allowed_env(_mapping(json.loads(text)))))
+    for path in sorted((job_dir / "artifacts").glob("*/command")):
+        rewrite(path, command)
     scrub_tree(job_dir, secrets)
     # The flag and the SSH temp files are inputs, not a record.
     (job_dir / CANCEL_FLAG).unlink(missing_ok=True)
+    return removed
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """`value` if it is a mapping (what we wrote); anything else is a damaged file."""
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a mapping, found {type(value).__name__}")
+    return value
 
 
 def _allowed_env(env: dict[str, str]) -> dict[str, str]:

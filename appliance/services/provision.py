@@ -53,6 +53,14 @@ UPDATE_PLAYBOOK = "update.yml"
 # variables (`inventory.validate`), extra variables may not set them. Only the sudo password
 # for a non-root SSH user is asked of the operator; it is redacted like any password.
 ALLOWED_ANSIBLE_VARS = frozenset({"ansible_become_password"})
+# Where a host's files go and whether its services are touched come from the inventory
+# (`provision inventory add --root`): an extra variable would outrank it, and `-e
+# appliance_root=/` would turn a sandboxed host into the real system. Every variable a
+# selected host defines is refused the same way; these are derived from its root.
+HOST_DERIVED_VARS = frozenset({"appliance_root", "appliance_prefix", "appliance_live"})
+# Ansible templates extra variables on the controller, as root: `{{ lookup('pipe', ...) }}`
+# in any value would run a command. Values are data, never templates.
+_TEMPLATE_MARKERS = ("{{", "{%", "{#")
 # One --limit term: a host, a group Ansible always has, or a glob over host-name characters;
 # `!` excludes and `&` intersects. No `@file`, `~regex`, subscripts or anything option-like.
 _LIMIT_TERM = re.compile(r"^[!&]?([A-Za-z0-9_*?][A-Za-z0-9._*?-]{0,252})$")
@@ -173,6 +181,7 @@ def _launch(app: Appliance, actor: Actor, started_by: str, terminal: str,
                            f"use 1 to {MAX_RUN_TIMEOUT_S} seconds")
     _reap_stale(app)
     hosts = inv.select(inv.load_hosts(app.conn), request.inventory)
+    _check_host_overrides(extra, hosts)
     rendered = inv.render(hosts)
     limit = _check_limit(request.limit, rendered.hosts)
     run_id = f"{app.clock.now():%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
@@ -268,9 +277,41 @@ def _check_extra_vars(extra: dict[str, Any]) -> dict[str, Any]:
                                "its variables only " + ", ".join(sorted(ALLOWED_ANSIBLE_VARS))
                                + " may be passed")
     try:
-        return json.loads(json.dumps(extra))
+        plain = json.loads(json.dumps(extra))
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"extra variables are not plain data: {exc}") from exc
+    for key, value in plain.items():
+        if _holds_template(value):
+            # By name only: the value may be a password.
+            raise InvalidInput(f"extra variable {key!r} holds a template marker "
+                               "({{, {% or {#)",
+                               "pass plain values; Ansible would run a template on the "
+                               "appliance")
+    return plain
+
+
+def _holds_template(value: Any) -> bool:
+    """Whether any string in `value` (keys too, at any depth) could start a template."""
+    if isinstance(value, str):
+        return any(m in value for m in _TEMPLATE_MARKERS)
+    if isinstance(value, dict):
+        return any(_holds_template(k) or _holds_template(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_template(v) for v in value)
+    return False
+
+
+def _check_host_overrides(extra: dict[str, Any], hosts: list[inv.Host]) -> None:
+    """Extra variables outrank the inventory: none may replace what a host defines."""
+    defined = set(HOST_DERIVED_VARS)
+    for host in hosts:
+        defined |= host.hostvars().keys()
+    for key in extra:
+        if key in defined:
+            raise InvalidInput(f"extra variable {key!r} may not be set: the inventory "
+                               "defines it for the run's hosts",
+                               "a host's settings come from `appliance provision inventory "
+                               "add`, e.g. --root for appliance_root")
 
 
 def _check_limit(limit: str | None, hosts: tuple[str, ...]) -> str | None:
@@ -308,10 +349,20 @@ def _reap_stale(app: Appliance) -> None:
         if _owner_alive(rec):
             continue
         proctree.kill_run(rec.id)
-        scrub_job_dir(Path(rec.job_dir))
+        failure = "the process running it stopped before it finished"
+        try:
+            removed = scrub_job_dir(Path(rec.job_dir))
+        except OSError as exc:
+            # The record is closed whatever happens here: a run left "running" would be
+            # reaped, and fail, at every later start and cancel. Unscrubbed, nothing is kept.
+            shutil.rmtree(rec.job_dir, ignore_errors=True)
+            removed = [f"the whole job directory ({type(exc).__name__})"]
+        if removed:
+            failure += (f"; removed from its job directory as unreadable or unscrubbable: "
+                        f"{', '.join(removed)}")
         with app.transaction():
             records.finish(app.conn, rec.id, "interrupted", app.clock.iso(), None, None,
-                           rec.hosts, "the process running it stopped before it finished")
+                           rec.hosts, failure)
             app.trail.append(Event(
                 action="provision.run", actor=SYSTEM_ACTOR, target_type="provision_run",
                 target_id=rec.id, target_digest=rec.inventory_digest, outcome="failure",
@@ -384,14 +435,29 @@ def run_events(app: Appliance, session: Session, run_id: str) -> list[TaskEvent]
     return artifacts.replay_events(Path(rec.job_dir), rec.id, rec.hosts_list)
 
 
+def _unscrubbed(app: Appliance, run_id: str) -> bool:
+    """Whether the run's job dir may still hold secrets in clear: until its record is
+    closed (by the run, or by the reaper for a dead one), which happens only after the
+    scrub. Its inputs hold the become password and host secrets, its output what tasks
+    printed; read-only roles may list runs, so nothing of it is shown before then."""
+    return records.get(app.conn, run_id).status == "running"
+
+
 def list_artifacts(app: Appliance, session: Session, run_id: str) -> list[ArtifactInfo]:
-    return artifacts.list_files(Path(get_run(app, session, run_id).job_dir))
+    """A run's stored files; none while it is running (see `_unscrubbed`)."""
+    rec = get_run(app, session, run_id)
+    if _unscrubbed(app, run_id):
+        return []
+    return artifacts.list_files(Path(rec.job_dir))
 
 
 def read_artifact(app: Appliance, session: Session, run_id: str, name: str,
                   offset: int = 0, limit: int = artifacts.PAGE) -> ArtifactChunk:
     """One page of an artifact's text; page on with `next_offset` (None at the end)."""
     rec = get_run(app, session, run_id)
+    if _unscrubbed(app, run_id):
+        raise InvalidInput(f"run {run_id} has not ended: its files are shown once it has",
+                           "until then they hold its inputs and output unredacted")
     chunk = artifacts.read_page(Path(rec.job_dir), name, offset, limit)
     if chunk is None:
         raise InvalidInput(f"no artifact {name!r} in run {run_id}",

@@ -17,7 +17,7 @@ from appliance.errors import InvalidInput
 from appliance.identity.session import Session
 from appliance.provision import inventory as inv
 from appliance.provision.runner import Job, JobSpec, prepare_job_dir
-from appliance.services import provision
+from appliance.services import provision, provision_inventory
 from appliance.services.provision import RunRequest
 from tests.conftest import PASSWORD
 
@@ -139,5 +139,68 @@ def test_the_cli_refuses_an_option_in_a_limit_in_one_line(
     assert r.returncode == 2
     assert r.stderr.startswith("error: invalid --limit: it must not start with - or @ nor "
                                "hold spaces (host names or patterns") and r.stderr.count("\n") == 1
+    assert str(evil[0]) not in r.stderr
+    assert not evil[1].exists() and _jobs(home) == []
+
+
+@pytest.mark.parametrize("extra, name", [
+    ({"appliance_root": "{{ lookup('pipe', '%(evil)s') }}/tmp"}, "appliance_root"),
+    ({"appliance_release": "{%% set x = lookup('pipe', '%(evil)s') %%}demo/1"},
+     "appliance_release"),
+    ({"appliance_runtime_packages": ["ok", {"pin": "{{ query('pipe', '%(evil)s') }}"}]},
+     "appliance_runtime_packages"),
+    ({"appliance_extra": {"{{ lookup('pipe', '%(evil)s') }}": 1}}, "appliance_extra"),
+    ({"db_password": "p{#w"}, "db_password"),
+])
+def test_extra_vars_may_not_hold_templates(
+        appliance: Appliance, it_session: Session, project: Path, home: Path,
+        evil: tuple[Path, Path], extra: dict, name: str) -> None:
+    """Ansible templates extra variables on the controller: a lookup ran a command."""
+    extra = json.loads(json.dumps(extra).replace("%(evil)s", str(evil[0]))
+                       .replace("%%", "%"))
+    with pytest.raises(InvalidInput, match=f"extra variable '{name}' holds a template") as e:
+        provision.start(appliance, it_session, RunRequest("hello.yml", "local",
+                                                          extra_vars=extra),
+                        playbooks_dir=project)
+    assert str(evil[0]) not in str(e.value) and "p{#w" not in str(e.value)
+    assert not evil[1].exists()
+    assert _jobs(home) == [] and provision.list_runs(appliance, it_session) == []
+
+
+@pytest.mark.parametrize("name", ["appliance_root", "appliance_live", "appliance_site"])
+def test_extra_vars_may_not_replace_what_the_inventory_sets(
+        appliance: Appliance, it_session: Session, project: Path, home: Path,
+        tmp_path: Path, name: str) -> None:
+    """`-e appliance_root=/` would point a sandboxed host at the real system."""
+    provision_inventory.add_host(appliance, it_session, inv.Host(
+        "localhost", connection="local", appliance_root=str(tmp_path / "sandbox"),
+        python=sys.executable, vars={"appliance_site": "north"}))
+    with pytest.raises(InvalidInput, match=f"extra variable '{name}' may not be set: the "
+                                           "inventory defines it"):
+        provision.start(appliance, it_session,
+                        RunRequest("hello.yml", "local", extra_vars={name: "/"}),
+                        playbooks_dir=project)
+    assert _jobs(home) == [] and provision.list_runs(appliance, it_session) == []
+    # The variables the playbooks document for -e still pass.
+    rec = provision.run(appliance, it_session, RunRequest(
+        "hello.yml", "local", extra_vars={"appliance_release": "demo/1.0.0",
+                                          "appliance_serving_profile": "vllm-cpu"}),
+        playbooks_dir=project)
+    assert rec.status == "successful"
+
+
+def test_the_cli_refuses_a_template_in_one_line_without_echoing_it(
+        appliance: Appliance, it_session: Session, home: Path,
+        evil: tuple[Path, Path]) -> None:
+    env = dict(os.environ, APPLIANCE_HOME=str(home))
+    r = subprocess.run([sys.executable, "-m", "appliance", "provision", "run", "verify.yml",
+                        "-i", "local", "-e",
+                        f"appliance_root={{{{ lookup('pipe', '{evil[0]}; echo /tmp') }}}}",
+                        "--user", it_session.username, "--password-stdin"],
+                       input=PASSWORD + "\n", capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: extra variable 'appliance_root' holds a template "
+                               "marker") and r.stderr.count("\n") == 1
     assert str(evil[0]) not in r.stderr
     assert not evil[1].exists() and _jobs(home) == []

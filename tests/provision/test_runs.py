@@ -66,8 +66,10 @@ def test_forced_failure_is_one_line_naming_host_and_task(
         appliance: Appliance, it_session: Session, tmp_path: Path, home: Path,
         wheelhouse: Path) -> None:
     root = make_root(tmp_path)
+    provision_inventory.add_host(appliance, it_session, Host(
+        "localhost", connection="local", appliance_root=str(root), python=sys.executable))
     args = [f"--var={k}={json.dumps(v)}" for k, v in site_vars(
-        wheelhouse, appliance_root=str(root), appliance_min_memory_mb=99_999_999).items()]
+        wheelhouse, appliance_min_memory_mb=99_999_999).items()]
     env = dict(os.environ, APPLIANCE_HOME=str(home))
     r = subprocess.run([sys.executable, "-m", "appliance", "provision", "run", "site.yml",
                         "-i", "local", *args, "--user", "ivan", "--password-stdin"],
@@ -116,6 +118,19 @@ def test_secrets_stay_out_of_the_job_directory(
     assert f"artifacts/{runs[0].id}/stdout" in listed and "env/extravars" in listed
     with pytest.raises(InvalidInput):
         provision.read_artifact(appliance, it_session, runs[0].id, "../../appliance.db")
+
+
+def test_a_secret_named_dict_leaves_no_inner_value_in_the_job(
+        appliance: Appliance, it_session: Session, test_playbooks: Path) -> None:
+    """leak.yml prints the whole value: its inner strings reach stdout and job events."""
+    rec = provision.run(appliance, it_session, RunRequest(
+        "leak.yml", "local", False, {"db_password": {"value": SECRET, "also": [ENV_SECRET]}}),
+        playbooks_dir=test_playbooks)
+    assert rec.status == "successful"
+    assert rec.extra_vars == {"db_password": "[redacted]"}
+    everything = b"".join(p.read_bytes() for p in Path(rec.job_dir).rglob("*") if p.is_file())
+    assert b"pw={" in everything and b"[redacted]" in everything  # printed, then scrubbed
+    assert SECRET.encode() not in everything and ENV_SECRET.encode() not in everything
 
 
 def test_host_secrets_are_listed_redacted_and_leave_no_trace_in_the_job(
@@ -182,6 +197,38 @@ def test_cancel_kills_the_whole_tree_and_records_it(
     assert ended["details"]["killed_processes"] >= 2
     with pytest.raises(InvalidInput, match="already ended"):
         provision.cancel(appliance, it_session, rec.id)
+
+
+def test_no_file_of_a_running_run_is_shown(
+        appliance: Appliance, it_session: Session, make_user, test_playbooks: Path) -> None:
+    """Until the run ends and scrubs its job dir, env/extravars holds the become password
+    and inventory/hosts.yml the host secrets in clear; auditors may browse runs."""
+    provision_inventory.add_host(appliance, it_session, Host(
+        "localhost", connection="local", python=sys.executable,
+        vars={"db_password": ENV_SECRET}))
+    handle = provision.start(appliance, it_session, RunRequest(
+        "slow.yml", "local", extra_vars={"ansible_become_password": SECRET}),
+        playbooks_dir=test_playbooks)
+    auditor = make_user(["auditor"], username="ada")
+    try:
+        _wait_for_sleeps()
+        assert SECRET.encode() in (Path(handle.record.job_dir) / "env/extravars").read_bytes()
+        assert provision.list_artifacts(appliance, auditor, handle.run_id) == []
+        for name in ("env/extravars", "inventory/hosts.yml", f"artifacts/{handle.run_id}/stdout"):
+            with pytest.raises(InvalidInput, match=f"run {handle.run_id} has not ended"
+                               ) as refused:
+                provision.read_artifact(appliance, auditor, handle.run_id, name)
+            assert SECRET not in str(refused.value)
+    finally:
+        provision.cancel_started(appliance, handle, "test done")
+        rec = handle.wait(60)
+    assert rec.status == "cancelled"
+    listed = {a.name for a in provision.list_artifacts(appliance, auditor, rec.id)}
+    assert {"env/extravars", "inventory/hosts.yml"} <= listed
+    shown = provision.read_artifact(appliance, auditor, rec.id, "env/extravars").text
+    assert json.loads(shown) == {"ansible_become_password": "[redacted]"}
+    hosts = provision.read_artifact(appliance, auditor, rec.id, "inventory/hosts.yml").text
+    assert "db_password: '[redacted]'" in hosts and ENV_SECRET not in hosts
 
 
 def _cli_run(home: Path, test_playbooks: Path, *extra: str) -> subprocess.Popen:
@@ -315,6 +362,45 @@ def test_a_killed_run_is_reaped_with_its_secrets_scrubbed(
     assert SECRET.encode() not in everything
     assert json.loads((job / "env" / "extravars").read_text()) == \
         {"become_password": "[redacted]"}
+
+
+@pytest.mark.parametrize("damaged, gone", [
+    ("artifacts/{id}/command", ["artifacts/{id}/command"]),
+    # An input naming the secrets is cut short: what it named cannot be found elsewhere,
+    # so the run's output goes with it.
+    ("env/extravars", ["env/extravars", "artifacts"]),
+    ("inventory/hosts.yml", ["inventory/hosts.yml", "artifacts"]),
+])
+def test_a_killed_run_with_a_damaged_job_file_is_reaped_and_the_next_run_runs(
+        appliance: Appliance, it_session: Session, test_playbooks: Path, home: Path,
+        damaged: str, gone: list[str]) -> None:
+    """After a power loss, files written without fsync may be empty or partial: the
+    next start reaps the dead run all the same instead of failing on it forever."""
+    cli = _cli_run(home, test_playbooks, "-e", f"become_password={SECRET}")
+    try:
+        _wait_for_sleeps()
+        cli.kill()
+        cli.wait()
+        dead = provision.list_runs(appliance, it_session)[0]
+        job = Path(dead.job_dir)
+        path = job / damaged.format(id=dead.id)
+        path.write_text(path.read_text()[:7])  # cut short, as an unflushed write leaves it
+        rec = provision.run(appliance, it_session,
+                            RunRequest("leak.yml", "local", False, {"db_password": "x1234"}),
+                            playbooks_dir=test_playbooks)
+    finally:
+        _stop_everything(cli, appliance, it_session)
+    assert rec.status == "successful"
+    stored = records.get(appliance.conn, dead.id)
+    assert stored.status == "interrupted"
+    assert stored.failure.endswith(
+        "removed from its job directory as unreadable or unscrubbable: "
+        + ", ".join(g.format(id=dead.id) for g in gone))
+    for g in gone:
+        assert not (job / g.format(id=dead.id)).exists()
+    everything = b"".join(p.read_bytes() for p in job.rglob("*") if p.is_file())
+    assert SECRET.encode() not in everything
+    assert live_processes(SLEEP_A) == [] and live_processes(SLEEP_B) == []
 
 
 def test_a_run_past_its_timeout_is_stopped_with_its_children(

@@ -10,14 +10,16 @@ from __future__ import annotations
 import json
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from appliance.audit.query import EventFilter
 from appliance.context import Appliance
+from appliance.provision.inventory import Host
 from appliance.provision.plan import tasks_per_host
-from appliance.services import audit, auth, provision, users
+from appliance.services import audit, auth, provision, provision_inventory, users
 from appliance.services.provision import RunRequest
 from appliance.services.setup import init_appliance
 from tests.conftest import ADMIN, ADMIN_NAME, FAST, PASSWORD, SteppingClock
@@ -50,7 +52,11 @@ def story(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path):
                    must_change_password=False)
     session = auth.login(app, "ivan", PASSWORD)
     root = make_root(base)
-    ev = site_vars(wheelhouse, appliance_root=str(root))
+    # The scratch root is the inventory's localhost's, as IT would set it (extra variables
+    # may not replace a host's root).
+    provision_inventory.add_host(app, session, Host(
+        "localhost", connection="local", appliance_root=str(root), python=sys.executable))
+    ev = site_vars(wheelhouse)
     before = _files(root)
     batches: list[list] = []
     check = provision.run(app, session, RunRequest("site.yml", "local", True, ev),
@@ -146,15 +152,13 @@ def test_update_switches_release_and_restarts_serving(story) -> None:
 def test_verify_reports_health_and_changes_nothing(story) -> None:
     app, session, root = story["app"], story["session"], story["root"]
     before = {p: p.lstat().st_mtime_ns for p in root.rglob("*")}
-    rec = provision.run(app, session, RunRequest("verify.yml", "local", False,
-                                                 {"appliance_root": str(root)}))
+    rec = provision.run(app, session, RunRequest("verify.yml", "local"))
     assert rec.status == "successful", rec.failure
     assert rec.hosts["localhost"]["changed"] == 0
     assert {p: p.lstat().st_mtime_ns for p in root.rglob("*")} == before
     # Break something verify checks: it fails naming it.
     (root / "etc/nftables.d/appliance.nft").unlink()
-    bad = provision.run(app, session, RunRequest("verify.yml", "local", False,
-                                                 {"appliance_root": str(root)}))
+    bad = provision.run(app, session, RunRequest("verify.yml", "local"))
     assert bad.status == "failed"
     assert bad.failure.startswith("localhost: Fail naming what is unhealthy: unhealthy: ")
     assert "firewall rules missing" in bad.failure

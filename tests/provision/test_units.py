@@ -91,3 +91,12 @@ def test_redaction_by_name_at_any_depth(tmp_path: Path) -> None:
     f.write_text('{"msg": "pw-1234 and tok-9876"}')
     assert scrub_tree(tmp_path, secrets) == 1
     assert f.read_text() == '{"msg": "[redacted] and [redacted]"}'
+
+
+def test_everything_inside_a_secret_named_value_is_secret() -> None:
+    """`redact` hides the whole dict or list, so its inner values must be scrubbed too."""
+    data = {"api_token": {"value": "tok-inner-1", "meta": [{"id": "id-inner-2"}]},
+            "db_password": ["pw-list-3", {"note": "note-inner-4"}], "keep": {"v": "ok-5"}}
+    assert redact(data) == {"api_token": "[redacted]", "db_password": "[redacted]",
+                            "keep": {"v": "ok-5"}}
+    assert secret_values(data) == {"tok-inner-1", "id-inner-2", "pw-list-3", "note-inner-4"}
