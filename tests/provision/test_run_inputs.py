@@ -126,16 +126,19 @@ def test_the_become_password_may_be_passed_and_is_redacted(
     assert b"sudo-pw-8812" not in stored
 
 
+def _cli_run(home: Path, session: Session, *args: str) -> subprocess.CompletedProcess:
+    """`appliance provision run verify.yml -i local ARGS` as the operator types it."""
+    env = dict(os.environ, APPLIANCE_HOME=str(home))
+    return subprocess.run([sys.executable, "-m", "appliance", "provision", "run", "verify.yml",
+                           "-i", "local", *args, "--user", session.username,
+                           "--password-stdin"], input=PASSWORD + "\n", capture_output=True,
+                          text=True, env=env, timeout=120)
+
+
 def test_the_cli_refuses_an_option_in_a_limit_in_one_line(
         appliance: Appliance, it_session: Session, home: Path,
         evil: tuple[Path, Path]) -> None:
-    env = dict(os.environ, APPLIANCE_HOME=str(home))
-    r = subprocess.run([sys.executable, "-m", "appliance", "provision", "run", "verify.yml",
-                        "-i", "local", "--limit",
-                        f"localhost --vault-password-file {evil[0]}",
-                        "--user", it_session.username, "--password-stdin"],
-                       input=PASSWORD + "\n", capture_output=True, text=True, env=env,
-                       timeout=120)
+    r = _cli_run(home, it_session, "--limit", f"localhost --vault-password-file {evil[0]}")
     assert r.returncode == 2
     assert r.stderr.startswith("error: invalid --limit: it must not start with - or @ nor "
                                "hold spaces (host names or patterns") and r.stderr.count("\n") == 1
@@ -192,13 +195,8 @@ def test_extra_vars_may_not_replace_what_the_inventory_sets(
 def test_the_cli_refuses_a_template_in_one_line_without_echoing_it(
         appliance: Appliance, it_session: Session, home: Path,
         evil: tuple[Path, Path]) -> None:
-    env = dict(os.environ, APPLIANCE_HOME=str(home))
-    r = subprocess.run([sys.executable, "-m", "appliance", "provision", "run", "verify.yml",
-                        "-i", "local", "-e",
-                        f"appliance_root={{{{ lookup('pipe', '{evil[0]}; echo /tmp') }}}}",
-                        "--user", it_session.username, "--password-stdin"],
-                       input=PASSWORD + "\n", capture_output=True, text=True, env=env,
-                       timeout=120)
+    r = _cli_run(home, it_session, "-e",
+                 f"appliance_root={{{{ lookup('pipe', '{evil[0]}; echo /tmp') }}}}")
     assert r.returncode == 2
     assert r.stderr.startswith("error: extra variable 'appliance_root' holds a template "
                                "marker") and r.stderr.count("\n") == 1
