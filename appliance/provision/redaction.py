@@ -53,6 +53,13 @@ def secret_values(value: Any, name: str = "", inside_secret: bool = False) -> se
     return found
 
 
+def scrub_text(text: str, secrets: set[str]) -> str:
+    """`text` without the secret strings (longest first, so none is left half-hidden)."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
 def scrub_tree(root: Path, secrets: set[str]) -> int:
     """Rewrite every file under root without the secret strings; returns files changed."""
     if not secrets:

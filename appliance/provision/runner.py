@@ -260,6 +260,19 @@ def _reaped_count(path: Path) -> int:
     return count
 
 
+def job_secrets(job_dir: Path) -> set[str] | None:
+    """The secret values a job's inputs hold (what `scrub_job_dir` will scrub), read without
+    changing anything; None when an input cannot be read, so nothing can be filtered."""
+    try:
+        extravars = _mapping(json.loads((job_dir / "env" / "extravars").read_text("utf-8")))
+        inventory = _mapping(yaml.safe_load(
+            (job_dir / "inventory" / "hosts.yml").read_text("utf-8")))
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    hosts = _mapping(_mapping(inventory.get("all")).get("hosts"))
+    return secret_values(extravars) | secret_values(hosts)
+
+
 def scrub_job_dir(job_dir: Path, known_secrets: set[str] | frozenset[str] = frozenset()
                   ) -> list[str]:
     """Leave nothing secret in a stored job: its inputs (extra vars, the inventory's host

@@ -9,6 +9,7 @@ in a worker thread; events reach the caller's callback in that thread, in batche
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -33,11 +34,12 @@ from appliance.provision.artifacts import ArtifactChunk, ArtifactInfo
 from appliance.provision.events import TaskEvent
 from appliance.provision.plan import tasks_per_host
 from appliance.provision.records import RunRecord
-from appliance.provision.redaction import redact
+from appliance.provision.redaction import redact, scrub_text
 from appliance.provision.runner import (
     Job,
     JobOutcome,
     JobSpec,
+    job_secrets,
     prepare_job_dir,
     request_cancel,
     scrub_job_dir,
@@ -430,9 +432,18 @@ def get_run(app: Appliance, session: Session, run_id: str) -> RunRecord:
 
 
 def run_events(app: Appliance, session: Session, run_id: str) -> list[TaskEvent]:
-    """The run's task events, replayed from its stored job events (history view)."""
+    """The run's task events, replayed from its stored job events (history view). While it
+    runs they are not scrubbed yet (see `_unscrubbed`): a failure's message may quote a
+    secret, so each message is filtered of the secrets its inputs hold, and none is shown
+    when those inputs cannot be read."""
     rec = get_run(app, session, run_id)
-    return artifacts.replay_events(Path(rec.job_dir), rec.id, rec.hosts_list)
+    events = artifacts.replay_events(Path(rec.job_dir), rec.id, rec.hosts_list)
+    if not _unscrubbed(app, run_id):
+        return events
+    hidden = job_secrets(Path(rec.job_dir))
+    if hidden is None:
+        return []
+    return [dataclasses.replace(e, message=scrub_text(e.message, hidden)) for e in events]
 
 
 def _unscrubbed(app: Appliance, run_id: str) -> bool:

@@ -231,6 +231,33 @@ def test_no_file_of_a_running_run_is_shown(
     assert "db_password: '[redacted]'" in hosts and ENV_SECRET not in hosts
 
 
+def test_a_running_runs_events_show_no_secret(
+        appliance: Appliance, it_session: Session, make_user, test_playbooks: Path) -> None:
+    """A failed task's message quotes the become password while the run goes on: the
+    replayed events an auditor sees mid-run (the run's history view) have it hidden."""
+    (test_playbooks / "quote.yml").write_text(
+        "- name: Quote a secret, then keep running\n  hosts: all\n  gather_facts: false\n"
+        "  tasks:\n"
+        "    - name: Fail, then carry on\n      block:\n"
+        "        - name: Fail quoting it\n          ansible.builtin.fail:\n"
+        "            msg: \"pw={{ ansible_become_password }}\"\n"
+        "      rescue:\n"
+        f"        - name: Sleep\n          ansible.builtin.shell: \"{SLEEP_A} & {SLEEP_B}\"\n"
+        "          changed_when: false\n")
+    handle = provision.start(appliance, it_session, RunRequest(
+        "quote.yml", "local", extra_vars={"ansible_become_password": SECRET}),
+        playbooks_dir=test_playbooks)
+    auditor = make_user(["auditor"], username="ada")
+    try:
+        _wait_for_sleeps()
+        [failed] = [e for e in provision.run_events(appliance, auditor, handle.run_id)
+                    if e.kind == "failed"]
+        assert failed.message == "pw=[redacted]"
+    finally:
+        provision.cancel_started(appliance, handle, "test done")
+        assert handle.wait(60).status == "cancelled"
+
+
 def _cli_run(home: Path, test_playbooks: Path, *extra: str) -> subprocess.Popen:
     """`appliance provision run slow.yml` as an operator's shell starts it: SIGINT at its
     default, whatever this test process inherited (a job started with `&` by a shell
