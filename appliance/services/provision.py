@@ -434,8 +434,8 @@ def get_run(app: Appliance, session: Session, run_id: str) -> RunRecord:
 def run_events(app: Appliance, session: Session, run_id: str) -> list[TaskEvent]:
     """The run's task events, replayed from its stored job events (history view). While it
     runs they are not scrubbed yet (see `_unscrubbed`): a failure's message may quote a
-    secret, so each message is filtered of the secrets its inputs hold, and none is shown
-    when those inputs cannot be read."""
+    secret (a task's name too, templated), so each is filtered of the secrets its inputs
+    hold, and none is shown when those inputs cannot be read."""
     rec = get_run(app, session, run_id)
     events = artifacts.replay_events(Path(rec.job_dir), rec.id, rec.hosts_list)
     if not _unscrubbed(app, run_id):
@@ -443,7 +443,8 @@ def run_events(app: Appliance, session: Session, run_id: str) -> list[TaskEvent]
     hidden = job_secrets(Path(rec.job_dir))
     if hidden is None:
         return []
-    return [dataclasses.replace(e, message=scrub_text(e.message, hidden)) for e in events]
+    return [dataclasses.replace(e, message=scrub_text(e.message, hidden),
+                                task=scrub_text(e.task, hidden)) for e in events]
 
 
 def _unscrubbed(app: Appliance, run_id: str) -> bool:
