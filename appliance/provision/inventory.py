@@ -205,9 +205,14 @@ class RenderedInventory:
 
 
 def render(hosts: list[Host]) -> RenderedInventory:
-    """The YAML inventory and known_hosts for a run, and one digest over both."""
+    """The YAML inventory and known_hosts for a run, and one digest over both. The digest
+    covers the inventory as the job keeps it once the run is scrubbed, secret-named values
+    redacted: a digest over the secrets themselves would let a weak one be guessed offline
+    by anyone who reads the trail."""
     data = {"all": {"hosts": {h.name: h.hostvars() for h in hosts}}}
     text = yaml.safe_dump(data, sort_keys=True, default_flow_style=False)
+    kept = yaml.safe_dump({"all": {"hosts": {h.name: redact(h.hostvars()) for h in hosts}}},
+                          sort_keys=True, default_flow_style=False)
     lines = []
     for h in hosts:
         if h.connection != "ssh":
@@ -215,5 +220,5 @@ def render(hosts: list[Host]) -> RenderedInventory:
         pattern = h.address if h.port == 22 else f"[{h.address}]:{h.port}"
         lines += [f"{pattern} {key}" for key in h.host_keys.splitlines() if key.strip()]
     known = "\n".join(lines) + ("\n" if lines else "")
-    digest = hashlib.sha256(text.encode() + b"\0" + known.encode()).hexdigest()
+    digest = hashlib.sha256(kept.encode() + b"\0" + known.encode()).hexdigest()
     return RenderedInventory(text, known, digest, tuple(h.name for h in hosts))

@@ -3,6 +3,7 @@ cancel leaving no process behind, permissions, and runs whose process died."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -160,6 +161,10 @@ def test_host_secrets_are_listed_redacted_and_leave_no_trace_in_the_job(
     assert SECRET.encode() not in everything
     hosts = provision.read_artifact(appliance, auditor, rec.id, "inventory/hosts.yml").text
     assert "db_password: '[redacted]'" in hosts and "appliance_site: north" in hosts
+    # The recorded digest covers what is kept (nothing to guess a secret from offline).
+    kept = (job / "inventory" / "hosts.yml").read_bytes() + b"\0" + \
+        (job / "known_hosts").read_bytes()
+    assert rec.inventory_digest == hashlib.sha256(kept).hexdigest()
 
 
 def test_cancel_kills_the_whole_tree_and_records_it(
