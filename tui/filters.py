@@ -28,7 +28,10 @@ def parse_time(text: str, *, end_of_day: bool = False) -> str | None:
         except ValueError:
             continue
         if end_of_day and fmt == "%Y-%m-%d":
-            t += timedelta(days=1)
+            try:
+                t += timedelta(days=1)
+            except OverflowError:  # 9999-12-31: the whole day reaches past the calendar
+                break
         return format_ts(t)
     raise InvalidInput(f"not a time: {text!r}", "use UTC like 2026-01-15 or 2026-01-15 09:30")
 

@@ -107,6 +107,21 @@ def export_trail(app: Appliance, session: Session, fmt: str, out: Path,
 
 
 def _resolve_out(out: Path, fmt: str, appliance_id: str, exported_at: str) -> Path:
+    try:
+        path = _free_name(out, fmt, appliance_id, exported_at)
+        try:
+            path.lstat()  # a name the OS refuses says so here, not half-way through writing
+        except FileNotFoundError:
+            pass
+        return path
+    except (OSError, ValueError) as exc:  # a name too long, a NUL byte, no permission
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise InvalidInput(f"cannot export to {out}: {why}", "choose another destination"
+                           ) from exc
+
+
+def _free_name(out: Path, fmt: str, appliance_id: str, exported_at: str) -> Path:
+    """`out` itself (which must not exist), or a new name in the directory `out`."""
     if out.is_dir():
         stamp = exported_at.replace("-", "").replace(":", "").replace(".", "")
         base = f"audit-{appliance_id[:8]}-{stamp}"

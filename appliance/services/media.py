@@ -30,9 +30,10 @@ from appliance.bundle.model import (
 from appliance.bundle.store import ContentMismatch, ContentStore, ImportProgress
 from appliance.bundle.verify import StaleMetadata, VerifiedBundle, verify_media
 from appliance.context import Appliance
-from appliance.errors import ApplianceError, BundleRefused
+from appliance.errors import ApplianceError, BundleRefused, InvalidInput
 from appliance.identity.session import Session
 from appliance.services.access import authorize
+from appliance.text import shown
 
 NO_TRUST_HINT = "a security officer runs `appliance trust init --root FILE` first"
 
@@ -138,6 +139,13 @@ def scan(app: Appliance, session: Session, paths: list[Path] | None = None,
     `search_removable`) with what importing each would mean. Reads only metadata and
     signatures; copies nothing."""
     authorize(app, session, "media.scan", target_type="media", target_id="scan")
+    for path in paths or []:
+        try:
+            path.lstat()
+        except (OSError, ValueError) as exc:  # missing, a name too long, a NUL byte
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise InvalidInput(f"cannot read {shown(str(path))}: {why}",
+                               "check the path; is the media mounted?") from exc
     if search_removable:
         candidates = find_bundles(paths)
     else:

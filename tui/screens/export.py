@@ -10,7 +10,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Static
 
 from tui.widgets.dialog import FormDialog
-from tui.widgets.inputs import ConsoleInput
+from tui.widgets.inputs import ConsoleInput, typed_path
 
 FORMATS = ("csv", "jsonl", "pdf")
 
@@ -50,4 +50,4 @@ class ExportDialog(FormDialog[ExportRequest]):
         pressed = self.query_one(RadioSet).pressed_button
         fmt = (pressed.id or "fmt-csv").removeprefix("fmt-") if pressed else "csv"
         out = self.query_one("#export-out", Input).value.strip()
-        self.dismiss(ExportRequest(fmt, Path(out).expanduser() if out else self.default_dir))
+        self.dismiss(ExportRequest(fmt, typed_path(out) if out else self.default_dir))

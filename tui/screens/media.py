@@ -28,7 +28,7 @@ from appliance.services import media, store
 from appliance.services.media import ImportResult, ScanEntry
 from appliance.services.store import ReclaimResult
 from tui.screens.reclaim import ReclaimDialog, objects
-from tui.widgets.inputs import ConsoleInput
+from tui.widgets.inputs import ConsoleInput, typed_path
 from tui.widgets.tables import fill_table
 from tui.widgets.transfer import TransferProgress, human_bytes
 
@@ -132,7 +132,7 @@ class MediaScreen(Screen):
 
     def paths(self) -> list[Path] | None:
         typed = self.query_one("#media-path", Input).value.strip()
-        return [Path(typed).expanduser()] if typed else None
+        return [typed_path(typed)] if typed else None
 
     # -- actions ------------------------------------------------------------------------
 

@@ -1,0 +1,73 @@
+"""What an operator may type into the console's free-text fields: a date past the calendar,
+a path the OS refuses, a home directory that does not exist. Each is one line on the
+screen, and the console keeps running (these used to end it with a traceback)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import ADMIN, PASSWORD
+from tests.tui.pilot import audit_ready, dashboard_ready, fill, log_in, settle, text_of, wait_for
+from tui.screens.audit import AuditScreen
+from tui.screens.export import ExportDialog
+from tui.screens.media import MediaScreen
+
+pytestmark = pytest.mark.asyncio
+
+
+async def _audit_screen(pilot) -> None:
+    await log_in(pilot, ADMIN, PASSWORD)
+    await dashboard_ready(pilot)
+    await pilot.press("a")
+    await audit_ready(pilot)
+
+
+async def test_an_until_date_at_the_end_of_the_calendar_is_refused(make_console) -> None:
+    app = make_console()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _audit_screen(pilot)
+        await fill(pilot, "#filter-until", "9999-12-31")
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, AuditScreen)
+        assert "not a time: '9999-12-31'" in app.screen.query_one("#job").message
+
+
+@pytest.mark.parametrize("dest, says", [
+    ("~nosuchuser_xyz/x.csv", "does not exist"),
+    ("/tmp/a\x00b.csv", "cannot export to"),
+    ("/" + "a" * 300, "cannot export to"),
+])
+async def test_an_export_destination_the_os_refuses_is_one_line(make_console, dest: str,
+                                                                says: str) -> None:
+    app = make_console()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _audit_screen(pilot)
+        await pilot.press("e")
+        await wait_for(pilot, lambda: isinstance(app.screen, ExportDialog))
+        await fill(pilot, "#export-out", dest)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, AuditScreen)
+                       and app.screen.busy is None and says in app.screen.query_one("#job").message)
+        assert app.screen.query_one("#job").message.startswith("export failed: ")
+
+
+@pytest.mark.parametrize("path, says", [
+    ("~nosuchuser_xyz/bundle", "No such file or directory"),
+    ("/" + "a" * 300, "File name too long"),
+    ("/media/usbstick/does-not-exist", "No such file or directory"),
+])
+async def test_a_media_path_that_cannot_be_read_says_why(make_console, make_user, path: str,
+                                                         says: str) -> None:
+    make_user(["it"], "ivy")
+    app = make_console()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await log_in(pilot, "ivy", PASSWORD)
+        await dashboard_ready(pilot)
+        await pilot.press("m")
+        await wait_for(pilot, lambda: isinstance(app.screen, MediaScreen))
+        await fill(pilot, "#media-path", path)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: says in text_of(pilot, "#media-message"))
+        assert text_of(pilot, "#media-message").startswith("error: cannot read ")
+        assert isinstance(app.screen, MediaScreen)
