@@ -71,3 +71,21 @@ async def test_a_media_path_that_cannot_be_read_says_why(make_console, make_user
         await wait_for(pilot, lambda: says in text_of(pilot, "#media-message"))
         assert text_of(pilot, "#media-message").startswith("error: cannot read ")
         assert isinstance(app.screen, MediaScreen)
+
+
+async def test_an_export_error_keeps_its_cause_at_80_columns(make_console, tmp_path) -> None:
+    existing = tmp_path / "exports-for-the-quality-unit" / "audit-trail-2026-01-15.csv"
+    existing.parent.mkdir()
+    existing.write_text("x")
+    app = make_console()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _audit_screen(pilot)
+        await pilot.press("e")
+        await wait_for(pilot, lambda: isinstance(app.screen, ExportDialog))
+        await fill(pilot, "#export-out", str(existing))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "already exists" in app.screen.query_one("#job").message)
+        await settle(pilot)
+        lines = [strip.text for strip in app.screen._compositor.render_strips()]
+        shown = " ".join(" ".join(lines).split())
+        assert "already exists" in shown and "choose another" in shown

@@ -1,4 +1,5 @@
-"""One status line for long work: a message, and a progress bar while a job runs."""
+"""One status line for long work: a message, and a progress bar while a job runs. An error
+may take up to four lines, so its cause and hint are not cut off at 80 columns."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ class JobStatus(Horizontal):
     JobStatus > #job-message { width: 1fr; height: 1; text-wrap: nowrap; text-overflow: ellipsis; }
     JobStatus > ProgressBar { width: 32; display: none; }
     JobStatus.-running > ProgressBar { display: block; }
-    JobStatus.-error > #job-message { color: $error; text-style: bold; }
+    JobStatus.-error { height: auto; max-height: 4; }
+    JobStatus.-error > #job-message {
+        color: $error; text-style: bold; height: auto; text-wrap: wrap; text-overflow: fold;
+    }
     JobStatus.-ok > #job-message { color: $success; }
     """
 
