@@ -89,3 +89,19 @@ async def test_an_export_error_keeps_its_cause_at_80_columns(make_console, tmp_p
         lines = [strip.text for strip in app.screen._compositor.render_strips()]
         shown = " ".join(" ".join(lines).split())
         assert "already exists" in shown and "choose another" in shown
+
+
+async def test_export_and_verify_are_offered_only_to_those_who_hold_them(make_console,
+                                                                         make_user) -> None:
+    make_user(["ml"], "mina")
+    app = make_console()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await log_in(pilot, "mina", PASSWORD)
+        await dashboard_ready(pilot)
+        await pilot.press("a")
+        await audit_ready(pilot)
+        footer = " ".join(strip.text for strip in app.screen._compositor.render_strips()[-1:])
+        assert "Export" not in footer and "Verify" not in footer and "Order" in footer
+        await pilot.press("e")
+        await settle(pilot)
+        assert isinstance(app.screen, AuditScreen)  # no dialog to fill in for nothing
