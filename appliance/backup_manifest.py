@@ -24,7 +24,7 @@ from appliance.keys import SigningKey, fingerprint, load_public_pem, verify_sign
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "appliance-backup-manifest/1"
 _BLOCK = 1 << 20
-_REFUSED = "this backup cannot be restored; use another one"
+REFUSED = "this backup cannot be restored; use another one"
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def _read(path: Path, shown: Path) -> tuple[dict[str, Any], str, str]:
             raise ValueError("not a backup manifest")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise IntegrityError(f"the manifest of backup {shown} is unreadable or altered ({exc})",
-                             _REFUSED) from exc
+                             REFUSED) from exc
     return body, text, signature
 
 
@@ -113,12 +113,12 @@ def check(root: Path, shown: Path, expect_fingerprint: str | None = None) -> Sea
     try:
         key = load_public_pem(layout.public_key.read_bytes())
     except (OSError, ValueError) as exc:
-        raise IntegrityError(f"the public key in backup {shown} is unreadable", _REFUSED
+        raise IntegrityError(f"the public key in backup {shown} is unreadable", REFUSED
                              ) from exc
     fp = fingerprint(key)
     if body["key_id"] != fp or not verify_signature(key, signature, text.encode("utf-8")):
         raise IntegrityError(f"the manifest of backup {shown} is not signed by its key",
-                             _REFUSED)
+                             REFUSED)
     if expect_fingerprint is not None and _plain(expect_fingerprint) != fp:
         raise IntegrityError(
             f"backup {shown} is signed by appliance key {fp}, not the expected one",
@@ -129,20 +129,20 @@ def check(root: Path, shown: Path, expect_fingerprint: str | None = None) -> Sea
         d for d in dirs if not any(f.startswith(d + "/") for f in listed))
     if extra:
         raise IntegrityError(f"backup {shown} holds {extra[0]}, which its manifest does not "
-                             "list", _REFUSED)
+                             "list", REFUSED)
     for rel, digest in sorted(listed.items()):
         if rel not in files:
             raise IntegrityError(f"backup {shown} lacks {rel}, which its manifest lists",
-                                 _REFUSED)
+                                 REFUSED)
         if _sha256(files[rel]) != digest:
             raise IntegrityError(f"{rel} in backup {shown} was altered since the backup "
-                                 "was made", _REFUSED)
+                                 "was made", REFUSED)
     try:
         private = SigningKey.load(layout.signing_key)
     except (OSError, ValueError) as exc:
-        raise IntegrityError(f"the signing key in backup {shown} is unreadable", _REFUSED
+        raise IntegrityError(f"the signing key in backup {shown} is unreadable", REFUSED
                              ) from exc
     if private.key_id != fp:
         raise IntegrityError(f"the signing key in backup {shown} does not match its public "
-                             "key", _REFUSED)
+                             "key", REFUSED)
     return Sealed(fp, tuple(sorted(listed)))

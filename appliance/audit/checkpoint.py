@@ -77,11 +77,13 @@ def _rows(conn: sqlite3.Connection, order: str) -> list[tuple]:
     try:
         return conn.execute(_CHECKPOINTS + order).fetchall()
     except sqlite3.OperationalError:  # "Could not decode to UTF-8"
-        return [(cid, size, _text(body), _text(sig), frontier) for cid, size, body, sig, frontier
+        return [(cid, size, decoded(body), decoded(sig), frontier)
+                for cid, size, body, sig, frontier
                 in conn.execute(_RAW_CHECKPOINTS + order).fetchall()]
 
 
-def _text(raw: object) -> str | None:
+def decoded(raw: object) -> str | None:
+    """Stored bytes as text; None when they are not UTF-8 (or not bytes at all)."""
     try:
         return raw.decode("utf-8") if isinstance(raw, bytes) else None
     except UnicodeDecodeError:

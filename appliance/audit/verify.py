@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from appliance.audit import lookup, structure
-from appliance.audit.checkpoint import Anchor, Checkpoint, all_checkpoints
+from appliance.audit.checkpoint import Anchor, Checkpoint, all_checkpoints, decoded
 from appliance.audit.merkle import Frontier
 from appliance.audit.report import GENESIS, Finding, VerifyReport
 from appliance.errors import IntegrityError
@@ -165,9 +165,9 @@ def _incremental_start(conn: sqlite3.Connection, stored: list[Checkpoint],
 # text (sqlite3 then refuses the whole fetch): every column as bytes, with its type, so a
 # column of the wrong type or bytes that are not text become a finding, never a crash.
 _ROWS = "SELECT seq, prev_hash, hash, body FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?"
-_RAW_ROWS = ("SELECT seq, CAST(prev_hash AS BLOB), CAST(hash AS BLOB), CAST(body AS BLOB), "
-             "typeof(prev_hash), typeof(hash), typeof(body) FROM audit_events WHERE seq > ? "
-             "ORDER BY seq LIMIT ?")
+_RAW = ("CAST(prev_hash AS BLOB), CAST(hash AS BLOB), CAST(body AS BLOB), typeof(prev_hash), "
+        "typeof(hash), typeof(body) FROM audit_events")
+_RAW_ROWS = f"SELECT seq, {_RAW} WHERE seq > ? ORDER BY seq LIMIT ?"
 
 
 def _batch(conn: sqlite3.Connection, after: int) -> list[tuple]:
@@ -179,15 +179,8 @@ def _batch(conn: sqlite3.Connection, after: int) -> list[tuple]:
     except sqlite3.OperationalError:  # "Could not decode to UTF-8"
         rows = conn.execute(_RAW_ROWS, (after, BATCH)).fetchall()
         return [(seq, prev if tp == "blob" else None, stored if th == "blob" else None,
-                 _utf8(body) if tb == "text" else None)
+                 decoded(body) if tb == "text" else None)
                 for seq, prev, stored, body, tp, th, tb in rows]
-
-
-def _utf8(data: bytes) -> str | None:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
 
 
 def _walk(conn: sqlite3.Connection, report: VerifyReport, last_hash: bytes, expected: int,
@@ -277,10 +270,7 @@ class _RawRow:
 
 
 def _raw_row(conn: sqlite3.Connection, seq: int) -> _RawRow:
-    prev, stored, body, *types = conn.execute(
-        "SELECT CAST(prev_hash AS BLOB), CAST(hash AS BLOB), CAST(body AS BLOB), "
-        "typeof(prev_hash), typeof(hash), typeof(body) FROM audit_events WHERE seq = ?",
-        (seq,)).fetchone()
+    prev, stored, body, *types = conn.execute(f"SELECT {_RAW} WHERE seq = ?", (seq,)).fetchone()
     return _RawRow(seq, prev or b"", stored or b"", body or b"", tuple(types))
 
 

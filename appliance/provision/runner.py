@@ -28,6 +28,9 @@ from appliance.provision.events import EventTracker, TaskEvent, one_line
 from appliance.provision.redaction import REDACTED, redact, scrub_tree, secret_values
 
 CANCEL_FLAG = "cancel-requested"
+# A job's inputs: what ansible-runner reads, and what holds the secrets to scrub elsewhere.
+EXTRAVARS = Path("env") / "extravars"
+HOSTS_YML = Path("inventory") / "hosts.yml"
 POLL_S = 0.2
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # What ansible-runner itself must set for its event callback; nothing else of its env.
@@ -139,10 +142,10 @@ def prepare_job_dir(spec: JobSpec) -> None:
     spec.job_dir.mkdir(mode=0o700)  # raises if it exists: a job dir is never reused
     for sub in ("home", "tmp", "ansible", "remote-tmp", "inventory", "env"):
         (spec.job_dir / sub).mkdir(mode=0o700)
-    _write_private(spec.job_dir / "inventory" / "hosts.yml", spec.inventory_text)
+    _write_private(spec.job_dir / HOSTS_YML, spec.inventory_text)
     _write_private(spec.job_dir / "known_hosts", spec.known_hosts)
     # Extra vars go in a file, not on the command line where `ps` would show them.
-    _write_private(spec.job_dir / "env" / "extravars", json.dumps(spec.extra_vars))
+    _write_private(spec.job_dir / EXTRAVARS, json.dumps(spec.extra_vars))
     # Runner settings only take effect from this file: ansible-runner drops a `settings`
     # argument when env/settings is missing. The poll interval bounds how late a cancel
     # is seen and how long events wait for the console.
@@ -209,7 +212,7 @@ class Job:
             ours = job_environment(spec, ssh_dir)
             config = RunnerConfig(
                 private_data_dir=str(spec.job_dir), project_dir=str(spec.project_dir),
-                playbook=spec.playbook, inventory=str(spec.job_dir / "inventory" / "hosts.yml"),
+                playbook=spec.playbook, inventory=str(spec.job_dir / HOSTS_YML),
                 ident=spec.run_id, quiet=True,
                 limit=spec.limit or None, cmdline=cmdline, envvars=ours)
             config.prepare()
@@ -264,12 +267,11 @@ def job_secrets(job_dir: Path) -> set[str] | None:
     """The secret values a job's inputs hold (what `scrub_job_dir` will scrub), read without
     changing anything; None when an input cannot be read, so nothing can be filtered."""
     try:
-        extravars = _mapping(json.loads((job_dir / "env" / "extravars").read_text("utf-8")))
-        inventory = _mapping(yaml.safe_load(
-            (job_dir / "inventory" / "hosts.yml").read_text("utf-8")))
+        extravars = _mapping(json.loads((job_dir / EXTRAVARS).read_text("utf-8")))
+        inventory = _mapping(yaml.safe_load((job_dir / HOSTS_YML).read_text("utf-8")))
+        hosts = _inventory_hosts(inventory)
     except (OSError, ValueError, yaml.YAMLError):
         return None
-    hosts = _mapping(_mapping(inventory.get("all")).get("hosts"))
     return secret_values(extravars) | secret_values(hosts)
 
 
@@ -305,11 +307,10 @@ def scrub_job_dir(job_dir: Path, known_secrets: set[str] | frozenset[str] = froz
 
     def hosts_yml(text: str) -> str:
         data = _mapping(yaml.safe_load(text))
-        group = _mapping(data.get("all"))  # as `inventory.render` writes it, or damaged
-        hosts = _mapping(group.get("hosts"))
+        hosts = _inventory_hosts(data)
         secrets.update(secret_values(hosts))
         # Per host: a host's name is not a variable name, even one that reads like a secret.
-        group["hosts"] = {name: redact(_mapping(hv or {})) for name, hv in hosts.items()}
+        data["all"]["hosts"] = {name: redact(_mapping(hv or {})) for name, hv in hosts.items()}
         return yaml.safe_dump(data, sort_keys=True, default_flow_style=False)
 
     def command(text: str) -> str:
@@ -317,8 +318,8 @@ def scrub_job_dir(job_dir: Path, known_secrets: set[str] | frozenset[str] = froz
         data["env"] = _allowed_env(_mapping(data.get("env") or {}))
         return json.dumps(data)
 
-    inputs_read = all([rewrite(job_dir / "env" / "extravars", extravars),
-                       rewrite(job_dir / "inventory" / "hosts.yml", hosts_yml)])
+    inputs_read = all([rewrite(job_dir / EXTRAVARS, extravars),
+                       rewrite(job_dir / HOSTS_YML, hosts_yml)])
     if not inputs_read and (job_dir / "artifacts").exists():
         shutil.rmtree(job_dir / "artifacts")
         removed.append("artifacts")
@@ -330,6 +331,11 @@ def scrub_job_dir(job_dir: Path, known_secrets: set[str] | frozenset[str] = froz
     # The flag and the SSH temp files are inputs, not a record.
     (job_dir / CANCEL_FLAG).unlink(missing_ok=True)
     return removed
+
+
+def _inventory_hosts(data: dict[str, Any]) -> dict[str, Any]:
+    """The hosts and their variables, as `inventory.render` writes them (or damaged)."""
+    return _mapping(_mapping(data.get("all")).get("hosts"))
 
 
 def _mapping(value: Any) -> dict[str, Any]:

@@ -10,7 +10,6 @@ against the anchor, so a restored appliance is known to hold exactly the records
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sqlite3
@@ -27,6 +26,7 @@ from appliance.audit.checkpoint import (
 )
 from appliance.audit.events import SYSTEM_ACTOR, Event
 from appliance.audit.verify import VerifyReport, verify_trail
+from appliance.backup_manifest import REFUSED
 from appliance.context import Appliance
 from appliance.db import damaged
 from appliance.durable import fsync_dir
@@ -35,7 +35,7 @@ from appliance.home import HomeLayout
 from appliance.identity.session import Session
 from appliance.keys import load_public_pem
 from appliance.services.access import authorize
-from appliance.settings import Settings
+from appliance.settings import load_settings
 
 ANCHOR = "anchor.json"
 
@@ -139,16 +139,14 @@ def _require_backup(layout: HomeLayout, shown: Path) -> None:
 
 def _check_settings(layout: HomeLayout, shown: Path) -> None:
     """The settings must load, or the restored appliance would not open."""
-    if not layout.config.exists():
-        return
     try:
-        Settings.from_dict(json.loads(layout.config.read_text(encoding="utf-8")))
-    except (OSError, ValueError) as exc:  # ValueError: not JSON (InvalidInput is not one)
-        raise IntegrityError(f"the settings in backup {shown} are unreadable ({exc})",
-                             "this backup cannot be restored; use another one") from exc
+        load_settings(layout.config)
     except InvalidInput as exc:
         raise IntegrityError(f"the settings in backup {shown} do not load: {exc.message}",
-                             "this backup cannot be restored; use another one") from exc
+                             REFUSED) from exc
+    except (OSError, ValueError) as exc:  # unreadable, not UTF-8 (InvalidInput is not one)
+        raise IntegrityError(f"the settings in backup {shown} are unreadable ({exc})",
+                             REFUSED) from exc
 
 
 def verify_backup(path: Path, expect_fingerprint: str | None = None,
@@ -170,8 +168,7 @@ def verify_backup(path: Path, expect_fingerprint: str | None = None,
     except sqlite3.DatabaseError as exc:
         if damaged(exc) is None:
             raise
-        raise IntegrityError(f"the backup {shown} is damaged ({exc})",
-                             "this backup cannot be restored; use another one") from exc
+        raise IntegrityError(f"the backup {shown} is damaged ({exc})", REFUSED) from exc
     finally:
         conn.close()
 

@@ -438,7 +438,7 @@ def run_events(app: Appliance, session: Session, run_id: str) -> list[TaskEvent]
     hold, and none is shown when those inputs cannot be read."""
     rec = get_run(app, session, run_id)
     events = artifacts.replay_events(Path(rec.job_dir), rec.id, rec.hosts_list)
-    if not _unscrubbed(app, run_id):
+    if not _unscrubbed(rec):
         return events
     hidden = job_secrets(Path(rec.job_dir))
     if hidden is None:
@@ -447,18 +447,19 @@ def run_events(app: Appliance, session: Session, run_id: str) -> list[TaskEvent]
                                 task=scrub_text(e.task, hidden)) for e in events]
 
 
-def _unscrubbed(app: Appliance, run_id: str) -> bool:
+def _unscrubbed(rec: RunRecord) -> bool:
     """Whether the run's job dir may still hold secrets in clear: until its record is
     closed (by the run, or by the reaper for a dead one), which happens only after the
-    scrub. Its inputs hold the become password and host secrets, its output what tasks
-    printed; read-only roles may list runs, so nothing of it is shown before then."""
-    return records.get(app.conn, run_id).status == "running"
+    scrub; a dead run not yet reaped shows as interrupted but has no finish time. Its
+    inputs hold the become password and host secrets, its output what tasks printed;
+    read-only roles may list runs, so nothing of it is shown before then."""
+    return rec.finished_at is None
 
 
 def list_artifacts(app: Appliance, session: Session, run_id: str) -> list[ArtifactInfo]:
     """A run's stored files; none while it is running (see `_unscrubbed`)."""
     rec = get_run(app, session, run_id)
-    if _unscrubbed(app, run_id):
+    if _unscrubbed(rec):
         return []
     return artifacts.list_files(Path(rec.job_dir))
 
@@ -467,7 +468,7 @@ def read_artifact(app: Appliance, session: Session, run_id: str, name: str,
                   offset: int = 0, limit: int = artifacts.PAGE) -> ArtifactChunk:
     """One page of an artifact's text; page on with `next_offset` (None at the end)."""
     rec = get_run(app, session, run_id)
-    if _unscrubbed(app, run_id):
+    if _unscrubbed(rec):
         raise InvalidInput(f"run {run_id} has not ended: its files are shown once it has",
                            "until then they hold its inputs and output unredacted")
     chunk = artifacts.read_page(Path(rec.job_dir), name, offset, limit)
