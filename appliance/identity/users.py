@@ -107,6 +107,15 @@ def session_epoch(conn: sqlite3.Connection, username: str) -> int:
     return row[0] if row else 0
 
 
+def account_state(conn: sqlite3.Connection, username: str
+                  ) -> tuple[tuple[str, ...], bool, int] | None:
+    """Roles, whether active, and session epoch: what every authorisation re-reads, in one
+    lookup by key."""
+    row = conn.execute("SELECT roles, status, session_epoch FROM users WHERE username = ?",
+                       (username,)).fetchone()
+    return (tuple(json.loads(row[0])), row[1] == "active", row[2]) if row else None
+
+
 def next_session_epoch(conn: sqlite3.Connection, username: str) -> int:
     conn.execute("UPDATE users SET session_epoch = session_epoch + 1 WHERE username = ?",
                  (username,))

@@ -17,7 +17,7 @@ from appliance.context import Appliance
 from appliance.errors import PasswordChangeRequired, PermissionDenied, SessionExpired
 from appliance.identity.roles import granting_role, roles_for
 from appliance.identity.session import Session
-from appliance.identity.users import get_user, session_epoch
+from appliance.identity.users import account_state
 
 
 def check_session(app: Appliance, session: Session) -> None:
@@ -41,15 +41,15 @@ def refresh_roles(app: Appliance, session: Session) -> None:
     epoch since login (a password reset or change, a disable, even if re-enabled since: a
     reset is what a security officer does when a password may be known to someone else,
     who may be the one holding the session)."""
-    user = get_user(app.conn, session.username)
-    if user is None:
+    state = account_state(app.conn, session.username)
+    if state is None:
         why = "the account no longer exists"
-    elif not user.active:
+    elif not state[1]:
         why = "the account is disabled"
-    elif session_epoch(app.conn, user.username) != session.epoch:
+    elif state[2] != session.epoch:
         why = "the password was reset or changed, or the account disabled, since login"
     else:
-        session.roles = user.roles
+        session.roles = state[0]
         return
     end_session(app, session, "auth.session_ended", {"reason": why}, outcome="denied")
     raise SessionExpired(f"session ended: {why}", "ask a security officer")
