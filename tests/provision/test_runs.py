@@ -204,6 +204,16 @@ def test_cancel_kills_the_whole_tree_and_records_it(
         provision.cancel(appliance, it_session, rec.id)
 
 
+def _started_with_a_secret(appliance: Appliance, it_session: Session, make_user,
+                           test_playbooks: Path, playbook: str
+                           ) -> tuple[provision.RunHandle, Session]:
+    """A run given the become password, and an auditor to browse it while it goes on."""
+    handle = provision.start(appliance, it_session, RunRequest(
+        playbook, "local", extra_vars={"ansible_become_password": SECRET}),
+        playbooks_dir=test_playbooks)
+    return handle, make_user(["auditor"], username="ada")
+
+
 def test_no_file_of_a_running_run_is_shown(
         appliance: Appliance, it_session: Session, make_user, test_playbooks: Path) -> None:
     """Until the run ends and scrubs its job dir, env/extravars holds the become password
@@ -211,10 +221,8 @@ def test_no_file_of_a_running_run_is_shown(
     provision_inventory.add_host(appliance, it_session, Host(
         "localhost", connection="local", python=sys.executable,
         vars={"db_password": ENV_SECRET}))
-    handle = provision.start(appliance, it_session, RunRequest(
-        "slow.yml", "local", extra_vars={"ansible_become_password": SECRET}),
-        playbooks_dir=test_playbooks)
-    auditor = make_user(["auditor"], username="ada")
+    handle, auditor = _started_with_a_secret(appliance, it_session, make_user,
+                                             test_playbooks, "slow.yml")
     try:
         _wait_for_sleeps()
         assert SECRET.encode() in (Path(handle.record.job_dir) / "env/extravars").read_bytes()
@@ -249,10 +257,8 @@ def test_a_running_runs_events_show_no_secret(
         "      rescue:\n"
         f"        - name: Sleep\n          ansible.builtin.shell: \"{SLEEP_A} & {SLEEP_B}\"\n"
         "          changed_when: false\n")
-    handle = provision.start(appliance, it_session, RunRequest(
-        "quote.yml", "local", extra_vars={"ansible_become_password": SECRET}),
-        playbooks_dir=test_playbooks)
-    auditor = make_user(["auditor"], username="ada")
+    handle, auditor = _started_with_a_secret(appliance, it_session, make_user,
+                                             test_playbooks, "quote.yml")
     try:
         _wait_for_sleeps()
         [failed] = [e for e in provision.run_events(appliance, auditor, handle.run_id)

@@ -22,6 +22,18 @@ async def _audit_screen(pilot) -> None:
     await audit_ready(pilot)
 
 
+async def _export_to(pilot, dest: str) -> None:
+    """Open the export dialog from the audit screen and submit `dest` as typed."""
+    await pilot.press("e")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, ExportDialog))
+    await fill(pilot, "#export-out", dest)
+    await pilot.press("enter")
+
+
+def _screen_lines(app) -> list[str]:
+    return [strip.text for strip in app.screen._compositor.render_strips()]
+
+
 async def test_an_until_date_at_the_end_of_the_calendar_is_refused(make_console) -> None:
     app = make_console()
     async with app.run_test(size=(100, 30)) as pilot:
@@ -43,10 +55,7 @@ async def test_an_export_destination_the_os_refuses_is_one_line(make_console, de
     app = make_console()
     async with app.run_test(size=(100, 30)) as pilot:
         await _audit_screen(pilot)
-        await pilot.press("e")
-        await wait_for(pilot, lambda: isinstance(app.screen, ExportDialog))
-        await fill(pilot, "#export-out", dest)
-        await pilot.press("enter")
+        await _export_to(pilot, dest)
         await wait_for(pilot, lambda: isinstance(app.screen, AuditScreen)
                        and app.screen.busy is None and says in app.screen.query_one("#job").message)
         assert app.screen.query_one("#job").message.startswith("export failed: ")
@@ -80,14 +89,10 @@ async def test_an_export_error_keeps_its_cause_at_80_columns(make_console, tmp_p
     app = make_console()
     async with app.run_test(size=(80, 24)) as pilot:
         await _audit_screen(pilot)
-        await pilot.press("e")
-        await wait_for(pilot, lambda: isinstance(app.screen, ExportDialog))
-        await fill(pilot, "#export-out", str(existing))
-        await pilot.press("enter")
+        await _export_to(pilot, str(existing))
         await wait_for(pilot, lambda: "already exists" in app.screen.query_one("#job").message)
         await settle(pilot)
-        lines = [strip.text for strip in app.screen._compositor.render_strips()]
-        shown = " ".join(" ".join(lines).split())
+        shown = " ".join(" ".join(_screen_lines(app)).split())
         assert "already exists" in shown and "choose another" in shown
 
 
@@ -100,7 +105,7 @@ async def test_export_and_verify_are_offered_only_to_those_who_hold_them(make_co
         await dashboard_ready(pilot)
         await pilot.press("a")
         await audit_ready(pilot)
-        footer = " ".join(strip.text for strip in app.screen._compositor.render_strips()[-1:])
+        footer = _screen_lines(app)[-1]
         assert "Export" not in footer and "Verify" not in footer and "Order" in footer
         await pilot.press("e")
         await settle(pilot)
