@@ -152,35 +152,36 @@ class ConsoleApp(App[None]):
 
     # -- navigation ------------------------------------------------------------------
 
+    def _open(self, action: str, screen_type: type[Screen[None]]) -> None:
+        """Open a screen over the dashboard, one of each: a screen already open is returned
+        to (those above it close), any other replaces the one over the dashboard. Jumping
+        between screens from keys or the palette never stacks copies. Never over a dialog."""
+        if not self.check_action(action, ()) or isinstance(self.screen, ModalScreen):
+            return
+        stack = self.screen_stack
+        keep = next((i + 1 for i, s in enumerate(stack) if isinstance(s, screen_type)), None)
+        for _ in range(len(stack) - (keep or 2)):
+            self.pop_screen()
+        if keep is None:
+            self.push_screen(screen_type())
+
     def action_open_audit(self) -> None:
-        if not self.check_action("open_audit", ()):
-            return
-        if isinstance(self.screen, AuditScreen):
-            return
-        self.push_screen(AuditScreen())
+        self._open("open_audit", AuditScreen)
 
     def action_open_updates(self) -> None:
-        if self.check_action("open_updates", ()) and not isinstance(self.screen, UpdatesScreen):
-            self.push_screen(UpdatesScreen())
+        self._open("open_updates", UpdatesScreen)
 
     def action_open_media(self) -> None:
-        if self.check_action("open_media", ()) and not isinstance(self.screen, MediaScreen):
-            self.push_screen(MediaScreen())
+        self._open("open_media", MediaScreen)
 
     def action_open_provision(self) -> None:
-        if self.check_action("open_provision", ()) and \
-                not isinstance(self.screen, ProvisionScreen):
-            self.push_screen(ProvisionScreen())
+        self._open("open_provision", ProvisionScreen)
 
     def action_open_users(self) -> None:
-        if self.check_action("open_users", ()) and not isinstance(self.screen, UsersScreen):
-            self.push_screen(UsersScreen())
+        self._open("open_users", UsersScreen)
 
     def action_open_dashboard(self) -> None:
-        if not self.check_action("open_dashboard", ()):
-            return
-        while len(self.screen_stack) > 2:
-            self.pop_screen()
+        self._open("open_dashboard", DashboardScreen)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

@@ -221,13 +221,14 @@ def approve(app: Appliance, session: Session, ref: str, req: SignatureRequest,
     if not selection.ok:
         raise refuse(app, actor, term, bundle, "approve",
                      f"no engine profile of {bundle.ref} fits this host: {selection.note}",
-                     "run `appliance update show` to see each profile's reason")
+                     "`appliance update show`, or `o` in the console, gives each profile's "
+                     "reason")
     profile = selection.chosen.id
     if not ap.viewed(app.conn, session.username, bundle, profile):
         raise refuse(app, actor, term, bundle, "approve",
                      f"{session.username} has not opened the approval view of {bundle.ref} "
                      f"as it is now (profile {profile})",
-                     "open it first: `appliance update show " + bundle.ref + "`")
+                     f"open it first: `appliance update show {bundle.ref}`, or `o` in the console")
     evaluation = ap.stored_check(app.conn, bundle.id, "evaluation")
     record = ap.approval_record(bundle, profile, pinned, evaluation[1] if evaluation else None)
     required = max(1, app.settings.approval.required_admin_signatures)
@@ -269,7 +270,7 @@ def reject(app: Appliance, session: Session, ref: str, req: SignatureRequest
     if not ap.viewed(app.conn, session.username, bundle, _viewed_profile(app, session, bundle)):
         raise refuse(app, actor, session.terminal, bundle, "reject",
                      f"{session.username} has not opened the approval view of {bundle.ref}",
-                     "open it first: `appliance update show " + bundle.ref + "`")
+                     f"open it first: `appliance update show {bundle.ref}`, or `o` in the console")
     record = {"type": "update-rejection", "bundle": bundle.ref, "digest": bundle.digest,
               "reason": req.reason.strip()}
     with signing(app, session, req) as signer:

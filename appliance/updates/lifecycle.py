@@ -53,12 +53,13 @@ TRANSITIONS: dict[tuple[State, State], str] = {
 
 # What a bundle in each state is waiting for: the hint of a refusal.
 NEXT_STEP = {
-    S.IMPORTED: "it is checked when an admin opens it: `appliance update show`",
+    S.IMPORTED: "it is checked when an admin opens it: `appliance update show`, or `o` on the "
+                "console's Updates screen",
     S.VERIFIED: "its evaluation evidence is checked when an admin opens it",
     S.EVALUATED: "it is submitted for approval when an admin opens it",
     S.PENDING_APPROVAL: "an admin who did not import it opens it and signs "
-                        "`appliance update approve` (or reject)",
-    S.APPROVED: "`appliance update install` installs it",
+                        "`appliance update approve` (or reject; `a` or `x` in the console)",
+    S.APPROVED: "`appliance update install` installs it (`i` in the console)",
     S.INSTALLING: "an install is running or was interrupted: `appliance update status`",
     S.ACTIVE: "it is the running release",
     S.REJECTED: "a rejected bundle stays rejected; import a corrected one",

@@ -254,6 +254,39 @@ async def test_command_palette_offers_console_commands_and_logout(make_console):
         assert len(app.screen_stack) == 2
 
 
+async def test_jumping_between_screens_never_stacks_copies(make_console):
+    """Opening a screen from the palette keeps the one already open, or replaces the one
+    over the dashboard; it never stacks copies, nor opens over a dialog."""
+    app = make_console()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await log_in(pilot, ADMIN, PASSWORD)
+        await dashboard_ready(pilot)
+        await run_command(pilot, "audit trail")
+        audit = app.screen
+        await audit_ready(pilot)
+        await run_command(pilot, "updates")
+        await wait_for(pilot, lambda: isinstance(app.screen, UpdatesScreen))
+        assert len(app.screen_stack) == 3  # the updates screen replaced the audit screen
+        await run_command(pilot, "audit trail")
+        await audit_ready(pilot)
+        assert app.screen is not audit and len(app.screen_stack) == 3
+        audit = app.screen
+        await run_command(pilot, "audit trail")  # already open: the same screen stays
+        await pilot.pause()
+        assert app.screen is audit and len(app.screen_stack) == 3
+        await pilot.press("e")  # the export dialog
+        await wait_for(pilot, lambda: isinstance(app.screen, ExportDialog))
+        app.action_open_users()
+        await pilot.pause()
+        assert isinstance(app.screen, ExportDialog)  # a dialog is never left behind unseen
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, AuditScreen))
+        await run_command(pilot, "dashboard")
+        await dashboard_ready(pilot)
+        assert len(app.screen_stack) == 2
+        await settle(pilot)
+
+
 async def test_no_database_or_gpu_work_on_the_ui_thread(make_console, tmp_path: Path):
     """The UI never waits on SQLite or NVML: every statement runs in a worker thread."""
     app = make_console()

@@ -60,8 +60,11 @@ def test_approval_view_shows_what_the_approver_needs(app, admin_session, pending
 
 def test_the_approver_must_open_the_view_first(app, admin_session, pending) -> None:
     updates.check(app, admin_session, pending)
-    with pytest.raises(UpdateRefused, match="has not opened the approval view"):
+    with pytest.raises(UpdateRefused, match="has not opened the approval view") as refused:
         updates.approve(app, admin_session, pending, sign_req(ADMIN), source=h100())
+    # The hint names the step on both faces: the CLI command and the console's key.
+    assert f"appliance update show {pending}" in refused.value.hint
+    assert "`o` in the console" in refused.value.hint
     assert events(app, "update.refused", pending)[-1]["details"]["step"] == "approve"
     updates.show(app, admin_session, pending, source=h100())
     result = updates.approve(app, admin_session, pending, sign_req(ADMIN), source=h100())
