@@ -53,11 +53,6 @@ class CheckpointPolicy:
         """When the next time-based checkpoint falls due after one written at this time."""
         return format_ts(parse_ts(checkpoint_ts) + timedelta(seconds=self.every_seconds))
 
-    def due(self, seq: int, ts: str, deadline: str | None) -> bool:
-        """`deadline`: the last checkpoint's time plus every_seconds, in the stored form
-        (None before the first checkpoint); such timestamps order as text."""
-        return seq % self.every_events == 0 or deadline is None or ts >= deadline
-
 
 def _row(row: tuple) -> Checkpoint:
     """A stored checkpoint; an unreadable body reads as empty, which no signature covers."""

@@ -54,13 +54,14 @@ def read_head(conn: sqlite3.Connection) -> Head:
 @dataclass(slots=True)
 class HeadCache:
     """The head this connection's last append left, and when the next time-based checkpoint
-    falls due (a timestamp string; such strings order as text). A guess the trigger checks,
-    never trusted: seq -1 means "read it"."""
+    falls due (a timestamp string, as such strings order as text; "" before the first
+    checkpoint, so one is due at once). A guess the trigger checks, never trusted: seq -1
+    means "read it"."""
 
     seq: int = -1
     hash: bytes = GENESIS
     ts: str | None = None
-    deadline: str | None = None
+    deadline: str = ""
 
 
 @dataclass(slots=True)
@@ -99,7 +100,9 @@ class Trail:
                         raise
                     head.seq = -1  # the trigger refused a stale guess: read the head again
             head.seq, head.hash, head.ts = seq, digest, ts
-            if event.signature is not None or self.policy.due(seq, ts, head.deadline):
+            # A checkpoint after a signature, every N events, and when the deadline passes.
+            if (event.signature is not None or seq % self.policy.every_events == 0
+                    or ts >= head.deadline):
                 self._checkpoint("signature" if event.signature else "policy", ts)
         except sqlite3.Error as exc:
             head.seq = -1
@@ -119,7 +122,7 @@ class Trail:
                                  "keep the file for investigation; restore a verified backup "
                                  "with `appliance backup restore`")
         self.head.seq, self.head.hash, self.head.ts = seq, prev, ts
-        self.head.deadline = self.policy.deadline_after(checkpoint_ts) if checkpoint_ts else None
+        self.head.deadline = self.policy.deadline_after(checkpoint_ts) if checkpoint_ts else ""
 
     def _checkpoint(self, reason: str, ts: str) -> None:
         self.checkpointer.write(self.conn, ts, reason)
