@@ -40,16 +40,38 @@ def open_app(ctx: typer.Context):
     return Appliance.open(state(ctx).home)
 
 
+def is_utf8(text: str) -> bool:
+    """False for text decoded with surrogate escapes (bytes that are not UTF-8, from a
+    terminal or file in another encoding): SQLite, the audit trail and scrypt refuse it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def read_secret(prompt: str, from_stdin: bool) -> str:
     """A password from stdin (one line) or the terminal, never from an argument."""
+    not_utf8 = InvalidInput("the password is not UTF-8 text",
+                            "type it in a UTF-8 terminal, or pipe it UTF-8 encoded")
     if from_stdin:
-        line = sys.stdin.readline()
+        try:
+            line = sys.stdin.readline()
+        except UnicodeDecodeError:
+            raise not_utf8 from None
         if not line:
             raise InvalidInput("no password on standard input", "pipe the password, one line")
-        return line.rstrip("\n")
-    if not sys.stdin.isatty():
+        secret = line.rstrip("\n")
+    elif not sys.stdin.isatty():
         raise InvalidInput("no terminal to ask for a password", "use --password-stdin")
-    return getpass.getpass(prompt)
+    else:
+        try:
+            secret = getpass.getpass(prompt)
+        except UnicodeDecodeError:
+            raise not_utf8 from None
+    if not is_utf8(secret):
+        raise not_utf8
+    return secret
 
 
 def login(ctx: typer.Context, app, user: str | None, password_stdin: bool):

@@ -14,8 +14,8 @@ from appliance.cli import media as media_cli
 from appliance.cli import provision as provision_cli
 from appliance.cli import trust as trust_cli
 from appliance.cli import updates as updates_cli
-from appliance.cli.common import CliState
-from appliance.errors import ApplianceError
+from appliance.cli.common import CliState, is_utf8
+from appliance.errors import ApplianceError, InvalidInput
 from appliance.home import default_home
 
 app = typer.Typer(
@@ -47,6 +47,11 @@ def _root(
 
 def main(argv: list[str] | None = None) -> None:
     command = typer.main.get_command(app)
+    for n, arg in enumerate(sys.argv[1:] if argv is None else argv, start=1):
+        if not is_utf8(arg):  # else a traceback wherever it meets SQLite or the trail
+            print(f"error: argument {n} is not UTF-8 text: {ascii(arg)} (type it in a UTF-8 "
+                  "terminal, or rename the file; nothing was changed)", file=sys.stderr)
+            sys.exit(InvalidInput.exit_code)
     try:
         command.main(args=argv, prog_name="appliance", standalone_mode=False)
     except ApplianceError as exc:

@@ -310,3 +310,41 @@ def test_text_output_shows_brackets_as_typed(tmp_path: Path) -> None:
     r = run(home, "users", "list", "--user", "ann", "--password-stdin", stdin=PASSWORD + "\n")
     assert r.returncode == 0, r.stderr
     assert name in r.stdout and "Traceback" not in r.stderr
+
+
+def _event_count(home: Path) -> int:
+    import sqlite3
+    conn = sqlite3.connect(home / "appliance.db")
+    try:
+        return conn.execute("SELECT count(*) FROM audit_events").fetchone()[0]
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("args", [
+    ("users", "disable", "alice", "--reason", "typed in latin-1: caf\udce9"),
+    ("users", "list", "--user", "al\udcffice"),
+    ("audit", "events", "--actor", "caf\udce9", "--user", "alice"),
+])
+def test_an_argument_that_is_not_utf8_is_one_line_and_changes_nothing(
+        cli_home: Path, args: tuple) -> None:
+    """A terminal in another encoding passes bytes that are not UTF-8 (Python keeps them as
+    surrogates): SQLite and the trail's canonical JSON refused them with a traceback."""
+    before = _event_count(cli_home)
+    r = run(cli_home, *args, "--password-stdin", stdin=PASSWORD + "\n")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith("error: argument ") and " is not UTF-8 text: " in r.stderr
+    assert _event_count(cli_home) == before
+
+
+@pytest.mark.parametrize("encoding", ["utf-8:surrogateescape", "utf-8:strict"])
+def test_a_password_that_is_not_utf8_is_one_line(tmp_path: Path, encoding: str) -> None:
+    home = tmp_path / "latin1"
+    env = dict(os.environ, APPLIANCE_HOME=str(home), PYTHONIOENCODING=encoding)
+    r = subprocess.run([*APPLIANCE, "init", "--admin", "alice", "--full-name", "A",
+                        "--password-stdin"], input=b"correct horse caf\xe9 battery\n",
+                       capture_output=True, env=env, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.decode() == ("error: the password is not UTF-8 text (type it in a UTF-8 "
+                                 "terminal, or pipe it UTF-8 encoded)\n")
+    assert not home.exists()
