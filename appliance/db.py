@@ -15,12 +15,17 @@ def connect(path: Path, *, create: bool = False) -> sqlite3.Connection:
     """Open the appliance database in autocommit mode; transactions are explicit (`transaction`)."""
     if not create and not path.exists():
         raise FileNotFoundError(path)
-    conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
-                           check_same_thread=False)
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
+                               check_same_thread=False)
+    except sqlite3.OperationalError as exc:  # unreadable
+        raise AuditFailure(f"cannot open the appliance database {path}: {exc}") from exc
     try:
         conn.execute("PRAGMA journal_mode=WAL")
     except sqlite3.DatabaseError as exc:
         conn.close()
+        if unwritable(exc):  # a read-only home: no -wal can be made beside the file
+            raise AuditFailure(f"cannot open the appliance database {path}: {exc}") from exc
         raise damaged(exc, path) or exc from exc
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
@@ -42,6 +47,15 @@ def damaged(exc: BaseException, path: Path | str = "") -> IntegrityError | None:
     return IntegrityError(f"{what} is damaged ({exc})",
                           "keep the file for investigation; restore a verified backup with "
                           "`appliance backup restore`")
+
+
+def unwritable(exc: BaseException) -> bool:
+    """A write SQLite could not make for reasons of the disk, not the data: read-only
+    file or home, no permission, full, I/O error, or locked past the busy timeout."""
+    name = getattr(exc, "sqlite_errorname", "") if isinstance(exc, sqlite3.OperationalError) \
+        else ""
+    return name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM",
+                            "SQLITE_FULL", "SQLITE_IOERR", "SQLITE_BUSY", "SQLITE_LOCKED"))
 
 
 def migrate(conn: sqlite3.Connection) -> None:
@@ -85,10 +99,14 @@ class transaction:  # noqa: N801 - used as `with transaction(conn):`, like a fun
             raise AuditFailure(f"could not start a database transaction: {exc}") from exc
         return self.conn
 
-    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 _tb: object) -> None:
         conn = self.conn
         if exc_type is not None:
             conn.execute("ROLLBACK")
+            if unwritable(exc):  # a change beside the audit event, refused by the disk
+                raise AuditFailure(f"could not write to the appliance database: {exc}"
+                                   ) from exc
             return
         try:
             conn.execute("COMMIT")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import array
+import contextlib
+import fcntl
 import json
 import os
 import stat
@@ -348,3 +351,54 @@ def test_a_password_that_is_not_utf8_is_one_line(tmp_path: Path, encoding: str) 
     assert r.stderr.decode() == ("error: the password is not UTF-8 text (type it in a UTF-8 "
                                  "terminal, or pipe it UTF-8 encoded)\n")
     assert not home.exists()
+
+
+_FS_IOC_GETFLAGS, _FS_IOC_SETFLAGS, _FS_IMMUTABLE_FL = 0x80086601, 0x40086602, 0x10
+
+
+@contextlib.contextmanager
+def read_only(path: Path):
+    """`path` unwritable for real: its mode for an ordinary user, the immutable attribute
+    for root (as in CI), until the block ends."""
+    if os.geteuid() != 0:
+        mode = path.stat().st_mode
+        path.chmod(0o500 if path.is_dir() else 0o400)
+        try:
+            yield
+        finally:
+            path.chmod(mode)
+        return
+    fd = os.open(path, os.O_RDONLY)
+    flags = array.array("l", [0])
+    try:
+        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, flags)
+        fcntl.ioctl(fd, _FS_IOC_SETFLAGS, array.array("l", [flags[0] | _FS_IMMUTABLE_FL]))
+    except OSError as exc:
+        os.close(fd)
+        pytest.skip(f"this filesystem cannot make a file immutable ({exc})")
+    try:
+        yield
+    finally:
+        fcntl.ioctl(fd, _FS_IOC_SETFLAGS, flags)
+        os.close(fd)
+
+
+@pytest.mark.parametrize("what, says", [
+    ("home", "error: cannot open the appliance database {db}: unable to open database file "
+             "(check disk space and permissions of the appliance home; nothing was changed)"),
+    ("database", "error: could not write to the appliance database: attempt to write a "
+                 "readonly database (check disk space and permissions of the appliance home; "
+                 "nothing was changed)"),
+], ids=["home", "database"])
+def test_a_read_only_home_or_database_is_one_line_exit_6(cli_home: Path, what: str,
+                                                          says: str) -> None:
+    """Every command logs in, and a login is written: on a home or database that cannot be
+    written, SQLite's error was a traceback (opening; the login's own write)."""
+    db = cli_home / "appliance.db"
+    before = _event_count(cli_home)
+    for password in (PASSWORD, "not the password"):  # the failure is written too
+        with read_only(cli_home if what == "home" else db):
+            r = run(cli_home, "users", "list", "--user", "alice", "--password-stdin",
+                    stdin=password + "\n")
+        assert r.returncode == 6 and r.stderr == says.format(db=db) + "\n", r.stderr
+    assert _event_count(cli_home) == before
