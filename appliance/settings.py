@@ -134,18 +134,44 @@ class Settings:
             if unknown:
                 raise InvalidInput(f"unknown config keys in {f.name!r}: {sorted(unknown)}",
                                    f"known keys: {sorted(known)}")
+            for key, value in section.items():
+                _check_type(f"{f.name}.{key}", value, getattr(sub, key))
             parts[f.name] = type(sub)(**{**asdict(sub), **section})
         return cls(**parts)
+
+
+def _check_type(name: str, value: Any, default: Any) -> None:
+    """A value of its default's type (a bool is no number; a gate maps names to numbers),
+    so a quoted number fails here in one line, not as a TypeError at the first login."""
+    def number(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool)
+
+    if isinstance(default, dict):
+        ok = isinstance(value, dict) and all(isinstance(k, str) and number(v)
+                                             for k, v in value.items())
+        want = "an object of metric names to numbers"
+    elif isinstance(default, bool):
+        ok, want = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, want = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+    else:
+        ok, want = isinstance(value, type(default)), f"a {type(default).__name__}"
+    if not ok:
+        raise InvalidInput(f"{name} is {value!r}, not {want}",
+                           "fix config.json or restore it from the installer media")
 
 
 def load_settings(path: Path) -> Settings:
     if not path.exists():
         return Settings()
     try:
-        return Settings.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"config file {path} is not valid JSON: {exc}",
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
+        what = f"cannot be read: {exc.strerror}" if isinstance(exc, OSError) else \
+            f"is not valid JSON: {exc}"
+        raise InvalidInput(f"config file {path} {what}",
                            "fix the file or restore it from the installer media") from exc
+    return Settings.from_dict(data)
 
 
 def save_settings(path: Path, settings: Settings) -> None:

@@ -402,3 +402,23 @@ def test_a_read_only_home_or_database_is_one_line_exit_6(cli_home: Path, what: s
                     stdin=password + "\n")
         assert r.returncode == 6 and r.stderr == says.format(db=db) + "\n", r.stderr
     assert _event_count(cli_home) == before
+
+
+@pytest.mark.parametrize("config, says", [
+    ({"lockout": {"max_failures": "5"}}, "lockout.max_failures is '5', not a whole number"),
+    ({"password": {"scrypt_n": 16384.0}}, "password.scrypt_n is 16384.0, not a whole number"),
+    ({"evaluation": {"require_evidence": 0}}, "evaluation.require_evidence is 0, not true or "
+                                              "false"),
+    ({"evaluation": {"min_metrics": {"exact_match": "0.9"}}},
+     "evaluation.min_metrics is {'exact_match': '0.9'}, not an object of metric names to "
+     "numbers"),
+], ids=["quoted", "float", "int-for-bool", "quoted-gate"])
+def test_a_config_value_of_the_wrong_type_is_one_line(cli_home: Path, config: dict,
+                                                      says: str) -> None:
+    """A hand-edited config.json with a quoted number loaded, then failed as a TypeError
+    traceback at the first comparison (the lockout check of every login)."""
+    (cli_home / "config.json").write_text(json.dumps(config))
+    r = run(cli_home, "users", "list", "--user", "alice", "--password-stdin",
+            stdin=PASSWORD + "\n")
+    assert r.returncode == 2 and r.stderr == (
+        f"error: {says} (fix config.json or restore it from the installer media)\n")
