@@ -17,7 +17,7 @@ from appliance import db
 from appliance.audit.checkpoint import Checkpointer, CheckpointPolicy
 from appliance.audit.trail import HeadCache, Trail
 from appliance.clock import Clock
-from appliance.errors import NotInitialised
+from appliance.errors import IntegrityError, NotInitialised
 from appliance.home import HomeLayout
 from appliance.keys import SigningKey
 from appliance.settings import AuditPolicy, Settings, load_settings
@@ -57,8 +57,16 @@ class Appliance:
         if row is None:
             raise NotInitialised(f"appliance at {layout.root} was never initialised completely",
                                  "remove the directory and run `appliance init` again")
-        app = cls(layout, conn, clock or Clock(), SigningKey.load(layout.signing_key),
-                  load_settings(layout.config), row[0])
+        try:
+            key = SigningKey.load(layout.signing_key)
+        except (OSError, ValueError, TypeError) as exc:  # TypeError: a passphrase-protected key
+            conn.close()
+            why = exc.strerror if isinstance(exc, OSError) else "not an unencrypted PEM key"
+            raise IntegrityError(f"the appliance signing key {layout.signing_key} cannot be "
+                                 f"loaded ({why})",
+                                 "keep the file for investigation; restore a verified backup "
+                                 "with `appliance backup restore`") from None
+        app = cls(layout, conn, clock or Clock(), key, load_settings(layout.config), row[0])
         if terminal:
             app.terminal = terminal
         return app

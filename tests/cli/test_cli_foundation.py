@@ -422,3 +422,18 @@ def test_a_config_value_of_the_wrong_type_is_one_line(cli_home: Path, config: di
             stdin=PASSWORD + "\n")
     assert r.returncode == 2 and r.stderr == (
         f"error: {says} (fix config.json or restore it from the installer media)\n")
+
+
+@pytest.mark.parametrize("content", [b"", b"-----BEGIN PRIVATE KEY-----\ngarbage\n"],
+                         ids=["empty", "garbage"])
+def test_a_damaged_signing_key_is_one_line_exit_7(cli_home: Path, content: bytes) -> None:
+    """The key is read at every opening: a damaged one was cryptography's ValueError
+    traceback."""
+    key = cli_home / "keys" / "appliance-signing.pem"
+    key.write_bytes(content)
+    r = run(cli_home, "users", "list", "--user", "alice", "--password-stdin",
+            stdin=PASSWORD + "\n")
+    assert r.returncode == 7 and r.stderr == (
+        f"error: the appliance signing key {key} cannot be loaded (not an unencrypted PEM "
+        "key) (keep the file for investigation; restore a verified backup with `appliance "
+        "backup restore`)\n")
