@@ -55,7 +55,9 @@ def verify(
 @app.command("anchor")
 def anchor(
     ctx: typer.Context,
-    to: Annotated[Path, typer.Option("--to", help="File or directory on external media.")],
+    to: Annotated[Path, typer.Option(
+        "--to", help="New file, or a directory to name one in, on external media (never "
+                     "overwrites).")],
     user: UserOpt = None,
     password_stdin: PasswordStdinOpt = False,
     as_json: JsonOpt = False,

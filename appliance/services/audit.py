@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from array import array
 from pathlib import Path
 
@@ -48,6 +49,10 @@ def anchor(app: Appliance, session: Session, to: Path) -> Path:
     if not to.is_dir() and not to.parent.is_dir():
         raise InvalidInput(f"directory {to.parent} does not exist",
                            "mount the external media, or choose another --to")
+    # An older anchor is evidence too. (In a directory the name carries the tree size.)
+    if os.path.lexists(to) and not to.is_dir():
+        raise InvalidInput(f"{to} already exists",
+                           "anchors never overwrite; choose a new file name or a directory")
     with app.transaction():
         app.trail.checkpoint("anchor")
     cp = latest(app.conn)

@@ -437,3 +437,25 @@ def test_a_damaged_signing_key_is_one_line_exit_7(cli_home: Path, content: bytes
         f"error: the appliance signing key {key} cannot be loaded (not an unencrypted PEM "
         "key) (keep the file for investigation; restore a verified backup with `appliance "
         "backup restore`)\n")
+
+
+def test_an_anchor_never_overwrites_a_file(cli_home: Path, tmp_path: Path) -> None:
+    """`--to FILE` replaced whatever was there, an older anchor (the evidence that catches a
+    rollback) or a file named by mistake; exports already refused to overwrite."""
+    media = tmp_path / "media"
+    media.mkdir()
+    notes, link = media / "notes.txt", media / "link.json"
+    notes.write_text("keep me")
+    link.symlink_to(notes)
+    first = run(cli_home, "audit", "anchor", "--to", str(media / "a.json"), "--user", "alice",
+                "--password-stdin", stdin=PASSWORD + "\n")
+    assert first.returncode == 0, first.stderr
+    older = (media / "a.json").read_bytes()
+    for taken in (media / "a.json", notes, link):
+        r = run(cli_home, "audit", "anchor", "--to", str(taken), "--user", "alice",
+                "--password-stdin", stdin=PASSWORD + "\n")
+        assert r.returncode == 2 and r.stderr == (
+            f"error: {taken} already exists (anchors never overwrite; choose a new file name "
+            "or a directory)\n")
+    assert (media / "a.json").read_bytes() == older and notes.read_text() == "keep me"
+    assert sorted(p.name for p in media.iterdir()) == ["a.json", "link.json", "notes.txt"]
