@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
 from appliance.cli.common import (
     JsonOpt,
@@ -83,7 +82,7 @@ def _print_events(batch) -> None:
 
 
 def _summary(rec) -> str:
-    """Plain text for rich: escaped, since failures and paths may hold [brackets]."""
+    """Plain text: `emit` prints it as is (never markup), so [brackets] need no escape."""
     lines = [f"{rec.mode} {rec.playbook} on {rec.inventory} ({', '.join(rec.hosts_list)}): "
              f"{rec.status} in {rec.duration_s or 0:.1f} s  (run {rec.id})"]
     for host, c in sorted(rec.hosts.items()):
@@ -91,7 +90,7 @@ def _summary(rec) -> str:
                      f"skipped={c['skipped']} unreachable={c['unreachable']}")
     if rec.failure:
         lines.append(f"  failure: {rec.failure}")
-    return escape("\n".join(shown(line) for line in lines))
+    return "\n".join(shown(line) for line in lines)
 
 
 def _run(ctx: typer.Context, playbook: str, check: bool, inventory: str, limit: str | None,
@@ -203,7 +202,7 @@ def runs_cmd(
     lines = [f"{r.id}  {r.started_at}  {r.started_by:<10} {r.mode:<5} {r.playbook:<11} "
              f"{r.inventory:<7} {r.status}" + (f"  {r.failure}" if r.failure else "")
              for r in runs]
-    emit([r.to_dict() for r in runs], as_json, escape("\n".join(lines) or "No runs yet."))
+    emit([r.to_dict() for r in runs], as_json, "\n".join(lines) or "No runs yet.")
 
 
 @app.command("show")
@@ -234,7 +233,7 @@ def show_cmd(
                                  f"{e.role + ' : ' if e.role else ''}{e.task}")
             if e.kind in ("failed", "unreachable"):
                 text += "\n      " + shown(e.message)  # a host's own words
-    emit(data, as_json, escape(text))
+    emit(data, as_json, text)
 
 
 @app.command("artifacts")
@@ -256,11 +255,11 @@ def artifacts_cmd(
         if name is None:
             items = provision.list_artifacts(appl, session, run_id)
             emit([vars(a) for a in items], as_json,
-                 escape("\n".join(f"{a.size:>10}  {a.name}" for a in items)))
+                 "\n".join(f"{a.size:>10}  {a.name}" for a in items))
             return
         chunk = provision.read_artifact(appl, session, run_id, name, offset)
-    emit(vars(chunk), as_json, escape(chunk.text + (
-        f"\n-- more: --offset {chunk.next_offset}" if chunk.next_offset else "")))
+    emit(vars(chunk), as_json, chunk.text + (
+        f"\n-- more: --offset {chunk.next_offset}" if chunk.next_offset else ""))
 
 
 @app.command("playbooks")
@@ -296,7 +295,7 @@ def inventory_list_cmd(
              + (f"{h.user}@{h.address}:{h.port}" if h.connection == "ssh" else "local")
              + f"  root={h.appliance_root}  python={h.python}"
              + "".join(f"\n    {fp}" for fp in h.fingerprints()) for h in hosts]
-    emit([h.to_dict() for h in hosts], as_json, escape("\n".join(lines)))
+    emit([h.to_dict() for h in hosts], as_json, "\n".join(lines))
 
 
 @inventory_app.command("add")

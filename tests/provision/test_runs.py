@@ -473,3 +473,35 @@ def test_a_daemon_left_by_a_finished_run_is_stopped_and_counted(
     ended = audit.events(appliance, admin, EventFilter(action="provision.run"))[-1].data
     assert ended["details"]["stopped_processes"] >= 1
     assert not (Path(rec.job_dir) / "tmp" / "reaped").exists()
+
+
+def test_text_output_shows_brackets_as_ansible_wrote_them(
+        appliance: Appliance, it_session: Session, test_playbooks: Path, home: Path) -> None:
+    """`emit` prints text as is, never as markup: the rich escapes these commands still
+    added showed as backslashes (`ok: \\[localhost]`, a failure's `\\[gpu]`)."""
+    (test_playbooks / "site.yml").write_text("[]\n")  # marks the dir as a playbooks dir
+    (test_playbooks / "brackets.yml").write_text(
+        "- name: Fail with brackets\n  hosts: all\n  gather_facts: false\n  tasks:\n"
+        "    - name: Need [gpu]\n      ansible.builtin.fail:\n"
+        "        msg: \"missing [gpu] on [host]\"\n")
+    env = dict(os.environ, APPLIANCE_HOME=str(home), APPLIANCE_PLAYBOOKS=str(test_playbooks))
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "appliance", "provision", *args,
+                               "--user", "ivan", "--password-stdin"], input=PASSWORD + "\n",
+                              capture_output=True, text=True, env=env, timeout=300)
+
+    r = cli("run", "brackets.yml", "-i", "local")
+    assert r.returncode == 11, r.stderr
+    failure = "failure: localhost: Need [gpu]: missing [gpu] on [host]"
+    assert failure in r.stdout and "\\[" not in r.stdout
+    run_id = provision.list_runs(appliance, it_session)[0].id
+    shown = cli("show", run_id)
+    assert shown.returncode == 0 and failure in shown.stdout and "\\[" not in shown.stdout
+    assert "failed      localhost  Need [gpu]" in cli("show", run_id, "--events").stdout
+    runs = cli("runs")
+    assert "localhost: Need [gpu]: missing [gpu] on [host]" in runs.stdout
+    stdout = f"artifacts/{run_id}/stdout"
+    page = cli("artifacts", run_id, stdout)
+    assert page.returncode == 0 and "TASK [Need [gpu]]" in page.stdout
+    assert "\\[" not in page.stdout
