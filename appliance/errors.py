@@ -99,6 +99,13 @@ class UpdateRefused(ApplianceError):
     hint = "run `appliance update show BUNDLE` to see its state and what it needs"
 
 
+class InstallFailed(ApplianceError):
+    """An install or rollback that did not activate (a failed health check switched back)."""
+
+    exit_code = 11
+    hint = "what ran before runs again; see `appliance update show BUNDLE` for the checks"
+
+
 class ProvisionFailed(ApplianceError):
     """A provisioning run ended without success; its record and artifacts are kept."""
 

@@ -57,6 +57,16 @@ def _signed(ctx: typer.Context, user: str | None, password_stdin: bool, meaning:
                                       acknowledge_statement=ack)
 
 
+def _activated(result) -> None:
+    """A failure is an error line and exit 11, as every failing command's is."""
+    from appliance.errors import InstallFailed
+
+    if result.outcome != "activated":
+        raise InstallFailed(f"{result.op} of {result.bundle} {result.outcome.replace('_', ' ')}"
+                            + (f": {result.reason}" if result.reason else ""),
+                            f"see `appliance update show {result.bundle}` for the checks")
+
+
 @app.command("list")
 def list_(ctx: typer.Context, state: Annotated[str | None, typer.Option(
         "--state", help="Only bundles in this state.")] = None,
@@ -148,8 +158,7 @@ def install(ctx: typer.Context, ref: RefArg, reading: ReadingOpt = None, user: U
         result = updates.install(appl, login(ctx, appl, user, password_stdin), ref,
                                  _edges(reading))
     emit(result.to_dict(), as_json, view.install_text(result.to_dict()))
-    if result.outcome != "activated":
-        raise typer.Exit(11)
+    _activated(result)
 
 
 @app.command("rollback")
@@ -166,8 +175,7 @@ def rollback(ctx: typer.Context, ref: RefArg, reason: ReasonReq, reading: Readin
         result = updates.rollback(appl, auth.login(appl, user, password), ref, req,
                                   _edges(reading))
     emit(result.to_dict(), as_json, view.install_text(result.to_dict()))
-    if result.outcome != "activated":
-        raise typer.Exit(11)
+    _activated(result)
 
 
 @app.command("status")
@@ -198,4 +206,10 @@ def status(ctx: typer.Context, deep: Annotated[bool, typer.Option(
                  "INCONSISTENT:\n  " + "\n  ".join(st["problems"]))
     emit(st, as_json, "\n".join(lines))
     if not st["consistent"]:
-        raise typer.Exit(7)
+        from appliance.errors import IntegrityError
+
+        more = len(st["problems"]) - 1
+        raise IntegrityError(f"the releases are inconsistent: {st['problems'][0]}"
+                             + (f" (and {more} more)" if more else ""),
+                             "report it to the security officer; the status lists every "
+                             "problem")

@@ -459,3 +459,17 @@ def test_an_anchor_never_overwrites_a_file(cli_home: Path, tmp_path: Path) -> No
             "or a directory)\n")
     assert (media / "a.json").read_bytes() == older and notes.read_text() == "keep me"
     assert sorted(p.name for p in media.iterdir()) == ["a.json", "link.json", "notes.txt"]
+
+
+def test_an_inconsistent_update_status_is_one_error_line_exit_7(cli_home: Path) -> None:
+    """The status printed its findings on stdout and exited 7 with nothing on stderr."""
+    (cli_home / "releases").mkdir(exist_ok=True)
+    (cli_home / "releases" / "current").symlink_to("demo/9")
+    for extra in ((), ("--json",)):
+        r = run(cli_home, "update", "status", "--user", "alice", "--password-stdin", *extra,
+                stdin=PASSWORD + "\n")
+        assert r.returncode == 7 and r.stderr == (
+            "error: the releases are inconsistent: no bundle is ACTIVE but current points to "
+            "demo/9 (report it to the security officer; the status lists every problem)\n")
+    assert json.loads(r.stdout)["problems"] == ["no bundle is ACTIVE but current points to "
+                                                "demo/9"]

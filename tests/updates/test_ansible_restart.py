@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -19,12 +20,13 @@ from appliance.provision import records
 from appliance.provision.inventory import Host
 from appliance.services import provision, provision_inventory, updates
 from appliance.services.provision_restart import AnsibleRestarter
-from appliance.settings import ProvisioningPolicy, load_settings
+from appliance.settings import ProvisioningPolicy, load_settings, save_settings
 from appliance.updates.install import Edges
 from appliance.updates.lifecycle import State, find_bundle
 from appliance.updates.recovery import consistency
 from appliance.updates.restart import RecordingRestarter, configured_restarter
-from tests.updates.kit import approve, h100, trust_and_import
+from tests.conftest import ADMIN, PASSWORD, cli_env
+from tests.updates.kit import H100_READING, approve, h100, trust_and_import
 from tests.updates.test_lifecycle import events
 
 # Real playbook runs: on the provisioning tests' xdist worker.
@@ -151,3 +153,22 @@ def test_the_update_step_runs_update_yml_only_and_only_for_the_lifecycle(
         provision.start_update_step(app, ml, "t", provision.RunRequest("update.yml", "local"),
                                     "why")
     assert records.page(app.conn) == [] and events(app, "provision.start") == []
+
+
+def test_an_install_rolled_back_at_the_cli_is_one_error_line_exit_11(
+        app, admin_session, security, itop, media, host_root, home) -> None:
+    """The CLI printed the result on stdout and exited 11 with nothing on stderr."""
+    app.settings = dataclasses.replace(app.settings, provisioning=ProvisioningPolicy(
+        restarter="ansible", release_source="root"))  # release 1 is not on the host
+    save_settings(app.layout.config, app.settings)
+    [ref1] = trust_and_import(app, security, itop, media, 1)
+    approve(app, admin_session, ref1)
+    r = subprocess.run([sys.executable, "-m", "appliance", "update", "install", ref1, "--user",
+                        ADMIN, "--password-stdin"], input=PASSWORD + "\n", capture_output=True,
+                       text=True, timeout=300,
+                       env={**cli_env(home), "APPLIANCE_GPU_READING": str(H100_READING)})
+    assert r.returncode == 11, r.stderr
+    [line] = r.stderr.splitlines()
+    assert line.startswith(f"error: install of {ref1} rolled back: restart: update.yml run ")
+    assert line.endswith(f"(see `appliance update show {ref1}` for the checks)")
+    assert find_bundle(app.conn, ref1).state == State.ROLLED_BACK
