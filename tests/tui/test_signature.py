@@ -135,7 +135,11 @@ async def test_11_10_d_auditor_opening_an_approval_is_refused_before_any_passwor
         table = app.screen.query_one(DataTable)
         await wait_for(pilot, lambda: table.row_count > 0, what="the bundle list")
         start = read_head(history.conn).seq
+        # Not offered (a does nothing); past the console's check the service refuses.
         await pilot.press("a")
+        await pilot.pause()
+        assert read_head(history.conn).seq == start
+        app.screen.action_approve()
         await wait_for(pilot, lambda: "error:" in text_of(pilot, "#upd-message"),
                        what="the refusal")
         assert not any(isinstance(s, SignatureDialog) for s in app.screen_stack)

@@ -40,6 +40,10 @@ STEPS = {
     "rolled_back:committed": "ROLLED_BACK",
 }
 
+# What each action of the screen needs (what the footer offers; the services check it).
+PERMISSIONS = {"approve": "update.approve", "reject": "update.approve",
+               "install": "update.install", "rollback": "update.rollback"}
+
 # Signed actions: permission (checked before the dialog opens), meaning, what is signed.
 SIGNED = {
     "approve": ("update.approve", "approved", "approve {ref} for installation"),
@@ -124,6 +128,13 @@ class UpdatesScreen(Screen):
         return edges
 
     # -- actions ------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Approve, reject, install and roll back are offered to the roles that hold them
+        (every role sees this screen; an auditor was offered all four); the service
+        decides anyway."""
+        needs = PERMISSIONS.get(action)
+        return needs is None or self.app.may(needs)
 
     def action_refresh(self) -> None:
         self._load(self.session)
