@@ -120,6 +120,13 @@ class ConsoleApp(App[None]):
         except SessionExpired as exc:
             self.call_from_thread(self.session_error, exc)
 
+    def may(self, permission: str) -> bool:
+        """Whether the session's roles hold `permission`: what the console offers. The roles
+        are the account's as the services last read them (every service call re-reads them);
+        the services decide."""
+        session = self.session
+        return session is not None and granting_role(session.roles, permission) is not None
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "logout":
             return self.session is not None
@@ -127,12 +134,9 @@ class ConsoleApp(App[None]):
                       "open_media", "open_provision"):
             if self.session is None or self.session.must_change_password:
                 return False
-            if action == "open_users":
-                return granting_role(self.session.roles, "users.view") is not None
-            if action == "open_media":
-                return granting_role(self.session.roles, "media.scan") is not None
-            if action == "open_provision":
-                return granting_role(self.session.roles, "provision.view") is not None
+            needs = {"open_users": "users.view", "open_media": "media.scan",
+                     "open_provision": "provision.view"}.get(action)
+            return needs is None or self.may(needs)
         return True
 
     def action_logout(self) -> None:
@@ -205,18 +209,24 @@ class ConsoleApp(App[None]):
         if self.check_action("open_users", ()):
             yield SystemCommand("Users", "Accounts, roles, passwords, lockouts",
                                 self.action_open_users)
+        # A screen's own commands, as its keys: only those its check_action allows (the
+        # palette calls the action directly, past any binding check).
         if isinstance(screen, AuditScreen):
-            yield SystemCommand("Verify audit trail", "Check the whole chain and checkpoints",
-                                screen.action_verify)
-            yield SystemCommand("Export audit trail", "CSV, JSON Lines or PDF with a signed "
-                                "manifest", screen.action_export)
+            if screen.check_action("verify", ()):
+                yield SystemCommand("Verify audit trail", "Check the whole chain and "
+                                    "checkpoints", screen.action_verify)
+            if screen.check_action("export", ()):
+                yield SystemCommand("Export audit trail", "CSV, JSON Lines or PDF with a "
+                                    "signed manifest", screen.action_export)
         if isinstance(screen, UsersScreen):
             for name, title in (("enable", "Enable account"), ("unlock", "Unlock account"),
                                 ("training", "Record training")):
-                yield SystemCommand(title, "For the selected user, with a reason",
-                                    partial(screen.action_account, name))
-            yield SystemCommand("Review access", "Sign the account list as reviewed",
-                                screen.action_review)
+                if screen.check_action("account", (name,)):
+                    yield SystemCommand(title, "For the selected user, with a reason",
+                                        partial(screen.action_account, name))
+            if screen.check_action("review", ()):
+                yield SystemCommand("Review access", "Sign the account list as reviewed",
+                                    screen.action_review)
         yield SystemCommand("Log out", "End this session", self.action_logout)
 
 

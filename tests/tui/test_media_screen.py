@@ -94,6 +94,8 @@ async def test_scan_a_path_then_import_with_progress_and_refuse_a_tampered_copy(
 @pytest.mark.asyncio
 async def test_admin_may_scan_but_import_is_refused_in_one_line(make_console, trusted,
                                                                 usb: Path):
+    """The screen does not offer an admin Import (i does nothing); called past that check,
+    the service refuses it in one line."""
     app = make_console()
     async with app.run_test(size=(80, 24)) as pilot:
         await log_in(pilot, ADMIN, PASSWORD)
@@ -105,8 +107,15 @@ async def test_admin_may_scan_but_import_is_refused_in_one_line(make_console, tr
         await fill(pilot, "#media-path", str(usb / "a-good"))
         await pilot.press("enter")
         await wait_for(pilot, lambda: table.row_count == 1, what="the scan")
-        refused = await import_selected(pilot, table, usb / "a-good")
-        assert refused == ("error: alice may not media.import (needs role: it) (ask a user "
+        table.move_cursor(row=table.get_row_index(str(usb / "a-good")))
+        await pilot.press("i")
+        await settle(pilot)
+        assert not app.screen.busy and message(pilot) == "1 bundle found; select one and " \
+            "press i to import"
+        app.screen.action_import()
+        await wait_for(pilot, lambda: not app.screen.busy, what="the import")
+        await settle(pilot)
+        assert message(pilot) == ("error: alice may not media.import (needs role: it) (ask a user "
                            "with the required role; the denial was recorded)")
     assert trusted.conn.execute("SELECT COUNT(*) FROM bundles").fetchone()[0] == 0
 

@@ -252,7 +252,10 @@ async def test_only_it_runs_playbooks_others_see_the_history_or_nothing(
     app = make_console()
     async with app.run_test(size=(80, 24)) as pilot:
         s = await open_provisioning(pilot, "audrey")   # an auditor reads the history
-        await pilot.press("g")
+        await pilot.press("g")                          # not offered: nothing happens
+        await settle(pilot)
+        assert not s.busy and events(history, "access.denied") == []
+        s.action_run()                                  # past the console: the service
         await wait_for(pilot, lambda: status(pilot).startswith("error:"), what="refusal")
         assert status(pilot) == ("error: audrey may not provision.run (needs role: it) "
                                  "(ask a user with the required role; the denial was "

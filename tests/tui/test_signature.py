@@ -3,14 +3,18 @@ screen's access review and the updates screen's approval both sign through it.""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from textual.widgets import DataTable
 
 from appliance.audit.trail import iter_events, read_head
 from appliance.context import Appliance
+from appliance.services import signing
 from tests.conftest import ADMIN, PASSWORD
 from tests.tui.conftest import AUDITOR
-from tests.tui.pilot import dashboard_ready, fill, log_in, text_of, wait_for
+from tests.tui.pilot import dashboard_ready, fill, log_in, settle, text_of, wait_for
+from tui.screens.dashboard import DashboardScreen
 from tui.screens.signature import SignatureDialog
 from tui.screens.updates import UpdatesScreen
 from tui.screens.users import UsersScreen
@@ -135,7 +139,11 @@ async def test_11_10_d_auditor_opening_an_approval_is_refused_before_any_passwor
         table = app.screen.query_one(DataTable)
         await wait_for(pilot, lambda: table.row_count > 0, what="the bundle list")
         start = read_head(history.conn).seq
+        # Not offered (a does nothing); past the console's check the service refuses.
         await pilot.press("a")
+        await pilot.pause()
+        assert read_head(history.conn).seq == start
+        app.screen.action_approve()
         await wait_for(pilot, lambda: "error:" in text_of(pilot, "#upd-message"),
                        what="the refusal")
         assert not any(isinstance(s, SignatureDialog) for s in app.screen_stack)
@@ -146,3 +154,28 @@ async def test_11_10_d_auditor_opening_an_approval_is_refused_before_any_passwor
     assert [(e["actor"]["username"], e["target"]["id"], e["details"]["permission"])
             for e in denied] == [(AUDITOR, imported, "update.approve")]
     assert signatures(history) == 1  # only the trust root's, from the fixture
+
+
+async def test_leaving_the_screen_while_the_signature_is_checked_opens_no_dialog(
+        make_console, history: Appliance, monkeypatch: pytest.MonkeyPatch):
+    """The dialog used to open over the dashboard once the check returned; signing in it
+    then ended the console with NoMatches (the screen it signed for was gone)."""
+    checked = threading.Event()
+    real = signing.prompt
+
+    def slow_prompt(*args, **kwargs):
+        checked.wait(5)   # the check is slow (a busy disk): the user leaves meanwhile
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(signing, "prompt", slow_prompt)
+    app = make_console()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_users(pilot)
+        await pilot.press("r", "escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))
+        checked.set()
+        await settle(pilot)
+        assert [type(s) for s in app.screen_stack][1:] == [DashboardScreen]
+        [note] = app._notifications
+        assert note.message.startswith("not signed: access review")
+    assert signatures(history) == 0

@@ -86,7 +86,17 @@ async def test_auditor_sees_accounts_but_is_refused_changes(make_console, histor
         assert {"alice", AUDITOR} <= {str(k.value) for k in table.rows}
         await select(pilot, table, AUDITOR)
         start = read_head(history.conn).seq
-        message = await apply(pilot, "d", reason="leaving")
+        # Not offered (d does nothing); past the console's check the service refuses.
+        await pilot.press("d")
+        await pilot.pause()
+        assert isinstance(pilot.app.screen, UsersScreen)
+        pilot.app.screen.action_account("disable")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, AccountDialog))
+        await pilot.pause()
+        await fill(pilot, "#account-reason", "leaving")
+        await pilot.click("#account-ok")
+        await wait_for(pilot, lambda: "may not" in text_of(pilot, "#users-message"))
+        message = text_of(pilot, "#users-message")
         assert message.startswith(f"{AUDITOR} may not users.manage")
     denied = events_since(history, start)[-1]
     assert (denied["action"], denied["outcome"]) == ("access.denied", "denied")

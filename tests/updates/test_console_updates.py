@@ -4,6 +4,7 @@ dialog, install with progress, then a signed rollback, on real signed bundles.""
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
 from textual.widgets import DataTable
@@ -13,8 +14,9 @@ from appliance.settings import save_settings
 from appliance.updates.lifecycle import State, find_bundle
 from tests.conftest import ADMIN, PASSWORD
 from tests.tui.pilot import dashboard_ready, fill, log_in, wait_for
-from tests.updates.kit import h100, trust_and_import
+from tests.updates.kit import approve, h100, trust_and_import
 from tui.app import build_app
+from tui.screens import updates as updates_screen
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.signature import SignatureDialog
 from tui.screens.updates import UpdatesScreen
@@ -123,3 +125,42 @@ async def test_cancelled_signature_changes_nothing(app, imported, clock) -> None
         await act(pilot, "i", "error: demo-clinical@1 is PENDING_APPROVAL: install is not")
     with Appliance.open(home) as check:
         assert find_bundle(check.conn, ref1).state == State.PENDING_APPROVAL
+
+
+async def test_keys_pressed_while_an_install_runs_wait_for_it(app, imported, clock,
+                                                              admin_session, monkeypatch
+                                                              ) -> None:
+    """A second i used to wipe the running install's progress and show the service's
+    refusal; a or b opened a signature dialog for a password the service had to refuse."""
+    ref1, _ = imported
+    approve(app, admin_session, ref1)
+    home = app.layout.root
+    app.close()
+    go = threading.Event()
+    real = updates_screen._Progress.point
+
+    def held(self, label: str) -> None:
+        if label == "healthy:committed":
+            go.wait(10)   # the health checks take a while
+        real(self, label)
+
+    monkeypatch.setattr(updates_screen._Progress, "point", held)
+    console = build_app(home, clock, terminal="console-test", gpu_source=h100())
+    async with console.run_test(size=(80, 24)) as pilot:
+        await log_in(pilot, ADMIN, PASSWORD)
+        await dashboard_ready(pilot)
+        pilot.app.push_screen(UpdatesScreen())
+        await select(pilot, ref1)
+        await pilot.press("i")
+        progress = pilot.app.screen.query_one("#upd-progress")
+        await wait_for(pilot, lambda: "switched to the new release" in str(progress.content),
+                       what="the install under way")
+        for key in ("i", "a", "b"):
+            await pilot.press(key)
+            await pilot.pause(0.1)
+            assert isinstance(pilot.app.screen, UpdatesScreen)   # no dialog
+            assert message(pilot) == f"wait: installing {ref1} is still running"
+            assert "switched to the new release" in str(progress.content)
+        go.set()
+        await wait_for(pilot, lambda: f"{ref1}: activated" in message(pilot), what="done")
+        assert str(progress.content).endswith("ACTIVE")

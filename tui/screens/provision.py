@@ -120,9 +120,20 @@ class ProvisionScreen(Screen):
         yield table
         yield Footer()
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Check, Run and Cancel are offered to those who run playbooks (hospital IT);
+        the others read the history. The service decides anyway."""
+        if action in ("check", "run", "cancel_run"):
+            return self.app.may("provision.run")
+        return True
+
     def on_mount(self) -> None:
+        runs = self.app.may("provision.run")
+        for button in ("#prov-check", "#prov-run", "#prov-cancel"):
+            self.query_one(button).display = runs
         self.query_one(JobStatus).say(
-            "Choose a playbook and inventory; c checks (changes nothing), g runs for real.")
+            "Choose a playbook and inventory; c checks (changes nothing), g runs for real."
+            if runs else "The history of provisioning runs (running them needs role it).")
         self.query_one("#prov-failure-box").display = False
         self.query_one("#prov-hosts").display = False
         self._load(self.app.session)
@@ -158,8 +169,10 @@ class ProvisionScreen(Screen):
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
-        {"prov-check": self.action_check, "prov-run": self.action_run,
-         "prov-cancel": self.action_cancel_run}[event.button.id or ""]()
+        action = {"prov-check": "check", "prov-run": "run",
+                  "prov-cancel": "cancel_run"}[event.button.id or ""]
+        if self.check_action(action, ()):
+            getattr(self, f"action_{action}")()
 
     def action_check(self) -> None:
         self._begin(check=True)

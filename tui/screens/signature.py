@@ -117,8 +117,19 @@ def request_signature(screen: Screen, ask: SignatureAsk,
         except ApplianceError as exc:
             app.call_from_thread(refused, exc)
             return
-        app.call_from_thread(app.push_screen, SignatureDialog(ask, prompt, session.username),
-                             then)
+        app.call_from_thread(show, prompt)
+
+    def show(prompt: SignaturePrompt) -> None:
+        # The check takes a moment: the screen may have been left (Escape, another screen)
+        # or the session ended meanwhile. A dialog over another screen would sign for one
+        # that no longer exists (its result had nowhere to go: the console stopped).
+        if app.session is not session:
+            return
+        if screen not in app.screen_stack:
+            app.notify(f"not signed: {ask.subject} (the screen was left before the "
+                       "signature dialog opened)", severity="warning")
+            return
+        app.push_screen(SignatureDialog(ask, prompt, session.username), then)
 
     screen.run_worker(prepare, name="signature-prompt", group="signature", exclusive=True,
                       thread=True)

@@ -40,6 +40,10 @@ STEPS = {
     "rolled_back:committed": "ROLLED_BACK",
 }
 
+# What each action of the screen needs (what the footer offers; the services check it).
+PERMISSIONS = {"approve": "update.approve", "reject": "update.approve",
+               "install": "update.install", "rollback": "update.rollback"}
+
 # Signed actions: permission (checked before the dialog opens), meaning, what is signed.
 SIGNED = {
     "approve": ("update.approve", "approved", "approve {ref} for installation"),
@@ -80,9 +84,9 @@ class UpdatesScreen(Screen):
             self.text, self.ok = text, ok
 
     class Failed(Message):
-        def __init__(self, error: ApplianceError) -> None:
+        def __init__(self, error: ApplianceError, job: bool = False) -> None:
             super().__init__()
-            self.error = error
+            self.error, self.job = error, job   # job: an install, rollback or signing
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -95,6 +99,12 @@ class UpdatesScreen(Screen):
             yield Static("Select a bundle and press o to open its approval view.",
                          id="upd-view", markup=False)
         yield Footer()
+
+    def __init__(self) -> None:
+        super().__init__()
+        # What runs now ("installing demo-clinical@1"): one job at a time, so a second
+        # key neither wipes its progress nor asks a signature the service must refuse.
+        self.busy: str | None = None
 
     def on_mount(self) -> None:
         self.action_refresh()
@@ -123,7 +133,20 @@ class UpdatesScreen(Screen):
             edges.hooks = hooks
         return edges
 
+    def _wait(self) -> bool:
+        """True (and says so) while a job runs."""
+        if self.busy:
+            self.say(f"wait: {self.busy} is still running", error=True)
+        return self.busy is not None
+
     # -- actions ------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Approve, reject, install and roll back are offered to the roles that hold them
+        (every role sees this screen; an auditor was offered all four); the service
+        decides anyway."""
+        needs = PERMISSIONS.get(action)
+        return needs is None or self.app.may(needs)
 
     def action_refresh(self) -> None:
         self._load(self.session)
@@ -140,31 +163,35 @@ class UpdatesScreen(Screen):
 
         def then(req: SignatureRequest | None) -> None:
             if req is None:
+                self.busy = None
                 self.say("not signed: nothing was changed")
             else:
                 self.say(f"signing: {ask.subject}…")
                 self._sign(self.session, what, ref, req)
 
-        request_signature(self, ask, then, lambda exc: self.post_message(self.Failed(exc)))
+        self.busy = f"signing: {ask.subject}"
+        request_signature(self, ask, then,
+                          lambda exc: self.post_message(self.Failed(exc, job=True)))
 
     def action_approve(self) -> None:
         ref = self.selected()
-        if ref:
+        if ref and not self._wait():
             self._ask("approve", ref)
 
     def action_reject(self) -> None:
         ref = self.selected()
-        if ref:
+        if ref and not self._wait():
             self._ask("reject", ref)
 
     def action_rollback(self) -> None:
         ref = self.selected()
-        if ref:
+        if ref and not self._wait():
             self._ask("rollback", ref)
 
     def action_install(self) -> None:
         ref = self.selected()
-        if ref:
+        if ref and not self._wait():
+            self.busy = f"installing {ref}"
             self.query_one("#upd-progress", Static).update("")
             self.say(f"installing {ref}…")
             self._install(self.session, ref)
@@ -210,7 +237,7 @@ class UpdatesScreen(Screen):
                                                 result.outcome == "activated"))
                     return
         except ApplianceError as exc:
-            self.post_message(self.Failed(exc))
+            self.post_message(self.Failed(exc, job=True))
             return
         self.post_message(self.Done(text, True))
 
@@ -220,7 +247,7 @@ class UpdatesScreen(Screen):
             with self.app.ctx.open() as app:
                 result = updates.install(app, session, ref, self.edges(_Progress(self)))
         except ApplianceError as exc:
-            self.post_message(self.Failed(exc))
+            self.post_message(self.Failed(exc, job=True))
             return
         self.post_message(self.Done(install_text(result.to_dict()),
                                     result.outcome == "activated"))
@@ -254,12 +281,15 @@ class UpdatesScreen(Screen):
         progress.update(f"{text}\n{msg.text}" if text else msg.text)
 
     def on_updates_screen_done(self, msg: Done) -> None:
+        self.busy = None
         self.say(msg.text.splitlines()[0], error=not msg.ok)
         if "\n" in msg.text:
             self.query_one("#upd-view", Static).update(msg.text)
         self._load(self.session)
 
     def on_updates_screen_failed(self, msg: Failed) -> None:
+        if msg.job:
+            self.busy = None
         if not self.app.session_error(msg.error, "nothing was changed"):
             self.say(f"error: {msg.error}", error=True)
 

@@ -48,6 +48,7 @@ class AccountAction:
     fields: tuple[Field, ...]
     run: Callable[[Appliance, Session, str, dict[str, str]], str]
     needs_user: bool = True
+    permission: str = "users.manage"   # what the footer offers it to; the service checks
 
 
 COLUMNS = ("username", "printed name", "roles", "status", "")
@@ -110,7 +111,8 @@ ACTIONS: dict[str, AccountAction] = {
     "enable": AccountAction("Enable the account", (REASON,), _enable),
     "reset": AccountAction("Reset the password", (REASON,), _reset),
     "unlock": AccountAction("Unlock the account", (REASON,), _unlock),
-    "training": AccountAction("Record training", (ROLE_FIELD, REASON), _training),
+    "training": AccountAction("Record training", (ROLE_FIELD, REASON), _training,
+                              permission="users.train"),
 }
 
 
@@ -191,6 +193,15 @@ class UsersScreen(Screen):
         if table.row_count == 0:
             return None
         return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Each change is offered to the roles that hold it (an auditor or an admin, who
+        may only view accounts, was offered them all); the service decides anyway."""
+        if action == "account" and parameters:
+            return self.app.may(ACTIONS[str(parameters[0])].permission)
+        if action == "review":
+            return self.app.may("users.review")
+        return True
 
     def action_account(self, name: str) -> None:
         action = ACTIONS[name]
