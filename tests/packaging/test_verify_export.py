@@ -280,3 +280,22 @@ def test_malformed_parts_of_a_signed_manifest_fail_in_one_line(
     path, manifest = copy(exports["csv"], tmp_path / "p")
     resign(manifest, appliance.key, **changes)
     assert failed(verify(path, "--key", str(pub)), reason)
+
+
+def test_a_username_typed_at_a_failed_login_is_guarded_in_the_csv(
+        appliance, auditor, tmp_path, pub) -> None:
+    """The actor column holds a failed login's username as typed, before any account
+    vouches for it: a formula typed there must not run in the auditor's spreadsheet."""
+    from appliance.errors import ApplianceError
+    from appliance.services import auth
+    typed = '=hyperlink("http://x","open")'
+    with pytest.raises(ApplianceError):
+        auth.login(appliance, typed, "wrong password")
+    out = tmp_path / "usb"
+    out.mkdir()
+    result = export_trail(appliance, auditor, "csv", out / "a.csv", EventFilter(actor=typed))
+    with open(result.path, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["actor"], r["target_id"]) for r in rows] == [("'" + typed, "'" + typed)]
+    r = verify(result.path, "--key", str(pub))  # the filter is checked on the stored text
+    assert r.returncode == 0, r.stderr
