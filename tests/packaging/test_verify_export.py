@@ -299,3 +299,15 @@ def test_a_username_typed_at_a_failed_login_is_guarded_in_the_csv(
     assert [(r["actor"], r["target_id"]) for r in rows] == [("'" + typed, "'" + typed)]
     r = verify(result.path, "--key", str(pub))  # the filter is checked on the stored text
     assert r.returncode == 0, r.stderr
+
+
+def test_a_csv_cell_longer_than_128_kib_still_verifies(appliance, auditor, tmp_path,
+                                                       pub) -> None:
+    """The CSV holds values whole; the csv module's default field limit is 128 KiB."""
+    from appliance.audit.events import Actor, Event
+    with appliance.transaction():
+        appliance.trail.append(Event("test.big", Actor("bob", "Bob", "it"), "host", "h1",
+                                     details={"log": "x" * 200_000}))
+    result = export_trail(appliance, auditor, "csv", tmp_path / "big.csv")
+    r = verify(result.path, "--key", str(pub))
+    assert r.returncode == 0, r.stderr
