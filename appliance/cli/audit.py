@@ -94,7 +94,11 @@ def _when(option: str, text: str | None) -> str | None:
     except ValueError:
         raise InvalidInput(f"{option} {text!r} is not an ISO 8601 date or time",
                            "e.g. 2026-01-15 or 2026-01-15T09:30:00Z") from None
-    return format_ts(t if t.tzinfo else t.replace(tzinfo=UTC))
+    try:
+        return format_ts(t if t.tzinfo else t.replace(tzinfo=UTC))
+    except OverflowError:  # an offset that moves 0001-01-01 or 9999-12-31 off the calendar
+        raise InvalidInput(f"{option} {text!r} lies outside the years 1 to 9999 in UTC",
+                           "give a time within them") from None
 
 
 def _filter(since, until, actor, action, target_type, target_id):

@@ -445,3 +445,14 @@ def test_writer_errors_on_its_thread_reach_the_caller() -> None:
         w.write(b"x" * 100_000)  # larger than the buffer: written, and refused, at once
         with pytest.raises(OSError, match="No space left"):
             w.finish()
+
+
+@pytest.mark.parametrize("option, when", [("--since", "0001-01-01T00:00+01:00"),
+                                          ("--until", "9999-12-31T23:59-01:00")])
+def test_a_time_whose_utc_falls_off_the_calendar_is_one_line(tmp_path, option, when) -> None:
+    r = run_cli(tmp_path / "no-home", "audit", "events", option, when, "--user", ADMIN,
+                "--password-stdin")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        f"error: {option} {when!r} lies outside the years 1 to 9999 in UTC "
+        "(give a time within them)"]
