@@ -235,3 +235,19 @@ def test_a_manifest_signature_that_is_not_one_is_refused_plainly(appliance, admi
     with pytest.raises(IntegrityError):
         backup.restore_backup(bk, tmp_path / "restored")
     assert not (tmp_path / "restored").exists()
+
+
+def test_a_manifest_nested_too_deeply_to_parse_is_refused_plainly(appliance, admin_session,
+                                                                   tmp_path: Path) -> None:
+    """Read before its signature is checked: a RecursionError must not escape."""
+    bk = backup.create_backup(appliance, admin_session, tmp_path / "bk").path
+    doc = json.loads((bk / MANIFEST).read_text())
+    doc["manifest_text"] = "[" * 100_000 + "]" * 100_000
+    (bk / MANIFEST).write_text(json.dumps(doc))
+    with pytest.raises(IntegrityError, match="unreadable or altered"):
+        backup.verify_backup(bk)
+    (bk / MANIFEST).write_text('{"manifest":' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(IntegrityError, match="unreadable or altered"):
+        backup.restore_backup(bk, tmp_path / "restored")
+    assert not (tmp_path / "restored").exists()
+    assert not (tmp_path / "restored.restoring").exists()
