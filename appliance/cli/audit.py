@@ -43,13 +43,14 @@ def verify(
     lines = [f"{'OK' if report.ok else 'FAILED'}: {report.events_checked} events checked "
              f"({report.mode}), {report.checkpoints_checked} checkpoints, "
              f"head {report.head_seq} {report.head_hash[:16]}"]
-    lines += [f"  {f.kind} at {f.seq}: {f.message}" for f in report.findings]
+    lines += [f"  {f.kind}{'' if f.seq is None else f' at {f.seq}'}: {f.message}"
+              for f in report.findings]
     lines += [f"  warning: {w.message}" for w in report.warnings]
     emit(report.to_dict(), as_json, "\n".join(lines))
     if not report.ok:
-        first = report.findings[0]
-        raise IntegrityError(f"audit trail verification failed: {first.kind} at "
-                             f"{report.first_bad_seq}")
+        seq, first = report.first_bad_seq, report.first_finding
+        raise IntegrityError("audit trail verification failed: "
+                             f"{first.kind}{'' if seq is None else f' at {seq}'}")
 
 
 @app.command("anchor")

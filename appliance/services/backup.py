@@ -204,7 +204,7 @@ def restore_backup(backup: Path, home: Path,
         report = verify_backup(tmp, expect_fingerprint, shown=backup)
         if not report.ok:
             raise IntegrityError(
-                f"backup {backup} does not verify: {report.trail.findings[0].message}")
+                f"backup {backup} does not verify: {report.trail.first_finding.message}")
         (tmp / ANCHOR).unlink()
         (tmp / backup_manifest.MANIFEST).unlink()
         app = Appliance.open(tmp)

@@ -657,3 +657,26 @@ def test_a_value_nested_too_deeply_to_parse_is_a_finding(trail_home: Path, table
     conn.close()
     report = _verify(trail_home)
     assert expected in {(f.kind, f.seq) for f in report.findings}
+
+
+def test_cli_verify_names_the_kind_found_at_the_first_bad_event(trail_home: Path) -> None:
+    """Findings without a place (a removed trigger) are listed first: the error line must
+    still pair the first bad sequence number with what was found there."""
+    import os
+    import subprocess
+    import sys
+    conn = _raw(trail_home)
+    seq = _seq_of(conn, "payload-0013")
+    conn.execute("DROP TRIGGER audit_events_no_update")
+    conn.execute("UPDATE audit_events SET body = replace(body, 'payload-0013', "
+                 "'payload-9913') WHERE seq = ?", (seq,))
+    conn.close()
+    r = subprocess.run([sys.executable, "-m", "appliance", "audit", "verify", "-u", ADMIN,
+                        "--password-stdin"], input=PASSWORD + "\n",
+                       capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, APPLIANCE_HOME=str(trail_home)))
+    assert r.returncode == 7
+    assert "  trigger-missing: protective trigger audit_events_no_update" in r.stdout
+    assert r.stderr.strip().splitlines() == [
+        f"error: audit trail verification failed: edited at {seq} "
+        "(run `appliance audit verify` and report to the security officer)"]
