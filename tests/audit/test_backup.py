@@ -251,3 +251,19 @@ def test_a_manifest_nested_too_deeply_to_parse_is_refused_plainly(appliance, adm
         backup.restore_backup(bk, tmp_path / "restored")
     assert not (tmp_path / "restored").exists()
     assert not (tmp_path / "restored.restoring").exists()
+
+
+def test_a_copy_that_fails_for_many_files_is_one_short_line(appliance, admin_session,
+                                                            tmp_path: Path) -> None:
+    """copytree reports every file it could not copy (a full disk: all of them) in one
+    exception; the refusal names the first, and nothing is left behind."""
+    import os
+    bk = backup.create_backup(appliance, admin_session, tmp_path / "bk").path
+    for name in ("pipe-a", "pipe-b", "pipe-c"):
+        os.mkfifo(bk / name)
+    with pytest.raises(ApplianceError) as caught:
+        backup.restore_backup(bk, tmp_path / "restored")
+    message = caught.value.message
+    assert "is a named pipe" in message and "pipe-b" not in message and "[(" not in message
+    assert not (tmp_path / "restored").exists()
+    assert not (tmp_path / "restored.restoring").exists()
