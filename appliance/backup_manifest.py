@@ -90,7 +90,7 @@ def _read(path: Path, shown: Path) -> tuple[dict[str, Any], str, str]:
                 or not isinstance(body.get("files"), dict)
                 or not all(isinstance(v, str) for v in body["files"].values())):
             raise ValueError("not a backup manifest")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise IntegrityError(f"the manifest of backup {shown} is unreadable or altered ({exc})",
                              REFUSED) from exc
     return body, text, signature

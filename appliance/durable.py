@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -37,11 +38,14 @@ def write_atomic(path: Path, data: bytes) -> None:
 class StagedFile:
     """A file written under a temporary name beside `path`, renamed into place only on
     commit: the caller decides when (an export or an anchor renames once the event that
-    records it has committed). The writer flushes and fsyncs what it writes."""
+    records it has committed). The writer flushes and fsyncs what it writes. With
+    `overwrite=False` the commit never replaces a file that appeared at `path` meanwhile
+    (another export to the same name): it fails with FileExistsError instead."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, overwrite: bool = True) -> None:
         self.path = path
         self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        self.overwrite = overwrite
         self.created = False
         self.committed = False
 
@@ -51,9 +55,29 @@ class StagedFile:
         return f
 
     def commit(self) -> None:
-        os.replace(self.tmp, self.path)
-        self.committed = True
+        if self.overwrite:
+            os.replace(self.tmp, self.path)
+            self.committed = True
+        else:
+            self._commit_new()
         fsync_dir(self.path.parent)
+
+    def _commit_new(self) -> None:
+        """A hard link puts the file in place only if the name is free; on media without
+        hard links (FAT) a check just before the rename narrows the window instead."""
+        try:
+            os.link(self.tmp, self.path)
+        except FileExistsError:
+            raise
+        except OSError:
+            if os.path.lexists(self.path):
+                raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST),
+                                      str(self.path)) from None
+            os.replace(self.tmp, self.path)
+            self.committed = True
+            return
+        self.committed = True
+        self.tmp.unlink(missing_ok=True)
 
     def discard(self) -> None:
         """Remove what this writer created, and nothing else."""

@@ -178,7 +178,7 @@ def read_anchor(path: Path) -> Anchor:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
         anchor = Anchor(doc["checkpoint"], doc["checkpoint_text"], doc["signature"],
                         doc["public_key_pem"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise InvalidInput(f"cannot read anchor {path}: {exc}", hint) from exc
     body = anchor.body
     if (doc.get("format") != ANCHOR_FORMAT or not isinstance(body, dict)
@@ -202,5 +202,5 @@ def read_anchor(path: Path) -> Anchor:
 def _json_or_none(text: str) -> Any:
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deeply to parse
         return None

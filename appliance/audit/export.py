@@ -93,7 +93,9 @@ HAS_NUL = "instr(body, '\\u0000') > 0"
 # apostrophe already: the rule reverses exactly (verify-audit-export undoes it), and the
 # JSON Lines export keeps the text as stored. JSON, hex and times never start a formula.
 FORMULA_START = "=+-@\t\r'"
-GUARDED = ("actor_name", "terminal", "target_type", "target_id", "reason", "signature")
+# `actor` too: a failed login records the username as typed, before any account checks it.
+GUARDED = ("actor", "actor_name", "terminal", "target_type", "target_id", "reason",
+           "signature")
 # Every guarded cell begins with a string value of the body, so a row holds one to guard
 # only if its body has `:"` before such a character (tab and return are JSON-escaped):
 # those rare rows come back NULL and are formatted in Python too (one GLOB: about 7 %).

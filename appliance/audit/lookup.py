@@ -127,6 +127,24 @@ _MISMATCH, _MISMATCH_CAREFULLY = (
     for differs in (_DIFFERS, _CAREFULLY))
 
 
+# SQLite's JSON functions stop at an escaped NUL (\u0000) inside a string: the lookup, filled
+# through audit_view, holds the text before it, while the multi-path json_extract above
+# encodes the whole string. Such a row differs only there, so a row _DIFFERS flags counts
+# as a mismatch only if it also differs from what audit_view gives (column by column).
+_AGREES_WITH_VIEW = (
+    "SELECT l.ts IS v.ts AND l.actor IS v.actor AND l.action IS v.action AND "
+    "l.target_type IS v.target_type AND l.target_id IS v.target_id "
+    "FROM audit_lookup l JOIN audit_view v ON v.seq = l.seq WHERE l.seq = ?")
+
+
+def _agrees_with_view(conn: sqlite3.Connection, seq: int) -> bool:
+    try:
+        row = conn.execute(_AGREES_WITH_VIEW, (seq,)).fetchone()
+    except sqlite3.OperationalError:  # a body that is not JSON text
+        return False
+    return row is not None and row[0] == 1
+
+
 def first_mismatch(conn: sqlite3.Connection, start: int = 1, stop: int | None = None
                    ) -> int | None:
     """The first lookup row in start <= seq (< stop) that disagrees with the body it was
@@ -134,12 +152,17 @@ def first_mismatch(conn: sqlite3.Connection, start: int = 1, stop: int | None = 
     skipped (a gap hides it from filtered reads); None when all is well. `audit verify`
     calls this."""
     stop = stop if stop is not None else 2**63 - 1
-    try:
-        row = conn.execute(_MISMATCH, (start, stop)).fetchone()
-    except sqlite3.OperationalError:  # a BLOB or malformed JSON where JSON text belongs
-        row = conn.execute(_MISMATCH_CAREFULLY, (start, stop)).fetchone()
-    if row is not None:
-        return row[0]
+    after = start
+    while True:
+        try:
+            row = conn.execute(_MISMATCH, (after, stop)).fetchone()
+        except sqlite3.OperationalError:  # a BLOB or malformed JSON where JSON text belongs
+            row = conn.execute(_MISMATCH_CAREFULLY, (after, stop)).fetchone()
+        if row is None:
+            break
+        if not _agrees_with_view(conn, row[0]):
+            return row[0]
+        after = row[0] + 1  # a value holding NUL, copied as SQLite reads it
     count = conn.execute("SELECT COUNT(*) FROM audit_lookup WHERE seq >= ? AND seq < ?",
                          (start, stop)).fetchone()[0]
     indexed = conn.execute(f"SELECT {_INDEXED_UPTO}").fetchone()[0]

@@ -34,6 +34,13 @@ class VerifyReport:
         seqs = [f.seq for f in self.findings if f.seq is not None]
         return min(seqs) if seqs else None
 
+    @property
+    def first_finding(self) -> Finding:
+        """What was found at the first bad event, for a report that is not ok: findings
+        without a place (a removed trigger) and checkpoints are listed before the events."""
+        seq = self.first_bad_seq
+        return next((f for f in self.findings if f.seq == seq), self.findings[0])
+
     def kinds(self) -> set[str]:
         return {f.kind for f in self.findings}
 

@@ -278,7 +278,7 @@ def _body_seq(data: bytes | None) -> object:
     """The `seq` a stored body claims; None when it is not a JSON object."""
     try:
         obj = json.loads(data) if data is not None else None
-    except ValueError:  # not UTF-8, or not JSON
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested too deeply
         return None
     return obj.get("seq") if isinstance(obj, dict) else None
 

@@ -43,13 +43,14 @@ def verify(
     lines = [f"{'OK' if report.ok else 'FAILED'}: {report.events_checked} events checked "
              f"({report.mode}), {report.checkpoints_checked} checkpoints, "
              f"head {report.head_seq} {report.head_hash[:16]}"]
-    lines += [f"  {f.kind} at {f.seq}: {f.message}" for f in report.findings]
+    lines += [f"  {f.kind}{'' if f.seq is None else f' at {f.seq}'}: {f.message}"
+              for f in report.findings]
     lines += [f"  warning: {w.message}" for w in report.warnings]
     emit(report.to_dict(), as_json, "\n".join(lines))
     if not report.ok:
-        first = report.findings[0]
-        raise IntegrityError(f"audit trail verification failed: {first.kind} at "
-                             f"{report.first_bad_seq}")
+        seq, first = report.first_bad_seq, report.first_finding
+        raise IntegrityError("audit trail verification failed: "
+                             f"{first.kind}{'' if seq is None else f' at {seq}'}")
 
 
 @app.command("anchor")
@@ -96,7 +97,11 @@ def _when(option: str, text: str | None) -> str | None:
     except ValueError:
         raise InvalidInput(f"{option} {text!r} is not an ISO 8601 date or time",
                            "e.g. 2026-01-15 or 2026-01-15T09:30:00Z") from None
-    return format_ts(t if t.tzinfo else t.replace(tzinfo=UTC))
+    try:
+        return format_ts(t if t.tzinfo else t.replace(tzinfo=UTC))
+    except OverflowError:  # an offset that moves 0001-01-01 or 9999-12-31 off the calendar
+        raise InvalidInput(f"{option} {text!r} lies outside the years 1 to 9999 in UTC",
+                           "give a time within them") from None
 
 
 def _filter(since, until, actor, action, target_type, target_id):

@@ -47,9 +47,10 @@ def _report(report, as_json: bool, expected: bool) -> None:
          f"{'OK' if report.ok else 'FAILED'}: {trail.events_checked} events, head "
          f"{trail.head_hash[:16]}; {len(report.files)} files match the manifest signed by "
          f"appliance key {report.key_fingerprint} ({compared})"
-         + "".join(f"\n  {f.kind} at {f.seq}: {f.message}" for f in trail.findings))
+         + "".join(f"\n  {f.kind}{'' if f.seq is None else f' at {f.seq}'}: {f.message}"
+                   for f in trail.findings))
     if not report.ok:
-        raise IntegrityError(f"backup does not verify: {trail.findings[0].kind}")
+        raise IntegrityError(f"backup does not verify: {trail.first_finding.kind}")
 
 
 @app.command("verify")

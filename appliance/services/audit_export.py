@@ -60,7 +60,9 @@ def export_trail(app: Appliance, session: Session, fmt: str, out: Path,
     assert cp is not None  # just written
     hdr = export.ExportHeader(app.appliance_id, fmt, flt, cp, actor, exported_at,
                               app.key.key_id)
-    data, manifest = StagedFile(path), StagedFile(manifest_path)
+    # Never over a file that took the name while this export was written.
+    data = StagedFile(path, overwrite=False)
+    manifest = StagedFile(manifest_path, overwrite=False)
     details = {"format": fmt, "filter": asdict(flt), "path": str(path)}
     # A separate connection: the console may use app.conn from another thread meanwhile.
     reader = db.connect(app.layout.db)

@@ -204,7 +204,7 @@ def restore_backup(backup: Path, home: Path,
         report = verify_backup(tmp, expect_fingerprint, shown=backup)
         if not report.ok:
             raise IntegrityError(
-                f"backup {backup} does not verify: {report.trail.findings[0].message}")
+                f"backup {backup} does not verify: {report.trail.first_finding.message}")
         (tmp / ANCHOR).unlink()
         (tmp / backup_manifest.MANIFEST).unlink()
         app = Appliance.open(tmp)
@@ -222,9 +222,18 @@ def restore_backup(backup: Path, home: Path,
         os.replace(tmp, root)  # onto an empty directory too; a non-empty one fails whole
         fsync_dir(root.parent)
     except OSError as exc:
-        raise ApplianceError(f"could not restore into {root}: {exc.strerror or exc}",
+        raise ApplianceError(f"could not restore into {root}: {_why(exc)}",
                              "check that its disk is writable and not full; nothing was "
                              "restored") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return report
+
+
+def _why(exc: OSError) -> str:
+    """One line for a failed copy: copytree's shutil.Error lists every file that failed
+    (on a full disk, all of them), so only the first is told."""
+    errors = exc.args[0] if isinstance(exc, shutil.Error) and exc.args else None
+    if isinstance(errors, list) and errors and len(errors[0]) == 3:
+        return str(errors[0][2])
+    return exc.strerror or str(exc)

@@ -235,3 +235,35 @@ def test_a_manifest_signature_that_is_not_one_is_refused_plainly(appliance, admi
     with pytest.raises(IntegrityError):
         backup.restore_backup(bk, tmp_path / "restored")
     assert not (tmp_path / "restored").exists()
+
+
+def test_a_manifest_nested_too_deeply_to_parse_is_refused_plainly(appliance, admin_session,
+                                                                   tmp_path: Path) -> None:
+    """Read before its signature is checked: a RecursionError must not escape."""
+    bk = backup.create_backup(appliance, admin_session, tmp_path / "bk").path
+    doc = json.loads((bk / MANIFEST).read_text())
+    doc["manifest_text"] = "[" * 100_000 + "]" * 100_000
+    (bk / MANIFEST).write_text(json.dumps(doc))
+    with pytest.raises(IntegrityError, match="unreadable or altered"):
+        backup.verify_backup(bk)
+    (bk / MANIFEST).write_text('{"manifest":' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(IntegrityError, match="unreadable or altered"):
+        backup.restore_backup(bk, tmp_path / "restored")
+    assert not (tmp_path / "restored").exists()
+    assert not (tmp_path / "restored.restoring").exists()
+
+
+def test_a_copy_that_fails_for_many_files_is_one_short_line(appliance, admin_session,
+                                                            tmp_path: Path) -> None:
+    """copytree reports every file it could not copy (a full disk: all of them) in one
+    exception; the refusal names the first, and nothing is left behind."""
+    import os
+    bk = backup.create_backup(appliance, admin_session, tmp_path / "bk").path
+    for name in ("pipe-a", "pipe-b", "pipe-c"):
+        os.mkfifo(bk / name)
+    with pytest.raises(ApplianceError) as caught:
+        backup.restore_backup(bk, tmp_path / "restored")
+    message = caught.value.message
+    assert "is a named pipe" in message and "pipe-b" not in message and "[(" not in message
+    assert not (tmp_path / "restored").exists()
+    assert not (tmp_path / "restored.restoring").exists()

@@ -310,7 +310,7 @@ def test_an_export_that_cannot_be_put_in_place_is_a_recorded_failure(trail, audi
     events = [json.loads(b) for (b,) in trail.conn.execute(
         "SELECT body FROM audit_view WHERE action = 'audit.export' ORDER BY seq")]
     assert [e["outcome"] for e in events] == ["success", "failure"]
-    assert "Is a directory" in events[1]["details"]["error"]
+    assert "File exists" in events[1]["details"]["error"]
     assert [p.name for p in out.iterdir()] == ["x.csv"] and target.is_dir()
 
 
@@ -445,3 +445,37 @@ def test_writer_errors_on_its_thread_reach_the_caller() -> None:
         w.write(b"x" * 100_000)  # larger than the buffer: written, and refused, at once
         with pytest.raises(OSError, match="No space left"):
             w.finish()
+
+
+@pytest.mark.parametrize("option, when", [("--since", "0001-01-01T00:00+01:00"),
+                                          ("--until", "9999-12-31T23:59-01:00")])
+def test_a_time_whose_utc_falls_off_the_calendar_is_one_line(tmp_path, option, when) -> None:
+    r = run_cli(tmp_path / "no-home", "audit", "events", option, when, "--user", ADMIN,
+                "--password-stdin")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        f"error: {option} {when!r} lies outside the years 1 to 9999 in UTC "
+        "(give a time within them)"]
+
+
+def test_a_file_that_takes_the_name_meanwhile_is_never_overwritten(trail, auditor,
+                                                                   out) -> None:
+    """Another export (or anyone) writes the same name while this one runs: its file
+    stays as it is, and this export is a recorded failure that leaves nothing behind."""
+    target = out / "x.jsonl"
+    with pytest.raises(ApplianceError, match=r"^could not put the export in place at "):
+        export_trail(trail, auditor, "jsonl", target,
+                     progress=lambda done, total: target.write_text("someone else's"))
+    assert target.read_text() == "someone else's"
+    assert [p.name for p in out.iterdir()] == ["x.jsonl"]
+    events = [json.loads(b) for (b,) in trail.conn.execute(
+        "SELECT body FROM audit_view WHERE action = 'audit.export' ORDER BY seq")]
+    assert [e["outcome"] for e in events] == ["success", "failure"]
+    assert "File exists" in events[1]["details"]["error"]
+    # The manifest's name taken instead: the export file put in place is taken back.
+    manifest = out / "y.csv.manifest.json"
+    with pytest.raises(ApplianceError, match=r"^could not put the export in place at "):
+        export_trail(trail, auditor, "csv", out / "y.csv",
+                     progress=lambda done, total: manifest.write_text("someone else's"))
+    assert sorted(p.name for p in out.iterdir()) == ["x.jsonl", "y.csv.manifest.json"]
+    assert manifest.read_text() == "someone else's"

@@ -239,6 +239,29 @@ def test_lookup_rows_of_odd_values_match_their_bodies(appliance: Appliance) -> N
     assert verify_trail(appliance.conn, appliance.key.public).ok
 
 
+def test_a_value_holding_nul_indexed_as_sqlite_reads_it_is_no_finding(
+        appliance: Appliance, admin_session) -> None:
+    """A failed login's typed name, or any target id, may hold NUL; SQLite's JSON functions
+    stop there, so the lookup holds the text before it, as filtered reads compare it. A
+    clean trail holding one must verify, while an edited row beside it is still found."""
+    with appliance.transaction():
+        appliance.trail.append(Event("test.nul", Actor("i\x00ra", "Ira", "it"), "fi\x00le",
+                                     "a\x00b"))
+        for i in range(lookup.BATCH):
+            appliance.trail.append(Event("test.event", ACTORS[0], "file", f"f{i}"))
+    lookup.refresh(appliance.conn)
+    assert lookup.unindexed(appliance.conn) == 0
+    report = audit_service.verify(appliance, admin_session)
+    assert report.ok, report.findings
+    conn = _raw(appliance)
+    conn.execute("DROP TRIGGER audit_lookup_no_update")
+    conn.execute("UPDATE audit_lookup SET target_id = 'f0' WHERE seq = (SELECT MAX(seq) "
+                 "FROM audit_lookup)")
+    conn.close()
+    head = appliance.conn.execute("SELECT MAX(seq) FROM audit_lookup").fetchone()[0]
+    assert lookup.first_mismatch(appliance.conn) == head
+
+
 def test_an_appliance_from_before_the_lookup_migrates_in_place(
         tmp_path, clock, monkeypatch: pytest.MonkeyPatch) -> None:
     """The migration drops the generated columns and their indexes without rewriting a row

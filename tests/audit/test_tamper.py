@@ -529,8 +529,9 @@ def _write_anchor_doc(anchor: Path, resign: bool = False, **changes) -> None:
     {"checkpoint": [], "checkpoint_text": "[]", "resign": True},
     {"checkpoint": {"tree_size": "3", "head_hash": "00"},
      "checkpoint_text": '{"head_hash":"00","tree_size":"3"}', "resign": True},
+    {"checkpoint_text": "[" * 100_000 + "]" * 100_000},
 ], ids=["garbage-key", "int-key", "int-text", "null-signature", "signed-empty-checkpoint",
-        "signed-list-checkpoint", "signed-text-size"])
+        "signed-list-checkpoint", "signed-text-size", "text-nested-too-deeply"])
 def test_a_malformed_anchor_is_invalid_input(trail_home: Path, tmp_path: Path,
                                              changes: dict) -> None:
     from appliance.errors import InvalidInput
@@ -626,3 +627,56 @@ def test_a_damaged_head_refuses_every_append_in_one_line(trail_home: Path, chang
         assert app.conn.execute("SELECT max(seq) FROM audit_events").fetchone()[0] == head
     finally:
         app.close()
+
+
+def test_an_anchor_file_nested_too_deeply_is_invalid_input(tmp_path: Path) -> None:
+    from appliance.errors import InvalidInput
+    anchor = tmp_path / "deep.json"
+    anchor.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(InvalidInput, match="cannot read anchor"):
+        read_anchor(anchor)
+
+
+@pytest.mark.parametrize("table", ["audit_events", "audit_checkpoints"])
+def test_a_value_nested_too_deeply_to_parse_is_a_finding(trail_home: Path, table: str) -> None:
+    """JSON nested 100,000 deep makes Python's parser raise RecursionError: an edit like
+    that is a finding at its place, never a crash of verify."""
+    deep = "[" * 100_000 + "]" * 100_000
+    conn = _raw(trail_home)
+    saved = _drop_triggers(conn)
+    if table == "audit_events":
+        seq = _seq_of(conn, "payload-0013")
+        conn.execute("UPDATE audit_events SET body = ? WHERE seq = ?", (deep, seq))
+        expected = ("edited", seq)
+    else:
+        cid, size = conn.execute("SELECT max(id), max(tree_size) FROM audit_checkpoints"
+                                 ).fetchone()
+        conn.execute("UPDATE audit_checkpoints SET body = ? WHERE id = ?", (deep, cid))
+        expected = ("checkpoint-signature", size)
+    _restore_triggers(conn, saved)
+    conn.close()
+    report = _verify(trail_home)
+    assert expected in {(f.kind, f.seq) for f in report.findings}
+
+
+def test_cli_verify_names_the_kind_found_at_the_first_bad_event(trail_home: Path) -> None:
+    """Findings without a place (a removed trigger) are listed first: the error line must
+    still pair the first bad sequence number with what was found there."""
+    import os
+    import subprocess
+    import sys
+    conn = _raw(trail_home)
+    seq = _seq_of(conn, "payload-0013")
+    conn.execute("DROP TRIGGER audit_events_no_update")
+    conn.execute("UPDATE audit_events SET body = replace(body, 'payload-0013', "
+                 "'payload-9913') WHERE seq = ?", (seq,))
+    conn.close()
+    r = subprocess.run([sys.executable, "-m", "appliance", "audit", "verify", "-u", ADMIN,
+                        "--password-stdin"], input=PASSWORD + "\n",
+                       capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, APPLIANCE_HOME=str(trail_home)))
+    assert r.returncode == 7
+    assert "  trigger-missing: protective trigger audit_events_no_update" in r.stdout
+    assert r.stderr.strip().splitlines() == [
+        f"error: audit trail verification failed: edited at {seq} "
+        "(run `appliance audit verify` and report to the security officer)"]

@@ -280,3 +280,89 @@ def test_malformed_parts_of_a_signed_manifest_fail_in_one_line(
     path, manifest = copy(exports["csv"], tmp_path / "p")
     resign(manifest, appliance.key, **changes)
     assert failed(verify(path, "--key", str(pub)), reason)
+
+
+def test_a_username_typed_at_a_failed_login_is_guarded_in_the_csv(
+        appliance, auditor, tmp_path, pub) -> None:
+    """The actor column holds a failed login's username as typed, before any account
+    vouches for it: a formula typed there must not run in the auditor's spreadsheet."""
+    from appliance.errors import ApplianceError
+    from appliance.services import auth
+    typed = '=hyperlink("http://x","open")'
+    with pytest.raises(ApplianceError):
+        auth.login(appliance, typed, "wrong password")
+    out = tmp_path / "usb"
+    out.mkdir()
+    result = export_trail(appliance, auditor, "csv", out / "a.csv", EventFilter(actor=typed))
+    with open(result.path, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["actor"], r["target_id"]) for r in rows] == [("'" + typed, "'" + typed)]
+    r = verify(result.path, "--key", str(pub))  # the filter is checked on the stored text
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_csv_cell_longer_than_128_kib_still_verifies(appliance, auditor, tmp_path,
+                                                       pub) -> None:
+    """The CSV holds values whole; the csv module's default field limit is 128 KiB."""
+    from appliance.audit.events import Actor, Event
+    with appliance.transaction():
+        appliance.trail.append(Event("test.big", Actor("bob", "Bob", "it"), "host", "h1",
+                                     details={"log": "x" * 200_000}))
+    result = export_trail(appliance, auditor, "csv", tmp_path / "big.csv")
+    r = verify(result.path, "--key", str(pub))
+    assert r.returncode == 0, r.stderr
+
+
+def _resign_checkpoint(manifest: Path, key: SigningKey, **changes) -> dict:
+    cp = json.loads(manifest.read_text())["manifest"]["checkpoint"]
+    cp["body"].update(changes)
+    cp["text"] = json.dumps(cp["body"], separators=(",", ":"), sort_keys=True)
+    cp["signature"] = key.sign(cp["text"].encode())
+    return cp
+
+
+@pytest.mark.parametrize("fmt, changes, reason", [
+    ("pdf", {"count": "x"}, "count is not a whole number"),
+    ("jsonl", {"range__first_seq": True}, "range first_seq is not a sequence number"),
+    ("csv", {"chain__head_hash": 7}, "chain head is not"),
+    ("csv", {"export__size": 1.5}, "export format, SHA-256 or size is malformed"),
+    ("jsonl", {"chain__head_seq": float("inf")}, "chain head is not"),
+], ids=["pdf-text-count", "bool-first-seq", "int-head-hash", "float-size", "inf-head-seq"])
+def test_fields_of_the_wrong_type_in_a_signed_manifest_are_refused(
+        exports, appliance, pub, tmp_path, fmt, changes, reason) -> None:
+    """The appliance writes whole numbers and hex digests: anything else is a malformed
+    manifest, refused in one line, never accepted (JSON true == 1 in Python) or a
+    traceback (int(Infinity))."""
+    path, manifest = copy(exports[fmt], tmp_path / "w")
+    if "chain__head_seq" in changes:  # the checkpoint states the same head
+        changes["checkpoint"] = _resign_checkpoint(manifest, appliance.key,
+                                                   tree_size=changes["chain__head_seq"])
+    doc = json.loads(manifest.read_text())
+    for dotted, value in changes.items():
+        *parents, leaf = dotted.split("__")
+        target = doc["manifest"]
+        for p in parents:
+            target = target[p]
+        target[leaf] = value
+    text = json.dumps(doc["manifest"], separators=(",", ":"), sort_keys=True)  # Infinity too
+    doc.update(manifest=json.loads(text), manifest_text=text,
+               signature=appliance.key.sign(text.encode()))
+    manifest.write_text(json.dumps(doc))
+    assert failed(verify(path, "--key", str(pub)), reason)
+
+
+def test_huge_deep_or_unreadable_inputs_are_one_line(exports, pub, tmp_path) -> None:
+    path, manifest = copy(exports["jsonl"], tmp_path / "h")
+    manifest.write_text('{"format":' + "[" * 100_000 + "]" * 100_000 + "}")
+    assert failed(verify(path, "--key", str(pub)), "nested too deeply")
+    doc = json.loads(exports["jsonl"].manifest_path.read_text())
+    doc["manifest_text"] = "[" * 100_000 + "]" * 100_000
+    manifest.write_text(json.dumps(doc))
+    assert failed(verify(path, "--key", str(pub)), "signed text is not JSON")
+    with open(manifest, "wb") as f:  # read no further than a manifest can be long
+        f.truncate(17 << 20)
+    assert failed(verify(path, "--key", str(pub)), "larger than any audit export manifest")
+    if Path("/proc/self/mem").is_file():  # a regular file whose read fails
+        r = verify(exports["jsonl"].path, "--key", "/proc/self/mem")
+        assert r.returncode == 2 and r.stderr.startswith("error: cannot read trusted key")
+        assert len(r.stderr.strip().splitlines()) == 1

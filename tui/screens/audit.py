@@ -47,8 +47,9 @@ def verify_text(report: VerifyReport) -> tuple[str, str]:
         return (f"Chain OK: {report.events_checked:,} events and "
                 f"{report.checkpoints_checked} checkpoint(s) verified, head seq "
                 f"{report.head_seq:,}", "ok")
-    first = report.findings[0]
-    return (f"Chain FAILED at seq {report.first_bad_seq}: "
+    first = report.first_finding
+    where = "" if report.first_bad_seq is None else f" at seq {report.first_bad_seq}"
+    return (f"Chain FAILED{where}: "
             f"{', '.join(sorted(report.kinds()))} ({first.message})", "error")
 
 
