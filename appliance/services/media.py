@@ -102,7 +102,8 @@ def check_clock(app: Appliance) -> None:
                             "set the system clock correctly; nothing was imported")
 
 
-def _verify(app: Appliance, path: Path) -> tuple[Any, VerifiedBundle]:
+def _verify(app: Appliance, path: Path) -> tuple[Any, VerifiedBundle, trust.TrustState]:
+    """The media opened and verified, and the trusted metadata it was verified against."""
     check_clock(app)
     state = trust.current(app.conn)
     if state is None:
@@ -114,7 +115,7 @@ def _verify(app: Appliance, path: Path) -> tuple[Any, VerifiedBundle]:
     if clash is not None:
         raise BundleRefused(f"{clash} is already trusted with other content",
                             "the publisher must raise the version")
-    return media, bundle
+    return media, bundle, state
 
 
 def _status(app: Appliance, bundle: VerifiedBundle) -> tuple[str, int | None]:
@@ -154,7 +155,7 @@ def scan(app: Appliance, session: Session, paths: list[Path] | None = None,
     entries = []
     for path in candidates:
         try:
-            _, bundle = _verify(app, path)
+            _, bundle, _ = _verify(app, path)
         except BundleRefused as exc:
             if isinstance(exc, StaleMetadata):
                 entries.append(_older_entry(app, path, exc.message))
@@ -208,7 +209,7 @@ def import_bundle(app: Appliance, session: Session, path: Path,
     bundle: VerifiedBundle | None = None
     with ExitStack() as stack:
         try:
-            media, bundle = _verify(app, path)
+            media, bundle, verified_against = _verify(app, path)
             status, installed = _status(app, bundle)
             d = bundle.description
             if status == "older":
@@ -221,6 +222,14 @@ def import_bundle(app: Appliance, session: Session, path: Path,
                                     "imported")
             store = ContentStore(app.layout.store)
             held = stack.enter_context(store.lock())
+            # Imports change trust only under this lock, so what is trusted now stays so
+            # until this one commits. If another import committed while this one verified
+            # (release 3 while this is release 2), the verdict is stale: recording it would
+            # take the appliance back to older metadata.
+            if trust.current(app.conn) != verified_against:
+                raise BundleRefused("the trusted metadata changed while this import was "
+                                    "verifying (another import finished first)",
+                                    "import again; it is verified against the new trust")
             fresh = [w.sha256 for w in bundle.wanted() if not store.has(w.sha256)]
             try:
                 ingest = store.ingest(media, bundle.wanted(), progress, held)

@@ -770,3 +770,45 @@ def _signed_digests(media: Path) -> set[str]:
         payload = base64.b64decode(json.loads(sig.read_bytes())["dsseEnvelope"]["payload"])
         out |= {f.sha256 for f in parse_statement(PAYLOAD_TYPE, payload, "x").files}
     return out
+
+
+def test_older_release_verified_while_a_newer_one_imports_is_refused(env: Env,
+                                                                      monkeypatch) -> None:
+    """Two imports at once: release 2 verified against release 1's trust while release 3
+    was being imported by another process. Release 3 commits first; release 2 must not
+    then be recorded (a rollback the verification would have refused), and nothing of it
+    is kept."""
+    env.imported(env.v1)
+    v2 = env.release("usb2")
+    v3 = env.release("usb3", adapter="tiny-adapter-3")
+    other = Appliance.open(env.app.layout.root, clock=env.app.clock)
+    take_lock = ContentStore.lock
+
+    def lock_after_the_other_import(store: ContentStore):
+        # Between release 2's verification and its store lock, release 3 is imported whole
+        # through another connection (another `appliance media import`).
+        monkeypatch.setattr(ContentStore, "lock", take_lock)
+        media_service.import_bundle(other, env.it, v3)
+        return take_lock(store)
+
+    monkeypatch.setattr(ContentStore, "lock", lock_after_the_other_import)
+    try:
+        with pytest.raises(BundleRefused) as err:
+            media_service.import_bundle(env.app, env.it, v2)
+    finally:
+        other.close()
+    assert "trusted metadata changed while this import was verifying" in err.value.message
+    assert "\n" not in str(err.value) and err.value.exit_code == 8
+    before = Snapshot.take(env.app)
+    assert env.app.conn.execute("SELECT version FROM bundles ORDER BY id").fetchall() == [
+        (1,), (3,)]
+    assert dict(env.app.conn.execute("SELECT role, MAX(version) FROM trust_metadata "
+                                     "GROUP BY role"))["targets"] == 3
+    event = json.loads(env.app.conn.execute(
+        "SELECT body FROM audit_view WHERE action = 'media.import' ORDER BY seq DESC LIMIT 1"
+    ).fetchone()[0])
+    assert event["outcome"] == "failure" and event["target"]["id"] == "demo-clinical@2"
+    # Imported again, release 2 is now judged against release 3's trust: a rollback.
+    with pytest.raises(BundleRefused, match="rollback|older|not newer"):
+        media_service.import_bundle(env.app, env.it, v2)
+    assert Snapshot.take(env.app) == before
