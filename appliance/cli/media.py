@@ -107,8 +107,8 @@ def import_(
          f"{shown(result.name)} v{result.version} by {shown(result.publisher)}: {what}\n"
          f"  digest {result.digest}\n"
          f"  copied {_size(result.copied_bytes)} ({result.files_copied} files), "
-         f"already present {_size(result.skipped_bytes)} ({result.files_skipped} files), "
-         f"{result.seconds:.1f} s")
+         f"already present {_size(result.skipped_bytes)} ({result.files_skipped} files"
+         f"{media.skipped_note(result)}), {result.seconds:.1f} s")
 
 
 @app.command("list")

@@ -812,3 +812,35 @@ def test_older_release_verified_while_a_newer_one_imports_is_refused(env: Env,
     with pytest.raises(BundleRefused, match="rollback|older|not newer"):
         media_service.import_bundle(env.app, env.it, v2)
     assert Snapshot.take(env.app) == before
+
+
+def test_tampered_copy_of_an_imported_bundle_is_reported(env: Env) -> None:
+    """A copy of an imported bundle with one payload byte changed (same size, so its file
+    list passes): importing it again reads the media's copies instead of answering
+    "already imported", refuses it in one line, and records the failure; the imported
+    bundle and its stored objects are untouched."""
+    env.imported(env.v1)
+    m = env.copy("m")
+    p = m / BASE_FILE
+    data = bytearray(p.read_bytes())
+    data[100] ^= 0x01
+    p.write_bytes(bytes(data))
+    before = Snapshot.take(env.app)
+    with pytest.raises(BundleRefused) as err:
+        media_service.import_bundle(env.app, env.it, m)
+    assert "\n" not in str(err.value) and err.value.exit_code == 8
+    assert "model.safetensors" in err.value.message and "does not match" in err.value.message
+    assert "media's copy is damaged or altered" in err.value.hint
+    assert Snapshot.take(env.app) == before
+    event = json.loads(env.app.conn.execute(
+        "SELECT body FROM audit_view WHERE action = 'media.import' ORDER BY seq DESC LIMIT 1"
+    ).fetchone()[0])
+    assert event["outcome"] == "failure" and "model.safetensors" in event["reason"]
+    assert event["target"]["id"] == "demo-clinical@1"
+    store = ContentStore(env.app.layout.store)
+    assert all(store.has(d) for d in _signed_digests(env.v1))
+    # The good media: already imported, every file of it read and checked, none copied.
+    again = media_service.import_bundle(env.app, env.it, env.v1)
+    assert again.already_imported and again.files_copied == 0
+    assert again.files_checked == again.files_skipped > 0
+    assert media_service.skipped_note(again) == ", the media's copies checked"

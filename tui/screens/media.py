@@ -24,7 +24,7 @@ from appliance.bundle.progress import ImportProgress
 from appliance.errors import ApplianceError
 from appliance.identity.session import Session
 from appliance.services import media, store
-from appliance.services.media import ImportResult, ScanEntry
+from appliance.services.media import ImportResult, ScanEntry, skipped_note
 from appliance.services.store import ReclaimResult
 from tui.screens.reclaim import ReclaimDialog, objects
 from tui.widgets.inputs import ConsoleInput, typed_path
@@ -60,7 +60,7 @@ def result_text(r: ImportResult) -> str:
     what = "already imported" if r.already_imported else r.state
     return (f"imported {r.name} v{r.version} by {r.publisher}: {what}; copied "
             f"{human_bytes(r.copied_bytes)} ({r.files_copied} files), already present "
-            f"{human_bytes(r.skipped_bytes)} ({r.files_skipped} files)")
+            f"{human_bytes(r.skipped_bytes)} ({r.files_skipped} files{skipped_note(r)})")
 
 
 class MediaScreen(Screen):
