@@ -30,6 +30,9 @@ MAX_NAME_BYTES = 4096
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK so that a FIFO swapped in after listing cannot hang the open.
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+# Media that cannot be opened any more (a stick pulled mid-import, a file removed) is not a
+# badly signed bundle: what was copied and verified stays, and the next import resumes.
+GONE_HINT = "check the media is still inserted and unchanged, then import again; it resumes"
 
 
 @dataclass(frozen=True)
@@ -173,7 +176,7 @@ class DirectoryMedia(_ListedMedia):
             return os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as e:
             raise BundleRefused(f"{self.label}: cannot open the bundle directory "
-                                f"({e.strerror})") from None
+                                f"({e.strerror})", GONE_HINT) from None
 
     def _walk(self, dir_fd: int, prefix: str, depth: int) -> None:
         if depth > MAX_DEPTH:
@@ -210,7 +213,8 @@ class DirectoryMedia(_ListedMedia):
                 fd = sub
             file_fd = os.open(parts[-1], _FILE_FLAGS, dir_fd=fd)
         except OSError as e:
-            raise BundleRefused(f"{self.label}: cannot open {relpath!r} ({e.strerror})") from None
+            raise BundleRefused(f"{self.label}: cannot open {relpath!r} ({e.strerror})",
+                                GONE_HINT) from None
         finally:
             os.close(fd)
         st = os.fstat(file_fd)
@@ -293,11 +297,12 @@ class TarMedia(_ListedMedia):
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as e:
-            raise BundleRefused(f"{self.label}: cannot open the tar ({e.strerror})") from None
+            raise BundleRefused(f"{self.label}: cannot open the tar ({e.strerror})",
+                                GONE_HINT) from None
         st = os.fstat(fd)
         if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != self._identity:
             os.close(fd)
-            raise BundleRefused(f"{self.label}: the tar changed since it was listed")
+            raise BundleRefused(f"{self.label}: the tar changed since it was listed", GONE_HINT)
         offset = self._offsets[relpath]
         _advise_sequential(fd, offset, size)
         return _MemberReader(fd, offset, size)  # type: ignore[return-value]

@@ -844,3 +844,32 @@ def test_tampered_copy_of_an_imported_bundle_is_reported(env: Env) -> None:
     assert again.already_imported and again.files_copied == 0
     assert again.files_checked == again.files_skipped > 0
     assert media_service.skipped_note(again) == ", the media's copies checked"
+
+
+def test_media_removed_mid_import_says_to_reinsert_and_resumes(env: Env) -> None:
+    """The stick is pulled while the payload is copied (its tree disappears): one line that
+    says to check the media and import again, not that the bundle is badly signed; the
+    failure is recorded, only verified objects stay, and the next import resumes."""
+    m = env.copy("m")
+    pulled: list[bool] = []
+
+    def pull(_progress) -> None:
+        if not pulled:
+            pulled.append(True)
+            shutil.rmtree(m)
+
+    with pytest.raises(BundleRefused) as err:
+        media_service.import_bundle(env.app, env.it, m, pull)
+    assert pulled and "\n" not in str(err.value) and err.value.exit_code == 8
+    assert "cannot open" in err.value.message
+    assert "media is still inserted" in err.value.hint and "signed" not in err.value.hint
+    event = json.loads(env.app.conn.execute(
+        "SELECT body FROM audit_view WHERE action = 'media.import' ORDER BY seq DESC LIMIT 1"
+    ).fetchone()[0])
+    assert event["outcome"] == "failure" and event["reason"] == err.value.message
+    after = Snapshot.take(env.app)
+    assert after.bundles == [] and after.tmp == []
+    assert set(after.objects) <= _signed_digests(env.v1)
+    shutil.copytree(env.v1, m)
+    result = media_service.import_bundle(env.app, env.it, m)
+    assert result.state == "IMPORTED" and result.files_skipped == len(after.objects)
