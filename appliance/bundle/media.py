@@ -18,6 +18,7 @@ from typing import BinaryIO, Protocol
 
 from appliance.bundle.removable import find_bundles
 from appliance.errors import BundleRefused
+from appliance.text import shown
 
 __all__ = ["MediaFile", "MediaSource", "DirectoryMedia", "TarMedia", "open_media",
            "find_bundles"]
@@ -163,7 +164,9 @@ class DirectoryMedia(_ListedMedia):
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self.label = str(self.root)
+        # The path names the media in every refusal: a mount point or directory name can
+        # carry any character (a volume label is the stick maker's), so it is escaped.
+        self.label = shown(str(self.root))
         self._listing = _Listing(self.label)
         fd = self._open_root()
         try:
@@ -254,7 +257,7 @@ class TarMedia(_ListedMedia):
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.label = str(self.path)
+        self.label = shown(str(self.path))
         self._listing = _Listing(self.label)
         self._offsets: dict[str, int] = {}
         try:
@@ -262,13 +265,14 @@ class TarMedia(_ListedMedia):
             with tarfile.open(self.path, mode="r:") as tar:
                 self._scan(tar, st.st_size)
         except (tarfile.TarError, EOFError) as e:
-            raise BundleRefused(f"{self.label}: not a readable uncompressed tar ({e})") from None
+            raise BundleRefused(f"{self.label}: not a readable uncompressed tar "
+                                f"({shown(str(e))})") from None
         except OSError as e:
             raise BundleRefused(f"{self.label}: cannot read the tar ({e.strerror})") from None
         self._identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
     def _scan(self, tar: tarfile.TarFile, tar_size: int) -> None:
-        for member in _members(tar):
+        for member in _members(tar, self.label):
             if member.isdir() and member.name == ".":
                 continue  # `tar -C DIR .` names the bundle root itself
             rel = check_relpath(self.label, member.name)
@@ -308,12 +312,12 @@ class TarMedia(_ListedMedia):
         return _MemberReader(fd, offset, size)  # type: ignore[return-value]
 
 
-def _members(tar: tarfile.TarFile) -> Iterable[tarfile.TarInfo]:
+def _members(tar: tarfile.TarFile, label: str) -> Iterable[tarfile.TarInfo]:
     count = 0
     while (member := tar.next()) is not None:
         count += 1
         if count > MAX_FILES:
-            raise BundleRefused(f"{tar.name}: more than {MAX_FILES} entries")
+            raise BundleRefused(f"{label}: more than {MAX_FILES} entries")
         # Drop the member list tarfile keeps, so a long listing costs no memory.
         tar.members.clear()
         yield member
@@ -344,10 +348,10 @@ def open_media(path: Path) -> MediaSource:
     try:
         st = os.stat(path)
     except OSError as e:
-        raise BundleRefused(f"{path}: cannot open the media ({e.strerror})",
+        raise BundleRefused(f"{shown(str(path))}: cannot open the media ({e.strerror})",
                             "check the path and that the media is mounted") from None
     if stat.S_ISDIR(st.st_mode):
         return DirectoryMedia(path)
     if stat.S_ISREG(st.st_mode):
         return TarMedia(path)
-    raise BundleRefused(f"{path}: neither a bundle directory nor a tar file")
+    raise BundleRefused(f"{shown(str(path))}: neither a bundle directory nor a tar file")

@@ -15,6 +15,7 @@ import json
 import shutil
 import tarfile
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -873,3 +874,36 @@ def test_media_removed_mid_import_says_to_reinsert_and_resumes(env: Env) -> None
     shutil.copytree(env.v1, m)
     result = media_service.import_bundle(env.app, env.it, m)
     assert result.state == "IMPORTED" and result.files_skipped == len(after.objects)
+
+
+@pytest.mark.parametrize("where", ["dir", "tar", "not-a-tar"])
+def test_media_path_with_control_characters_is_named_escaped(env: Env, where: str) -> None:
+    """The media's path is in every refusal about its files, and a directory name or a
+    mount point (a stick's volume label) can hold a newline or an escape sequence: the
+    refusal stays one line of plain text, the path's characters escaped."""
+    name = "usb\nerror: forged line\x1b[2J"
+    if where == "dir":
+        m = shutil.copytree(env.v1, env.tmp / name)
+    else:
+        m = env.tmp / f"{name}.tar"
+        if where == "tar":
+            _tar(env.v1, m)
+        else:
+            m.write_bytes(b"not a tar" * 200)
+    # One payload byte changed: refused by the copy, whose message names the media.
+    if where != "not-a-tar":
+        with tarfile.open(m) if where == "tar" else nullcontext() as t:
+            at = t.getmember(BASE_FILE).offset_data if t else 100
+        p = m if where == "tar" else m / BASE_FILE
+        data = bytearray(p.read_bytes())
+        data[at] ^= 0x01
+        p.write_bytes(bytes(data))
+    with pytest.raises(BundleRefused) as err:
+        media_service.import_bundle(env.app, env.it, m)
+    message = err.value.message
+    assert "\n" not in message and "\x1b" not in message
+    assert "usb\\nerror: forged line\\x1b[2J" in message
+    event = json.loads(env.app.conn.execute(
+        "SELECT body FROM audit_view WHERE action = 'media.import' ORDER BY seq DESC LIMIT 1"
+    ).fetchone()[0])
+    assert event["outcome"] == "failure" and event["reason"] == message
