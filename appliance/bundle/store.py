@@ -55,8 +55,6 @@ class IngestResult:
     files_copied: int
     files_skipped: int
     seconds: float
-    checked_bytes: int = 0   # of the skipped: read from the media and hashed, not copied
-    files_checked: int = 0
 
 
 class StoreBusy(ApplianceError):
@@ -143,11 +141,9 @@ class ContentStore:
 
     def ingest(self, media: MediaSource, files: list[WantedFile],
                progress: Callable[[ImportProgress], None] | None = None,
-               held: StoreLock | None = None, check_present: bool = False) -> IngestResult:
+               held: StoreLock | None = None) -> IngestResult:
         """Copy every wanted file not yet present, verifying each against its digest and size.
         `held`: the caller's lock, already taken (else the copy takes it for itself).
-        A file already present is skipped unread, unless `check_present`: then the media's
-        copy is read and hashed (never written), so a bad copy is refused all the same.
 
         Raises BundleRefused at the first mismatch, truncation, read error or full disk, after
         removing every temporary file of this run; objects already completed stay (they are
@@ -169,32 +165,24 @@ class ContentStore:
                 self._check_space(media, todo)
             except OSError as e:
                 raise _store_error(e, f"content store {self.root}", _STORE_HINT) from None
-            copying = {w.sha256 for w in todo}
-            check = [w for w in unique if w.sha256 not in copying] if check_present else []
-            checked = sum(w.size for w in check)
-            meter = ProgressMeter(sum(w.size for w in unique), skipped - checked, progress)
-            self._run(media, todo, meter, check)
+            meter = ProgressMeter(sum(w.size for w in unique), skipped, progress)
+            self._run(media, todo, meter)
         return IngestResult(
             copied_bytes=sum(w.size for w in todo), skipped_bytes=skipped,
             files_copied=len(todo), files_skipped=len(unique) - len(todo),
-            seconds=time.monotonic() - started, checked_bytes=checked,
-            files_checked=len(check))
+            seconds=time.monotonic() - started)
 
-    def _run(self, media: MediaSource, todo: list[WantedFile], meter: ProgressMeter,
-             check: list[WantedFile]) -> None:
+    def _run(self, media: MediaSource, todo: list[WantedFile], meter: ProgressMeter) -> None:
         cancel = threading.Event()
         # Largest first, so one big file does not start last and run alone at the end.
-        order = sorted([(w, True) for w in todo] + [(w, False) for w in check],
-                       key=lambda job: -job[0].size)
+        order = sorted(todo, key=lambda w: -w.size)
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="ingest")
         # Each copying worker keeps one block in flight on a writer thread of its own pool
         # while it reads and hashes the next, so the write hides under the hashing.
         writers = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="ingest-w")
         run = _Run(media, meter, cancel, writers)
         try:
-            futures: list[Future[None]] = [
-                pool.submit(self._copy_one if copy else self._check_one, run, w)
-                for w, copy in order]
+            futures: list[Future[None]] = [pool.submit(self._copy_one, run, w) for w in order]
             pending = set(futures)
             meter.report(force=True)
             while pending:
@@ -253,25 +241,9 @@ class ContentStore:
             raise _store_error(e, label) from None
         run.meter.finished(wanted.relpath)
 
-    def _check_one(self, run: _Run, wanted: WantedFile) -> None:
-        """Read and hash the media's copy of an object the store already holds."""
-        if run.cancel.is_set():
-            raise _Cancelled
-        label = f"{run.media.label}: {wanted.relpath!r}"
-        try:
-            with run.media.open(wanted.relpath) as src:
-                digest = self._copy_stream(run, src, None, wanted, label)
-        except OSError as e:
-            raise _store_error(e, label) from None
-        if digest != wanted.sha256:
-            raise ContentMismatch(f"{label} does not match its signed SHA-256 "
-                                  f"(expected {wanted.sha256[:16]}..., got {digest[:16]}...)")
-        run.meter.finished(wanted.relpath)
-
-    def _copy_stream(self, run: _Run, src: BinaryIO, out: ObjectFile | None,
-                     wanted: WantedFile, label: str) -> str:
+    def _copy_stream(self, run: _Run, src: BinaryIO, out: ObjectFile, wanted: WantedFile,
+                     label: str) -> str:
         """Read whole blocks, hash each, write the same bytes: the media is read once.
-        Without `out`, only read and hash.
 
         Two buffers alternate: block i is written on a writer thread while block i+1 is read
         and hashed; a buffer is refilled only after its write has finished."""
@@ -296,8 +268,7 @@ class ContentStore:
                 h.update(buf[:filled])
                 if writing is not None:
                     writing.result()  # keeps writes in order, and frees the other buffer
-                if out is not None:
-                    writing = run.writers.submit(out.write, buf, filled)
+                writing = run.writers.submit(out.write, buf, filled)
                 remaining -= filled
                 run.meter.add(filled)
                 if filled < want:

@@ -71,10 +71,6 @@ class ImportResult:
     seconds: float  # the whole import: verification, copy, record
     copy_seconds: float
     trust_added: list[str]
-    # Of the skipped files, those whose media copy was read and hashed: all of them when the
-    # bundle was already imported (else the media would go unread), none otherwise (the
-    # store's copy was verified when it was copied; the media's is not needed).
-    files_checked: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -236,18 +232,11 @@ def import_bundle(app: Appliance, session: Session, path: Path,
                                     "import again; it is verified against the new trust")
             fresh = [w.sha256 for w in bundle.wanted() if not store.has(w.sha256)]
             try:
-                # Re-importing a bundle copies nothing, so it reads the media's copies: a
-                # damaged or altered stick is reported, never passed as "already imported".
-                ingest = store.ingest(media, bundle.wanted(), progress, held,
-                                      check_present=status == "imported")
-            except ContentMismatch as exc:
+                ingest = store.ingest(media, bundle.wanted(), progress, held)
+            except ContentMismatch:
                 # A bad bundle leaves nothing behind; an interrupted one (Ctrl-C, a pulled
                 # stick, a full disk) keeps its verified objects so the next run resumes.
                 store.discard([d for d in fresh if not _referenced(app, d)], held)
-                if status == "imported":
-                    raise ContentMismatch(exc.message, "this media's copy is damaged or "
-                                          "altered: do not use it; the bundle already "
-                                          "imported is unchanged") from None
                 raise
         except (ApplianceError, KeyboardInterrupt) as exc:
             reason = exc.message if isinstance(exc, ApplianceError) else "interrupted (Ctrl-C)"
@@ -270,26 +259,20 @@ def import_bundle(app: Appliance, session: Session, path: Path,
                 details={"source": str(path), "publisher": d.publisher,
                          "already_imported": already, "components": _components(bundle),
                          "copied_bytes": ingest.copied_bytes,
-                         "skipped_bytes": ingest.skipped_bytes,
-                         "checked_bytes": ingest.checked_bytes, "trust_added": added,
+                         "skipped_bytes": ingest.skipped_bytes, "trust_added": added,
                          "metadata_version": bundle.metadata_version},
                 terminal=session.terminal))
     return ImportResult(bundle_id, d.name, d.version, d.publisher, bundle.digest, state,
                         already, ingest.copied_bytes, ingest.skipped_bytes,
                         ingest.files_copied, ingest.files_skipped,
-                        time.monotonic() - started, ingest.seconds, added,
-                        ingest.files_checked)
+                        time.monotonic() - started, ingest.seconds, added)
 
 
 def skipped_note(result: ImportResult) -> str:
-    """What became of the media's copies of files the store already held, for the line
-    that reports an import: never read (a fresh import reuses verified objects), or read
-    and checked (a re-import)."""
-    if not result.files_skipped:
-        return ""
-    if result.files_checked == result.files_skipped:
-        return ", the media's copies checked"
-    return ", not read from the media"
+    """Said of the files the store already held, on the line that reports an import: they
+    were not read from the media (the store's copies were verified when first copied), so
+    a re-import vouches for the appliance's copy, not the media's."""
+    return ", not read from the media" if result.files_skipped else ""
 
 
 def _referenced(app: Appliance, digest: str) -> bool:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -92,20 +91,6 @@ def test_vendor_to_import_through_cli(tmp_path, appliance, make_user):
     scan = json.loads(ok(run(home, "media", "scan", "--path", str(tar), "--json",
                              user="ivan")).stdout)
     assert scan[0]["status"] == "imported"
-    r = ok(run(home, "media", "import", str(tar), user="ivan"))
-    assert "already imported" in r.stdout and "(5 files, the media's copies checked)" in r.stdout
-    # A copy of the tar with one payload byte changed is reported, not "already imported".
-    with tarfile.open(tar) as t:
-        weights = next(m for m in t.getmembers() if m.name.endswith(".safetensors")
-                       and "notes-base" in m.name)
-    data = bytearray(tar.read_bytes())
-    data[weights.offset_data + weights.size // 2] ^= 0x01
-    bad = tmp_path / "usb" / "bad.tar"
-    bad.write_bytes(bytes(data))
-    r = run(home, "media", "import", str(bad), user="ivan")
-    assert r.returncode == 8 and r.stderr.count("\n") == 1 and r.stdout == ""
-    assert "does not match its signed SHA-256" in r.stderr
-    assert "this media's copy is damaged or altered" in r.stderr
     listed = json.loads(ok(run(home, "media", "list", "--json", user="ivan")).stdout)
     assert [(b["name"], b["state"]) for b in listed] == [("clinical-notes", "IMPORTED")]
 

@@ -141,33 +141,6 @@ def test_second_ingest_copies_nothing(bundle, store) -> None:
     assert {w.sha256: store.path_of(w.sha256).stat().st_mtime_ns for w in wanted} == mtimes
 
 
-def test_checking_present_objects_reads_the_media_and_writes_nothing(bundle, store,
-                                                                     tmp_path) -> None:
-    """check_present: objects already stored are skipped unwritten, but the media's copies
-    are read and hashed, so a copy altered after the first import is refused."""
-    root, wanted = bundle
-    store.ingest(open_media(root), wanted)
-    mtimes = {w.sha256: store.path_of(w.sha256).stat().st_mtime_ns for w in wanted}
-    seen: list[ImportProgress] = []
-    again = store.ingest(open_media(root), wanted, seen.append, check_present=True)
-    assert (again.files_copied, again.files_skipped, again.files_checked) == (0, 5, 5)
-    assert again.checked_bytes == again.skipped_bytes == sum(w.size for w in wanted)
-    assert seen[-1].done_bytes == seen[-1].total_bytes == again.skipped_bytes
-    bad = tmp_path / "bad"
-    shutil.copytree(root, bad)
-    path = bad / "base_model/model.safetensors"
-    data = bytearray(path.read_bytes())
-    data[7 * MiB] ^= 0x01
-    path.write_bytes(bytes(data))
-    assert store.ingest(open_media(bad), wanted).files_skipped == 5   # unread by default
-    with pytest.raises(BundleRefused) as err:
-        store.ingest(open_media(bad), wanted, check_present=True)
-    text = assert_one_line(err)
-    assert "base_model/model.safetensors" in text and "does not match its signed SHA-256" in text
-    assert objects(store) == sorted(w.sha256 for w in wanted) and tmp_files(store) == []
-    assert {w.sha256: store.path_of(w.sha256).stat().st_mtime_ns for w in wanted} == mtimes
-
-
 def test_adapter_update_copies_only_the_new_adapter(bundle, store, tmp_path) -> None:
     root, wanted = bundle
     store.ingest(open_media(root), wanted)
