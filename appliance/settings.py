@@ -70,6 +70,13 @@ class EvaluationGates:
 @dataclass(frozen=True)
 class UpdatePolicy:
     keep_releases: int = 2          # the active release and the ones before it, for rollback
+    health_check_timeout_s: int = 300   # a check that has not answered by then has failed
+
+    def __post_init__(self) -> None:
+        n = self.health_check_timeout_s
+        if isinstance(n, bool) or not isinstance(n, int | float) or not 0 < n <= 86400:
+            raise InvalidInput(f"updates.health_check_timeout_s is {n!r}",
+                               "use 1 to 86400 seconds")
 
 
 RESTARTERS = ("record", "ansible")

@@ -21,7 +21,7 @@ PROFILE_FILE = "profile.json"
 def _read_profile(engine_dir: Path) -> EngineProfile:
     try:
         data = json.loads((engine_dir / PROFILE_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # also too deeply nested
         raise InvalidInput(f"{engine_dir.name}/{PROFILE_FILE} is unreadable ({exc})",
                            "each engine directory needs a valid profile.json") from None
     return EngineProfile.from_dict(data)

@@ -76,7 +76,9 @@ def read_engine_config(engine_dir: Path) -> EngineConfig:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise _refuse(engine_dir, "no config.json in the engine directory") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
+        # ValueError: not UTF-8, not JSON, or an integer of over 4300 digits;
+        # RecursionError: nested too deeply to parse
         raise _refuse(engine_dir, f"config.json is unreadable ({exc})") from None
     if not isinstance(data, dict):
         raise _refuse(engine_dir, "config.json is not a JSON object")

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from appliance.errors import InvalidInput
 
 READING_FORMAT = "appliance.gpu-reading/1"
+MAX_READING = 1 << 20       # bytes; a reading of 8 GPUs is under 8 KiB
 NO_DRIVER = "no NVIDIA driver found"
 _GIB = 1024 ** 3
 
@@ -274,11 +275,17 @@ class RecordedSource:
 
     def read(self) -> GpuInventory:
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            with open(self.path, "rb") as f:
+                raw = f.read(MAX_READING + 1)
+            if len(raw) > MAX_READING:
+                raise InvalidInput(f"GPU reading {self.path} is larger than {MAX_READING} "
+                                   "bytes", "pass a file written by `appliance hw record`")
+            data = json.loads(raw.decode("utf-8"))
         except FileNotFoundError as exc:
             raise InvalidInput(f"GPU reading {self.path} not found",
                                "pass a file written by `appliance hw record`") from exc
-        except (OSError, ValueError) as exc:  # ValueError: not JSON, or not even UTF-8
+        except (OSError, ValueError, RecursionError) as exc:
+            # ValueError: not JSON, or not even UTF-8; RecursionError: nested too deeply
             raise InvalidInput(f"GPU reading {self.path} is unreadable ({exc})",
                                "pass a file written by `appliance hw record`") from exc
         if not isinstance(data, dict):

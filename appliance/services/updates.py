@@ -13,11 +13,12 @@ from appliance.audit.events import Actor, Event
 from appliance.audit.query import EventFilter
 from appliance.bundle.store import ContentStore
 from appliance.context import Appliance
-from appliance.errors import SignatureRefused, UpdateRefused
+from appliance.errors import SignatureRefused
 from appliance.hardware import GpuSource
 from appliance.hardware.profiles import EngineProfile, Selection
 from appliance.identity.roles import granting_role
 from appliance.identity.session import Session
+from appliance.identity.users import account_state
 from appliance.services import hardware
 from appliance.services.access import authorize
 from appliance.services.signing import SignatureRequest, signing
@@ -201,9 +202,28 @@ def _signable(app: Appliance, session: Session, actor: Actor, bundle: BundleReco
         raise SignatureRefused(f"{step} is signed with the meaning {meaning!r}",
                                f"sign with meaning {meaning}")
     if bundle.state != State.PENDING_APPROVAL:
-        raise refuse(app, actor, session.terminal, bundle, step,
-                     f"{bundle.ref} is {bundle.state}: {step} is allowed only while it is "
-                     f"{State.PENDING_APPROVAL}", NEXT_STEP[bundle.state])
+        raise refuse(app, actor, session.terminal, bundle, step, *_not_pending(bundle, step))
+
+
+def _not_pending(bundle: BundleRecord, step: str) -> tuple[str, str]:
+    return (f"{bundle.ref} is {bundle.state}: {step} is allowed only while it is "
+            f"{State.PENDING_APPROVAL}", NEXT_STEP[bundle.state])
+
+
+def _still_permitted(app: Appliance, session: Session, permission: str) -> bool:
+    """The stored account, read in the caller's transaction, still grants `permission` to
+    this session (a role revoked, or the account disabled or reset, since `authorize`)."""
+    state = account_state(app.conn, session.username)
+    return state is not None and bool(state[1]) and state[2] == session.epoch and \
+        granting_role(state[0], permission) is not None
+
+
+class _Stale(Exception):
+    """Found in the signing transaction (which it rolls back); recorded as a refusal after."""
+
+    def __init__(self, bundle: BundleRecord, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.bundle, self.message, self.hint = bundle, message, hint
 
 
 def approve(app: Appliance, session: Session, ref: str, req: SignatureRequest,
@@ -237,22 +257,37 @@ def approve(app: Appliance, session: Session, ref: str, req: SignatureRequest,
         raise refuse(app, actor, term, bundle, "approve",
                      f"{session.username} already approved {bundle.ref}",
                      f"policy needs {required} different admins")
-    with signing(app, session, req) as signer:
-        # Counted again under the write lock: two admins signing at once both count.
-        now = ap.approvals(app.conn, bundle, required, record)
-        if any(s.username == session.username for s in now.signers):
-            raise UpdateRefused(f"{session.username} already approved {bundle.ref}")
-        count = len(now.signers) + 1
-        details = {"bundle_digest": bundle.digest, "profile": profile, "pinned": pinned,
-                   "signatures": count, "required": required,
-                   "hardware": selection.to_dict()}
-        if count >= required:
-            action, old, new = move(app.conn, get_bundle(app.conn, bundle.id), State.APPROVED)
-        else:
-            action, old, new = "update.approval_signed", None, {}
-        sig = signer.apply(record_type="bundle", record_id=bundle.ref, content=record,
-                           event=Event(action=action, actor=actor, old=old,
-                                       new={**new, "approval": record}, details=details))
+    try:
+        with signing(app, session, req) as signer:
+            # Read again under the write lock: another admin may have rejected or approved it
+            # since the checks above, and two admins signing at once both count.
+            if not _still_permitted(app, session, "update.approve"):
+                raise _Stale(bundle, "", "")
+            current = get_bundle(app.conn, bundle.id)
+            if current.state != State.PENDING_APPROVAL:
+                raise _Stale(current, *_not_pending(current, "approve"))
+            now = ap.approvals(app.conn, bundle, required, record)
+            if any(s.username == session.username for s in now.signers):
+                raise _Stale(current, f"{session.username} already approved {bundle.ref}",
+                             f"policy needs {required} different admins")
+            count = len(now.signers) + 1
+            details = {"bundle_digest": bundle.digest, "profile": profile, "pinned": pinned,
+                       "signatures": count, "required": required,
+                       "hardware": selection.to_dict()}
+            if count >= required:
+                action, old, new = move(app.conn, current, State.APPROVED)
+            else:
+                action, old, new = "update.approval_signed", None, {}
+            sig = signer.apply(record_type="bundle", record_id=bundle.ref, content=record,
+                               event=Event(action=action, actor=actor, old=old,
+                                           new={**new, "approval": record}, details=details))
+    except _Stale as stale:
+        if not stale.message:   # the account changed meanwhile: denied and recorded here
+            authorize(app, session, "update.approve", target_type="bundle", target_id=ref)
+            stale.message = f"{session.username}'s account changed while approving"
+            stale.hint = "approve again"
+        raise refuse(app, actor, term, stale.bundle, "approve", stale.message,
+                     stale.hint) from None
     return {"bundle": bundle.ref, "state": str(get_bundle(app.conn, bundle.id).state),
             "signatures": count, "required": required, "signature": sig.manifestation(),
             "record": record}

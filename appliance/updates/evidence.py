@@ -77,7 +77,8 @@ def _finite(value: object) -> bool:
 def _parse(raw: bytes, component: str) -> tuple[dict[str, Any] | None, str | None]:
     try:
         data = json.loads(raw)
-    except ValueError as exc:  # also UnicodeDecodeError, and an integer of over 4300 digits
+    except (ValueError, RecursionError) as exc:
+        # also UnicodeDecodeError, an integer of over 4300 digits, and nesting too deep
         return None, f"evidence {component}: {EVIDENCE_FILE} is not JSON ({exc})"
     if not isinstance(data, dict) or data.get("schema_version") != 1:
         return None, f"evidence {component}: {EVIDENCE_FILE} is not schema version 1"

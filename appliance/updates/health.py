@@ -9,6 +9,8 @@ The serving layer adds its endpoint and a smoke prompt from the golden set as fu
 from __future__ import annotations
 
 import json
+import queue
+import threading
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -89,13 +91,29 @@ def default_checks() -> list[HealthCheck]:
     return [ReleaseDigests(), ServingConfig(), ProfileFits()]
 
 
-def run_checks(checks: list[HealthCheck], ctx: HealthContext) -> list[CheckResult]:
-    results = []
-    for c in checks:
+def run_checks(checks: list[HealthCheck], ctx: HealthContext, timeout_s: float = 300
+               ) -> list[CheckResult]:
+    """Every check, each given `timeout_s`: one that hangs (a GPU driver that stopped
+    answering, a serving endpoint that never replies) has failed when its time is up, and
+    an answer that comes later is ignored, so a late success never passes the install."""
+    return [_run_one(c, ctx, timeout_s) for c in checks]
+
+
+def _run_one(check: HealthCheck, ctx: HealthContext, timeout_s: float) -> CheckResult:
+    name = getattr(check, "name", type(check).__name__)
+    answer: queue.SimpleQueue[CheckResult] = queue.SimpleQueue()
+
+    def run() -> None:
         try:
-            results.append(c.check(ctx))
+            answer.put(check.check(ctx))
         except Exception as exc:  # noqa: BLE001 - any crash of a check is a failed check
-            results.append(CheckResult(getattr(c, "name", type(c).__name__), False,
-                                       f"the check crashed: {type(exc).__name__}: {exc}"))
-    return results
+            answer.put(CheckResult(name, False,
+                                   f"the check crashed: {type(exc).__name__}: {exc}"))
+
+    # A daemon thread: a check stuck in the kernel cannot be stopped, only abandoned.
+    threading.Thread(target=run, name=f"health-{name}", daemon=True).start()
+    try:
+        return answer.get(timeout=timeout_s)
+    except queue.Empty:
+        return CheckResult(name, False, f"no answer within {timeout_s:g} s (timed out)")
 

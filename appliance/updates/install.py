@@ -222,7 +222,8 @@ def carry_out(runner: Runner, entry: JournalEntry, plan: Plan) -> InstallResult:
 def health(runner: Runner, plan: Plan) -> list[CheckResult]:
     ctx = HealthContext(runner.dirs, plan.rel, plan.files, plan.profile, plan.bundle.digest,
                         runner.edges.source)
-    return run_checks(runner.edges.checks, ctx)
+    return run_checks(runner.edges.checks, ctx,
+                      runner.app.settings.updates.health_check_timeout_s)
 
 
 def _check_engine(dirs: ReleaseDirs, plan: Plan) -> None:

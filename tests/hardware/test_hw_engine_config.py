@@ -113,6 +113,10 @@ def test_declared_profile_of_another_kind_mismatches():
     ('{"version": "0.17.0", "pretrained_config": {}, "build_config": {}}', "has no mapping"),
     ('{"version": "0.17.0", "pretrained_config": {"mapping": {"tp_size": "2"}}, '
      '"build_config": {}}', "tp_size is not an integer"),
+    pytest.param('{"version": ' + "[" * 5000 + "]" * 5000 + "}",
+                 "config.json is unreadable", id="nested-too-deeply"),
+    pytest.param('{"version": ' + "1" * 5000 + "}", "config.json is unreadable",
+                 id="integer-of-5000-digits"),
 ])
 def test_bad_config_refused(tmp_path: Path, content: str | None, message: str):
     d = tmp_path / "engine"

@@ -11,6 +11,7 @@ import pytest
 from appliance.errors import InvalidInput
 from appliance.hardware import RecordedSource, read_inventory, write_reading
 from appliance.hardware.catalog import read_engines_dir
+from appliance.hardware.nvml import MAX_READING
 from appliance.hardware.profiles import select_profile
 from tests.hardware.host import assert_matches_smi
 
@@ -163,6 +164,21 @@ def test_a_binary_file_is_refused_plainly(tmp_path: Path):
     path.write_bytes(b"\x89\xb7\x00\xff" * 64)
     with pytest.raises(InvalidInput, match="is unreadable .*utf-8"):
         RecordedSource(path).read()
+
+
+def test_a_reading_nested_too_deeply_or_too_large_is_refused_plainly(tmp_path: Path):
+    """Used to raise RecursionError (a traceback from `hw fit --reading`, `update show
+    --reading`), or to read a file of any size, /dev/zero included, into memory."""
+    nested = tmp_path / "nested.json"
+    nested.write_text('{"gpus": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(InvalidInput, match="is unreadable .*recursion"):
+        RecordedSource(nested).read()
+    big = tmp_path / "big.json"
+    big.write_text('{"note": "' + "x" * MAX_READING + '"}')
+    with pytest.raises(InvalidInput, match=f"is larger than {MAX_READING} bytes"):
+        RecordedSource(big).read()
+    with pytest.raises(InvalidInput, match=f"is larger than {MAX_READING} bytes"):
+        RecordedSource(Path("/dev/zero")).read()
 
 
 def test_missing_reading_is_refused(tmp_path: Path):

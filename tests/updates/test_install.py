@@ -6,12 +6,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 
 import pytest
 
 from appliance.bundle.store import ContentStore
-from appliance.errors import AuthenticationFailed, PermissionDenied, UpdateRefused
-from appliance.hardware import GpuInventory
+from appliance.errors import (
+    AuthenticationFailed,
+    InvalidInput,
+    PermissionDenied,
+    UpdateRefused,
+)
+from appliance.hardware import GpuInventory, RecordedSource
 from appliance.services import updates
 from appliance.settings import UpdatePolicy
 from appliance.updates.health import CheckResult, HealthContext, ReleaseDigests, default_checks
@@ -20,7 +26,15 @@ from appliance.updates.lifecycle import State, find_bundle
 from appliance.updates.recovery import consistency
 from appliance.updates.restart import RecordingRestarter
 from tests.conftest import ADMIN, PASSWORD
-from tests.updates.kit import a100, approve, h100, no_driver, sign_req, trust_and_import
+from tests.updates.kit import (
+    H100_READING,
+    a100,
+    approve,
+    h100,
+    no_driver,
+    sign_req,
+    trust_and_import,
+)
 from tests.updates.test_lifecycle import events
 
 
@@ -193,6 +207,62 @@ def test_profile_check_fails_when_the_gpu_is_lost_after_the_switch(app, admin_se
     result = updates.install(app, admin_session, ref1, edges(source=GpuLostAfter(1)))
     assert result.outcome == "rolled_back"
     assert "hardware_profile: engine sm_90 tp1 needs 1 sm_90 GPU" in result.reason
+
+
+class GpuHangsAfter:
+    """The hardware edge: one good reading, then the driver stops answering (the reading
+    is a FIFO nobody writes yet, as NVML hangs when a GPU wedges) until `answer()`."""
+
+    def __init__(self, fifo) -> None:
+        os.mkfifo(fifo)
+        self.fifo, self.reads, self.late = fifo, 0, []
+
+    def read(self) -> GpuInventory:
+        self.reads += 1
+        if self.reads == 1:
+            return h100().read()
+        inventory = RecordedSource(self.fifo).read()
+        self.late.append(inventory)
+        return inventory
+
+    def answer(self) -> None:
+        with open(self.fifo, "wb") as f:
+            f.write(H100_READING.read_bytes())
+
+
+def test_a_health_check_that_hangs_fails_at_its_timeout_and_a_late_answer_is_ignored(
+        app, admin_session, v1_v2, tmp_path) -> None:
+    """The checks had no time limit: a hanging one held the install (and its lock) for
+    ever. Now it has failed at `updates.health_check_timeout_s`, the install rolls back,
+    and the success it reports later changes nothing."""
+    ref1, _ = v1_v2
+    app.settings = dataclasses.replace(app.settings,
+                                       updates=UpdatePolicy(health_check_timeout_s=1))
+    approve(app, admin_session, ref1)
+    gpu = GpuHangsAfter(tmp_path / "reading.fifo")
+    started = time.monotonic()
+    result = updates.install(app, admin_session, ref1, edges(source=gpu))
+    assert time.monotonic() - started < 30
+    assert result.outcome == "rolled_back"
+    assert result.reason == "hardware_profile: no answer within 1 s (timed out)"
+    assert [h["ok"] for h in result.health] == [True, True, False]
+    gpu.answer()                                   # the check succeeds, too late
+    for _ in range(100):
+        if gpu.late:
+            break
+        time.sleep(0.05)
+    assert gpu.late and gpu.late[0].gpu_count == 8
+    assert find_bundle(app.conn, ref1).state == State.ROLLED_BACK
+    assert not os.path.lexists(app.layout.releases / "current")
+    [health] = events(app, "update.health_check", ref1)
+    assert health["outcome"] == "failure" and "timed out" in health["reason"]
+    assert consistency(app) == []
+
+
+def test_the_health_check_timeout_is_checked_when_settings_load() -> None:
+    for bad in (0, -1, True, "300", 86401):
+        with pytest.raises(InvalidInput, match="updates.health_check_timeout_s is"):
+            UpdatePolicy(health_check_timeout_s=bad)
 
 
 def test_cpu_fallback_without_a_driver(app, admin_session, v1_v2, tmp_path) -> None:

@@ -150,6 +150,36 @@ def test_a_metric_no_float_can_hold_rejects_the_bundle(app, admin_session, secur
     assert failed["outcome"] == "failure" and failed["reason"] == bundle.state_reason
 
 
+def test_evidence_nested_too_deeply_rejects_the_bundle(app, admin_session, security, itop,
+                                                      media) -> None:
+    """Evidence nested past the parser's depth used to raise RecursionError out of `update
+    show`/`check`, leaving the bundle VERIFIED and every later look a traceback."""
+    from appliance.updates.evidence import EVIDENCE_FILE, CarriedEvidenceGate
+    from appliance.updates.lifecycle import State
+    from tests.updates.kit import trust_and_import
+    [ref] = trust_and_import(app, security, itop, media, 1)
+    evidence = next(c for c in find_bundle(app.conn, ref).components
+                    if c.kind == "evaluation_evidence")
+    sha = next(f[1] for f in evidence.files if f[0] == EVIDENCE_FILE)
+    deep = b'{"schema_version": 1, "metrics": ' + b"[" * 30_000 + b"]" * 30_000 + b"}"
+
+    class Restated:
+        """The real gate, reading the evidence as if the publisher had signed `deep`."""
+
+        name = "carried-evidence"
+
+        def evaluate(self, bundle, read):
+            def restate(digest: str, size: int) -> bytes:
+                return deep if digest == sha else read(digest, size)
+            return CarriedEvidenceGate(app.settings.evaluation).evaluate(bundle, restate)
+
+    bundle = updates.check(app, admin_session, ref, gate=Restated())
+    assert bundle.state == State.REJECTED
+    assert bundle.state_reason.startswith("evidence tiny-evidence: evidence.json is not JSON")
+    [failed] = events(app, "update.evaluation_failed", ref)
+    assert failed["reason"] == bundle.state_reason
+
+
 def test_out_of_order_steps_are_refused_and_recorded(app, admin_session, security, itop,
                                                      media) -> None:
     from tests.updates.kit import trust_and_import
