@@ -13,13 +13,10 @@ from appliance.audit.events import Actor, Event
 from appliance.clock import format_ts, parse_ts
 from appliance.context import Appliance
 from appliance.errors import AccountLocked, AuthenticationFailed
-from appliance.identity.passwords import check_password, hash_password
+from appliance.identity.passwords import check_password, unmatchable_hash
 from appliance.identity.session import Session
 from appliance.identity.users import User, get_user, session_epoch
 from appliance.services.access import end_session
-
-# Checked when the username is unknown, so a failure takes as long either way.
-_DUMMY_HASH: dict[int, str] = {}
 
 
 def _failures(app: Appliance, name: str, now: datetime) -> list[datetime]:
@@ -43,7 +40,9 @@ def check_credentials(app: Appliance, name: str, password: str) -> User | None:
     user = get_user(app.conn, name)
     n = app.settings.password.scrypt_n
     if user is None:
-        check_password(password, _DUMMY_HASH.setdefault(n, hash_password("x" * 16, n)))
+        # One derivation, as for a known name: a dummy made with hash_password would cost a
+        # second one in every new process (each CLI command), timing that reveals the name.
+        check_password(password, unmatchable_hash(n))
         return None
     return user if check_password(password, user.password_hash) and user.active else None
 

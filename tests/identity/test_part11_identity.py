@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 
@@ -23,6 +25,8 @@ from appliance.identity.signatures import binds, get_signature
 from appliance.identity.users import get_user
 from appliance.services import auth, signing, users
 from appliance.services.access import authorize
+from appliance.services.setup import init_appliance
+from appliance.settings import PasswordPolicy, Settings
 from tests.conftest import ADMIN, PASSWORD
 
 NEW_PW = "a brand new passphrase"
@@ -227,6 +231,39 @@ def test_login_errors_never_reveal_whether_a_username_exists(appliance) -> None:
                 auth.login(appliance, name, "wrong password!!")
             messages.append(type(exc.value).__name__ + str(exc.value).split(" until")[0])
     assert messages[:5] == messages[5:]  # same errors, same lockout, known or not
+
+
+_TIMED_LOGIN = """
+import sys, time
+from pathlib import Path
+from appliance.context import Appliance
+from appliance.errors import AuthenticationFailed
+from appliance.services import auth
+with Appliance.open(Path(sys.argv[1])) as app:
+    start = time.perf_counter()
+    try:
+        auth.login(app, sys.argv[2], "wrong password!!")
+    except AuthenticationFailed:
+        pass
+    print(time.perf_counter() - start)
+"""
+
+
+def test_an_unknown_name_takes_as_long_as_a_known_one_in_a_new_process(home) -> None:
+    """Each CLI command is a new process: its first failure for an unknown name must cost
+    one scrypt derivation, as a known name's does (it used to cost two). Measured."""
+    costly = Settings(password=PasswordPolicy(scrypt_n=2**14, max_age_days=0))
+    init_appliance(home, ADMIN, "Alice Adams", PASSWORD, settings=costly).close()
+
+    def took(name: str) -> float:
+        r = subprocess.run([sys.executable, "-c", _TIMED_LOGIN, str(home), name],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return float(r.stdout)
+
+    known = min(took(ADMIN) for _ in range(3))  # 3 failures: not locked
+    unknown = min(took(f"nobody{i}") for i in range(3))
+    assert unknown < 1.5 * known, (known, unknown)
 
 
 # --- sessions ---------------------------------------------------------------------------------
