@@ -261,9 +261,12 @@ def test_an_unknown_name_takes_as_long_as_a_known_one_in_a_new_process(home) -> 
         assert r.returncode == 0, r.stderr
         return float(r.stdout)
 
-    known = min(took(ADMIN) for _ in range(3))  # 3 failures: not locked
-    unknown = min(took(f"nobody{i}") for i in range(3))
-    assert unknown < 1.5 * known, (known, unknown)
+    took("warm-up")  # the first write after set-up does more than count a failure
+    known, unknown = [], []
+    for i in range(4):  # alternating, so a busy moment hits both; 4 failures: not locked
+        known.append(took(ADMIN))
+        unknown.append(took(f"nobody{i}"))
+    assert min(unknown) < 1.5 * min(known), (known, unknown)
 
 
 # --- sessions ---------------------------------------------------------------------------------
