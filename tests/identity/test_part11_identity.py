@@ -6,12 +6,17 @@ import json
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
+from appliance import db
 from appliance.audit.events import Event
+from appliance.context import Appliance
 from appliance.errors import (
     AccountLocked,
+    ApplianceError,
     AuthenticationFailed,
     InvalidInput,
     PasswordChangeRequired,
@@ -22,7 +27,7 @@ from appliance.errors import (
 from appliance.identity.passwords import check_password
 from appliance.identity.roles import PERMISSIONS, ROLES
 from appliance.identity.signatures import binds, get_signature
-from appliance.identity.users import get_user
+from appliance.identity.users import active_holders, get_user
 from appliance.services import auth, signing, users
 from appliance.services.access import authorize
 from appliance.services.setup import init_appliance
@@ -373,6 +378,92 @@ def test_11_300_changing_ones_password_ends_ones_other_sessions(appliance, make_
     authorize(appliance, here, "update.install")  # the session that changed it goes on
     with pytest.raises(SessionExpired, match="since login"):
         authorize(appliance, there, "update.install")
+
+
+# --- two officers, or an owner and an officer, changing one account at once ---------------
+
+def _at_once(appliance, *calls) -> list[Exception]:
+    """Run each call on its own connection in its own thread, as separate processes would,
+    each having read the account before any may write: a writer holds the lock until all
+    have started. Returns the errors raised."""
+    blocker = db.connect(appliance.layout.db)
+    blocker.execute("BEGIN IMMEDIATE")
+    errors: list[Exception] = []
+
+    def run(call) -> None:
+        with Appliance.open(appliance.layout.root, clock=appliance.clock) as app:
+            try:
+                call(app)
+            except ApplianceError as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in calls]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    for t in threads:
+        t.join(60)
+    return errors
+
+
+def test_two_officers_at_once_never_lose_one_change(appliance, admin_session,
+                                                     make_user) -> None:
+    """A revoke and a grant at once: each applies to the roles as stored when it writes
+    (the grant used to write back the roles it had read, the revoked one among them)."""
+    sec = make_user(["security"], username="sec")
+    make_user(["it", "ml"], username="bob")
+    assert _at_once(appliance,
+                    lambda app: users.revoke_role(app, admin_session, "bob", "ml", "moved"),
+                    lambda app: users.grant_role(app, sec, "bob", "auditor", "audit")) == []
+    assert get_user(appliance.conn, "bob").roles == ("it", "auditor")
+    first, second = [e for e in events(appliance, "user.grant_role") + events(
+        appliance, "user.revoke_role") if e["target"]["id"] == "bob" and e["reason"] != "trained"]
+    first, second = sorted((first, second), key=lambda e: e["seq"])
+    assert second["old"]["roles"] == first["new"]["roles"]  # old values as they were
+
+
+def test_two_officers_disabling_each_other_at_once_leave_one(appliance, admin_session,
+                                                              make_user) -> None:
+    sec = make_user(["security"], username="sec")
+    errors = _at_once(appliance,
+                      lambda app: users.disable_user(app, admin_session, "sec", "x"),
+                      lambda app: users.disable_user(app, sec, ADMIN, "y"))
+    assert [e.message for e in errors] in (["alice is the last active security officer"],
+                                        ["sec is the last active security officer"])
+    assert len(active_holders(appliance.conn, "security")) == 1
+
+
+def test_a_password_change_at_the_moment_of_a_reset_never_undoes_it(appliance, admin_session,
+                                                                    make_user) -> None:
+    """The reset is why the password may be known to someone else: their change racing it
+    must neither replace the temporary password nor carry their session on."""
+    ivan = make_user(["it"], username="ivan")
+    blocker = db.connect(appliance.layout.db)
+    blocker.execute("BEGIN IMMEDIATE")
+    errors: list[Exception] = []
+
+    def change() -> None:
+        with Appliance.open(appliance.layout.root, clock=appliance.clock) as app:
+            try:
+                users.change_password(app, ivan, PASSWORD, NEW_PW)
+            except ApplianceError as exc:
+                errors.append(exc)
+
+    thread = threading.Thread(target=change)
+    thread.start()
+    time.sleep(0.5)  # it has checked the old password and waits for the lock
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    temp = users.reset_password(appliance, admin_session, "ivan", "phished").password
+    thread.join(60)
+    assert check_password(temp, get_user(appliance.conn, "ivan").password_hash)
+    assert get_user(appliance.conn, "ivan").must_change_password
+    with pytest.raises(SessionExpired):
+        authorize(appliance, ivan, "update.install")
+    assert [e.message for e in errors] in ([], ["session ended: the password was reset or "
+                                             "changed, or the account disabled, since login"])
 
 
 # --- 11.10(i): training before the admin role -----------------------------------------------
