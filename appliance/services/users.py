@@ -139,10 +139,19 @@ def _not_own(app: Appliance, session: Session, username: str) -> None:
                                "with `appliance users passwd`")
 
 
+# Roles someone must always hold: without a security officer no account can be managed,
+# without an admin no training can be recorded, so no one could ever be made an admin
+# again (and no update approved).
+_KEPT = {"security": ("security officer", "give another user the security role first"),
+         "admin": ("admin", "an admin records another user's training and a security "
+                   "officer grants them the admin role first")}
+
+
 def _keep_one(app: Appliance, username: str, losing: set[str]) -> None:
-    if "security" in losing and active_holders(app.conn, "security") == [username]:
-        raise InvalidInput(f"{username} is the last active security officer",
-                           "give another user the security role first")
+    for role in sorted(losing & set(_KEPT), reverse=True):
+        if active_holders(app.conn, role) == [username]:
+            what, hint = _KEPT[role]
+            raise InvalidInput(f"{username} is the last active {what}", hint)
 
 
 def disable_user(app: Appliance, session: Session, username: str, reason: str) -> User:

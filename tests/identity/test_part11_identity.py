@@ -545,6 +545,21 @@ def test_last_security_officer_cannot_be_removed(appliance, admin_session) -> No
         users.disable_user(appliance, admin_session, ADMIN, "oops")
 
 
+def test_last_admin_cannot_be_removed(appliance, admin_session, make_user) -> None:
+    """Only an admin records the training the admin role needs: with none left, no one
+    could be made an admin again, and no update approved."""
+    sec = make_user(["security"], username="sec")
+    with pytest.raises(InvalidInput, match="alice is the last active admin"):
+        users.revoke_role(appliance, sec, ADMIN, "admin", "oops")
+    with pytest.raises(InvalidInput, match="alice is the last active admin"):
+        users.disable_user(appliance, admin_session, ADMIN, "leaving")
+    assert get_user(appliance.conn, ADMIN).roles == ("admin", "security")
+    assert get_user(appliance.conn, ADMIN).active
+    make_user(["admin"], username="ada")
+    users.revoke_role(appliance, sec, ADMIN, "admin", "separation of duties")
+    assert active_holders(appliance.conn, "admin") == ["ada"]
+
+
 # --- 11.10(j), 11.200(a), 11.50, 11.70: electronic signatures -------------------------------
 
 def test_11_10j_first_signature_requires_statement_acknowledgement(appliance,
