@@ -1,11 +1,12 @@
 """Applying an electronic signature as part of an action (11.200(a), 11.50, 11.70, 11.10(j)).
 
 Services that sign (approve, reject, review, roll back...) do their state change inside
-`with signing(app, session, request) as signer:` and call `signer.apply(...)`, so the state
-change, the signature row and the audit event carrying the manifestation commit together
-(the trail then writes a signed checkpoint).
+`with signing(app, session, request, meaning=...) as signer:` and call `signer.apply(...)`,
+so the state change, the signature row and the audit event carrying the manifestation
+commit together (the trail then writes a signed checkpoint). The service names the
+meaning of its step; a request with another is refused before any password is checked.
 
-    with signing(app, session, req) as signer:
+    with signing(app, session, req, meaning="approved") as signer:
         ...state change on app.conn...
         signer.apply(record_type="bundle", record_id=..., content=record, event=Event(...))
 """
@@ -129,8 +130,14 @@ class Signer:
 
 
 @contextmanager
-def signing(app: Appliance, session: Session, req: SignatureRequest) -> Iterator[Signer]:
-    """Re-authenticate, then one transaction for the change and its signature(s)."""
+def signing(app: Appliance, session: Session, req: SignatureRequest, *,
+            meaning: str) -> Iterator[Signer]:
+    """Re-authenticate, then one transaction for the change and its signature(s).
+    `meaning` is the one the signed step carries (11.50): the service says it, never the
+    request, so an access review cannot be signed "approved" nor a trust root "rejected"."""
+    if req.meaning != meaning:
+        raise SignatureRefused(f"this step is signed with the meaning {meaning!r}, "
+                               f"not {req.meaning!r}", f"sign with meaning {meaning}")
     reauthenticate(app, session, req)
     signer = Signer(app, session, req)
     with app.transaction():

@@ -237,7 +237,7 @@ def approve(app: Appliance, session: Session, ref: str, req: SignatureRequest,
         raise refuse(app, actor, term, bundle, "approve",
                      f"{session.username} already approved {bundle.ref}",
                      f"policy needs {required} different admins")
-    with signing(app, session, req) as signer:
+    with signing(app, session, req, meaning="approved") as signer:
         # Counted again under the write lock: two admins signing at once both count.
         now = ap.approvals(app.conn, bundle, required, record)
         if any(s.username == session.username for s in now.signers):
@@ -273,7 +273,7 @@ def reject(app: Appliance, session: Session, ref: str, req: SignatureRequest
                      f"open it first: `appliance update show {bundle.ref}`, or `o` in the console")
     record = {"type": "update-rejection", "bundle": bundle.ref, "digest": bundle.digest,
               "reason": req.reason.strip()}
-    with signing(app, session, req) as signer:
+    with signing(app, session, req, meaning="rejected") as signer:
         action, old, new = move(app.conn, get_bundle(app.conn, bundle.id), State.REJECTED,
                                 req.reason.strip())
         sig = signer.apply(record_type="bundle", record_id=bundle.ref, content=record,
@@ -376,7 +376,7 @@ def rollback(app: Appliance, session: Session, ref: str, req: SignatureRequest,
         runner = Runner(app, actor, term, edges)
         dirs = release_dirs(app)
         record = ap.rollback_record(target, current, row[0])
-        with signing(app, session, req) as signer:
+        with signing(app, session, req, meaning="approved") as signer:
             entry_id = open_journal(app, "rollback", plan, current, dirs.read_current())
             action, old, new = move(app.conn, target, State.INSTALLING, req.reason.strip())
             signer.apply(record_type="bundle", record_id=target.ref, content=record,

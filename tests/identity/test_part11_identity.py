@@ -633,10 +633,25 @@ def test_11_50_manifestation_carried_by_the_audit_event(appliance, admin_session
     assert last_cp == head  # a signed checkpoint follows every electronic signature
 
 
+def test_11_50_the_service_names_the_meaning_not_the_request(appliance, admin_session) -> None:
+    """An access review is a review: signed "approved" its manifestation would say what
+    the signer never did. Refused before any password is checked, nothing recorded."""
+    before = appliance.conn.execute("SELECT max(seq) FROM audit_events").fetchone()[0]
+    for meaning in ("approved", "rejected", "authored", "responsible"):
+        with pytest.raises(SignatureRefused, match="signed with the meaning 'reviewed', not"):
+            users.review_access(appliance, admin_session, req(meaning, username=ADMIN))
+    with pytest.raises(SignatureRefused, match="meaning 'approved', not 'reviewed'"), \
+            signing.signing(appliance, admin_session, req(username=ADMIN), meaning="approved"):
+        pass
+    assert appliance.conn.execute("SELECT COUNT(*) FROM signatures").fetchone()[0] == 0
+    assert appliance.conn.execute("SELECT max(seq) FROM audit_events").fetchone()[0] == before
+    assert events(appliance, "signature.reauth") == []  # no password was checked
+
+
 def test_signature_rolls_back_with_the_action(appliance, admin_session) -> None:
     """The change, the signature row and its event commit together or not at all."""
     with pytest.raises(RuntimeError), signing.signing(
-            appliance, admin_session, req(username=ADMIN)) as signer:
+            appliance, admin_session, req(username=ADMIN), meaning="reviewed") as signer:
         signer.apply(record_type="demo", record_id="1", content={"a": 1},
                      event=Event("demo.sign", admin_session.actor("admin")))
         raise RuntimeError("the action failed after signing")
