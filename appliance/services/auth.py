@@ -69,6 +69,12 @@ def record_failure(app: Appliance, name: str, action: str, why: str, now: dateti
         raise AccountLocked(f"too many failed attempts: locked until {format_ts(until)}")
 
 
+def password_expired(app: Appliance, user: User, now: datetime) -> bool:
+    """Older than the policy's maximum age (11.300(b)); 0 turns expiry off."""
+    max_age = app.settings.password.max_age_days
+    return max_age > 0 and now - parse_ts(user.password_changed_at) > timedelta(days=max_age)
+
+
 def login(app: Appliance, username: str, password: str) -> Session:
     name = username.strip().lower()
     now = app.clock.now()
@@ -85,8 +91,7 @@ def login(app: Appliance, username: str, password: str) -> Session:
         record_failure(app, name, "auth.login", "bad credentials or inactive account", now)
         # Never says whether the username exists.
         raise AuthenticationFailed("login failed: unknown user or wrong password")
-    max_age = app.settings.password.max_age_days
-    expired = max_age > 0 and now - parse_ts(user.password_changed_at) > timedelta(days=max_age)
+    expired = password_expired(app, user, now)
     session = Session(user.username, user.full_name, user.roles, app.terminal, now, now,
                       must_change_password=user.must_change_password or expired,
                       password_expired=expired, id=str(uuid.uuid4()),

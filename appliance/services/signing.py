@@ -78,6 +78,12 @@ def reauthenticate(app: Appliance, session: Session, req: SignatureRequest) -> N
         raise SignatureRefused("the first signature of a session needs your username too",
                                "enter username and password")
     now = app.clock.now()
+    user = get_user(app.conn, session.username)
+    assert user is not None
+    if auth.password_expired(app, user, now):
+        # Expired since login: the session goes on, but signs nothing with it (11.300(b)).
+        raise SignatureRefused("your password has expired and cannot sign",
+                               "change your password first")
     if req.username and req.username.strip().lower() != session.username:
         auth.record_failure(app, session.username, "signature.reauth",
                             "username differs from the logged-in user", now)
@@ -87,8 +93,6 @@ def reauthenticate(app: Appliance, session: Session, req: SignatureRequest) -> N
     if until is not None or auth.check_credentials(app, session.username, req.password) is None:
         auth.record_failure(app, session.username, "signature.reauth", "wrong password", now)
         raise AuthenticationFailed("signature not applied: wrong password")
-    user = get_user(app.conn, session.username)
-    assert user is not None
     if user.signature_ack_at is None and not req.acknowledge_statement:
         raise SignatureRefused("your first signature needs the signature statement acknowledged",
                                f"read and accept: {STATEMENT}")

@@ -130,6 +130,21 @@ def test_11_300b_expired_password_forces_change(appliance, clock) -> None:
         "was_temporary_or_expired": True}
 
 
+def test_11_300b_a_password_that_expires_during_a_session_signs_nothing(appliance,
+                                                                        clock) -> None:
+    appliance.settings = appliance.settings.__class__.from_dict(
+        {**appliance.settings.to_dict(), "password": {"scrypt_n": 2**10, "max_age_days": 90}})
+    clock.advance(days=90, minutes=-5)
+    session = auth.login(appliance, ADMIN, PASSWORD)
+    assert not session.password_expired
+    clock.advance(minutes=10)  # 90 days and 5 minutes: expired, the session still open
+    with pytest.raises(SignatureRefused, match="your password has expired and cannot sign"):
+        users.review_access(appliance, session, req(username=ADMIN))
+    assert appliance.conn.execute("SELECT COUNT(*) FROM signatures").fetchone()[0] == 0
+    users.change_password(appliance, session, PASSWORD, NEW_PW)
+    assert users.review_access(appliance, session, req(password=NEW_PW, username=ADMIN))
+
+
 def test_11_300b_reset_gives_temporary_password_that_cannot_sign(appliance, admin_session,
                                                                  make_user) -> None:
     make_user(["security"], username="sam")
