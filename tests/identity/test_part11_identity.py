@@ -260,12 +260,12 @@ from appliance.context import Appliance
 from appliance.errors import AuthenticationFailed
 from appliance.services import auth
 with Appliance.open(Path(sys.argv[1])) as app:
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: scrypt's work, whatever else the machine does
     try:
         auth.login(app, sys.argv[2], "wrong password!!")
     except AuthenticationFailed:
         pass
-    print(time.perf_counter() - start)
+    print(time.process_time() - start)
 """
 
 
@@ -441,12 +441,14 @@ def test_two_officers_at_once_never_lose_one_change(appliance, admin_session,
 
 def test_two_officers_disabling_each_other_at_once_leave_one(appliance, admin_session,
                                                               make_user) -> None:
-    sec = make_user(["security"], username="sec")
+    one = make_user(["security"], username="sec1")
+    two = make_user(["security"], username="sec2")
+    users.revoke_role(appliance, one, ADMIN, "security", "separation of duties")
     errors = _at_once(appliance,
-                      lambda app: users.disable_user(app, admin_session, "sec", "x"),
-                      lambda app: users.disable_user(app, sec, ADMIN, "y"))
-    assert [e.message for e in errors] in (["alice is the last active security officer"],
-                                        ["sec is the last active security officer"])
+                      lambda app: users.disable_user(app, one, "sec2", "x"),
+                      lambda app: users.disable_user(app, two, "sec1", "y"))
+    assert [e.message for e in errors] in (["sec1 is the last active security officer"],
+                                           ["sec2 is the last active security officer"])
     assert len(active_holders(appliance.conn, "security")) == 1
 
 
