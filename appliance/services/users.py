@@ -6,7 +6,6 @@ Every change records old and new values and a reason; no password or hash is eve
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,7 +16,7 @@ from appliance.clock import format_ts
 from appliance.context import Appliance
 from appliance.errors import AccountLocked, InvalidInput, PermissionDenied
 from appliance.identity.passwords import check_password, hash_password
-from appliance.identity.policy import check_new_password
+from appliance.identity.policy import check_new_password, temporary_password
 from appliance.identity.roles import ROLES, SEPARATED, TRAINING_REQUIRED
 from appliance.identity.session import Session
 from appliance.identity.signatures import Signature
@@ -219,8 +218,8 @@ def reset_password(app: Appliance, session: Session, username: str,
                    reason: str) -> TemporaryPassword:
     """Loss management (11.300(b)): a temporary password that signs nothing until changed."""
     actor, user = _manage(app, session, username)
-    temp = secrets.token_urlsafe(12)
     policy = app.settings.password
+    temp = temporary_password(user.username, policy)
     hashed = hash_password(temp, policy.scrypt_n)  # not under the write lock
 
     def change(now: User) -> dict[str, object]:

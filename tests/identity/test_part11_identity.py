@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from appliance.errors import (
     SignatureRefused,
 )
 from appliance.identity.passwords import check_password
+from appliance.identity.policy import temporary_password
 from appliance.identity.roles import PERMISSIONS, ROLES
 from appliance.identity.signatures import binds, get_signature
 from appliance.identity.users import active_holders, get_user
@@ -114,6 +116,27 @@ def test_11_300b_a_reset_keeps_the_history_at_the_last_five_own_passwords(
     users.change_password(appliance, session, temp, PASSWORD)  # 6 passwords ago: allowed
     history = get_user(appliance.conn, "ivo").password_history
     assert len(history) == 5 and not any(check_password(temp, h) for h in history)
+
+
+def test_11_300b_temporary_passwords_meet_the_policy_in_force(home) -> None:
+    """`users add` made a 16-character temporary password and then refused it under a
+    longer minimum, telling the officer to choose a longer password they never chose."""
+    long_pw = "a correct horse battery staple"
+    strict = Settings(password=PasswordPolicy(scrypt_n=2**10, max_age_days=0, min_length=24))
+    app = init_appliance(home, ADMIN, "Alice Adams", long_pw, settings=strict)
+    r = subprocess.run([sys.executable, "-m", "appliance", "users", "add", "bo",
+                        "--full-name", "Bo", "--role", "it", "--reason", "hire", "--user", ADMIN,
+                        "--password-stdin", "--json"], input=long_pw + "\n",
+                       capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "APPLIANCE_HOME": str(home)})
+    assert r.returncode == 0, r.stderr
+    temp = json.loads(r.stdout)["temporary_password"]
+    assert len(temp) >= 24 and auth.login(app, "bo", temp).must_change_password
+    reset = users.reset_password(app, auth.login(app, ADMIN, long_pw), "bo", "lost").password
+    assert len(reset) >= 24 and auth.login(app, "bo", reset).username == "bo"
+    short = PasswordPolicy(min_length=12)
+    assert not any("bo" in temporary_password("bo", short).lower() for _ in range(500))
+    app.close()
 
 
 def test_11_300b_expired_password_forces_change(appliance, clock) -> None:
