@@ -18,6 +18,19 @@ from appliance.identity.session import Session
 from appliance.identity.users import User, get_user, session_epoch
 from appliance.services.access import end_session
 
+# Usernames have at most 32 characters (identity/users.py), so a longer typed name is no
+# one's: it is counted and recorded cut to this length and marked, never whole (typed at
+# the login screen, it went into the append-only trail several times over: 10 MB typed,
+# 88 MB written, per attempt).
+TYPED_MAX = 64
+
+
+def typed_name(username: str) -> str:
+    """The name as typed, as failures are counted and recorded: trimmed, lower case, and
+    cut (with a mark) if longer than any username can be."""
+    name = username.strip().lower()
+    return name if len(name) <= TYPED_MAX else name[:TYPED_MAX] + "\u2026"
+
 
 def _failures(app: Appliance, name: str, now: datetime) -> list[datetime]:
     since = format_ts(now - timedelta(minutes=app.settings.lockout.window_minutes))
@@ -76,7 +89,7 @@ def password_expired(app: Appliance, user: User, now: datetime) -> bool:
 
 
 def login(app: Appliance, username: str, password: str) -> Session:
-    name = username.strip().lower()
+    name = typed_name(username)
     now = app.clock.now()
     until = locked_until(app, name, now)
     if until is not None:

@@ -238,7 +238,7 @@ def unlock(app: Appliance, session: Session, username: str, reason: str) -> None
     """Clear a lockout (11.300(d)). Never one's own: an officer locked out by wrong signature
     passwords could otherwise go on guessing from an open session without limit. Works for
     any typed name, since failures are counted by the name typed."""
-    name = username.strip().lower()
+    name = auth.typed_name(username)
     actor = authorize(app, session, "users.manage", target_type="user", target_id=name)
     _not_own(app, session, name)
     reason = _reason(reason)

@@ -276,6 +276,26 @@ def test_login_errors_never_reveal_whether_a_username_exists(appliance) -> None:
     assert messages[:5] == messages[5:]  # same errors, same lockout, known or not
 
 
+def test_11_300d_a_huge_typed_name_is_recorded_cut_and_still_locks(appliance,
+                                                                   admin_session) -> None:
+    """The login screen takes any text before anyone is authenticated: a 1 MB name used to
+    be written whole, several times over, into the trail that is never deleted."""
+    huge = "Mallory" * 150_000
+    size = appliance.conn.execute("SELECT SUM(LENGTH(body)) FROM audit_events").fetchone()[0]
+    for _ in range(4):
+        with pytest.raises(AuthenticationFailed, match="unknown user or wrong password"):
+            auth.login(appliance, huge, "wrong password!!")
+    with pytest.raises(AccountLocked):  # counted as one name, like any other
+        auth.login(appliance, huge, "wrong password!!")
+    grown = appliance.conn.execute("SELECT SUM(LENGTH(body)) FROM audit_events").fetchone()[0]
+    assert grown - size < 20_000
+    recorded = {e["target"]["id"] for e in events(appliance, "auth.login")
+                if e["outcome"] == "failure"}
+    assert recorded == {"mallory" * 9 + "m\u2026"}
+    users.unlock(appliance, admin_session, huge, "a test")
+    assert auth.locked_until(appliance, auth.typed_name(huge), appliance.clock.now()) is None
+
+
 _TIMED_LOGIN = """
 import sys, time
 from pathlib import Path
