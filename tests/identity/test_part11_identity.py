@@ -88,6 +88,19 @@ def test_11_300b_password_policy(appliance, admin_session) -> None:
     assert stored.startswith("scrypt$") and PASSWORD not in stored
 
 
+def test_11_300b_a_password_no_console_can_type_is_refused(appliance, admin_session) -> None:
+    """A CR left by a file with Windows line ends, a NUL, a tab: set through the CLI, such a
+    password could never be typed at the console again."""
+    for bad in (NEW_PW + "\r", "with\x00nul inside it", "tab\tseparated words"):
+        with pytest.raises(InvalidInput, match="password contains a control character"):
+            users.change_password(appliance, admin_session, PASSWORD, bad)
+        with pytest.raises(InvalidInput, match="password contains a control character"):
+            users.add_user(appliance, admin_session, "dan", "Dan", ["it"], bad, "hire")
+    assert check_password(PASSWORD, get_user(appliance.conn, ADMIN).password_hash)
+    assert get_user(appliance.conn, "dan") is None
+    users.change_password(appliance, admin_session, PASSWORD, "ünïcode and spaces ok")
+
+
 def test_11_300b_password_history_refuses_last_five(appliance, admin_session) -> None:
     current = PASSWORD
     for i in range(5):
