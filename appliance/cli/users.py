@@ -75,13 +75,12 @@ def add(
     as_json: JsonOpt = False,
 ) -> None:
     """Create an account with a temporary password that must be changed at first login."""
-    import secrets
-
+    from appliance.identity.policy import temporary_password
     from appliance.services import users
 
-    temp = secrets.token_urlsafe(12)
     with open_app(ctx) as appl:
         session = login(ctx, appl, user, password_stdin)
+        temp = temporary_password(username.strip().lower(), appl.settings.password)
         created = users.add_user(appl, session, username, full_name, role, temp, reason)
     emit({"user": _user_dict(created), "temporary_password": temp}, as_json,
          f"Created {created.username} ({', '.join(created.roles)}). Temporary password: {temp}\n"

@@ -16,6 +16,12 @@ def hash_password(password: str, n: int) -> str:
     return f"scrypt${n}${R}${P}${_b64(salt)}${_b64(dk)}"
 
 
+def unmatchable_hash(n: int) -> str:
+    """A stored form that no password matches, checked at the same cost as a real one (same
+    n, r, p) without deriving anything to make it: for names that do not exist."""
+    return f"scrypt${n}${R}${P}${_b64(bytes(16))}${_b64(bytes(32))}"
+
+
 def check_password(password: str, stored: str) -> bool:
     try:
         scheme, n, r, p, salt, dk = stored.split("$")

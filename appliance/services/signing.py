@@ -1,11 +1,12 @@
 """Applying an electronic signature as part of an action (11.200(a), 11.50, 11.70, 11.10(j)).
 
 Services that sign (approve, reject, review, roll back...) do their state change inside
-`with signing(app, session, request) as signer:` and call `signer.apply(...)`, so the state
-change, the signature row and the audit event carrying the manifestation commit together
-(the trail then writes a signed checkpoint).
+`with signing(app, session, request, meaning=...) as signer:` and call `signer.apply(...)`,
+so the state change, the signature row and the audit event carrying the manifestation
+commit together (the trail then writes a signed checkpoint). The service names the
+meaning of its step; a request with another is refused before any password is checked.
 
-    with signing(app, session, req) as signer:
+    with signing(app, session, req, meaning="approved") as signer:
         ...state change on app.conn...
         signer.apply(record_type="bundle", record_id=..., content=record, event=Event(...))
 """
@@ -77,6 +78,12 @@ def reauthenticate(app: Appliance, session: Session, req: SignatureRequest) -> N
         raise SignatureRefused("the first signature of a session needs your username too",
                                "enter username and password")
     now = app.clock.now()
+    user = get_user(app.conn, session.username)
+    assert user is not None
+    if auth.password_expired(app, user, now):
+        # Expired since login: the session goes on, but signs nothing with it (11.300(b)).
+        raise SignatureRefused("your password has expired and cannot sign",
+                               "change your password first")
     if req.username and req.username.strip().lower() != session.username:
         auth.record_failure(app, session.username, "signature.reauth",
                             "username differs from the logged-in user", now)
@@ -86,8 +93,6 @@ def reauthenticate(app: Appliance, session: Session, req: SignatureRequest) -> N
     if until is not None or auth.check_credentials(app, session.username, req.password) is None:
         auth.record_failure(app, session.username, "signature.reauth", "wrong password", now)
         raise AuthenticationFailed("signature not applied: wrong password")
-    user = get_user(app.conn, session.username)
-    assert user is not None
     if user.signature_ack_at is None and not req.acknowledge_statement:
         raise SignatureRefused("your first signature needs the signature statement acknowledged",
                                f"read and accept: {STATEMENT}")
@@ -129,8 +134,14 @@ class Signer:
 
 
 @contextmanager
-def signing(app: Appliance, session: Session, req: SignatureRequest) -> Iterator[Signer]:
-    """Re-authenticate, then one transaction for the change and its signature(s)."""
+def signing(app: Appliance, session: Session, req: SignatureRequest, *,
+            meaning: str) -> Iterator[Signer]:
+    """Re-authenticate, then one transaction for the change and its signature(s).
+    `meaning` is the one the signed step carries (11.50): the service says it, never the
+    request, so an access review cannot be signed "approved" nor a trust root "rejected"."""
+    if req.meaning != meaning:
+        raise SignatureRefused(f"this step is signed with the meaning {meaning!r}, "
+                               f"not {req.meaning!r}", f"sign with meaning {meaning}")
     reauthenticate(app, session, req)
     signer = Signer(app, session, req)
     with app.transaction():

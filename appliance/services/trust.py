@@ -76,7 +76,7 @@ def init_trust(app: Appliance, session: Session, root_bytes: bytes,
         raise
     record = {"root_version": md.signed.version, "fingerprint": fingerprint,
               "sha256": _plain(fingerprint), "source": source}
-    with signing.signing(app, session, req) as signer:
+    with signing.signing(app, session, req, meaning="approved") as signer:
         trust.store(app.conn, [("root", root_bytes)], app.clock.iso())
         signer.apply(record_type="trust_root", record_id=f"root-v{md.signed.version}",
                      content=record, event=Event(

@@ -258,7 +258,7 @@ def approve(app: Appliance, session: Session, ref: str, req: SignatureRequest,
                      f"{session.username} already approved {bundle.ref}",
                      f"policy needs {required} different admins")
     try:
-        with signing(app, session, req) as signer:
+        with signing(app, session, req, meaning="approved") as signer:
             # Read again under the write lock: another admin may have rejected or approved it
             # since the checks above, and two admins signing at once both count.
             if not _still_permitted(app, session, "update.approve"):
@@ -308,7 +308,7 @@ def reject(app: Appliance, session: Session, ref: str, req: SignatureRequest
                      f"open it first: `appliance update show {bundle.ref}`, or `o` in the console")
     record = {"type": "update-rejection", "bundle": bundle.ref, "digest": bundle.digest,
               "reason": req.reason.strip()}
-    with signing(app, session, req) as signer:
+    with signing(app, session, req, meaning="rejected") as signer:
         action, old, new = move(app.conn, get_bundle(app.conn, bundle.id), State.REJECTED,
                                 req.reason.strip())
         sig = signer.apply(record_type="bundle", record_id=bundle.ref, content=record,
@@ -411,7 +411,7 @@ def rollback(app: Appliance, session: Session, ref: str, req: SignatureRequest,
         runner = Runner(app, actor, term, edges)
         dirs = release_dirs(app)
         record = ap.rollback_record(target, current, row[0])
-        with signing(app, session, req) as signer:
+        with signing(app, session, req, meaning="approved") as signer:
             entry_id = open_journal(app, "rollback", plan, current, dirs.read_current())
             action, old, new = move(app.conn, target, State.INSTALLING, req.reason.strip())
             signer.apply(record_type="bundle", record_id=target.ref, content=record,

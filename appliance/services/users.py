@@ -6,7 +6,7 @@ Every change records old and new values and a reason; no password or hash is eve
 
 from __future__ import annotations
 
-import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from appliance.audit import query
@@ -16,7 +16,7 @@ from appliance.clock import format_ts
 from appliance.context import Appliance
 from appliance.errors import AccountLocked, InvalidInput, PermissionDenied
 from appliance.identity.passwords import check_password, hash_password
-from appliance.identity.policy import check_new_password
+from appliance.identity.policy import check_new_password, temporary_password
 from appliance.identity.roles import ROLES, SEPARATED, TRAINING_REQUIRED
 from appliance.identity.session import Session
 from appliance.identity.signatures import Signature
@@ -29,10 +29,11 @@ from appliance.identity.users import (
     list_users,
     next_session_epoch,
     normalise_username,
+    session_epoch,
     update_user,
 )
 from appliance.services import auth, signing
-from appliance.services.access import authorize, record_denial
+from appliance.services.access import authorize, record_denial, refresh_roles
 from appliance.text import one_line
 
 
@@ -90,14 +91,20 @@ def add_user(app: Appliance, session: Session, username: str, full_name: str,
     return user
 
 
-def _change(app: Appliance, session: Session, actor: Actor, before: User, action: str,
-            reason: str, end_sessions: bool = False, **changes: object) -> User:
+def _change(app: Appliance, session: Session, actor: Actor, username: str, action: str,
+            reason: str, change: Callable[[User], dict[str, object]],
+            end_sessions: bool = False) -> User:
     """One audited change of stored account fields, old and new values recorded. Callers
     authorise first, so a refusal is recorded before any business rule is checked.
+    `change` gets the account as stored under the write lock, checks the rules on it
+    (raising refuses, nothing written) and returns the fields to set: a check or a new
+    roles list made from an earlier read would let two officers at once lose one's change
+    (a revoked role back) or both pass a "last officer" check.
     `end_sessions`: the account's open sessions end at their next action."""
     reason = _reason(reason)
     with app.transaction() as conn:
-        update_user(conn, before.username, **changes)
+        before = _existing(app, username)
+        update_user(conn, before.username, **change(before))
         if end_sessions:
             next_session_epoch(conn, before.username)
         after = get_user(conn, before.username)
@@ -131,44 +138,65 @@ def _not_own(app: Appliance, session: Session, username: str) -> None:
                                "with `appliance users passwd`")
 
 
+# Roles someone must always hold: without a security officer no account can be managed,
+# without an admin no training can be recorded, so no one could ever be made an admin
+# again (and no update approved).
+_KEPT = {"security": ("security officer", "give another user the security role first"),
+         "admin": ("admin", "an admin records another user's training and a security "
+                   "officer grants them the admin role first")}
+
+
 def _keep_one(app: Appliance, username: str, losing: set[str]) -> None:
-    if "security" in losing and active_holders(app.conn, "security") == [username]:
-        raise InvalidInput(f"{username} is the last active security officer",
-                           "give another user the security role first")
+    for role in sorted(losing & set(_KEPT), reverse=True):
+        if active_holders(app.conn, role) == [username]:
+            what, hint = _KEPT[role]
+            raise InvalidInput(f"{username} is the last active {what}", hint)
 
 
 def disable_user(app: Appliance, session: Session, username: str, reason: str) -> User:
     actor, user = _manage(app, session, username, may_be_own=True)
-    _keep_one(app, user.username, set(user.roles))
-    return _change(app, session, actor, user, "user.disable", reason, end_sessions=True,
-                   status="disabled")
+
+    def change(now: User) -> dict[str, object]:
+        _keep_one(app, now.username, set(now.roles))
+        return {"status": "disabled"}
+
+    return _change(app, session, actor, user.username, "user.disable", reason, change,
+                   end_sessions=True)
 
 
 def enable_user(app: Appliance, session: Session, username: str, reason: str) -> User:
     actor, user = _manage(app, session, username)
-    return _change(app, session, actor, user, "user.enable", reason, status="active")
+    return _change(app, session, actor, user.username, "user.enable", reason,
+                   lambda now: {"status": "active"})
 
 
 def grant_role(app: Appliance, session: Session, username: str, role: str,
                reason: str) -> User:
     actor, user = _manage(app, session, username)
-    if role in user.roles:
-        raise InvalidInput(f"{user.username} already holds {role}", "nothing to do")
-    _check_roles(app, user.username, [role])
-    return _change(app, session, actor, user, "user.grant_role", reason,
-                   roles=(*user.roles, role))
+
+    def change(now: User) -> dict[str, object]:
+        if role in now.roles:
+            raise InvalidInput(f"{now.username} already holds {role}", "nothing to do")
+        _check_roles(app, now.username, [role])
+        return {"roles": (*now.roles, role)}
+
+    return _change(app, session, actor, user.username, "user.grant_role", reason, change)
 
 
 def revoke_role(app: Appliance, session: Session, username: str, role: str,
                 reason: str) -> User:
     actor, user = _manage(app, session, username, may_be_own=True)
-    if role not in user.roles:
-        raise InvalidInput(f"{user.username} does not hold {role}", "nothing to do")
-    if set(user.roles) == {role}:
-        raise InvalidInput(f"{role} is {user.username}'s only role", "disable the account instead")
-    _keep_one(app, user.username, {role})
-    return _change(app, session, actor, user, "user.revoke_role", reason,
-                   roles=tuple(r for r in user.roles if r != role))
+
+    def change(now: User) -> dict[str, object]:
+        if role not in now.roles:
+            raise InvalidInput(f"{now.username} does not hold {role}", "nothing to do")
+        if set(now.roles) == {role}:
+            raise InvalidInput(f"{role} is {now.username}'s only role",
+                               "disable the account instead")
+        _keep_one(app, now.username, {role})
+        return {"roles": tuple(r for r in now.roles if r != role)}
+
+    return _change(app, session, actor, user.username, "user.revoke_role", reason, change)
 
 
 @dataclass(frozen=True)
@@ -190,14 +218,19 @@ def reset_password(app: Appliance, session: Session, username: str,
                    reason: str) -> TemporaryPassword:
     """Loss management (11.300(b)): a temporary password that signs nothing until changed."""
     actor, user = _manage(app, session, username)
-    temp = secrets.token_urlsafe(12)
-    _change(app, session, actor, user, "user.reset_password", reason,
-            password_hash=hash_password(temp, app.settings.password.scrypt_n),
-            password_history=_real_passwords(user, app.settings.password.history),
-            password_changed_at=app.clock.iso(), must_change_password=True,
+    policy = app.settings.password
+    temp = temporary_password(user.username, policy)
+    hashed = hash_password(temp, policy.scrypt_n)  # not under the write lock
+
+    def change(now: User) -> dict[str, object]:
+        # Failures are cleared with the reset, in its transaction.
+        app.conn.execute("DELETE FROM login_failures WHERE username = ?", (now.username,))
+        return {"password_hash": hashed,
+                "password_history": _real_passwords(now, policy.history),
+                "password_changed_at": app.clock.iso(), "must_change_password": True}
+
+    _change(app, session, actor, user.username, "user.reset_password", reason, change,
             end_sessions=True)
-    with app.transaction() as conn:
-        conn.execute("DELETE FROM login_failures WHERE username = ?", (user.username,))
     return TemporaryPassword(user.username, temp)
 
 
@@ -205,7 +238,7 @@ def unlock(app: Appliance, session: Session, username: str, reason: str) -> None
     """Clear a lockout (11.300(d)). Never one's own: an officer locked out by wrong signature
     passwords could otherwise go on guessing from an open session without limit. Works for
     any typed name, since failures are counted by the name typed."""
-    name = username.strip().lower()
+    name = auth.typed_name(username)
     actor = authorize(app, session, "users.manage", target_type="user", target_id=name)
     _not_own(app, session, name)
     reason = _reason(reason)
@@ -243,17 +276,25 @@ def change_password(app: Appliance, session: Session, old_password: str,
     if user.must_change_password and check_password(new_password, user.password_hash):
         raise InvalidInput("the new password is the temporary one",
                            "choose a password of your own")
+    hashed = hash_password(new_password, policy.scrypt_n)
     with app.transaction() as conn:
-        update_user(conn, user.username,
-                    password_hash=hash_password(new_password, policy.scrypt_n),
-                    password_history=history, password_changed_at=app.clock.iso(),
-                    must_change_password=False)
-        epoch = next_session_epoch(conn, user.username)
-        app.trail.append(Event(
-            action="user.password_change", actor=actor, target_type="user",
-            target_id=user.username, reason="password changed by its owner",
-            details={"was_temporary_or_expired": session.must_change_password},
-            terminal=session.terminal))
+        # Checked again under the write lock: a reset (or a disable, another change) since
+        # the checks above must not be overwritten, nor this session carried past it.
+        moved = (get_user(conn, user.username).password_hash != user.password_hash
+                 or session_epoch(conn, user.username) != session.epoch)
+        if not moved:
+            update_user(conn, user.username, password_hash=hashed, password_history=history,
+                        password_changed_at=app.clock.iso(), must_change_password=False)
+            epoch = next_session_epoch(conn, user.username)
+            app.trail.append(Event(
+                action="user.password_change", actor=actor, target_type="user",
+                target_id=user.username, reason="password changed by its owner",
+                details={"was_temporary_or_expired": session.must_change_password},
+                terminal=session.terminal))
+    if moved:
+        refresh_roles(app, session)  # ends this session, recorded, if its epoch has passed
+        raise InvalidInput("the password was reset or changed meanwhile",
+                           "log in again with the password now in force")
     session.must_change_password = False
     session.password_expired = False
     session.epoch = epoch  # this session goes on; the owner's others end
@@ -287,7 +328,7 @@ def review_access(app: Appliance, session: Session, req: signing.SignatureReques
     """Periodic access review: a security officer signs the account list as it stands."""
     actor = authorize(app, session, "users.review", target_type="access_review",
                       target_id="users")
-    with signing.signing(app, session, req) as signer:
+    with signing.signing(app, session, req, meaning="reviewed") as signer:
         content = [u.public() for u in list_users(app.conn)]
         return signer.apply(record_type="access_review", record_id=app.clock.iso(),
                             content=content, event=Event(

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
+import sys
+import threading
+import time
 
 import pytest
 
+from appliance import db
 from appliance.audit.events import Event
+from appliance.context import Appliance
 from appliance.errors import (
     AccountLocked,
+    ApplianceError,
     AuthenticationFailed,
     InvalidInput,
     PasswordChangeRequired,
@@ -18,11 +26,14 @@ from appliance.errors import (
     SignatureRefused,
 )
 from appliance.identity.passwords import check_password
+from appliance.identity.policy import temporary_password
 from appliance.identity.roles import PERMISSIONS, ROLES
 from appliance.identity.signatures import binds, get_signature
-from appliance.identity.users import get_user
+from appliance.identity.users import active_holders, get_user
 from appliance.services import auth, signing, users
 from appliance.services.access import authorize
+from appliance.services.setup import init_appliance
+from appliance.settings import PasswordPolicy, Settings
 from tests.conftest import ADMIN, PASSWORD
 
 NEW_PW = "a brand new passphrase"
@@ -77,6 +88,19 @@ def test_11_300b_password_policy(appliance, admin_session) -> None:
     assert stored.startswith("scrypt$") and PASSWORD not in stored
 
 
+def test_11_300b_a_password_no_console_can_type_is_refused(appliance, admin_session) -> None:
+    """A CR left by a file with Windows line ends, a NUL, a tab: set through the CLI, such a
+    password could never be typed at the console again."""
+    for bad in (NEW_PW + "\r", "with\x00nul inside it", "tab\tseparated words"):
+        with pytest.raises(InvalidInput, match="password contains a control character"):
+            users.change_password(appliance, admin_session, PASSWORD, bad)
+        with pytest.raises(InvalidInput, match="password contains a control character"):
+            users.add_user(appliance, admin_session, "dan", "Dan", ["it"], bad, "hire")
+    assert check_password(PASSWORD, get_user(appliance.conn, ADMIN).password_hash)
+    assert get_user(appliance.conn, "dan") is None
+    users.change_password(appliance, admin_session, PASSWORD, "ünïcode and spaces ok")
+
+
 def test_11_300b_password_history_refuses_last_five(appliance, admin_session) -> None:
     current = PASSWORD
     for i in range(5):
@@ -107,6 +131,27 @@ def test_11_300b_a_reset_keeps_the_history_at_the_last_five_own_passwords(
     assert len(history) == 5 and not any(check_password(temp, h) for h in history)
 
 
+def test_11_300b_temporary_passwords_meet_the_policy_in_force(home) -> None:
+    """`users add` made a 16-character temporary password and then refused it under a
+    longer minimum, telling the officer to choose a longer password they never chose."""
+    long_pw = "a correct horse battery staple"
+    strict = Settings(password=PasswordPolicy(scrypt_n=2**10, max_age_days=0, min_length=24))
+    app = init_appliance(home, ADMIN, "Alice Adams", long_pw, settings=strict)
+    r = subprocess.run([sys.executable, "-m", "appliance", "users", "add", "bo",
+                        "--full-name", "Bo", "--role", "it", "--reason", "hire", "--user", ADMIN,
+                        "--password-stdin", "--json"], input=long_pw + "\n",
+                       capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "APPLIANCE_HOME": str(home)})
+    assert r.returncode == 0, r.stderr
+    temp = json.loads(r.stdout)["temporary_password"]
+    assert len(temp) >= 24 and auth.login(app, "bo", temp).must_change_password
+    reset = users.reset_password(app, auth.login(app, ADMIN, long_pw), "bo", "lost").password
+    assert len(reset) >= 24 and auth.login(app, "bo", reset).username == "bo"
+    short = PasswordPolicy(min_length=12)
+    assert not any("bo" in temporary_password("bo", short).lower() for _ in range(500))
+    app.close()
+
+
 def test_11_300b_expired_password_forces_change(appliance, clock) -> None:
     appliance.settings = appliance.settings.__class__.from_dict(
         {**appliance.settings.to_dict(), "password": {"scrypt_n": 2**10, "max_age_days": 90}})
@@ -119,6 +164,21 @@ def test_11_300b_expired_password_forces_change(appliance, clock) -> None:
     assert authorize(appliance, session, "audit.view").username == ADMIN
     assert events(appliance, "user.password_change")[-1]["details"] == {
         "was_temporary_or_expired": True}
+
+
+def test_11_300b_a_password_that_expires_during_a_session_signs_nothing(appliance,
+                                                                        clock) -> None:
+    appliance.settings = appliance.settings.__class__.from_dict(
+        {**appliance.settings.to_dict(), "password": {"scrypt_n": 2**10, "max_age_days": 90}})
+    clock.advance(days=90, minutes=-5)
+    session = auth.login(appliance, ADMIN, PASSWORD)
+    assert not session.password_expired
+    clock.advance(minutes=10)  # 90 days and 5 minutes: expired, the session still open
+    with pytest.raises(SignatureRefused, match="your password has expired and cannot sign"):
+        users.review_access(appliance, session, req(username=ADMIN))
+    assert appliance.conn.execute("SELECT COUNT(*) FROM signatures").fetchone()[0] == 0
+    users.change_password(appliance, session, PASSWORD, NEW_PW)
+    assert users.review_access(appliance, session, req(password=NEW_PW, username=ADMIN))
 
 
 def test_11_300b_reset_gives_temporary_password_that_cannot_sign(appliance, admin_session,
@@ -229,6 +289,62 @@ def test_login_errors_never_reveal_whether_a_username_exists(appliance) -> None:
     assert messages[:5] == messages[5:]  # same errors, same lockout, known or not
 
 
+def test_11_300d_a_huge_typed_name_is_recorded_cut_and_still_locks(appliance,
+                                                                   admin_session) -> None:
+    """The login screen takes any text before anyone is authenticated: a 1 MB name used to
+    be written whole, several times over, into the trail that is never deleted."""
+    huge = "Mallory" * 150_000
+    size = appliance.conn.execute("SELECT SUM(LENGTH(body)) FROM audit_events").fetchone()[0]
+    for _ in range(4):
+        with pytest.raises(AuthenticationFailed, match="unknown user or wrong password"):
+            auth.login(appliance, huge, "wrong password!!")
+    with pytest.raises(AccountLocked):  # counted as one name, like any other
+        auth.login(appliance, huge, "wrong password!!")
+    grown = appliance.conn.execute("SELECT SUM(LENGTH(body)) FROM audit_events").fetchone()[0]
+    assert grown - size < 20_000
+    recorded = {e["target"]["id"] for e in events(appliance, "auth.login")
+                if e["outcome"] == "failure"}
+    assert recorded == {"mallory" * 9 + "m\u2026"}
+    users.unlock(appliance, admin_session, huge, "a test")
+    assert auth.locked_until(appliance, auth.typed_name(huge), appliance.clock.now()) is None
+
+
+_TIMED_LOGIN = """
+import sys, time
+from pathlib import Path
+from appliance.context import Appliance
+from appliance.errors import AuthenticationFailed
+from appliance.services import auth
+with Appliance.open(Path(sys.argv[1])) as app:
+    start = time.process_time()  # CPU time: scrypt's work, whatever else the machine does
+    try:
+        auth.login(app, sys.argv[2], "wrong password!!")
+    except AuthenticationFailed:
+        pass
+    print(time.process_time() - start)
+"""
+
+
+def test_an_unknown_name_takes_as_long_as_a_known_one_in_a_new_process(home) -> None:
+    """Each CLI command is a new process: its first failure for an unknown name must cost
+    one scrypt derivation, as a known name's does (it used to cost two). Measured."""
+    costly = Settings(password=PasswordPolicy(scrypt_n=2**14, max_age_days=0))
+    init_appliance(home, ADMIN, "Alice Adams", PASSWORD, settings=costly).close()
+
+    def took(name: str) -> float:
+        r = subprocess.run([sys.executable, "-c", _TIMED_LOGIN, str(home), name],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return float(r.stdout)
+
+    took("warm-up")  # the first write after set-up does more than count a failure
+    known, unknown = [], []
+    for i in range(4):  # alternating, so a busy moment hits both; 4 failures: not locked
+        known.append(took(ADMIN))
+        unknown.append(took(f"nobody{i}"))
+    assert min(unknown) < 1.5 * min(known), (known, unknown)
+
+
 # --- sessions ---------------------------------------------------------------------------------
 
 def test_idle_session_expires_and_is_recorded(appliance, admin_session, clock) -> None:
@@ -335,6 +451,94 @@ def test_11_300_changing_ones_password_ends_ones_other_sessions(appliance, make_
         authorize(appliance, there, "update.install")
 
 
+# --- two officers, or an owner and an officer, changing one account at once ---------------
+
+def _at_once(appliance, *calls) -> list[Exception]:
+    """Run each call on its own connection in its own thread, as separate processes would,
+    each having read the account before any may write: a writer holds the lock until all
+    have started. Returns the errors raised."""
+    blocker = db.connect(appliance.layout.db)
+    blocker.execute("BEGIN IMMEDIATE")
+    errors: list[Exception] = []
+
+    def run(call) -> None:
+        with Appliance.open(appliance.layout.root, clock=appliance.clock) as app:
+            try:
+                call(app)
+            except ApplianceError as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in calls]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    for t in threads:
+        t.join(60)
+    return errors
+
+
+def test_two_officers_at_once_never_lose_one_change(appliance, admin_session,
+                                                     make_user) -> None:
+    """A revoke and a grant at once: each applies to the roles as stored when it writes
+    (the grant used to write back the roles it had read, the revoked one among them)."""
+    sec = make_user(["security"], username="sec")
+    make_user(["it", "ml"], username="bob")
+    assert _at_once(appliance,
+                    lambda app: users.revoke_role(app, admin_session, "bob", "ml", "moved"),
+                    lambda app: users.grant_role(app, sec, "bob", "auditor", "audit")) == []
+    assert get_user(appliance.conn, "bob").roles == ("it", "auditor")
+    first, second = [e for e in events(appliance, "user.grant_role") + events(
+        appliance, "user.revoke_role") if e["target"]["id"] == "bob" and e["reason"] != "trained"]
+    first, second = sorted((first, second), key=lambda e: e["seq"])
+    assert second["old"]["roles"] == first["new"]["roles"]  # old values as they were
+
+
+def test_two_officers_disabling_each_other_at_once_leave_one(appliance, admin_session,
+                                                              make_user) -> None:
+    one = make_user(["security"], username="sec1")
+    two = make_user(["security"], username="sec2")
+    users.revoke_role(appliance, one, ADMIN, "security", "separation of duties")
+    errors = _at_once(appliance,
+                      lambda app: users.disable_user(app, one, "sec2", "x"),
+                      lambda app: users.disable_user(app, two, "sec1", "y"))
+    assert [e.message for e in errors] in (["sec1 is the last active security officer"],
+                                           ["sec2 is the last active security officer"])
+    assert len(active_holders(appliance.conn, "security")) == 1
+
+
+def test_a_password_change_at_the_moment_of_a_reset_never_undoes_it(appliance, admin_session,
+                                                                    make_user) -> None:
+    """The reset is why the password may be known to someone else: their change racing it
+    must neither replace the temporary password nor carry their session on."""
+    ivan = make_user(["it"], username="ivan")
+    blocker = db.connect(appliance.layout.db)
+    blocker.execute("BEGIN IMMEDIATE")
+    errors: list[Exception] = []
+
+    def change() -> None:
+        with Appliance.open(appliance.layout.root, clock=appliance.clock) as app:
+            try:
+                users.change_password(app, ivan, PASSWORD, NEW_PW)
+            except ApplianceError as exc:
+                errors.append(exc)
+
+    thread = threading.Thread(target=change)
+    thread.start()
+    time.sleep(0.5)  # it has checked the old password and waits for the lock
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    temp = users.reset_password(appliance, admin_session, "ivan", "phished").password
+    thread.join(60)
+    assert check_password(temp, get_user(appliance.conn, "ivan").password_hash)
+    assert get_user(appliance.conn, "ivan").must_change_password
+    with pytest.raises(SessionExpired):
+        authorize(appliance, ivan, "update.install")
+    assert [e.message for e in errors] in ([], ["session ended: the password was reset or "
+                                             "changed, or the account disabled, since login"])
+
+
 # --- 11.10(i): training before the admin role -----------------------------------------------
 
 def test_11_10i_admin_role_requires_recorded_training(appliance, admin_session,
@@ -414,6 +618,21 @@ def test_last_security_officer_cannot_be_removed(appliance, admin_session) -> No
         users.disable_user(appliance, admin_session, ADMIN, "oops")
 
 
+def test_last_admin_cannot_be_removed(appliance, admin_session, make_user) -> None:
+    """Only an admin records the training the admin role needs: with none left, no one
+    could be made an admin again, and no update approved."""
+    sec = make_user(["security"], username="sec")
+    with pytest.raises(InvalidInput, match="alice is the last active admin"):
+        users.revoke_role(appliance, sec, ADMIN, "admin", "oops")
+    with pytest.raises(InvalidInput, match="alice is the last active admin"):
+        users.disable_user(appliance, admin_session, ADMIN, "leaving")
+    assert get_user(appliance.conn, ADMIN).roles == ("admin", "security")
+    assert get_user(appliance.conn, ADMIN).active
+    make_user(["admin"], username="ada")
+    users.revoke_role(appliance, sec, ADMIN, "admin", "separation of duties")
+    assert active_holders(appliance.conn, "admin") == ["ada"]
+
+
 # --- 11.10(j), 11.200(a), 11.50, 11.70: electronic signatures -------------------------------
 
 def test_11_10j_first_signature_requires_statement_acknowledgement(appliance,
@@ -487,10 +706,25 @@ def test_11_50_manifestation_carried_by_the_audit_event(appliance, admin_session
     assert last_cp == head  # a signed checkpoint follows every electronic signature
 
 
+def test_11_50_the_service_names_the_meaning_not_the_request(appliance, admin_session) -> None:
+    """An access review is a review: signed "approved" its manifestation would say what
+    the signer never did. Refused before any password is checked, nothing recorded."""
+    before = appliance.conn.execute("SELECT max(seq) FROM audit_events").fetchone()[0]
+    for meaning in ("approved", "rejected", "authored", "responsible"):
+        with pytest.raises(SignatureRefused, match="signed with the meaning 'reviewed', not"):
+            users.review_access(appliance, admin_session, req(meaning, username=ADMIN))
+    with pytest.raises(SignatureRefused, match="meaning 'approved', not 'reviewed'"), \
+            signing.signing(appliance, admin_session, req(username=ADMIN), meaning="approved"):
+        pass
+    assert appliance.conn.execute("SELECT COUNT(*) FROM signatures").fetchone()[0] == 0
+    assert appliance.conn.execute("SELECT max(seq) FROM audit_events").fetchone()[0] == before
+    assert events(appliance, "signature.reauth") == []  # no password was checked
+
+
 def test_signature_rolls_back_with_the_action(appliance, admin_session) -> None:
     """The change, the signature row and its event commit together or not at all."""
     with pytest.raises(RuntimeError), signing.signing(
-            appliance, admin_session, req(username=ADMIN)) as signer:
+            appliance, admin_session, req(username=ADMIN), meaning="reviewed") as signer:
         signer.apply(record_type="demo", record_id="1", content={"a": 1},
                      event=Event("demo.sign", admin_session.actor("admin")))
         raise RuntimeError("the action failed after signing")
