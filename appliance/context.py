@@ -55,8 +55,9 @@ class Appliance:
             conn.close()
             raise db.damaged(exc, layout.db) or exc from exc
         if row is None:
+            conn.close()
             raise NotInitialised(f"appliance at {layout.root} was never initialised completely",
-                                 "remove the directory and run `appliance init` again")
+                                 layout.remove_leftovers_hint())
         try:
             key = SigningKey.load(layout.signing_key)
         except (OSError, ValueError, TypeError) as exc:  # TypeError: a passphrase-protected key

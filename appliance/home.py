@@ -10,6 +10,10 @@ import platformdirs
 
 ENV_VAR = "APPLIANCE_HOME"
 SYSTEM_HOME = Path("/var/lib/appliance")
+# What `appliance init` writes in the home (with SQLite's and the settings' side files): all
+# an interrupted init can leave behind.
+INIT_NAMES = ("keys", "appliance.db", "appliance.db-wal", "appliance.db-shm",
+              "appliance.db-journal", "config.json", "config.json.tmp")
 
 
 def default_home() -> Path:
@@ -66,3 +70,14 @@ class HomeLayout:
 
     def exists(self) -> bool:
         return self.db.exists() and self.signing_key.exists()
+
+    def init_leftovers(self) -> list[Path]:
+        """The paths of `INIT_NAMES` present in the home."""
+        return [self.root / n for n in INIT_NAMES
+                if os.path.lexists(self.root / n)]
+
+    def remove_leftovers_hint(self) -> str:
+        """What to do about a home an interrupted `appliance init` left half-made."""
+        paths = [str(p) for p in self.init_leftovers()]
+        listed = ", ".join(paths[:-1]) + " and " + paths[-1] if len(paths) > 1 else "".join(paths)
+        return f"remove {listed or 'the home'}, then run `appliance init` again"

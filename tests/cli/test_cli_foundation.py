@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -60,6 +61,79 @@ def test_weak_password_refused_and_nothing_left(tmp_path: Path) -> None:
             stdin="short\n")
     assert r.returncode == 2 and r.stderr.startswith("error: password is shorter")
     assert not home.exists()
+
+
+def init(home: Path, *extra: str) -> subprocess.CompletedProcess:
+    return run(home, *extra, "init", "--admin", "alice", "--full-name", "Alice Adams",
+               "--password-stdin", stdin=PASSWORD + "\n")
+
+
+def test_init_refuses_a_directory_in_use_and_leaves_it_as_it_was(tmp_path: Path) -> None:
+    """A typo such as `--home /srv` made that directory 0700 and filled it; a directory that
+    holds anything (lost+found aside) is refused, and so is a file."""
+    used = tmp_path / "srv"
+    used.mkdir(mode=0o755)
+    (used / "notes.txt").write_text("other people's files\n")
+    r = init(used)
+    assert r.returncode == 2 and r.stderr == (
+        f"error: the appliance home {used} is not empty: it holds notes.txt (choose a new "
+        "or empty directory with --home; nothing was changed)\n")
+    assert sorted(p.name for p in used.iterdir()) == ["notes.txt"]
+    assert stat.S_IMODE(used.stat().st_mode) == 0o755
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    r = init(a_file)
+    assert r.returncode == 2 and r.stderr == (
+        f"error: the appliance home {a_file} is not a directory (choose another --home; "
+        "nothing was changed)\n")
+
+    mount = tmp_path / "mount point"       # a file system of its own, and a space
+    (mount / "lost+found").mkdir(parents=True)
+    assert init(mount).returncode == 0
+    assert init(mount).stderr.startswith(f"error: an appliance already exists at {mount} ")
+
+
+_KILL_AT = {  # os._exit where a power cut or kill -9 could stop init
+    "key": "setup.save_settings = die",
+    "schema": "real = setup.db.migrate\n"
+              "setup.db.migrate = lambda conn: (real(conn), die())",
+    "first admin": "setup.insert_user = die",
+}
+
+
+@pytest.mark.parametrize("stage", list(_KILL_AT))
+def test_an_interrupted_init_names_what_to_remove_then_inits(tmp_path: Path,
+                                                               stage: str) -> None:
+    """An init killed half-way left a home that `init` called an existing appliance and
+    every other command called no appliance (or one nobody could log in to): a dead end.
+    Now the appliance id commits with the first admin, and both name the files to remove."""
+    home = tmp_path / "home"
+    code = ("import os\nfrom pathlib import Path\nimport appliance.services.setup as setup\n"
+            "def die(*a, **k):\n    os._exit(9)\n" + _KILL_AT[stage] + "\n"
+            f"setup.init_appliance(Path({str(home)!r}), 'alice', 'A', {PASSWORD!r})\n")
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 9
+    left = {"key": ["keys"]}.get(stage, ["keys", "appliance.db", "config.json"])
+    listed = ", ".join(str(home / n) for n in left[:-1])
+    hint = (f"remove {listed} and {home / left[-1]}" if listed else f"remove {home / left[0]}"
+            ) + ", then run `appliance init` again)\n"
+
+    r = init(home)
+    assert r.returncode == 3 and r.stderr == (
+        f"error: an interrupted `appliance init` left a half-made appliance at {home} ("
+        + hint), r.stderr
+    r = run(home, "users", "list", "--user", "alice", "--password-stdin", stdin=PASSWORD + "\n")
+    assert r.returncode == 3
+    if stage != "key":     # with no database, the hint is `appliance init`, which says it
+        assert r.stderr == (f"error: appliance at {home} was never initialised completely ("
+                            + hint), r.stderr
+    for name in left:
+        path = home / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    assert init(home).returncode == 0
+    r = run(home, "users", "list", "--user", "alice", "--password-stdin", stdin=PASSWORD + "\n")
+    assert r.returncode == 0 and r.stdout.startswith("alice ")
+
 
 
 def test_verify_clean_trail_exit_zero_with_json(cli_home: Path) -> None:
@@ -123,7 +197,7 @@ def odd_files(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("args, exit_code, says", [
     (("init", "--admin", "alice", "--full-name", "A", "--password-stdin"), 2,
-     "error: cannot create the appliance home {odd}/engine.bin: File exists (choose another"),
+     "error: the appliance home {odd}/engine.bin is not a directory (choose another"),
     (("bundle", "keygen", "{odd}/engine.bin/k.pem"), 2,
      "error: cannot create {odd}/engine.bin/k.pem: {odd}/engine.bin is not a directory"),
     (("provision", "run", "site.yml", "--inventory", "local", "--vars-file",
