@@ -37,12 +37,16 @@ setup.register(app)
 @app.callback()
 def _root(
     ctx: typer.Context,
-    home: Annotated[Path | None, typer.Option(
-        "--home", envvar="APPLIANCE_HOME",
+    home: Annotated[str | None, typer.Option(
+        "--home", envvar="APPLIANCE_HOME", metavar="<path>",
         help="Appliance home (default /var/lib/appliance for root, else the user data dir).")
     ] = None,
 ) -> None:
-    ctx.obj = CliState(home=home or default_home())
+    if home is not None and not home.strip():  # as a Path, "" is ".": the current directory
+        raise InvalidInput("--home is empty", "name the appliance home's directory, or leave "
+                           "--home out for the default")
+    # Absolute, so what is printed (created at, no appliance at) names the directory meant.
+    ctx.obj = CliState(home=(Path(home) if home else default_home()).absolute())
 
 
 def main(argv: list[str] | None = None) -> None:

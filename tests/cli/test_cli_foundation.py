@@ -135,6 +135,21 @@ def test_an_interrupted_init_names_what_to_remove_then_inits(tmp_path: Path,
     assert r.returncode == 0 and r.stdout.startswith("alice ")
 
 
+def test_an_empty_home_option_is_refused_not_the_current_directory(tmp_path: Path) -> None:
+    """`--home "$UNSET"` became the current directory, which init took over; and a relative
+    --home was printed as typed, not as the directory it names."""
+    r = subprocess.run([*APPLIANCE, "--home", "", "init", "--admin", "alice", "--full-name",
+                        "A", "--password-stdin"], input=PASSWORD + "\n", capture_output=True,
+                       text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and r.stderr == (
+        "error: --home is empty (name the appliance home's directory, or leave --home out "
+        "for the default)\n")
+    assert list(tmp_path.iterdir()) == []
+    r = subprocess.run([*APPLIANCE, "--home", "rel", "init", "--admin", "alice", "--full-name",
+                        "A", "--password-stdin", "--json"], input=PASSWORD + "\n",
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 0 and json.loads(r.stdout)["home"] == str(tmp_path / "rel")
+
 
 def test_verify_clean_trail_exit_zero_with_json(cli_home: Path) -> None:
     r = run(cli_home, "audit", "verify", "--user", "alice", "--password-stdin", "--json",
