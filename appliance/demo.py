@@ -11,13 +11,14 @@ Demo passwords are printed on purpose; a real appliance is created with `applian
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.audit.events import SYSTEM_ACTOR, Event
 from appliance.context import Appliance
-from appliance.errors import UpdateRefused
+from appliance.errors import AlreadyInitialised, UpdateRefused
 from appliance.hardware import GpuSource
 from appliance.home import HomeLayout
 from appliance.identity.session import Session
@@ -66,13 +67,27 @@ def demo_logins(app: Appliance) -> tuple[DemoUser, ...]:
     return DEMO_USERS if row else ()
 
 
+def demo_ready(app: Appliance) -> bool:
+    """Whether the demo's set-up finished (its last step marks it)."""
+    return app.conn.execute("SELECT 1 FROM meta WHERE key = 'demo_ready'").fetchone() is not None
+
+
 def ensure_demo(home: Path, source: GpuSource | None = None) -> bool:
-    """Create the demo appliance unless it exists; returns whether it was created. A set-up
-    that fails removes the home it created, so the next `make demo` starts clean. `source`
-    is where the GPU reading comes from (None: this host, through NVML)."""
+    """Create the demo appliance unless it exists; returns whether it was created. A demo
+    whose set-up did not finish (killed half-way) is made again; an appliance that is not
+    the demo is refused, never changed. A set-up that fails removes what it made, so the
+    next `make demo` starts clean. `source` is where the GPU reading comes from (None:
+    this host, through NVML)."""
     home = Path(home)
     if HomeLayout(home).exists():
-        return False
+        with Appliance.open(home) as app:
+            if not demo_logins(app):
+                raise AlreadyInitialised(f"{home} holds an appliance that is not the demo",
+                                         "give the demo a home of its own with --home; "
+                                         "nothing was changed")
+            if demo_ready(app):
+                return False
+        _clear(home)                    # the demo, half made: start again
     created_root = not home.exists()
     first = DEMO_USERS[0]
     app = init_appliance(home, first.username, first.full_name, first.password,
@@ -88,13 +103,30 @@ def ensure_demo(home: Path, source: GpuSource | None = None) -> bool:
             sessions[u.username] = auth.login(app, u.username, u.password)
         _update_history(app, sessions, home, source)
         audit_service.verify(app, admin)
+        with app.transaction() as conn:
+            conn.execute("INSERT INTO meta (key, value) VALUES ('demo_ready', ?)",
+                         (app.clock.iso(),))
     except BaseException:
         app.close()
         if created_root:
             shutil.rmtree(home, ignore_errors=True)
+        else:
+            _clear(home)
         raise
     app.close()
     return True
+
+
+def _clear(home: Path) -> None:
+    """Empty the demo's home (`lost+found` aside), which holds only what the set-up made."""
+    for entry in home.iterdir():       # what cannot be removed, `init` then refuses in one line
+        if entry.name == "lost+found":
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                entry.unlink()
 
 
 def _sign(user: DemoUser, meaning: str, reason: str):

@@ -18,9 +18,10 @@ import pytest
 from appliance.audit.verify import verify_trail
 from appliance.context import Appliance
 from appliance.demo import DEMO_GATES, DEMO_USERS, demo_logins, ensure_demo
-from appliance.errors import InvalidInput, PermissionDenied, UpdateRefused
+from appliance.errors import AlreadyInitialised, InvalidInput, PermissionDenied, UpdateRefused
 from appliance.hardware import GpuInventory, RecordedSource, write_reading
 from appliance.services import auth, updates
+from appliance.services.setup import init_appliance
 from appliance.services.signing import SignatureRequest
 from appliance.updates.install import Edges
 from appliance.updates.view import view_text
@@ -191,3 +192,33 @@ def test_a_failed_setup_leaves_no_half_made_demo(tmp_path) -> None:
     with pytest.raises(InvalidInput, match="GPU reading"):
         ensure_demo(home, RecordedSource(tmp_path / "missing.json"))
     assert not home.exists()
+
+
+def test_demo_setup_refuses_an_appliance_that_is_not_the_demo(tmp_path) -> None:
+    """`demo setup` on a real appliance said "Demo appliance already present" and printed
+    demo logins that do not exist there; now it is refused and nothing changes."""
+    home = tmp_path / "real"
+    init_appliance(home, "alice", "Alice Adams", "correct horse battery").close()
+    before = sorted(p.name for p in home.rglob("*"))
+    with pytest.raises(AlreadyInitialised, match="holds an appliance that is not the demo"):
+        ensure_demo(home)
+    assert sorted(p.name for p in home.rglob("*")) == before
+
+
+def test_a_demo_killed_half_way_is_made_again(built, tmp_path) -> None:
+    """A set-up killed after the demo appliance was created (a closed terminal, kill -9)
+    left a demo without its history, which every later `make demo` called present."""
+    home = tmp_path / "demo"
+    code = ("import os\nfrom pathlib import Path\nimport appliance.demo as demo\n"
+            "demo._update_history = lambda *a: os._exit(9)\n"
+            f"demo.ensure_demo(Path({str(home)!r}))\n")
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 9
+    with Appliance.open(home) as app:
+        assert app.conn.execute("SELECT count(*) FROM bundles").fetchone() == (0,)
+    assert ensure_demo(home, RecordedSource(built[1])) is True
+    with Appliance.open(home) as app:
+        assert app.conn.execute("SELECT version, state FROM bundles ORDER BY version"
+                                ).fetchall() == [(1, "ACTIVE"), (2, "PENDING_APPROVAL")]
+        assert verify_trail(app.conn, app.key.public).ok
+    assert ensure_demo(home) is False
+
