@@ -25,7 +25,7 @@ from appliance.identity.session import Session
 from appliance.services import audit as audit_service
 from appliance.services import auth, users
 from appliance.services.setup import init_appliance
-from appliance.settings import EvaluationGates, Settings
+from appliance.settings import EvaluationGates, PasswordPolicy, Settings
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,9 @@ DEMO_USERS = (
 # The demo hospital's quality unit set these at install (recorded in appliance.init).
 DEMO_GATES = EvaluationGates(require_evidence=True, min_metrics={"exact_match": 0.85},
                              max_metrics={"hallucination_rate": 0.05})
-DEMO_SETTINGS = Settings(evaluation=DEMO_GATES)
+# The demo's passwords are published, so they never expire: the logins `make demo` prints
+# work whenever the demo is opened again, months later too.
+DEMO_SETTINGS = Settings(evaluation=DEMO_GATES, password=PasswordPolicy(max_age_days=0))
 
 
 def mark_demo(app: Appliance) -> None:
