@@ -60,9 +60,6 @@ ALLOWED_ANSIBLE_VARS = frozenset({"ansible_become_password"})
 # appliance_root=/` would turn a sandboxed host into the real system. Every variable a
 # selected host defines is refused the same way; these are derived from its root.
 HOST_DERIVED_VARS = frozenset({"appliance_root", "appliance_prefix", "appliance_live"})
-# Ansible templates extra variables on the controller, as root: `{{ lookup('pipe', ...) }}`
-# in any value would run a command. Values are data, never templates.
-_TEMPLATE_MARKERS = ("{{", "{%", "{#")
 # One --limit term: a host, a group Ansible always has, or a glob over host-name characters;
 # `!` excludes and `&` intersects. No `@file`, `~regex`, subscripts or anything option-like.
 _LIMIT_TERM = re.compile(r"^[!&]?([A-Za-z0-9_*?][A-Za-z0-9._*?-]{0,252})$")
@@ -283,7 +280,7 @@ def _check_extra_vars(extra: dict[str, Any]) -> dict[str, Any]:
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"extra variables are not plain data: {exc}") from exc
     for key, value in plain.items():
-        if _holds_template(value):
+        if inv.holds_template(value):
             # By name only: the value may be a password.
             raise InvalidInput(f"extra variable {key!r} holds a template marker "
                                "({{, {% or {#)",
@@ -292,21 +289,11 @@ def _check_extra_vars(extra: dict[str, Any]) -> dict[str, Any]:
     return plain
 
 
-def _holds_template(value: Any) -> bool:
-    """Whether any string in `value` (keys too, at any depth) could start a template."""
-    if isinstance(value, str):
-        return any(m in value for m in _TEMPLATE_MARKERS)
-    if isinstance(value, dict):
-        return any(_holds_template(k) or _holds_template(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_holds_template(v) for v in value)
-    return False
-
-
 def _check_host_overrides(extra: dict[str, Any], hosts: list[inv.Host]) -> None:
     """Extra variables outrank the inventory: none may replace what a host defines."""
     defined = set(HOST_DERIVED_VARS)
     for host in hosts:
+        inv.check_templates(host)  # Ansible templates host variables as it does extra ones
         defined |= host.hostvars().keys()
     for key in extra:
         if key in defined:

@@ -3,6 +3,7 @@ option or as a connection setting: each attack here ran a command as root before
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -166,6 +167,35 @@ def test_extra_vars_may_not_hold_templates(
                                                           extra_vars=extra),
                         playbooks_dir=project)
     assert str(evil[0]) not in str(e.value) and "p{#w" not in str(e.value)
+    assert not evil[1].exists()
+    assert _jobs(home) == [] and provision.list_runs(appliance, it_session) == []
+
+
+@pytest.mark.parametrize("host", [
+    {"vars": {"appliance_opt_dir": "{{ lookup('pipe', '%(evil)s') }}/x"}},
+    {"vars": {"appliance_site": ["north", {"k": "{%% if lookup('pipe', '%(evil)s') %%}"}]}},
+    {"appliance_root": "/{{ lookup('pipe', '%(evil)s') }}"},
+    {"python": "/usr/bin/python3{# %(evil)s #}"},
+])
+def test_host_settings_may_not_hold_templates(
+        appliance: Appliance, it_session: Session, project: Path, home: Path,
+        evil: tuple[Path, Path], host: dict) -> None:
+    """Ansible templates host variables as it does extra ones: a host added with
+    `--var appliance_opt_dir={{ lookup('pipe', ...) }}` ran a command at the next run."""
+    fields = json.loads(json.dumps(host).replace("%(evil)s", str(evil[0]))
+                        .replace("%%", "%"))
+    bad = inv.Host("localhost", connection="local", **{"python": sys.executable, **fields})
+    with pytest.raises(InvalidInput, match="of host localhost holds a template marker") as e:
+        provision_inventory.add_host(appliance, it_session, bad)
+    assert str(evil[0]) not in str(e.value)
+    assert provision_inventory.list_hosts(appliance, it_session)[0].vars == {}
+    # One stored before the check existed is refused by every run, and nothing runs.
+    with appliance.transaction():
+        inv.insert_host(appliance.conn, dataclasses.replace(
+            bad, added_at="2026-01-01T00:00:00.000Z", added_by="ivan"))
+    with pytest.raises(InvalidInput, match="of host localhost holds a template marker"):
+        provision.start(appliance, it_session, RunRequest("hello.yml", "local"),
+                        playbooks_dir=project)
     assert not evil[1].exists()
     assert _jobs(home) == [] and provision.list_runs(appliance, it_session) == []
 
