@@ -269,6 +269,34 @@ def test_a_running_runs_events_show_no_secret(
         assert handle.wait(60).status == "cancelled"
 
 
+def test_a_failure_quoting_a_secret_is_recorded_without_it(
+        appliance: Appliance, it_session: Session, test_playbooks: Path) -> None:
+    """The failure line went as Ansible wrote it into the run's record, its audit event and
+    the live events: a message quoting the become password, a task name a host secret."""
+    provision_inventory.add_host(appliance, it_session, Host(
+        "localhost", connection="local", python=sys.executable,
+        vars={"db_password": ENV_SECRET}))
+    (test_playbooks / "quote.yml").write_text(
+        "- name: Quote secrets\n  hosts: all\n  gather_facts: false\n  tasks:\n"
+        "    - name: Fail on {{ db_password }}\n      ansible.builtin.fail:\n"
+        "        msg: \"pw={{ ansible_become_password }}\"\n")
+    seen: list = []
+    rec = provision.run(appliance, it_session, RunRequest(
+        "quote.yml", "local", extra_vars={"ansible_become_password": SECRET}), seen.extend,
+        playbooks_dir=test_playbooks)
+    assert rec.status == "failed"
+    assert rec.failure == "localhost: Fail on [redacted]: pw=[redacted]"
+    [failed] = [e for e in seen if e.kind == "failed"]
+    assert (failed.task, failed.message) == ("Fail on [redacted]", "pw=[redacted]")
+    assert SECRET not in json.dumps([e.to_dict() for e in seen])
+    assert ENV_SECRET not in json.dumps([e.to_dict() for e in seen])
+    assert records.get(appliance.conn, rec.id).failure == rec.failure
+    trail = [e.text for e in audit.events(appliance, auth.login(appliance, ADMIN, PASSWORD),
+                                          EventFilter(target_id=rec.id))]
+    assert any("pw=[redacted]" in t for t in trail)
+    assert not any(SECRET in t or ENV_SECRET in t for t in trail)
+
+
 def _cli_run(home: Path, test_playbooks: Path, *extra: str) -> subprocess.Popen:
     """`appliance provision run slow.yml` as an operator's shell starts it: SIGINT at its
     default, whatever this test process inherited (a job started with `&` by a shell
