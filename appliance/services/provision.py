@@ -64,6 +64,7 @@ HOST_DERIVED_VARS = frozenset({"appliance_root", "appliance_prefix", "appliance_
 # `!` excludes and `&` intersects. No `@file`, `~regex`, subscripts or anything option-like.
 _LIMIT_TERM = re.compile(r"^[!&]?([A-Za-z0-9_*?][A-Za-z0-9._*?-]{0,252})$")
 _LIMIT_GROUPS = ("all", "ungrouped")
+MAX_RUNS_PAGE = 1000  # runs listed at once
 _LIMIT_HINT = "host names or patterns separated by commas, e.g. gpu-1,gpu-2 or 'gpu-*'"
 
 
@@ -409,7 +410,13 @@ def _shown(rec: RunRecord) -> RunRecord:
 
 def list_runs(app: Appliance, session: Session, limit: int = 50, before: str | None = None
               ) -> list[RunRecord]:
+    """Newest first, `limit` of them (1 to MAX_RUNS_PAGE), older than run `before` if given."""
     authorize(app, session, "provision.view")
+    if not 0 < limit <= MAX_RUNS_PAGE:
+        # SQLite reads a negative LIMIT as no limit at all: every run, not "-5".
+        raise InvalidInput(f"cannot list {limit} runs", f"use --limit 1 to {MAX_RUNS_PAGE}")
+    if before is not None:
+        records.get(app.conn, before)  # an unknown run is an error, not "no runs yet"
     return [_shown(r) for r in records.page(app.conn, limit, before)]
 
 

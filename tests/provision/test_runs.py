@@ -533,3 +533,29 @@ def test_text_output_shows_brackets_as_ansible_wrote_them(
     page = cli("artifacts", run_id, stdout)
     assert page.returncode == 0 and "TASK [Need [gpu]]" in page.stdout
     assert "\\[" not in page.stdout
+
+
+@pytest.mark.parametrize("args, says", [
+    (("--limit", "-5"), "error: cannot list -5 runs (use --limit 1 to 1000)"),
+    (("--limit", "0"), "error: cannot list 0 runs (use --limit 1 to 1000)"),
+    (("--before", "nosuch"), "error: no provisioning run 'nosuch' (list runs with "
+                             "`appliance provision runs`)"),
+])
+def test_a_hostile_runs_listing_is_refused_in_one_line(
+        appliance: Appliance, it_session: Session, test_playbooks: Path, home: Path,
+        args: tuple[str, ...], says: str) -> None:
+    """A negative --limit listed every run (SQLite's LIMIT -5 is no limit), and an unknown
+    --before run said "No runs yet." with exit 0."""
+    for _ in range(2):
+        provision.run(appliance, it_session, RunRequest("leak.yml", "local"),
+                      playbooks_dir=test_playbooks)
+    env = dict(os.environ, APPLIANCE_HOME=str(home))
+    r = subprocess.run([sys.executable, "-m", "appliance", "provision", "runs", *args,
+                        "--user", "ivan", "--password-stdin"], input=PASSWORD + "\n",
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr == says + "\n"
+    newest, older = provision.list_runs(appliance, it_session)
+    assert provision.list_runs(appliance, it_session, 1) == [newest]
+    assert provision.list_runs(appliance, it_session, 5, newest.id) == [older]
+    assert provision.list_runs(appliance, it_session, 5, older.id) == []
