@@ -98,6 +98,12 @@ def remove_host(app: Appliance, session: Session, name: str, reason: str | None 
     old = next((h for h in inv.load_hosts(app.conn) if h.name == name), None)
     with app.transaction():
         if not inv.delete_host(app.conn, name):
+            if name == inv.LOCALHOST:  # listed, but built in: nothing stored to remove
+                raise InvalidInput(f"{inv.LOCALHOST} is built in: every inventory holds "
+                                   "this server, so it cannot be removed",
+                                   f"change its settings with `appliance provision "
+                                   f"inventory add {inv.LOCALHOST} --root ...`; removing "
+                                   "what was added restores the defaults")
             raise InvalidInput(f"no host {name!r} in the inventory",
                                "see `appliance provision inventory list`")
         app.trail.append(Event(
