@@ -25,7 +25,7 @@ from typing import Any
 from appliance.audit.events import SYSTEM_ACTOR, Actor, Event
 from appliance.clock import Clock
 from appliance.context import Appliance
-from appliance.errors import InvalidInput, PermissionDenied
+from appliance.errors import InvalidInput, PermissionDenied, ProvisionFailed
 from appliance.identity.roles import roles_for
 from appliance.identity.session import Session
 from appliance.provision import artifacts, proctree, records
@@ -198,7 +198,16 @@ def _launch(app: Appliance, actor: Actor, started_by: str, terminal: str,
         started_at=app.clock.iso(), started_by=started_by, finished_at=None,
         duration_s=None, rc=None, hosts={}, failure=None, job_dir=str(spec.job_dir),
         owner_host=socket.gethostname(), owner_pid=pid, owner_start=proctree.start_ticks(pid))
-    prepare_job_dir(spec)
+    try:
+        prepare_job_dir(spec)
+    except OSError as exc:
+        # Full or unwritable: a half-written job dir may hold the inventory's host secrets
+        # in clear, and no run or reaper would ever scrub it. Nothing is kept or recorded.
+        shutil.rmtree(spec.job_dir, ignore_errors=True)
+        raise ProvisionFailed(f"cannot prepare the run's job directory: "
+                              f"{exc.strerror or exc}",
+                              f"free space in {spec.job_dir.parent}; nothing was run or "
+                              "recorded") from exc
     try:
         with app.transaction():
             records.insert(app.conn, record)

@@ -3,6 +3,7 @@ cancel leaving no process behind, permissions, and runs whose process died."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -18,7 +19,7 @@ import pytest
 
 from appliance.audit.query import EventFilter
 from appliance.context import Appliance
-from appliance.errors import InvalidInput, PermissionDenied, SessionExpired
+from appliance.errors import InvalidInput, PermissionDenied, ProvisionFailed, SessionExpired
 from appliance.identity.session import Session
 from appliance.provision import proctree, records
 from appliance.provision.inventory import Host
@@ -559,3 +560,42 @@ def test_a_hostile_runs_listing_is_refused_in_one_line(
     assert provision.list_runs(appliance, it_session, 1) == [newest]
     assert provision.list_runs(appliance, it_session, 5, newest.id) == [older]
     assert provision.list_runs(appliance, it_session, 5, older.id) == []
+
+
+@pytest.fixture
+def full_jobs_dir(home: Path, appliance: Appliance) -> Path:
+    """The jobs directory on a small filesystem filled to the last block (root only)."""
+    jobs = home / "jobs"
+    jobs.mkdir(mode=0o700, exist_ok=True)
+    if os.geteuid() != 0 or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(jobs)],
+            capture_output=True).returncode != 0:
+        pytest.skip("needs to mount a small tmpfs (root)")
+    try:
+        with contextlib.suppress(OSError), (jobs / "filler").open("wb") as fh:
+            while True:
+                fh.write(b"\0" * 4096)
+                fh.flush()
+        yield jobs
+    finally:
+        subprocess.run(["umount", "-l", str(jobs)], check=False)
+
+
+def test_a_full_jobs_dir_refuses_the_run_and_keeps_nothing(
+        appliance: Appliance, it_session: Session, test_playbooks: Path,
+        full_jobs_dir: Path) -> None:
+    """A full disk stopped prepare_job_dir half-way: a traceback, and a job dir no one
+    would scrub, its inventory holding the host secrets, was left behind."""
+    provision_inventory.add_host(appliance, it_session, Host(
+        "localhost", connection="local", python=sys.executable,
+        vars={"db_password": ENV_SECRET}))
+    with pytest.raises(ProvisionFailed, match="cannot prepare the run's job directory: No "
+                                              "space left on device") as refused:
+        provision.start(appliance, it_session, RunRequest(
+            "leak.yml", "local", extra_vars={"ansible_become_password": SECRET}),
+            playbooks_dir=test_playbooks)
+    assert "nothing was run or recorded" in refused.value.hint
+    assert [p.name for p in full_jobs_dir.iterdir()] == ["filler"]
+    assert provision.list_runs(appliance, it_session) == []
+    admin = auth.login(appliance, ADMIN, PASSWORD)
+    assert audit.events(appliance, admin, EventFilter(action="provision.start")) == []
