@@ -157,7 +157,27 @@ def validate(host: Host) -> None:
         if not _VAR.match(key) or key.startswith("ansible_"):
             raise InvalidInput(f"invalid host variable {key!r}",
                                "lower-case names; connection settings have their own options")
+        if too_deep(host.vars[key]):
+            raise InvalidInput(f"host variable {key!r} is nested more than {MAX_VAR_DEPTH} "
+                               "deep", "pass a flatter value")
     check_templates(host)
+
+
+MAX_VAR_DEPTH = 32  # lists and mappings inside one another: variables, not data
+
+
+def too_deep(value: Any, limit: int = MAX_VAR_DEPTH) -> bool:
+    """Whether `value` nests lists or mappings more than `limit` deep (counted without
+    recursion: every check after this one recurses, and Python's stack is ~1000 frames)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth >= limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def holds_template(value: Any) -> bool:

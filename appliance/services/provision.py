@@ -280,6 +280,9 @@ def _check_extra_vars(extra: dict[str, Any]) -> dict[str, Any]:
     for key in extra:
         if not isinstance(key, str) or not key.isidentifier():
             raise InvalidInput(f"invalid variable name {key!r}", "use NAME=VALUE")
+        if inv.too_deep(extra[key]):
+            raise InvalidInput(f"extra variable {key!r} is nested more than "
+                               f"{inv.MAX_VAR_DEPTH} deep", "pass a flatter value")
         if key.lower().startswith("ansible_") and key not in ALLOWED_ANSIBLE_VARS:
             raise InvalidInput(f"extra variable {key!r} may not be set",
                                "Ansible's connection settings come from the inventory; of "

@@ -232,3 +232,54 @@ def test_the_cli_refuses_a_template_in_one_line_without_echoing_it(
                                "marker") and r.stderr.count("\n") == 1
     assert str(evil[0]) not in r.stderr
     assert not evil[1].exists() and _jobs(home) == []
+
+
+_BOMB = "".join(f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n"
+                for a, b in zip("abcdefgh", "bcdefghi", strict=True))
+
+
+@pytest.mark.parametrize("content, says", [
+    # Nine lines of aliases: 9**9 strings once copied as JSON (MemoryError, or the OOM killer).
+    ("a: &a [x, x, x, x, x, x, x, x, x]\n" + _BOMB,
+     "vars.yml: aliases (*name) are not allowed at line 2, column 8"),
+    ("a: " + "[" * 5000 + "]" * 5000 + "\n", "vars.yml: nested too deeply"),
+    ("a: " + "[" * 100 + "]" * 100 + "\n", "error: extra variable 'a' is nested more than 32 deep"),
+    ("a: '" + "x" * (1024 * 1024) + "'\n", "vars.yml is larger than 1048576 bytes"),
+], ids=["aliases", "deep-yaml", "deep-value", "huge"])
+def test_a_hostile_vars_file_is_refused_in_one_line(
+        appliance: Appliance, it_session: Session, home: Path, tmp_path: Path,
+        content: str, says: str) -> None:
+    """A YAML bomb ran the CLI out of memory, a deeply nested file or -e value ended in a
+    RecursionError traceback, and /dev/zero was read until memory ran out."""
+    vars_file = tmp_path / "vars.yml"
+    vars_file.write_text(content)
+    r = _cli_run(home, it_session, "--vars-file", str(vars_file))
+    assert r.returncode == 2, r.stderr
+    assert says in r.stderr and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert _jobs(home) == [] and provision.list_runs(appliance, it_session) == []
+
+
+def test_endless_or_deep_inputs_are_refused_in_one_line(
+        appliance: Appliance, it_session: Session, home: Path) -> None:
+    r = _cli_run(home, it_session, "--vars-file", "/dev/zero")
+    assert r.returncode == 2 and r.stderr.startswith(
+        "error: variables file /dev/zero is larger than 1048576 bytes")
+    r = _cli_run(home, it_session, "-e", "x=" + "[" * 5000 + "]" * 5000)
+    assert r.returncode == 2 and r.stderr == \
+        "error: variable 'x' is nested too deeply (pass a flatter value)\n"
+    deep: list = []
+    for _ in range(400):
+        deep = [deep]
+    with pytest.raises(InvalidInput, match="extra variable 'x' is nested more than 32 deep"):
+        provision.start(appliance, it_session, RunRequest("verify.yml", "local",
+                                                          extra_vars={"x": deep}))
+    local = inv.Host("localhost", connection="local", python=sys.executable)
+    with pytest.raises(InvalidInput, match="host variable 'x' is nested more than 32 deep"):
+        provision_inventory.add_host(appliance, it_session,
+                                     dataclasses.replace(local, vars={"x": deep}))
+    with pytest.raises(InvalidInput, match="host key file /dev/zero is larger than"):
+        provision_inventory.add_host(appliance, it_session, inv.Host("n1", address="10.0.0.1"),
+                                     host_key_file=Path("/dev/zero"))
+    assert _jobs(home) == [] and provision.list_runs(appliance, it_session) == []
+    assert [h.name for h in provision_inventory.list_hosts(appliance, it_session)] == \
+        ["localhost"]
