@@ -44,16 +44,43 @@ def _why_unreadable(exc: Exception) -> str:
     return exc.strerror if isinstance(exc, OSError) else " ".join(str(exc).split())
 
 
+MAX_VARS_FILE = 1024 * 1024  # bytes: variables, not data
+
+
+def _load_vars_yaml(text: str) -> Any:
+    """YAML without aliases: `*name` repeats a node by reference, so a few lines of nested
+    aliases (a "billion laughs") expand to more than memory holds once copied as JSON."""
+    import yaml
+
+    class NoAliases(yaml.SafeLoader):
+        def compose_node(self, parent, index):  # noqa: ANN001, ANN202 - PyYAML's signature
+            if self.check_event(yaml.AliasEvent):
+                raise yaml.composer.ComposerError(
+                    None, None, "aliases (*name) are not allowed", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+
+    return yaml.load(text, Loader=NoAliases)  # noqa: S506 - a SafeLoader
+
+
 def parse_vars(items: list[str] | None, vars_file: Path | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    hint = "pass a YAML or JSON file of NAME: VALUE"
     if vars_file is not None:
         import yaml
         try:
-            loaded = yaml.safe_load(vars_file.read_text(encoding="utf-8")) or {}
+            with vars_file.open("rb") as fh:  # bounded: /dev/zero or a disk image never ends
+                raw = fh.read(MAX_VARS_FILE + 1)
+            if len(raw) > MAX_VARS_FILE:
+                raise InvalidInput(f"variables file {vars_file} is larger than "
+                                   f"{MAX_VARS_FILE} bytes", hint)
+            loaded = _load_vars_yaml(raw.decode("utf-8")) or {}
+        except RecursionError as exc:
+            raise InvalidInput(f"cannot read variables file {vars_file}: nested too deeply",
+                               hint) from exc
         except (OSError, ValueError, yaml.YAMLError) as exc:  # ValueError: not UTF-8
             why = _why_unreadable(exc)
             raise InvalidInput(f"cannot read variables file {vars_file}: {why}",
-                               "pass a YAML or JSON file of NAME: VALUE") from exc
+                               hint) from exc
         if not isinstance(loaded, dict):
             raise InvalidInput(f"{vars_file} must hold a mapping of NAME: VALUE")
         out.update(loaded)
@@ -63,6 +90,9 @@ def parse_vars(items: list[str] | None, vars_file: Path | None) -> dict[str, Any
             raise InvalidInput(f"bad variable {item!r}", "use NAME=VALUE")
         try:
             out[name] = json.loads(raw)
+        except RecursionError as exc:
+            raise InvalidInput(f"variable {name!r} is nested too deeply",
+                               "pass a flatter value") from exc
         except ValueError:
             out[name] = raw
     return out
@@ -354,4 +384,6 @@ def inventory_remove_cmd(
     with open_app(ctx) as appl:
         session = login(ctx, appl, user, password_stdin)
         provision_inventory.remove_host(appl, session, name, reason)
-    emit({"removed": name}, as_json, f"Removed {name}")
+    from appliance.provision.inventory import LOCALHOST
+    emit({"removed": name}, as_json, f"Removed {name}" + (
+        " (its settings are the built-in defaults again)" if name == LOCALHOST else ""))

@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from appliance.provision.redaction import scrub_text
+
 RESULT_KINDS = ("ok", "changed", "failed", "skipped", "unreachable")
 KINDS = ("play", "started", *RESULT_KINDS)
 _RESULT_EVENTS = {
@@ -99,7 +101,12 @@ class EventTracker:
 
     def __init__(self, hosts: Sequence[str], tasks_per_host: int,
                  on_events: Callable[[list[TaskEvent]], None] | None = None,
-                 throttle_s: float = 0.1) -> None:
+                 throttle_s: float = 0.1, hidden: set[str] | frozenset[str] = frozenset()
+                 ) -> None:
+        # The run's secret values (become password, host secrets): a failure's message
+        # may quote one, and a task's name too (templated); the events, the failure line
+        # that reaches the record and the audit trail, and the console never show them.
+        self._hidden = set(hidden)
         self._lock = threading.Lock()
         self._expected = {h: tasks_per_host for h in hosts}
         self._done: dict[str, int] = {h: 0 for h in hosts}
@@ -137,12 +144,13 @@ class EventTracker:
                     self._handler_tasks.add(data.get("task_uuid") or data.get("uuid", ""))
             return
         if name == "playbook_on_play_start":
-            self._emit(raw, "play", "", data.get("name") or data.get("play", ""), "", "", "")
+            self._emit(raw, "play", "", scrub_text(data.get("name") or data.get("play", ""),
+                                                   self._hidden), "", "", "")
             return
         host = data.get("host")
         if not host:
             return
-        task = data.get("task", "") or data.get("name", "")
+        task = scrub_text(data.get("task", "") or data.get("name", ""), self._hidden)
         role = data.get("role", "") or ""
         action = data.get("task_action", "") or ""
         handler = data.get("task_uuid", "") in self._handler_tasks
@@ -180,8 +188,8 @@ class EventTracker:
     def _emit(self, raw: dict[str, Any], kind: str, host: str, task: str, role: str,
               action: str, message: str, handler: bool = False) -> TaskEvent:
         done, total = self._progress()
-        event = TaskEvent(int(raw.get("counter", 0)), kind, host, task, role, action, message,
-                          done, total, handler)
+        event = TaskEvent(int(raw.get("counter", 0)), kind, host, task, role, action,
+                          scrub_text(message, self._hidden), done, total, handler)
         with self._lock:
             self._pending.append(event)
         if time.monotonic() - self._last_flush >= self._throttle_s:

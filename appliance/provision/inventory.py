@@ -30,6 +30,9 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _ADDRESS = re.compile(r"^[A-Za-z0-9.:_-]{1,253}$")
 _VAR = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
+# Ansible templates every variable it uses, on the controller, as root: a value holding
+# `{{ lookup('pipe', ...) }}` runs a command. Host settings and variables are data.
+TEMPLATE_MARKERS = ("{{", "{%", "{#")
 _KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
               "ecdsa-sha2-nistp521", "ssh-rsa")
 
@@ -154,6 +157,51 @@ def validate(host: Host) -> None:
         if not _VAR.match(key) or key.startswith("ansible_"):
             raise InvalidInput(f"invalid host variable {key!r}",
                                "lower-case names; connection settings have their own options")
+        if too_deep(host.vars[key]):
+            raise InvalidInput(f"host variable {key!r} is nested more than {MAX_VAR_DEPTH} "
+                               "deep", "pass a flatter value")
+    check_templates(host)
+
+
+MAX_VAR_DEPTH = 32  # lists and mappings inside one another: variables, not data
+
+
+def too_deep(value: Any, limit: int = MAX_VAR_DEPTH) -> bool:
+    """Whether `value` nests lists or mappings more than `limit` deep (counted without
+    recursion: every check after this one recurses, and Python's stack is ~1000 frames)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth >= limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def holds_template(value: Any) -> bool:
+    """Whether any string in `value` (keys too, at any depth) could start a template."""
+    if isinstance(value, str):
+        return any(m in value for m in TEMPLATE_MARKERS)
+    if isinstance(value, dict):
+        return any(holds_template(k) or holds_template(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(holds_template(v) for v in value)
+    return False
+
+
+def check_templates(host: Host) -> None:
+    """Refuse a host whose settings or variables hold a template marker (by name only: a
+    value may be a password). Every run checks its hosts again: one stored before this
+    check existed must not run either."""
+    for label, value in (("appliance root", host.appliance_root), ("python", host.python),
+                         *((f"host variable {k!r}", v) for k, v in host.vars.items())):
+        if holds_template(value):
+            raise InvalidInput(f"{label} of host {host.name} holds a template marker "
+                               "({{, {% or {#)",
+                               "pass plain values; Ansible would run a template on the "
+                               "appliance")
 
 
 # -- database -----------------------------------------------------------------------

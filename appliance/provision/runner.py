@@ -25,7 +25,13 @@ import yaml
 
 from appliance.provision import proctree
 from appliance.provision.events import EventTracker, TaskEvent, one_line
-from appliance.provision.redaction import REDACTED, redact, scrub_tree, secret_values
+from appliance.provision.redaction import (
+    REDACTED,
+    redact,
+    scrub_text,
+    scrub_tree,
+    secret_values,
+)
 
 CANCEL_FLAG = "cancel-requested"
 # A job's inputs: what ansible-runner reads, and what holds the secrets to scrub elsewhere.
@@ -166,7 +172,10 @@ class Job:
     def __init__(self, spec: JobSpec, tasks_per_host: int,
                  on_events: Callable[[list[TaskEvent]], None] | None = None) -> None:
         self.spec = spec
-        self.tracker = EventTracker(spec.hosts, tasks_per_host, on_events)
+        hidden = secret_values(spec.extra_vars) | secret_values(
+            _inventory_hosts(_mapping(yaml.safe_load(spec.inventory_text))))
+        self.hidden = hidden
+        self.tracker = EventTracker(spec.hosts, tasks_per_host, on_events, hidden=hidden)
         self._cancelled = threading.Event()
         self._timed_out = threading.Event()
         self._deadline = 0.0
@@ -248,6 +257,7 @@ class Job:
             error = error or f"the run took longer than {spec.timeout_s} s and was stopped"
         if status == "cancelled":
             error = "cancelled by request"
+        error = scrub_text(error, self.hidden) if error else error
         return JobOutcome(status, rc, self.tracker.host_counts(), list(self.tracker.failures),
                           time.monotonic() - started, artifact_dir, self.killed, self.stopped,
                           error)

@@ -25,7 +25,7 @@ from typing import Any
 from appliance.audit.events import SYSTEM_ACTOR, Actor, Event
 from appliance.clock import Clock
 from appliance.context import Appliance
-from appliance.errors import InvalidInput, PermissionDenied
+from appliance.errors import InvalidInput, PermissionDenied, ProvisionFailed
 from appliance.identity.roles import roles_for
 from appliance.identity.session import Session
 from appliance.provision import artifacts, proctree, records
@@ -60,13 +60,11 @@ ALLOWED_ANSIBLE_VARS = frozenset({"ansible_become_password"})
 # appliance_root=/` would turn a sandboxed host into the real system. Every variable a
 # selected host defines is refused the same way; these are derived from its root.
 HOST_DERIVED_VARS = frozenset({"appliance_root", "appliance_prefix", "appliance_live"})
-# Ansible templates extra variables on the controller, as root: `{{ lookup('pipe', ...) }}`
-# in any value would run a command. Values are data, never templates.
-_TEMPLATE_MARKERS = ("{{", "{%", "{#")
 # One --limit term: a host, a group Ansible always has, or a glob over host-name characters;
 # `!` excludes and `&` intersects. No `@file`, `~regex`, subscripts or anything option-like.
 _LIMIT_TERM = re.compile(r"^[!&]?([A-Za-z0-9_*?][A-Za-z0-9._*?-]{0,252})$")
 _LIMIT_GROUPS = ("all", "ungrouped")
+MAX_RUNS_PAGE = 1000  # runs listed at once
 _LIMIT_HINT = "host names or patterns separated by commas, e.g. gpu-1,gpu-2 or 'gpu-*'"
 
 
@@ -200,7 +198,16 @@ def _launch(app: Appliance, actor: Actor, started_by: str, terminal: str,
         started_at=app.clock.iso(), started_by=started_by, finished_at=None,
         duration_s=None, rc=None, hosts={}, failure=None, job_dir=str(spec.job_dir),
         owner_host=socket.gethostname(), owner_pid=pid, owner_start=proctree.start_ticks(pid))
-    prepare_job_dir(spec)
+    try:
+        prepare_job_dir(spec)
+    except OSError as exc:
+        # Full or unwritable: a half-written job dir may hold the inventory's host secrets
+        # in clear, and no run or reaper would ever scrub it. Nothing is kept or recorded.
+        shutil.rmtree(spec.job_dir, ignore_errors=True)
+        raise ProvisionFailed(f"cannot prepare the run's job directory: "
+                              f"{exc.strerror or exc}",
+                              f"free space in {spec.job_dir.parent}; nothing was run or "
+                              "recorded") from exc
     try:
         with app.transaction():
             records.insert(app.conn, record)
@@ -273,6 +280,9 @@ def _check_extra_vars(extra: dict[str, Any]) -> dict[str, Any]:
     for key in extra:
         if not isinstance(key, str) or not key.isidentifier():
             raise InvalidInput(f"invalid variable name {key!r}", "use NAME=VALUE")
+        if inv.too_deep(extra[key]):
+            raise InvalidInput(f"extra variable {key!r} is nested more than "
+                               f"{inv.MAX_VAR_DEPTH} deep", "pass a flatter value")
         if key.lower().startswith("ansible_") and key not in ALLOWED_ANSIBLE_VARS:
             raise InvalidInput(f"extra variable {key!r} may not be set",
                                "Ansible's connection settings come from the inventory; of "
@@ -283,7 +293,7 @@ def _check_extra_vars(extra: dict[str, Any]) -> dict[str, Any]:
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"extra variables are not plain data: {exc}") from exc
     for key, value in plain.items():
-        if _holds_template(value):
+        if inv.holds_template(value):
             # By name only: the value may be a password.
             raise InvalidInput(f"extra variable {key!r} holds a template marker "
                                "({{, {% or {#)",
@@ -292,21 +302,11 @@ def _check_extra_vars(extra: dict[str, Any]) -> dict[str, Any]:
     return plain
 
 
-def _holds_template(value: Any) -> bool:
-    """Whether any string in `value` (keys too, at any depth) could start a template."""
-    if isinstance(value, str):
-        return any(m in value for m in _TEMPLATE_MARKERS)
-    if isinstance(value, dict):
-        return any(_holds_template(k) or _holds_template(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_holds_template(v) for v in value)
-    return False
-
-
 def _check_host_overrides(extra: dict[str, Any], hosts: list[inv.Host]) -> None:
     """Extra variables outrank the inventory: none may replace what a host defines."""
     defined = set(HOST_DERIVED_VARS)
     for host in hosts:
+        inv.check_templates(host)  # Ansible templates host variables as it does extra ones
         defined |= host.hostvars().keys()
     for key in extra:
         if key in defined:
@@ -422,7 +422,13 @@ def _shown(rec: RunRecord) -> RunRecord:
 
 def list_runs(app: Appliance, session: Session, limit: int = 50, before: str | None = None
               ) -> list[RunRecord]:
+    """Newest first, `limit` of them (1 to MAX_RUNS_PAGE), older than run `before` if given."""
     authorize(app, session, "provision.view")
+    if not 0 < limit <= MAX_RUNS_PAGE:
+        # SQLite reads a negative LIMIT as no limit at all: every run, not "-5".
+        raise InvalidInput(f"cannot list {limit} runs", f"use --limit 1 to {MAX_RUNS_PAGE}")
+    if before is not None:
+        records.get(app.conn, before)  # an unknown run is an error, not "no runs yet"
     return [_shown(r) for r in records.page(app.conn, limit, before)]
 
 

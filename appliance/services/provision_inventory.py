@@ -18,6 +18,8 @@ from appliance.provision.redaction import redact
 from appliance.services.access import authorize
 from appliance.text import one_line
 
+MAX_HOST_KEY_FILE = 1024 * 1024  # bytes: a few key lines, or a known_hosts file
+
 
 def list_hosts(app: Appliance, session: Session) -> list[inv.Host]:
     """Every host, secret-named variables redacted: any role with `provision.view` lists
@@ -42,7 +44,13 @@ def add_host(app: Appliance, session: Session, host: inv.Host, *,
     if host.connection == "ssh":
         if host_key_file is not None:
             try:
-                keys = inv.parse_host_keys(host_key_file.read_text(encoding="utf-8"))
+                with host_key_file.open("rb") as fh:  # bounded: /dev/zero never ends
+                    raw = fh.read(MAX_HOST_KEY_FILE + 1)
+                if len(raw) > MAX_HOST_KEY_FILE:
+                    raise InvalidInput(f"host key file {host_key_file} is larger than "
+                                       f"{MAX_HOST_KEY_FILE} bytes",
+                                       "pass a known_hosts line or the host's .pub key file")
+                keys = inv.parse_host_keys(raw.decode("utf-8"))
             except (OSError, UnicodeDecodeError) as exc:
                 why = exc.strerror if isinstance(exc, OSError) else "not a text file"
                 raise InvalidInput(f"cannot read host key file {host_key_file}: {why}",
@@ -98,6 +106,12 @@ def remove_host(app: Appliance, session: Session, name: str, reason: str | None 
     old = next((h for h in inv.load_hosts(app.conn) if h.name == name), None)
     with app.transaction():
         if not inv.delete_host(app.conn, name):
+            if name == inv.LOCALHOST:  # listed, but built in: nothing stored to remove
+                raise InvalidInput(f"{inv.LOCALHOST} is built in: every inventory holds "
+                                   "this server, so it cannot be removed",
+                                   f"change its settings with `appliance provision "
+                                   f"inventory add {inv.LOCALHOST} --root ...`; removing "
+                                   "what was added restores the defaults")
             raise InvalidInput(f"no host {name!r} in the inventory",
                                "see `appliance provision inventory list`")
         app.trail.append(Event(

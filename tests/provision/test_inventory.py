@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -116,3 +117,34 @@ def test_only_it_changes_the_inventory(appliance: Appliance, make_user,
     with pytest.raises(PermissionDenied):
         provision_inventory.add_host(appliance, make_user(["auditor"]),
                                 Host("n1", address="10.0.0.1"), host_key_file=keys["host_pub"])
+
+
+def _cli(home: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, APPLIANCE_HOME=str(home))
+    return subprocess.run([sys.executable, "-m", "appliance", "provision", *args, "--user",
+                           "ivan", "--password-stdin"], input=PASSWORD + "\n",
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_removing_the_built_in_localhost_says_why_it_cannot(
+        appliance: Appliance, it_session: Session, home: Path) -> None:
+    """`inventory list` shows localhost, and `inventory remove localhost` said there was
+    no host 'localhost'."""
+    r = _cli(home, "inventory", "remove", "localhost")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert r.stderr.startswith("error: localhost is built in: every inventory holds this "
+                               "server, so it cannot be removed (change its settings with "
+                               "`appliance provision inventory add localhost --root ...`")
+    assert [h.name for h in provision_inventory.list_hosts(appliance, it_session)] == \
+        ["localhost"]
+    # What was added for it is removed, and the built-in defaults come back.
+    provision_inventory.add_host(appliance, it_session, Host(
+        "localhost", connection="local", appliance_root="/srv/a", python=sys.executable))
+    r = _cli(home, "inventory", "remove", "localhost")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "Removed localhost (its settings are the built-in defaults again)"
+    [local] = provision_inventory.list_hosts(appliance, it_session)
+    assert local.appliance_root == "/"
+    r = _cli(home, "inventory", "remove", "gpu-9")
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: no host 'gpu-9' in the inventory")

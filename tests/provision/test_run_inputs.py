@@ -3,6 +3,7 @@ option or as a connection setting: each attack here ran a command as root before
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -170,6 +171,35 @@ def test_extra_vars_may_not_hold_templates(
     assert _jobs(home) == [] and provision.list_runs(appliance, it_session) == []
 
 
+@pytest.mark.parametrize("host", [
+    {"vars": {"appliance_opt_dir": "{{ lookup('pipe', '%(evil)s') }}/x"}},
+    {"vars": {"appliance_site": ["north", {"k": "{%% if lookup('pipe', '%(evil)s') %%}"}]}},
+    {"appliance_root": "/{{ lookup('pipe', '%(evil)s') }}"},
+    {"python": "/usr/bin/python3{# %(evil)s #}"},
+])
+def test_host_settings_may_not_hold_templates(
+        appliance: Appliance, it_session: Session, project: Path, home: Path,
+        evil: tuple[Path, Path], host: dict) -> None:
+    """Ansible templates host variables as it does extra ones: a host added with
+    `--var appliance_opt_dir={{ lookup('pipe', ...) }}` ran a command at the next run."""
+    fields = json.loads(json.dumps(host).replace("%(evil)s", str(evil[0]))
+                        .replace("%%", "%"))
+    bad = inv.Host("localhost", connection="local", **{"python": sys.executable, **fields})
+    with pytest.raises(InvalidInput, match="of host localhost holds a template marker") as e:
+        provision_inventory.add_host(appliance, it_session, bad)
+    assert str(evil[0]) not in str(e.value)
+    assert provision_inventory.list_hosts(appliance, it_session)[0].vars == {}
+    # One stored before the check existed is refused by every run, and nothing runs.
+    with appliance.transaction():
+        inv.insert_host(appliance.conn, dataclasses.replace(
+            bad, added_at="2026-01-01T00:00:00.000Z", added_by="ivan"))
+    with pytest.raises(InvalidInput, match="of host localhost holds a template marker"):
+        provision.start(appliance, it_session, RunRequest("hello.yml", "local"),
+                        playbooks_dir=project)
+    assert not evil[1].exists()
+    assert _jobs(home) == [] and provision.list_runs(appliance, it_session) == []
+
+
 @pytest.mark.parametrize("name", ["appliance_root", "appliance_live", "appliance_site"])
 def test_extra_vars_may_not_replace_what_the_inventory_sets(
         appliance: Appliance, it_session: Session, project: Path, home: Path,
@@ -202,3 +232,54 @@ def test_the_cli_refuses_a_template_in_one_line_without_echoing_it(
                                "marker") and r.stderr.count("\n") == 1
     assert str(evil[0]) not in r.stderr
     assert not evil[1].exists() and _jobs(home) == []
+
+
+_BOMB = "".join(f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n"
+                for a, b in zip("abcdefgh", "bcdefghi", strict=True))
+
+
+@pytest.mark.parametrize("content, says", [
+    # Nine lines of aliases: 9**9 strings once copied as JSON (MemoryError, or the OOM killer).
+    ("a: &a [x, x, x, x, x, x, x, x, x]\n" + _BOMB,
+     "vars.yml: aliases (*name) are not allowed at line 2, column 8"),
+    ("a: " + "[" * 5000 + "]" * 5000 + "\n", "vars.yml: nested too deeply"),
+    ("a: " + "[" * 100 + "]" * 100 + "\n", "error: extra variable 'a' is nested more than 32 deep"),
+    ("a: '" + "x" * (1024 * 1024) + "'\n", "vars.yml is larger than 1048576 bytes"),
+], ids=["aliases", "deep-yaml", "deep-value", "huge"])
+def test_a_hostile_vars_file_is_refused_in_one_line(
+        appliance: Appliance, it_session: Session, home: Path, tmp_path: Path,
+        content: str, says: str) -> None:
+    """A YAML bomb ran the CLI out of memory, a deeply nested file or -e value ended in a
+    RecursionError traceback, and /dev/zero was read until memory ran out."""
+    vars_file = tmp_path / "vars.yml"
+    vars_file.write_text(content)
+    r = _cli_run(home, it_session, "--vars-file", str(vars_file))
+    assert r.returncode == 2, r.stderr
+    assert says in r.stderr and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert _jobs(home) == [] and provision.list_runs(appliance, it_session) == []
+
+
+def test_endless_or_deep_inputs_are_refused_in_one_line(
+        appliance: Appliance, it_session: Session, home: Path) -> None:
+    r = _cli_run(home, it_session, "--vars-file", "/dev/zero")
+    assert r.returncode == 2 and r.stderr.startswith(
+        "error: variables file /dev/zero is larger than 1048576 bytes")
+    r = _cli_run(home, it_session, "-e", "x=" + "[" * 5000 + "]" * 5000)
+    assert r.returncode == 2 and r.stderr == \
+        "error: variable 'x' is nested too deeply (pass a flatter value)\n"
+    deep: list = []
+    for _ in range(400):
+        deep = [deep]
+    with pytest.raises(InvalidInput, match="extra variable 'x' is nested more than 32 deep"):
+        provision.start(appliance, it_session, RunRequest("verify.yml", "local",
+                                                          extra_vars={"x": deep}))
+    local = inv.Host("localhost", connection="local", python=sys.executable)
+    with pytest.raises(InvalidInput, match="host variable 'x' is nested more than 32 deep"):
+        provision_inventory.add_host(appliance, it_session,
+                                     dataclasses.replace(local, vars={"x": deep}))
+    with pytest.raises(InvalidInput, match="host key file /dev/zero is larger than"):
+        provision_inventory.add_host(appliance, it_session, inv.Host("n1", address="10.0.0.1"),
+                                     host_key_file=Path("/dev/zero"))
+    assert _jobs(home) == [] and provision.list_runs(appliance, it_session) == []
+    assert [h.name for h in provision_inventory.list_hosts(appliance, it_session)] == \
+        ["localhost"]

@@ -3,6 +3,7 @@ cancel leaving no process behind, permissions, and runs whose process died."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -18,7 +19,7 @@ import pytest
 
 from appliance.audit.query import EventFilter
 from appliance.context import Appliance
-from appliance.errors import InvalidInput, PermissionDenied, SessionExpired
+from appliance.errors import InvalidInput, PermissionDenied, ProvisionFailed, SessionExpired
 from appliance.identity.session import Session
 from appliance.provision import proctree, records
 from appliance.provision.inventory import Host
@@ -269,6 +270,34 @@ def test_a_running_runs_events_show_no_secret(
         assert handle.wait(60).status == "cancelled"
 
 
+def test_a_failure_quoting_a_secret_is_recorded_without_it(
+        appliance: Appliance, it_session: Session, test_playbooks: Path) -> None:
+    """The failure line went as Ansible wrote it into the run's record, its audit event and
+    the live events: a message quoting the become password, a task name a host secret."""
+    provision_inventory.add_host(appliance, it_session, Host(
+        "localhost", connection="local", python=sys.executable,
+        vars={"db_password": ENV_SECRET}))
+    (test_playbooks / "quote.yml").write_text(
+        "- name: Quote secrets\n  hosts: all\n  gather_facts: false\n  tasks:\n"
+        "    - name: Fail on {{ db_password }}\n      ansible.builtin.fail:\n"
+        "        msg: \"pw={{ ansible_become_password }}\"\n")
+    seen: list = []
+    rec = provision.run(appliance, it_session, RunRequest(
+        "quote.yml", "local", extra_vars={"ansible_become_password": SECRET}), seen.extend,
+        playbooks_dir=test_playbooks)
+    assert rec.status == "failed"
+    assert rec.failure == "localhost: Fail on [redacted]: pw=[redacted]"
+    [failed] = [e for e in seen if e.kind == "failed"]
+    assert (failed.task, failed.message) == ("Fail on [redacted]", "pw=[redacted]")
+    assert SECRET not in json.dumps([e.to_dict() for e in seen])
+    assert ENV_SECRET not in json.dumps([e.to_dict() for e in seen])
+    assert records.get(appliance.conn, rec.id).failure == rec.failure
+    trail = [e.text for e in audit.events(appliance, auth.login(appliance, ADMIN, PASSWORD),
+                                          EventFilter(target_id=rec.id))]
+    assert any("pw=[redacted]" in t for t in trail)
+    assert not any(SECRET in t or ENV_SECRET in t for t in trail)
+
+
 def _cli_run(home: Path, test_playbooks: Path, *extra: str) -> subprocess.Popen:
     """`appliance provision run slow.yml` as an operator's shell starts it: SIGINT at its
     default, whatever this test process inherited (a job started with `&` by a shell
@@ -505,3 +534,68 @@ def test_text_output_shows_brackets_as_ansible_wrote_them(
     page = cli("artifacts", run_id, stdout)
     assert page.returncode == 0 and "TASK [Need [gpu]]" in page.stdout
     assert "\\[" not in page.stdout
+
+
+@pytest.mark.parametrize("args, says", [
+    (("--limit", "-5"), "error: cannot list -5 runs (use --limit 1 to 1000)"),
+    (("--limit", "0"), "error: cannot list 0 runs (use --limit 1 to 1000)"),
+    (("--before", "nosuch"), "error: no provisioning run 'nosuch' (list runs with "
+                             "`appliance provision runs`)"),
+])
+def test_a_hostile_runs_listing_is_refused_in_one_line(
+        appliance: Appliance, it_session: Session, test_playbooks: Path, home: Path,
+        args: tuple[str, ...], says: str) -> None:
+    """A negative --limit listed every run (SQLite's LIMIT -5 is no limit), and an unknown
+    --before run said "No runs yet." with exit 0."""
+    for _ in range(2):
+        provision.run(appliance, it_session, RunRequest("leak.yml", "local"),
+                      playbooks_dir=test_playbooks)
+    env = dict(os.environ, APPLIANCE_HOME=str(home))
+    r = subprocess.run([sys.executable, "-m", "appliance", "provision", "runs", *args,
+                        "--user", "ivan", "--password-stdin"], input=PASSWORD + "\n",
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr == says + "\n"
+    newest, older = provision.list_runs(appliance, it_session)
+    assert provision.list_runs(appliance, it_session, 1) == [newest]
+    assert provision.list_runs(appliance, it_session, 5, newest.id) == [older]
+    assert provision.list_runs(appliance, it_session, 5, older.id) == []
+
+
+@pytest.fixture
+def full_jobs_dir(home: Path, appliance: Appliance) -> Path:
+    """The jobs directory on a small filesystem filled to the last block (root only)."""
+    jobs = home / "jobs"
+    jobs.mkdir(mode=0o700, exist_ok=True)
+    if os.geteuid() != 0 or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(jobs)],
+            capture_output=True).returncode != 0:
+        pytest.skip("needs to mount a small tmpfs (root)")
+    try:
+        with contextlib.suppress(OSError), (jobs / "filler").open("wb") as fh:
+            while True:
+                fh.write(b"\0" * 4096)
+                fh.flush()
+        yield jobs
+    finally:
+        subprocess.run(["umount", "-l", str(jobs)], check=False)
+
+
+def test_a_full_jobs_dir_refuses_the_run_and_keeps_nothing(
+        appliance: Appliance, it_session: Session, test_playbooks: Path,
+        full_jobs_dir: Path) -> None:
+    """A full disk stopped prepare_job_dir half-way: a traceback, and a job dir no one
+    would scrub, its inventory holding the host secrets, was left behind."""
+    provision_inventory.add_host(appliance, it_session, Host(
+        "localhost", connection="local", python=sys.executable,
+        vars={"db_password": ENV_SECRET}))
+    with pytest.raises(ProvisionFailed, match="cannot prepare the run's job directory: No "
+                                              "space left on device") as refused:
+        provision.start(appliance, it_session, RunRequest(
+            "leak.yml", "local", extra_vars={"ansible_become_password": SECRET}),
+            playbooks_dir=test_playbooks)
+    assert "nothing was run or recorded" in refused.value.hint
+    assert [p.name for p in full_jobs_dir.iterdir()] == ["filler"]
+    assert provision.list_runs(appliance, it_session) == []
+    admin = auth.login(appliance, ADMIN, PASSWORD)
+    assert audit.events(appliance, admin, EventFilter(action="provision.start")) == []
