@@ -133,15 +133,21 @@ class Signer:
         return sig
 
 
+def require_meaning(req: SignatureRequest, meaning: str) -> None:
+    """Refuse a request whose meaning is not the step's, before any password is checked
+    (services call it early too, before the work a signature would end)."""
+    if req.meaning != meaning:
+        raise SignatureRefused(f"this step is signed with the meaning {meaning!r}, "
+                               f"not {req.meaning!r}", f"sign with meaning {meaning}")
+
+
 @contextmanager
 def signing(app: Appliance, session: Session, req: SignatureRequest, *,
             meaning: str) -> Iterator[Signer]:
     """Re-authenticate, then one transaction for the change and its signature(s).
     `meaning` is the one the signed step carries (11.50): the service says it, never the
     request, so an access review cannot be signed "approved" nor a trust root "rejected"."""
-    if req.meaning != meaning:
-        raise SignatureRefused(f"this step is signed with the meaning {meaning!r}, "
-                               f"not {req.meaning!r}", f"sign with meaning {meaning}")
+    require_meaning(req, meaning)
     reauthenticate(app, session, req)
     signer = Signer(app, session, req)
     with app.transaction():

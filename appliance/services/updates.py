@@ -13,7 +13,6 @@ from appliance.audit.events import Actor, Event
 from appliance.audit.query import EventFilter
 from appliance.bundle.store import ContentStore
 from appliance.context import Appliance
-from appliance.errors import SignatureRefused
 from appliance.hardware import GpuSource
 from appliance.hardware.profiles import EngineProfile, Selection
 from appliance.identity.roles import granting_role
@@ -21,7 +20,7 @@ from appliance.identity.session import Session
 from appliance.identity.users import account_state
 from appliance.services import hardware
 from appliance.services.access import authorize
-from appliance.services.signing import SignatureRequest, signing
+from appliance.services.signing import SignatureRequest, require_meaning, signing
 from appliance.updates import approval as ap
 from appliance.updates import journal, view
 from appliance.updates.evidence import CarriedEvidenceGate, EvidenceGate
@@ -198,9 +197,7 @@ def _description(bundle: BundleRecord) -> str:
 
 def _signable(app: Appliance, session: Session, actor: Actor, bundle: BundleRecord,
               step: str, req: SignatureRequest, meaning: str) -> None:
-    if req.meaning != meaning:
-        raise SignatureRefused(f"{step} is signed with the meaning {meaning!r}",
-                               f"sign with meaning {meaning}")
+    require_meaning(req, meaning)
     if bundle.state != State.PENDING_APPROVAL:
         raise refuse(app, actor, session.terminal, bundle, step, *_not_pending(bundle, step))
 
@@ -404,8 +401,7 @@ def rollback(app: Appliance, session: Session, ref: str, req: SignatureRequest,
             raise refuse(app, actor, term, target, "rollback",
                          f"{target.ref} has no kept release to roll back to",
                          "see the kept releases in `appliance update status`")
-        if req.meaning != "approved":
-            raise SignatureRefused("a rollback is signed with the meaning 'approved'")
+        require_meaning(req, "approved")
         profile = EngineProfile.from_dict(json.loads(row[1]))
         plan = _plan(app, target, profile, {}, rel=row[0])
         runner = Runner(app, actor, term, edges)
