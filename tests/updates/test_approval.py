@@ -159,13 +159,8 @@ def test_an_approval_signed_while_another_admin_rejects_is_refused(
     (a FIFO holds its reading back) when Alice rejects the bundle. Bea's signature then used
     to be stored as `update.approval_signed` on the REJECTED bundle: the state was not read
     again in the signing transaction. Now her approval is refused and recorded, unsigned."""
-    import os
-    import subprocess
-    import sys
 
     from appliance.settings import save_settings
-    from tests.conftest import PASSWORD, cli_env
-    from tests.updates.kit import H100_READING
     from tests.updates.test_lifecycle import events
 
     app = two_admins
@@ -173,21 +168,9 @@ def test_an_approval_signed_while_another_admin_rejects_is_refused(
     save_settings(app.layout.config, app.settings)
     updates.show(app, admin_session, ref, source=h100())
     updates.show(app, admin2, ref, source=h100())
-    fifo = tmp_path / "reading.fifo"
-    os.mkfifo(fifo)
-    child = subprocess.Popen(
-        [sys.executable, "-m", "appliance", "update", "approve", ref, "--reason", "fine",
-         "--reading", str(fifo), "--acknowledge-statement", "--user", "bea",
-         "--password-stdin"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, env=cli_env(home))
-    child.stdin.write(PASSWORD + "\n")
-    child.stdin.close()
-    with open(fifo, "wb") as reading:          # opens once Bea's process reads the GPUs
-        updates.reject(app, admin_session, ref,
-                       sign_req(ADMIN, "rejected", "adapter regresses on oncology notes"))
-        reading.write(H100_READING.read_bytes())
-    err = child.stderr.read()
-    assert child.wait(timeout=60) != 0
+    err = _bea_approves_while(home, tmp_path, ref, lambda: updates.reject(
+        app, admin_session, ref,
+        sign_req(ADMIN, "rejected", "adapter regresses on oncology notes")))
     assert err.startswith(f"error: {ref} is REJECTED: approve is allowed only while it is "
                           "PENDING_APPROVAL") and err.count("\n") == 1, err
     assert find_bundle(app.conn, ref).state == State.REJECTED
@@ -202,14 +185,9 @@ def test_an_approval_signed_after_the_signers_role_was_revoked_is_denied(
     """Bea's `update approve` (its own process) was authorized and is reading the GPUs (a
     FIFO holds its reading back) when her admin role is revoked. Her signature then used to
     count: the role was checked only at the start. Now it is denied, recorded, unsigned."""
-    import os
-    import subprocess
-    import sys
 
     from appliance.services import users
     from appliance.settings import save_settings
-    from tests.conftest import PASSWORD, cli_env
-    from tests.updates.kit import H100_READING
     from tests.updates.test_lifecycle import events
 
     app = two_admins
@@ -218,6 +196,28 @@ def test_an_approval_signed_after_the_signers_role_was_revoked_is_denied(
     updates.show(app, admin_session, ref, source=h100())
     updates.show(app, admin2, ref, source=h100())
     users.grant_role(app, admin_session, "bea", "auditor", "also reads the trail")
+    err = _bea_approves_while(home, tmp_path, ref, lambda: users.revoke_role(
+        app, admin_session, "bea", "admin", "left the review board"))
+    assert err.startswith("error: bea may not update.approve (needs role: admin)") and \
+        err.count("\n") == 1, err
+    assert find_bundle(app.conn, ref).state == State.PENDING_APPROVAL
+    assert signatures_for(app.conn, "bundle", ref) == []
+    assert events(app, "update.approval_signed", ref) == []
+    denied = events(app, "access.denied")[-1]
+    assert denied["actor"]["username"] == "bea"
+    assert denied["details"]["permission"] == "update.approve"
+
+
+def _bea_approves_while(home, tmp_path, ref: str, meanwhile) -> str:
+    """Run Bea's `update approve` in its own process, held at the GPU reading (a FIFO)
+    while `meanwhile` runs; it must fail: returns its standard error."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import PASSWORD, cli_env
+    from tests.updates.kit import H100_READING
+
     fifo = tmp_path / "reading.fifo"
     os.mkfifo(fifo)
     child = subprocess.Popen(
@@ -228,15 +228,8 @@ def test_an_approval_signed_after_the_signers_role_was_revoked_is_denied(
     child.stdin.write(PASSWORD + "\n")
     child.stdin.close()
     with open(fifo, "wb") as reading:          # opens once Bea's process reads the GPUs
-        users.revoke_role(app, admin_session, "bea", "admin", "left the review board")
+        meanwhile()
         reading.write(H100_READING.read_bytes())
     err = child.stderr.read()
     assert child.wait(timeout=60) != 0
-    assert err.startswith("error: bea may not update.approve (needs role: admin)") and \
-        err.count("\n") == 1, err
-    assert find_bundle(app.conn, ref).state == State.PENDING_APPROVAL
-    assert signatures_for(app.conn, "bundle", ref) == []
-    assert events(app, "update.approval_signed", ref) == []
-    denied = events(app, "access.denied")[-1]
-    assert denied["actor"]["username"] == "bea"
-    assert denied["details"]["permission"] == "update.approve"
+    return err
