@@ -42,17 +42,33 @@ def refresh_roles(app: Appliance, session: Session) -> None:
     reset is what a security officer does when a password may be known to someone else,
     who may be the one holding the session)."""
     state = account_state(app.conn, session.username)
-    if state is None:
-        why = "the account no longer exists"
-    elif not state[1]:
-        why = "the account is disabled"
-    elif state[2] != session.epoch:
-        why = "the password was reset or changed, or the account disabled, since login"
-    else:
+    why = _ended_because(state, session)
+    if why is None:
         session.roles = state[0]
         return
     end_session(app, session, "auth.session_ended", {"reason": why}, outcome="denied")
     raise SessionExpired(f"session ended: {why}", "ask a security officer")
+
+
+def _ended_because(state: tuple[tuple[str, ...], bool, int] | None, session: Session
+                   ) -> str | None:
+    """Why the stored account (`users.account_state`) ends this session; None if it goes on."""
+    if state is None:
+        return "the account no longer exists"
+    if not state[1]:
+        return "the account is disabled"
+    if state[2] != session.epoch:
+        return "the password was reset or changed, or the account disabled, since login"
+    return None
+
+
+def still_permitted(app: Appliance, session: Session, permission: str) -> bool:
+    """The stored account, read in the caller's transaction, still grants `permission` to
+    this session: no role revoked, nor the account disabled or reset, since `authorize`
+    (a signing step re-reads it under the write lock)."""
+    state = account_state(app.conn, session.username)
+    return _ended_because(state, session) is None and \
+        granting_role(state[0], permission) is not None
 
 
 def end_session(app: Appliance, session: Session, action: str, details: dict,

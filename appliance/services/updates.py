@@ -17,9 +17,8 @@ from appliance.hardware import GpuSource
 from appliance.hardware.profiles import EngineProfile, Selection
 from appliance.identity.roles import granting_role
 from appliance.identity.session import Session
-from appliance.identity.users import account_state
 from appliance.services import hardware
-from appliance.services.access import authorize
+from appliance.services.access import authorize, still_permitted
 from appliance.services.signing import SignatureRequest, require_meaning, signing
 from appliance.updates import approval as ap
 from appliance.updates import journal, view
@@ -207,14 +206,6 @@ def _not_pending(bundle: BundleRecord, step: str) -> tuple[str, str]:
             f"{State.PENDING_APPROVAL}", NEXT_STEP[bundle.state])
 
 
-def _still_permitted(app: Appliance, session: Session, permission: str) -> bool:
-    """The stored account, read in the caller's transaction, still grants `permission` to
-    this session (a role revoked, or the account disabled or reset, since `authorize`)."""
-    state = account_state(app.conn, session.username)
-    return state is not None and bool(state[1]) and state[2] == session.epoch and \
-        granting_role(state[0], permission) is not None
-
-
 class _Stale(Exception):
     """Found in the signing transaction (which it rolls back); recorded as a refusal after."""
 
@@ -258,7 +249,7 @@ def approve(app: Appliance, session: Session, ref: str, req: SignatureRequest,
         with signing(app, session, req, meaning="approved") as signer:
             # Read again under the write lock: another admin may have rejected or approved it
             # since the checks above, and two admins signing at once both count.
-            if not _still_permitted(app, session, "update.approve"):
+            if not still_permitted(app, session, "update.approve"):
                 raise _Stale(bundle, "", "")
             current = get_bundle(app.conn, bundle.id)
             if current.state != State.PENDING_APPROVAL:
