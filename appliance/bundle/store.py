@@ -182,9 +182,11 @@ class ContentStore:
         writers = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="ingest-w")
         run = _Run(media, meter, cancel, writers)
         try:
+            # The first report comes before any copy starts, so a caller sees 0% (and can
+            # cancel) before the media is touched.
+            meter.report(force=True)
             futures: list[Future[None]] = [pool.submit(self._copy_one, run, w) for w in order]
             pending = set(futures)
-            meter.report(force=True)
             while pending:
                 done, pending = wait(pending, timeout=PROGRESS_INTERVAL,
                                      return_when=FIRST_EXCEPTION)

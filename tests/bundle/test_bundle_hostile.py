@@ -836,7 +836,7 @@ def test_a_copy_of_an_imported_bundle_is_not_read_and_says_so(env: Env) -> None:
 
 
 def test_media_removed_mid_import_says_to_reinsert_and_resumes(env: Env) -> None:
-    """The stick is pulled while the payload is copied (its tree disappears): one line that
+    """The stick is pulled as the payload copy starts (its tree disappears): one line that
     says to check the media and import again, not that the bundle is badly signed; the
     failure is recorded, only verified objects stay, and the next import resumes."""
     m = env.copy("m")
