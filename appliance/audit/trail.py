@@ -10,10 +10,12 @@ back, it reads the head inside the transaction and tries once more.
 
 from __future__ import annotations
 
+import _hashlib
 import hashlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from appliance.audit.checkpoint import Checkpointer, CheckpointPolicy
 from appliance.audit.events import Appended, Event, StoredEvent
@@ -23,17 +25,30 @@ from appliance.errors import AuditFailure, IntegrityError
 
 GENESIS = bytes(32)
 _new_tuple = tuple.__new__  # Appended without its Python-level __new__
-# The chain hash of each append uses CPython's own SHA-256 when the build has it. Warm,
-# OpenSSL's is faster; but an append runs right after the previous one's fsync, when
-# every piece of code runs cold, and there the small C function beats OpenSSL's EVP
-# layers (context allocation, provider dispatch) by 1-2 µs an append (measured).
-try:
-    from _sha2 import sha256 as _sha256  # Python 3.12+
-except ImportError:
+
+
+def chain_sha256(fips: bool) -> Callable[[bytes], Any]:
+    """The SHA-256 of each append's chain hash: CPython's own C implementation where the
+    build has one and OpenSSL is not in FIPS mode, else OpenSSL's. Warm, OpenSSL's is
+    faster; but an append runs right after the previous one's fsync, when every piece of
+    code runs cold, and there the small C function beats OpenSSL's EVP layers (context
+    allocation, provider dispatch) by 1-2 µs an append (docs/performance.md). The bytes are
+    the same, and `audit verify` and the auditor's verifier re-hash every event with
+    OpenSSL's, so each implementation checks the other. Under FIPS the validated module
+    hashes, as everything else does."""
+    if fips:
+        return hashlib.sha256
     try:
-        from _sha256 import sha256 as _sha256  # Python 3.11
-    except ImportError:  # a build without them (FIPS): OpenSSL's
-        _sha256 = hashlib.sha256
+        from _sha2 import sha256  # Python 3.12+
+    except ImportError:
+        try:
+            from _sha256 import sha256  # Python 3.11
+        except ImportError:  # a build without them
+            return hashlib.sha256
+    return sha256
+
+
+_sha256 = chain_sha256(bool(_hashlib.get_fips_mode()))
 
 _HEAD_AND_LAST_CHECKPOINT = (
     "SELECT seq, hash, json_extract(body, '$.ts'), (SELECT json_extract(body, '$.ts') FROM "

@@ -15,6 +15,7 @@ from appliance.audit import export
 from appliance.audit.checkpoint import all_checkpoints
 from appliance.audit.events import Actor, Event
 from appliance.audit.merkle import Frontier, merkle_root
+from appliance.audit.trail import chain_sha256
 from appliance.audit.verify import verify_trail
 from appliance.canonical import canonical_bytes
 from appliance.errors import AuditFailure
@@ -57,6 +58,15 @@ def test_stored_body_is_canonical_and_hash_covers_prev_and_body(appliance) -> No
     assert kind == "text" and stored == appended.body
     assert appended.hash == hashlib.sha256(appended.prev_hash + appended.body).digest()
     assert appended.stored() == export.stored_event(appliance.conn, appended.seq)
+
+
+def test_chain_hash_is_sha256_and_openssls_under_fips() -> None:
+    """The append hashes with CPython's own SHA-256 (cheaper cold) unless OpenSSL runs in
+    FIPS mode; either way the digest is OpenSSL's, which verify uses."""
+    data = bytes(range(256)) * 3
+    for fips in (False, True):
+        assert chain_sha256(fips)(data).digest() == hashlib.sha256(data).digest()
+    assert chain_sha256(True) is hashlib.sha256
 
 
 def test_append_outside_a_transaction_is_refused(appliance) -> None:
