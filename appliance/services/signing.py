@@ -1,12 +1,14 @@
 """Applying an electronic signature as part of an action (11.200(a), 11.50, 11.70, 11.10(j)).
 
 Services that sign (approve, reject, review, roll back...) do their state change inside
-`with signing(app, session, request, meaning=...) as signer:` and call `signer.apply(...)`,
-so the state change, the signature row and the audit event carrying the manifestation
-commit together (the trail then writes a signed checkpoint). The service names the
-meaning of its step; a request with another is refused before any password is checked.
+`with signing(app, session, request, meaning=..., permission=...) as signer:` and call
+`signer.apply(...)`, so the state change, the signature row and the audit event carrying
+the manifestation commit together (the trail then writes a signed checkpoint). The service
+names the meaning of its step, and a request with another is refused before any password
+is checked; and the permission it authorized, which the signing transaction checks again.
 
-    with signing(app, session, req, meaning="approved") as signer:
+    with signing(app, session, req, meaning="approved", permission="update.approve",
+                 target=("bundle", ref)) as signer:
         ...state change on app.conn...
         signer.apply(record_type="bundle", record_id=..., content=record, event=Event(...))
 """
@@ -27,7 +29,7 @@ from appliance.identity.session import Session
 from appliance.identity.signatures import MEANINGS, STATEMENT, Signature, insert_signature
 from appliance.identity.users import get_user, update_user
 from appliance.services import auth
-from appliance.services.access import authorize
+from appliance.services.access import authorize, record_denial, still_permitted
 from appliance.text import one_line
 
 
@@ -141,15 +143,36 @@ def require_meaning(req: SignatureRequest, meaning: str) -> None:
                                f"not {req.meaning!r}", f"sign with meaning {meaning}")
 
 
+class _AccountChanged(Exception):
+    """Found in the signing transaction, which it rolls back; recorded after."""
+
+
 @contextmanager
-def signing(app: Appliance, session: Session, req: SignatureRequest, *,
-            meaning: str) -> Iterator[Signer]:
+def signing(app: Appliance, session: Session, req: SignatureRequest, *, meaning: str,
+            permission: str, target: tuple[str, str] = ("", "")) -> Iterator[Signer]:
     """Re-authenticate, then one transaction for the change and its signature(s).
+
     `meaning` is the one the signed step carries (11.50): the service says it, never the
-    request, so an access review cannot be signed "approved" nor a trust root "rejected"."""
+    request, so an access review cannot be signed "approved" nor a trust root "rejected".
+    `permission` is the one the service authorized for `target` (type, id). The account is
+    read again under the write lock, first thing in the transaction: one disabled, reset or
+    stripped of the role since `authorize` (the password check alone takes a while) signs
+    nothing (11.10(d), (g)), and the refusal is recorded once the transaction has rolled
+    back."""
     require_meaning(req, meaning)
     reauthenticate(app, session, req)
     signer = Signer(app, session, req)
-    with app.transaction():
-        yield signer
+    try:
+        with app.transaction():
+            if not still_permitted(app, session, permission):
+                raise _AccountChanged
+            yield signer
+    except _AccountChanged:
+        # Records the denial or the session's end, and raises.
+        authorize(app, session, permission, target_type=target[0], target_id=target[1])
+        # Changed back in the meantime: still refused, and recorded.
+        record_denial(app, session, *target, {"permission": permission,
+                                              "reason": "the account changed while signing"})
+        raise SignatureRefused(f"{session.username}'s account changed while signing",
+                               "sign again") from None
     session.signatures += signer.applied

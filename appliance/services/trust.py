@@ -76,7 +76,8 @@ def init_trust(app: Appliance, session: Session, root_bytes: bytes,
         raise
     record = {"root_version": md.signed.version, "fingerprint": fingerprint,
               "sha256": _plain(fingerprint), "source": source}
-    with signing.signing(app, session, req, meaning="approved") as signer:
+    with signing.signing(app, session, req, meaning="approved", permission="trust.manage",
+                         target=("trust", "root")) as signer:
         trust.store(app.conn, [("root", root_bytes)], app.clock.iso())
         signer.apply(record_type="trust_root", record_id=f"root-v{md.signed.version}",
                      content=record, event=Event(

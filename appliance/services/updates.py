@@ -18,7 +18,7 @@ from appliance.hardware.profiles import EngineProfile, Selection
 from appliance.identity.roles import granting_role
 from appliance.identity.session import Session
 from appliance.services import hardware
-from appliance.services.access import authorize, still_permitted
+from appliance.services.access import authorize
 from appliance.services.signing import SignatureRequest, require_meaning, signing
 from appliance.updates import approval as ap
 from appliance.updates import journal, view
@@ -246,11 +246,10 @@ def approve(app: Appliance, session: Session, ref: str, req: SignatureRequest,
                      f"{session.username} already approved {bundle.ref}",
                      f"policy needs {required} different admins")
     try:
-        with signing(app, session, req, meaning="approved") as signer:
+        with signing(app, session, req, meaning="approved", permission="update.approve",
+                     target=("bundle", ref)) as signer:
             # Read again under the write lock: another admin may have rejected or approved it
             # since the checks above, and two admins signing at once both count.
-            if not still_permitted(app, session, "update.approve"):
-                raise _Stale(bundle, "", "")
             current = get_bundle(app.conn, bundle.id)
             if current.state != State.PENDING_APPROVAL:
                 raise _Stale(current, *_not_pending(current, "approve"))
@@ -270,10 +269,6 @@ def approve(app: Appliance, session: Session, ref: str, req: SignatureRequest,
                                event=Event(action=action, actor=actor, old=old,
                                            new={**new, "approval": record}, details=details))
     except _Stale as stale:
-        if not stale.message:   # the account changed meanwhile: denied and recorded here
-            authorize(app, session, "update.approve", target_type="bundle", target_id=ref)
-            stale.message = f"{session.username}'s account changed while approving"
-            stale.hint = "approve again"
         raise refuse(app, actor, term, stale.bundle, "approve", stale.message,
                      stale.hint) from None
     return {"bundle": bundle.ref, "state": str(get_bundle(app.conn, bundle.id).state),
@@ -296,7 +291,8 @@ def reject(app: Appliance, session: Session, ref: str, req: SignatureRequest
                      f"open it first: `appliance update show {bundle.ref}`, or `o` in the console")
     record = {"type": "update-rejection", "bundle": bundle.ref, "digest": bundle.digest,
               "reason": req.reason.strip()}
-    with signing(app, session, req, meaning="rejected") as signer:
+    with signing(app, session, req, meaning="rejected", permission="update.approve",
+                 target=("bundle", ref)) as signer:
         action, old, new = move(app.conn, get_bundle(app.conn, bundle.id), State.REJECTED,
                                 req.reason.strip())
         sig = signer.apply(record_type="bundle", record_id=bundle.ref, content=record,
@@ -398,7 +394,8 @@ def rollback(app: Appliance, session: Session, ref: str, req: SignatureRequest,
         runner = Runner(app, actor, term, edges)
         dirs = release_dirs(app)
         record = ap.rollback_record(target, current, row[0])
-        with signing(app, session, req, meaning="approved") as signer:
+        with signing(app, session, req, meaning="approved", permission="update.rollback",
+                     target=("bundle", ref)) as signer:
             entry_id = open_journal(app, "rollback", plan, current, dirs.read_current())
             action, old, new = move(app.conn, target, State.INSTALLING, req.reason.strip())
             signer.apply(record_type="bundle", record_id=target.ref, content=record,

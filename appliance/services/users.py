@@ -328,7 +328,8 @@ def review_access(app: Appliance, session: Session, req: signing.SignatureReques
     """Periodic access review: a security officer signs the account list as it stands."""
     actor = authorize(app, session, "users.review", target_type="access_review",
                       target_id="users")
-    with signing.signing(app, session, req, meaning="reviewed") as signer:
+    with signing.signing(app, session, req, meaning="reviewed", permission="users.review",
+                         target=("access_review", "users")) as signer:
         content = [u.public() for u in list_users(app.conn)]
         return signer.apply(record_type="access_review", record_id=app.clock.iso(),
                             content=content, event=Event(

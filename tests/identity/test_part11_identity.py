@@ -714,7 +714,8 @@ def test_11_50_the_service_names_the_meaning_not_the_request(appliance, admin_se
         with pytest.raises(SignatureRefused, match="signed with the meaning 'reviewed', not"):
             users.review_access(appliance, admin_session, req(meaning, username=ADMIN))
     with pytest.raises(SignatureRefused, match="meaning 'approved', not 'reviewed'"), \
-            signing.signing(appliance, admin_session, req(username=ADMIN), meaning="approved"):
+            signing.signing(appliance, admin_session, req(username=ADMIN), meaning="approved",
+                            permission="users.review"):
         pass
     assert appliance.conn.execute("SELECT COUNT(*) FROM signatures").fetchone()[0] == 0
     assert appliance.conn.execute("SELECT max(seq) FROM audit_events").fetchone()[0] == before
@@ -724,13 +725,41 @@ def test_11_50_the_service_names_the_meaning_not_the_request(appliance, admin_se
 def test_signature_rolls_back_with_the_action(appliance, admin_session) -> None:
     """The change, the signature row and its event commit together or not at all."""
     with pytest.raises(RuntimeError), signing.signing(
-            appliance, admin_session, req(username=ADMIN), meaning="reviewed") as signer:
+            appliance, admin_session, req(username=ADMIN), meaning="reviewed",
+            permission="users.review") as signer:
         signer.apply(record_type="demo", record_id="1", content={"a": 1},
                      event=Event("demo.sign", admin_session.actor("admin")))
         raise RuntimeError("the action failed after signing")
     assert appliance.conn.execute("SELECT COUNT(*) FROM signatures").fetchone()[0] == 0
     assert events(appliance, "demo.sign") == []
     assert admin_session.signatures == 0
+
+
+def test_every_signed_step_reads_the_signers_role_again_when_it_signs(
+        appliance, admin_session, make_user) -> None:
+    """A security officer's access review was authorized; while her password is checked,
+    her security role is revoked. The signing transaction reads the account again first
+    (every signed step signs through `signing`): nothing is signed, and the denial is
+    recorded once the transaction has rolled back. (A disabled account or a reset password
+    already fails the password check.)"""
+    sam = make_user(["security", "it"], "sam")
+    authorize(appliance, sam, "users.review", target_type="access_review", target_id="users")
+    users.revoke_role(appliance, admin_session, "sam", "security", "moved to the lab")
+    before = appliance.conn.execute("SELECT max(seq) FROM audit_events").fetchone()[0]
+    with pytest.raises(PermissionDenied, match="sam may not users.review"), signing.signing(
+            appliance, sam, req(username="sam"), meaning="reviewed", permission="users.review",
+            target=("access_review", "users")) as signer:
+        signer.apply(record_type="access_review", record_id="now", content=[],
+                     event=Event("user.access_review", sam.actor("security")))
+    assert appliance.conn.execute("SELECT COUNT(*) FROM signatures").fetchone()[0] == 0
+    assert events(appliance, "user.access_review") == [] and sam.signatures == 0
+    assert events(appliance, "signature.statement_acknowledged") == []
+    (after,) = [json.loads(r[0]) for r in appliance.conn.execute(
+        "SELECT body FROM audit_view WHERE seq > ?", (before,))]
+    assert after["action"] == "access.denied" and after["outcome"] == "denied"
+    assert after["actor"]["username"] == "sam"
+    assert after["details"]["permission"] == "users.review"
+    assert after["target"] == {"type": "access_review", "id": "users", "digest": None}
 
 
 def test_passwords_never_appear_in_the_trail(appliance, admin_session) -> None:
