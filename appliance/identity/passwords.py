@@ -6,13 +6,20 @@ import base64
 import hashlib
 import hmac
 import secrets
+import unicodedata
 
 R, P = 8, 1
 
 
+def normalised(password: str) -> str:
+    """NFKC, as NIST SP 800-63B asks: one password, however a keyboard or input method
+    composes it ("é" as one code point, or "e" and a combining accent; full-width letters)."""
+    return unicodedata.normalize("NFKC", password)
+
+
 def hash_password(password: str, n: int) -> str:
     salt = secrets.token_bytes(16)
-    dk = _derive(password, salt, n, R, P)
+    dk = _derive(normalised(password), salt, n, R, P)
     return f"scrypt${n}${R}${P}${_b64(salt)}${_b64(dk)}"
 
 
@@ -27,11 +34,16 @@ def check_password(password: str, stored: str) -> bool:
         scheme, n, r, p, salt, dk = stored.split("$")
         if scheme != "scrypt":
             return False
-        expected = base64.b64decode(dk)
-        actual = _derive(password, base64.b64decode(salt), int(n), int(r), int(p))
+        expected, salt_bytes, cost = base64.b64decode(dk), base64.b64decode(salt), \
+            (int(n), int(r), int(p))
+        if hmac.compare_digest(expected, _derive(normalised(password), salt_bytes, *cost)):
+            return True
+        # A hash stored before passwords were normalised holds the password as typed then
+        # (only a non-ASCII one can differ; ASCII is its own NFKC form).
+        return password != normalised(password) and \
+            hmac.compare_digest(expected, _derive(password, salt_bytes, *cost))
     except (ValueError, TypeError):
         return False
-    return hmac.compare_digest(expected, actual)
 
 
 def _derive(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:

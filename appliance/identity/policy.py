@@ -6,7 +6,7 @@ import re
 import secrets
 
 from appliance.errors import InvalidInput
-from appliance.identity.passwords import check_password
+from appliance.identity.passwords import check_password, normalised
 from appliance.settings import PasswordPolicy
 
 # Control characters (NUL, a CR left by a file with Windows line ends, tab, escape): no
@@ -16,6 +16,8 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 def check_new_password(password: str, username: str, policy: PasswordPolicy,
                        recent_hashes: list[str] = ()) -> None:
+    """Refuse a new password the policy forbids; judged in its stored (NFKC) form."""
+    password = normalised(password)
     found = _CONTROL.search(password)
     if found:
         raise InvalidInput(f"password contains a control character ({ascii(found.group())})",

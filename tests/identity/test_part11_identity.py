@@ -25,7 +25,7 @@ from appliance.errors import (
     SessionExpired,
     SignatureRefused,
 )
-from appliance.identity.passwords import check_password
+from appliance.identity.passwords import check_password, hash_password
 from appliance.identity.policy import temporary_password
 from appliance.identity.roles import PERMISSIONS, ROLES
 from appliance.identity.signatures import binds, get_signature
@@ -99,6 +99,34 @@ def test_11_300b_a_password_no_console_can_type_is_refused(appliance, admin_sess
     assert check_password(PASSWORD, get_user(appliance.conn, ADMIN).password_hash)
     assert get_user(appliance.conn, "dan") is None
     users.change_password(appliance, admin_session, PASSWORD, "ünïcode and spaces ok")
+
+
+def test_11_300b_a_password_is_one_however_its_accents_are_composed(appliance,
+                                                                     admin_session) -> None:
+    """Set at a terminal that sends "é" as one code point, a password must also log in from
+    one that sends "e" and a combining accent (and full-width letters as plain ones): both
+    are stored and checked in NFKC form. A hash stored before that, of the form as typed,
+    still matches that form."""
+    import base64
+    import hashlib
+    import unicodedata
+
+    composed = "caf\u00e9 au lait, tr\u00e8s chaud"
+    decomposed = unicodedata.normalize("NFD", composed)
+    assert composed != decomposed
+    users.add_user(appliance, admin_session, "dan", "Dan", ["it"], composed, "hire",
+                   must_change_password=False)
+    assert auth.login(appliance, "dan", decomposed).username == "dan"
+    assert auth.login(appliance, "dan", composed).username == "dan"
+    with pytest.raises(AuthenticationFailed):
+        auth.login(appliance, "dan", "cafe au lait, tres chaud")
+    wide = "\uff30\uff41\uff53\uff53 phrase for ever"  # full-width "Pass"
+    assert check_password("Pass phrase for ever", hash_password(wide, 1024))
+    salt = bytes(range(16))
+    legacy = hashlib.scrypt(decomposed.encode(), salt=salt, n=1024, r=8, p=1, dklen=32)
+    stored = "$".join(["scrypt", "1024", "8", "1", base64.b64encode(salt).decode(),
+                       base64.b64encode(legacy).decode()])
+    assert check_password(decomposed, stored) and not check_password(composed + "x", stored)
 
 
 def test_11_300b_password_history_refuses_last_five(appliance, admin_session) -> None:
