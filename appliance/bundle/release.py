@@ -255,6 +255,9 @@ def publish(directory: Path, to: Path) -> Path:
         raise InvalidInput(f"{to} is not empty", "choose a new or empty directory")
     try:
         (_write_tar if to.suffix == ".tar" else _write_dir)(to, files)
+    except FileExistsError:
+        raise InvalidInput(f"{to} appeared while the release was written",
+                           "choose a new file; nothing was published") from None
     except OSError as exc:
         raise ApplianceError(f"could not publish to {to}: {exc.strerror or exc}",
                              "check that the media is mounted, writable and has room; "
@@ -289,8 +292,9 @@ def _release_files(repo: Repo) -> dict[str, Path]:
 
 
 def _write_tar(to: Path, files: dict[str, Path]) -> None:
-    """One uncompressed tar, written under a temporary name and renamed when whole."""
-    staged = StagedFile(to)
+    """One uncompressed tar, written under a temporary name and put in place when whole,
+    never over a file that took the name meanwhile (FileExistsError)."""
+    staged = StagedFile(to, overwrite=False)
     try:
         with staged.open() as out:
             with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:

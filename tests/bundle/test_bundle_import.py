@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -286,6 +287,25 @@ def test_publishing_to_media_that_cannot_take_it_publishes_nothing(vendor, tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()
                   if "partial" in p.name or p.name.endswith(".tmp")) == []
     assert publish.Repo(vendor.repo).config().last_version == 1
+
+
+def test_publishing_never_replaces_a_tar_that_appeared_meanwhile(tmp_path):
+    """`--to X.tar` is checked free before the release is written, but another program (or
+    a second publish) can create X.tar meanwhile: the tar writer puts its file in place
+    only if the name is still free, and leaves no temporary file behind."""
+    from appliance.bundle import release
+
+    src = tmp_path / "timestamp.json"
+    src.write_text("{}")
+    to = tmp_path / "b.tar"
+    to.write_bytes(b"theirs")  # appeared after the check
+    with pytest.raises(FileExistsError):
+        release._write_tar(to, {"metadata/timestamp.json": src})
+    assert to.read_bytes() == b"theirs"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.tar", "timestamp.json"]
+    release._write_tar(tmp_path / "c.tar", {"metadata/timestamp.json": src})
+    with tarfile.open(tmp_path / "c.tar") as t:
+        assert t.getnames() == ["metadata/timestamp.json"]
 
 
 def test_trust_init_refusals_are_recorded(appliance, security, make_user, first_media, keys,
