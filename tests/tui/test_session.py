@@ -135,6 +135,22 @@ async def test_an_account_disabled_while_its_console_is_open_returns_to_login(
     assert actions_since(history, start) == ["auth.session_ended"]
 
 
+async def test_the_dashboard_shows_the_roles_the_account_holds_now(
+        make_console, history: Appliance, admin_session: Session):
+    """A role granted while the console is open counts at its next action (the roles are
+    read from the stored account); the dashboard's Roles line says so at its next refresh,
+    instead of the roles the account had at login."""
+    app = make_console()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await log_in(pilot, AUDITOR, PASSWORD)
+        await dashboard_ready(pilot)
+        assert text_of(pilot, "#dash-roles") == "auditor"
+        users.grant_role(history, admin_session, AUDITOR, "ml", "runs the evaluations too")
+        await pilot.press("r")
+        await wait_for(pilot, lambda: text_of(pilot, "#dash-roles") == "auditor, ml",
+                       what="the roles line after the grant")
+
+
 async def test_updates_screen_after_idle_time_returns_to_login(make_console, clock,
                                                               history: Appliance):
     """A SessionExpired inside the updates screen is the session ending, not an error line."""

@@ -139,6 +139,9 @@ class DashboardScreen(Screen):
             chain.update(text)
             chain.set_classes(cls)
         self.query_one("#dash-events", Static).update(f"{data.events:,}")
+        # The services read the roles from the account as stored now (a grant or a revoke
+        # counts at once): show what they read, not what the account had at login.
+        self.query_one("#dash-roles", Static).update(", ".join(session.roles))
         warning = self.query_one("#role-warning", Static)
         warning.update("\n".join(f"Warning: {c}" for c in data.conflicts))
         warning.display = bool(data.conflicts)
