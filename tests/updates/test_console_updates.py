@@ -107,6 +107,29 @@ async def test_console_approve_install_and_roll_back(app, imported, clock, size)
         assert os.readlink(home / "releases" / "current") == "demo-clinical/1"
 
 
+async def test_an_admins_footer_at_80_columns_shows_back_and_every_action(app, imported,
+                                                                            clock) -> None:
+    """An admin holds every key of the Updates screen: at 80x24 the footer used to run out
+    before "Back" (and Quit). Back comes first now, and the footer is compact."""
+    from textual.widgets._footer import FooterKey
+
+    home = app.layout.root
+    app.close()
+    console = build_app(home, clock, terminal="console-test", gpu_source=h100())
+    async with console.run_test(size=(80, 24)) as pilot:
+        await log_in(pilot, ADMIN, PASSWORD)
+        await dashboard_ready(pilot)
+        pilot.app.push_screen(UpdatesScreen())
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, UpdatesScreen))
+        await pilot.pause()
+        keys = list(pilot.app.screen.query(FooterKey))
+        # The palette's key is docked at the right, over whatever runs under it.
+        [palette] = [k for k in keys if k.description == "palette"]
+        shown = {k.description for k in keys
+                 if k is not palette and k.region.width and k.region.right <= palette.region.x}
+    assert {"Back", "Open", "Approve", "Reject", "Install", "Roll back", "Refresh"} <= shown
+
+
 async def test_cancelled_signature_changes_nothing(app, imported, clock) -> None:
     ref1, _ = imported
     home = app.layout.root

@@ -53,14 +53,15 @@ SIGNED = {
 
 
 class UpdatesScreen(Screen):
+    # Back first: at 80 columns an admin's footer holds every key but the last one or two.
     BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
         Binding("o", "open", "Open"),
         Binding("a", "approve", "Approve"),
         Binding("x", "reject", "Reject"),
         Binding("i", "install", "Install"),
         Binding("b", "rollback", "Roll back"),
         Binding("r", "refresh", "Refresh"),
-        Binding("escape", "app.pop_screen", "Back"),
     ]
 
     class Loaded(Message):
@@ -98,7 +99,7 @@ class UpdatesScreen(Screen):
         with VerticalScroll(id="upd-view-box"):
             yield Static("Select a bundle and press o to open its approval view.",
                          id="upd-view", markup=False)
-        yield Footer()
+        yield Footer(compact=True)
 
     def __init__(self) -> None:
         super().__init__()
