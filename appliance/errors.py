@@ -111,3 +111,9 @@ class ProvisionFailed(ApplianceError):
 
     exit_code = 11
     hint = "see `appliance provision show RUN` for each host's result and the artifacts"
+
+
+class RunConflict(InvalidInput):
+    """A provisioning run that would change hosts another running run is changing."""
+
+    hint = "wait for that run to finish, or cancel it: `appliance provision cancel RUN`"

@@ -48,6 +48,23 @@ REAPER = Path(__file__).with_name("reaper.py")
 STATUSES = ("running", "successful", "failed", "cancelled", "timeout", "error", "interrupted")
 
 
+# ansible_runner's first import is not safe from two threads at once: in one of them its
+# `plugins` dict can end up replaced by its `plugins` subpackage, and that run fails at
+# its start ("'module' object is not iterable"). Seen with a check-mode run started while
+# another run's thread was still importing it. Runs import it under this lock.
+_IMPORT_LOCK = threading.Lock()
+
+
+def _ansible_runner() -> tuple[Any, Any, Callable[[], str]]:
+    """ansible-runner's RunnerConfig, Runner and get_callback_dir, imported lazily (the CLI
+    starts without it) and one thread at a time."""
+    with _IMPORT_LOCK:
+        from ansible_runner.config.runner import RunnerConfig
+        from ansible_runner.runner import Runner
+        from ansible_runner.utils import get_callback_dir
+    return RunnerConfig, Runner, get_callback_dir
+
+
 def request_cancel(job_dir: Path) -> None:
     """Ask the run in `job_dir` to stop: it polls for this flag file, so any process may."""
     (Path(job_dir) / CANCEL_FLAG).touch(mode=0o600)
@@ -201,10 +218,7 @@ class Job:
         return False
 
     def run(self) -> JobOutcome:
-        from ansible_runner.config.runner import RunnerConfig
-        from ansible_runner.runner import Runner
-        from ansible_runner.utils import get_callback_dir
-
+        RunnerConfig, Runner, get_callback_dir = _ansible_runner()  # noqa: N806 - classes
         spec = self.spec
         started = time.monotonic()
         artifact_dir = spec.job_dir / "artifacts" / spec.run_id

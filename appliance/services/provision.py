@@ -16,6 +16,7 @@ import re
 import secrets
 import shutil
 import socket
+import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -25,7 +26,7 @@ from typing import Any
 from appliance.audit.events import SYSTEM_ACTOR, Actor, Event
 from appliance.clock import Clock
 from appliance.context import Appliance
-from appliance.errors import InvalidInput, PermissionDenied, ProvisionFailed
+from appliance.errors import InvalidInput, PermissionDenied, ProvisionFailed, RunConflict
 from appliance.identity.roles import roles_for
 from appliance.identity.session import Session
 from appliance.provision import artifacts, proctree, records
@@ -198,6 +199,7 @@ def _launch(app: Appliance, actor: Actor, started_by: str, terminal: str,
         started_at=app.clock.iso(), started_by=started_by, finished_at=None,
         duration_s=None, rc=None, hosts={}, failure=None, job_dir=str(spec.job_dir),
         owner_host=socket.gethostname(), owner_pid=pid, owner_start=proctree.start_ticks(pid))
+    _refuse_overlap(app.conn, record, cause)  # early, before a job dir is made
     try:
         prepare_job_dir(spec)
     except OSError as exc:
@@ -210,6 +212,7 @@ def _launch(app: Appliance, actor: Actor, started_by: str, terminal: str,
                               "recorded") from exc
     try:
         with app.transaction():
+            _refuse_overlap(app.conn, record, cause)  # again under the write lock
             records.insert(app.conn, record)
             app.trail.append(Event(
                 action="provision.start", actor=actor, target_type="provision_run",
@@ -335,6 +338,29 @@ def _check_limit(limit: str | None, hosts: tuple[str, ...]) -> str | None:
             raise InvalidInput(f"--limit names no host of this inventory: {name!r}",
                                f"choose from: {', '.join(hosts)}")
     return limit
+
+
+def _targets(rec: RunRecord) -> frozenset[str]:
+    """The hosts a run may change: its limit's host names, or every host of its inventory
+    when the limit holds a pattern, a group or an exclusion (judged on the safe side)."""
+    terms = re.split(r"[,:]", rec.limit) if rec.limit else []
+    if terms and all(t in rec.hosts_list for t in terms):
+        return frozenset(terms)
+    return frozenset(rec.hosts_list)
+
+
+def _refuse_overlap(conn: sqlite3.Connection, new: RunRecord, cause: str | None) -> None:
+    """Two runs changing one host at once (a package install beside a driver update, a
+    restart in the middle of either) leave it in a state neither playbook meant: refuse
+    the second. Check mode changes nothing, so it runs beside anything; and an update's
+    restart (`cause`) is never refused, so the lifecycle can always switch back."""
+    if new.check or cause is not None:
+        return
+    for rec in records.running(conn):
+        shared = _targets(rec) & _targets(new)
+        if not rec.check and shared and rec.id != new.id:
+            raise RunConflict(f"run {rec.id} ({rec.playbook}, started by {rec.started_by}) "
+                              f"is still changing {', '.join(sorted(shared))}")
 
 
 def _owner_alive(rec: RunRecord) -> bool:

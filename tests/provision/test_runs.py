@@ -19,7 +19,13 @@ import pytest
 
 from appliance.audit.query import EventFilter
 from appliance.context import Appliance
-from appliance.errors import InvalidInput, PermissionDenied, ProvisionFailed, SessionExpired
+from appliance.errors import (
+    InvalidInput,
+    PermissionDenied,
+    ProvisionFailed,
+    RunConflict,
+    SessionExpired,
+)
 from appliance.identity.session import Session
 from appliance.provision import proctree, records
 from appliance.provision.inventory import Host
@@ -203,6 +209,42 @@ def test_cancel_kills_the_whole_tree_and_records_it(
     assert ended["details"]["killed_processes"] >= 2
     with pytest.raises(InvalidInput, match="already ended"):
         provision.cancel(appliance, it_session, rec.id)
+
+
+def test_a_second_run_changing_a_host_in_use_is_refused(
+        appliance: Appliance, it_session: Session, test_playbooks: Path) -> None:
+    """Two runs changing localhost at once would leave it as neither playbook meant: the
+    second is refused in one line naming the first, and nothing of it is kept. A check-mode
+    run changes nothing and goes beside it; once the first has ended the host is free."""
+    (test_playbooks / "quick.yml").write_text(
+        "- name: Say hello\n  hosts: all\n  gather_facts: false\n  tasks:\n"
+        "    - name: Hello\n      ansible.builtin.debug:\n        msg: hello\n")
+    first = provision.start(appliance, it_session, RunRequest("slow.yml", "local"),
+                            playbooks_dir=test_playbooks)
+    try:
+        jobs = sorted(p.name for p in appliance.layout.jobs.iterdir())
+        for limit in (None, "localhost", "local*"):
+            with pytest.raises(RunConflict) as err:
+                provision.start(appliance, it_session,
+                                RunRequest("quick.yml", "local", limit=limit),
+                                playbooks_dir=test_playbooks)
+            assert str(err.value) == (
+                f"run {first.run_id} (slow.yml, started by {it_session.username}) is still "
+                "changing localhost (wait for that run to finish, or cancel it: "
+                "`appliance provision cancel RUN`)")
+        assert sorted(p.name for p in appliance.layout.jobs.iterdir()) == jobs
+        assert [r.id for r in records.running(appliance.conn)] == [first.run_id]
+        check = provision.start(appliance, it_session,
+                                RunRequest("slow.yml", "local", check=True),
+                                playbooks_dir=test_playbooks)
+        done = check.wait(120)
+        assert done.status == "successful", done.failure
+    finally:
+        provision.cancel(appliance, it_session, first.run_id, "test over")
+        assert first.wait(60).status == "cancelled"
+    after = provision.run(appliance, it_session, RunRequest("quick.yml", "local"),
+                          playbooks_dir=test_playbooks)
+    assert after.status == "successful"
 
 
 def _started_with_a_secret(appliance: Appliance, it_session: Session, make_user,
