@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from unittest import mock
 
 from textual.command import CommandList, CommandPalette
 from textual.pilot import Pilot
 from textual.widgets import Input, Static
+from textual.worker import Worker, WorkerState
 
 from tui.screens.audit import AuditScreen
 from tui.screens.dashboard import DashboardScreen
@@ -61,13 +63,36 @@ async def log_in(pilot: Pilot, username: str, password: str, typed: bool = False
     await pilot.press("enter")
 
 
+async def palette_search(pilot: Pilot, words: str) -> CommandList:
+    """Type `words` into the open command palette and wait until the search for all of
+    them has finished; returns the list of hits it left.
+
+    The palette starts a search (a worker) at each key and shows the hits of whichever
+    search ended last, in batches: neither "some hits are shown" nor a fixed pause says
+    that the list is the one for the whole of `words` (a slow machine still shows the
+    hits of a prefix). So the search started for `words` is watched until it ends."""
+    searches: dict[str, Worker[None]] = {}
+    gather = CommandPalette._gather_commands
+
+    def watched(palette: CommandPalette, value: str) -> Worker[None]:
+        searches[value] = worker = gather(palette, value)
+        return worker
+
+    with mock.patch.object(CommandPalette, "_gather_commands", watched):
+        await pilot.press(*words)
+        await wait_for(pilot, lambda: words.strip() in searches
+                       and searches[words.strip()].is_finished, what=f"the search {words!r}")
+    assert searches[words.strip()].state == WorkerState.SUCCESS
+    await pilot.pause()
+    return pilot.app.screen.query_one(CommandList)
+
+
 async def run_command(pilot: Pilot, words: str) -> None:
     """Open the command palette, type `words` and run the first hit."""
     await pilot.press("ctrl+p")
     await wait_for(pilot, lambda: isinstance(pilot.app.screen, CommandPalette))
-    await pilot.press(*words)
-    # The palette searches its providers asynchronously: wait for the hits.
-    await wait_for(pilot, lambda: pilot.app.screen.query_one(CommandList).option_count > 0)
+    hits = await palette_search(pilot, words)
+    assert hits.option_count > 0, f"no command matches {words!r}"
     await pilot.press("enter")
 
 

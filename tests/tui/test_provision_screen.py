@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from textual.command import CommandList, CommandPalette
+from textual.command import CommandPalette
 from textual.widgets import DataTable, Select
 
 from appliance.audit.query import EventFilter
@@ -24,7 +24,15 @@ from appliance.provision.records import RunRecord
 from appliance.services import audit, auth, provision, provision_inventory
 from tests.conftest import ADMIN, PASSWORD
 from tests.provision.kit import live_processes
-from tests.tui.pilot import dashboard_ready, log_in, run_command, settle, text_of, wait_for
+from tests.tui.pilot import (
+    dashboard_ready,
+    log_in,
+    palette_search,
+    run_command,
+    settle,
+    text_of,
+    wait_for,
+)
 from tui.provision_live import LiveRun, failure_text, host_lines
 from tui.screens import provision_runs
 from tui.screens.provision import ProvisionScreen
@@ -274,9 +282,7 @@ async def test_only_it_runs_playbooks_others_see_the_history_or_nothing(
         assert not isinstance(app.screen, ProvisionScreen)
         await pilot.press("ctrl+p")
         await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette))
-        await pilot.press(*"provisioning")
-        await pilot.pause(0.3)
-        palette = app.screen.query_one(CommandList)
+        palette = await palette_search(pilot, "provisioning")
         assert all("Provisioning" not in str(palette.get_option_at_index(i).prompt)
                    for i in range(palette.option_count))
 

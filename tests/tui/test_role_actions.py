@@ -5,13 +5,20 @@ the console's check is refused and recorded (each screen's own tests show that).
 from __future__ import annotations
 
 import pytest
-from textual.command import CommandList, CommandPalette
+from textual.command import CommandPalette
 from textual.widgets import DataTable
 
 from appliance.audit.trail import read_head
 from appliance.context import Appliance
 from tests.conftest import PASSWORD
-from tests.tui.pilot import audit_ready, dashboard_ready, log_in, settle, wait_for
+from tests.tui.pilot import (
+    audit_ready,
+    dashboard_ready,
+    log_in,
+    palette_search,
+    settle,
+    wait_for,
+)
 from tui.screens.media import MediaScreen
 from tui.screens.provision import ProvisionScreen
 from tui.screens.updates import UpdatesScreen
@@ -35,9 +42,7 @@ def offered(app, words: tuple[str, ...]) -> set[str]:
 async def palette_titles(pilot, words: str) -> list[str]:
     await pilot.press("ctrl+p")
     await wait_for(pilot, lambda: isinstance(pilot.app.screen, CommandPalette))
-    await pilot.press(*words)
-    await pilot.pause(0.3)
-    found = pilot.app.screen.query_one(CommandList)
+    found = await palette_search(pilot, words)
     titles = [str(found.get_option_at_index(i).prompt).split("\n")[0]
               for i in range(found.option_count)]
     await pilot.press("escape")
