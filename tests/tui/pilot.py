@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from unittest import mock
 
-from textual.command import CommandList, CommandPalette
+from textual.command import CommandInput, CommandList, CommandPalette
 from textual.pilot import Pilot
 from textual.widgets import Input, Static
-from textual.worker import Worker, WorkerState
 
 from tui.screens.audit import AuditScreen
 from tui.screens.dashboard import DashboardScreen
@@ -64,27 +62,27 @@ async def log_in(pilot: Pilot, username: str, password: str, typed: bool = False
 
 
 async def palette_search(pilot: Pilot, words: str) -> CommandList:
-    """Type `words` into the open command palette and wait until the search for all of
+    """Type `words` into the open command palette and wait until its search of all of
     them has finished; returns the list of hits it left.
 
-    The palette starts a search (a worker) at each key and shows the hits of whichever
-    search ended last, in batches: neither "some hits are shown" nor a fixed pause says
-    that the list is the one for the whole of `words` (a slow machine still shows the
-    hits of a prefix). So the search started for `words` is watched until it ends."""
-    searches: dict[str, Worker[None]] = {}
-    gather = CommandPalette._gather_commands
+    The palette starts a search (a worker of its gather group) at each key, cancelling the
+    one before, and shows the hits of the search that ended last, in batches: neither "some
+    hits are shown" nor a fixed pause says that the list is the one for the whole of
+    `words` (a slow machine still shows the hits of a prefix). Once the keys are handled,
+    the input holds all of `words` and the search of it is the group's only live worker:
+    its end is waited for."""
+    palette = pilot.app.screen
+    assert isinstance(palette, CommandPalette)
+    await pilot.press(*words)
 
-    def watched(palette: CommandPalette, value: str) -> Worker[None]:
-        searches[value] = worker = gather(palette, value)
-        return worker
+    def searched() -> bool:
+        live = [w for w in pilot.app.workers if w.node is palette and not w.is_finished
+                and w.group == CommandPalette._GATHER_COMMANDS_GROUP]
+        return palette.query_one(CommandInput).value == words and not live
 
-    with mock.patch.object(CommandPalette, "_gather_commands", watched):
-        await pilot.press(*words)
-        await wait_for(pilot, lambda: words.strip() in searches
-                       and searches[words.strip()].is_finished, what=f"the search {words!r}")
-    assert searches[words.strip()].state == WorkerState.SUCCESS
+    await wait_for(pilot, searched, what=f"the search {words!r}")
     await pilot.pause()
-    return pilot.app.screen.query_one(CommandList)
+    return palette.query_one(CommandList)
 
 
 async def run_command(pilot: Pilot, words: str) -> None:
