@@ -3,10 +3,13 @@ dialog, install with progress, then a signed rollback, on real signed bundles.""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+from collections.abc import AsyncIterator
 
 import pytest
+from textual.pilot import Pilot
 from textual.widgets import DataTable
 
 from appliance.context import Appliance
@@ -73,9 +76,11 @@ async def sign(pilot, key: str, reason: str, expect: str, username: str = "") ->
     assert expect in message(pilot), message(pilot)
 
 
-@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
-async def test_console_approve_install_and_roll_back(app, imported, clock, size) -> None:
-    ref1, ref2 = imported
+@contextlib.asynccontextmanager
+async def on_updates(app: Appliance, clock, size: tuple[int, int] = (80, 24)
+                     ) -> AsyncIterator[Pilot]:
+    """The console on `app`'s home (its own connection closed first), the admin logged
+    in, on the Updates screen."""
     home = app.layout.root
     app.close()
     console = build_app(home, clock, terminal="console-test", gpu_source=h100())
@@ -84,6 +89,14 @@ async def test_console_approve_install_and_roll_back(app, imported, clock, size)
         await dashboard_ready(pilot)
         pilot.app.push_screen(UpdatesScreen())
         await wait_for(pilot, lambda: isinstance(pilot.app.screen, UpdatesScreen))
+        yield pilot
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_console_approve_install_and_roll_back(app, imported, clock, size) -> None:
+    ref1, ref2 = imported
+    home = app.layout.root
+    async with on_updates(app, clock, size) as pilot:
         for ref in (ref1, ref2):
             await select(pilot, ref)
             await act(pilot, "o", f"{ref}: PENDING_APPROVAL (opened; recorded)")
@@ -113,14 +126,7 @@ async def test_an_admins_footer_at_80_columns_shows_back_and_every_action(app, i
     before "Back" (and Quit). Back comes first now, and the footer is compact."""
     from textual.widgets._footer import FooterKey
 
-    home = app.layout.root
-    app.close()
-    console = build_app(home, clock, terminal="console-test", gpu_source=h100())
-    async with console.run_test(size=(80, 24)) as pilot:
-        await log_in(pilot, ADMIN, PASSWORD)
-        await dashboard_ready(pilot)
-        pilot.app.push_screen(UpdatesScreen())
-        await wait_for(pilot, lambda: isinstance(pilot.app.screen, UpdatesScreen))
+    async with on_updates(app, clock) as pilot:
         await pilot.pause()
         keys = list(pilot.app.screen.query(FooterKey))
         # The palette's key is docked at the right, over whatever runs under it.
@@ -133,12 +139,7 @@ async def test_an_admins_footer_at_80_columns_shows_back_and_every_action(app, i
 async def test_cancelled_signature_changes_nothing(app, imported, clock) -> None:
     ref1, _ = imported
     home = app.layout.root
-    app.close()
-    console = build_app(home, clock, terminal="console-test", gpu_source=h100())
-    async with console.run_test(size=(80, 24)) as pilot:
-        await log_in(pilot, ADMIN, PASSWORD)
-        await dashboard_ready(pilot)
-        pilot.app.push_screen(UpdatesScreen())
+    async with on_updates(app, clock) as pilot:
         await select(pilot, ref1)
         await act(pilot, "o", "PENDING_APPROVAL")
         await pilot.press("a")
@@ -157,8 +158,6 @@ async def test_keys_pressed_while_an_install_runs_wait_for_it(app, imported, clo
     refusal; a or b opened a signature dialog for a password the service had to refuse."""
     ref1, _ = imported
     approve(app, admin_session, ref1)
-    home = app.layout.root
-    app.close()
     go = threading.Event()
     real = updates_screen._Progress.point
 
@@ -168,11 +167,7 @@ async def test_keys_pressed_while_an_install_runs_wait_for_it(app, imported, clo
         real(self, label)
 
     monkeypatch.setattr(updates_screen._Progress, "point", held)
-    console = build_app(home, clock, terminal="console-test", gpu_source=h100())
-    async with console.run_test(size=(80, 24)) as pilot:
-        await log_in(pilot, ADMIN, PASSWORD)
-        await dashboard_ready(pilot)
-        pilot.app.push_screen(UpdatesScreen())
+    async with on_updates(app, clock) as pilot:
         await select(pilot, ref1)
         await pilot.press("i")
         progress = pilot.app.screen.query_one("#upd-progress")
