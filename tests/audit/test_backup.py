@@ -267,3 +267,35 @@ def test_a_copy_that_fails_for_many_files_is_one_short_line(appliance, admin_ses
     assert "is a named pipe" in message and "pipe-b" not in message and "[(" not in message
     assert not (tmp_path / "restored").exists()
     assert not (tmp_path / "restored.restoring").exists()
+
+
+def test_restore_into_a_home_that_is_its_own_file_system(appliance, admin_session,
+                                                         tmp_path: Path) -> None:
+    """A home on its own partition holds `lost+found` and is a mount point, which no rename
+    can replace: `init` takes such a home, and so must a restore (formerly "is not empty",
+    and past that a rename onto the mount point failed)."""
+    import os
+    bk = backup.create_backup(appliance, admin_session, tmp_path / "bk").path
+    target = tmp_path / "data"
+    (target / "lost+found").mkdir(parents=True)
+    os.chmod(target, 0o755)
+    backup.restore_backup(bk, target)
+    assert sorted(p.name for p in target.iterdir()) == ["appliance.db", "config.json",
+                                                         "keys", "lost+found"]
+    assert (target.stat().st_mode & 0o777) == 0o700
+    assert not (tmp_path / "data.restoring").exists()
+    with Appliance.open(target) as app2:
+        last = app2.conn.execute("SELECT action FROM audit_view ORDER BY seq DESC LIMIT 1")
+        assert last.fetchone()[0] == "backup.restore"
+
+
+def test_a_failed_restore_into_an_existing_home_leaves_it_as_it_was(
+        appliance, admin_session, tmp_path: Path) -> None:
+    bk = backup.create_backup(appliance, admin_session, tmp_path / "bk").path
+    _edit_config(bk, "approval", "required_admin_signatures", 0)
+    _reseal(bk)
+    target = tmp_path / "data"
+    (target / "lost+found").mkdir(parents=True)
+    with pytest.raises(IntegrityError, match="do not load"):
+        backup.restore_backup(bk, target)
+    assert [p.name for p in target.iterdir()] == ["lost+found"]
