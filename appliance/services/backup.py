@@ -122,6 +122,7 @@ def _write_backup(app: Appliance, tmp: Path) -> Checkpoint:
         shutil.copy2(src, layout.keys / src.name)
     if app.layout.config.exists():
         shutil.copy2(app.layout.config, layout.config)
+    _private_modes(layout)
     reader = sqlite3.connect(f"file:{layout.db}?mode=ro", uri=True)
     try:
         cp = latest(reader)
@@ -132,6 +133,15 @@ def _write_backup(app: Appliance, tmp: Path) -> Checkpoint:
     backup_manifest.seal(tmp, app.key, {"appliance_id": app.appliance_id,
                                         "tree_size": cp.tree_size, "head_hash": cp.head_hash})
     return cp
+
+
+def _private_modes(layout: HomeLayout) -> None:
+    """The modes `init` gives: keys/ 0700, the private key and the database 0600. A copy
+    takes its modes from the backup, and a backup kept on a FAT stick or a share reads as
+    0644 or 0755 whatever it was written with: the modes are set, never copied."""
+    for path, mode in ((layout.keys, 0o700), (layout.signing_key, 0o600), (layout.db, 0o600)):
+        if path.exists() and not path.is_symlink():  # what is there, the manifest checks
+            os.chmod(path, mode)
 
 
 def _require_backup(layout: HomeLayout, shown: Path) -> None:
@@ -209,6 +219,7 @@ def restore_backup(backup: Path, home: Path,
     try:
         shutil.copytree(backup, tmp, symlinks=True)
         os.chmod(tmp, 0o700)
+        _private_modes(HomeLayout(tmp))
         report = verify_backup(tmp, expect_fingerprint, shown=backup)
         if not report.ok:
             raise IntegrityError(

@@ -299,3 +299,32 @@ def test_a_failed_restore_into_an_existing_home_leaves_it_as_it_was(
     with pytest.raises(IntegrityError, match="do not load"):
         backup.restore_backup(bk, target)
     assert [p.name for p in target.iterdir()] == ["lost+found"]
+
+
+def test_a_restore_sets_the_private_modes_whatever_the_backup_reads_as(
+        appliance, admin_session, tmp_path: Path) -> None:
+    """A backup kept on a FAT stick or a share reads as 0644/0755: the restored private key
+    was 0644 and keys/ 0755. The restore sets init's modes, and a backup is written so."""
+    import os
+    bk = backup.create_backup(appliance, admin_session, tmp_path / "bk").path
+    mode = lambda p: p.stat().st_mode & 0o777  # noqa: E731
+    assert mode(bk / "keys") == 0o700 and mode(bk / "keys" / "appliance-signing.pem") == 0o600
+    for path in (bk, bk / "keys"):
+        os.chmod(path, 0o755)
+    for path in (*(bk / "keys").iterdir(), bk / "appliance.db"):
+        os.chmod(path, 0o644)
+    home = tmp_path / "restored"
+    backup.restore_backup(bk, home)
+    assert mode(home) == 0o700 and mode(home / "keys") == 0o700
+    assert mode(home / "keys" / "appliance-signing.pem") == 0o600
+    assert mode(home / "appliance.db") == 0o600
+
+
+def test_a_backup_without_its_keys_is_still_told_plainly(appliance, admin_session,
+                                                         tmp_path: Path) -> None:
+    import shutil
+    bk = backup.create_backup(appliance, admin_session, tmp_path / "bk").path
+    shutil.rmtree(bk / "keys")
+    with pytest.raises(InvalidInput, match="is not an appliance backup .*no public key"):
+        backup.restore_backup(bk, tmp_path / "restored")
+    assert not (tmp_path / "restored").exists()
