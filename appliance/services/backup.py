@@ -40,6 +40,7 @@ from appliance.settings import load_settings
 ANCHOR = "anchor.json"
 # Where a restore into an existing (empty) home builds it: inside, on the same file system.
 STAGED = ".appliance-restoring"
+PROVISION_KEYS = "provision"  # under keys/: the inventory's SSH keys
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,13 @@ def _write_backup(app: Appliance, tmp: Path) -> Checkpoint:
     os.chmod(layout.db, 0o600)
     for src in (app.layout.signing_key, app.layout.public_key):
         shutil.copy2(src, layout.keys / src.name)
+    # The SSH keys `provision inventory add` copied in: the inventory's hosts name them.
+    ssh_keys = sorted(p for p in (app.layout.keys / PROVISION_KEYS).glob("*")
+                      if p.is_file() and not p.is_symlink())
+    if ssh_keys:
+        (layout.keys / PROVISION_KEYS).mkdir(mode=0o700)
+        for src in ssh_keys:
+            shutil.copy2(src, layout.keys / PROVISION_KEYS / src.name)
     if app.layout.config.exists():
         shutil.copy2(app.layout.config, layout.config)
     _private_modes(layout)
@@ -136,10 +144,13 @@ def _write_backup(app: Appliance, tmp: Path) -> Checkpoint:
 
 
 def _private_modes(layout: HomeLayout) -> None:
-    """The modes `init` gives: keys/ 0700, the private key and the database 0600. A copy
+    """The modes `init` gives: keys/ 0700, the private keys and the database 0600. A copy
     takes its modes from the backup, and a backup kept on a FAT stick or a share reads as
     0644 or 0755 whatever it was written with: the modes are set, never copied."""
-    for path, mode in ((layout.keys, 0o700), (layout.signing_key, 0o600), (layout.db, 0o600)):
+    ssh = layout.keys / PROVISION_KEYS
+    ssh_keys = [(p, 0o600) for p in ssh.glob("*")] if ssh.is_dir() else []
+    for path, mode in ((layout.keys, 0o700), (layout.signing_key, 0o600), (layout.db, 0o600),
+                       (ssh, 0o700), *ssh_keys):
         if path.exists() and not path.is_symlink():  # what is there, the manifest checks
             os.chmod(path, mode)
 

@@ -328,3 +328,31 @@ def test_a_backup_without_its_keys_is_still_told_plainly(appliance, admin_sessio
     with pytest.raises(InvalidInput, match="is not an appliance backup .*no public key"):
         backup.restore_backup(bk, tmp_path / "restored")
     assert not (tmp_path / "restored").exists()
+
+
+def test_the_inventorys_ssh_keys_are_backed_up_and_restored_private(
+        appliance, admin_session, make_user, tmp_path: Path) -> None:
+    """A host added with --key runs playbooks with the copy in keys/provision/; the backup
+    left it out, so a restored appliance named a key it did not have."""
+    import os
+    import subprocess
+
+    from appliance.provision.inventory import Host, load_hosts
+    from appliance.services import provision_inventory
+    for name in ("client", "hostkey"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f",
+                        str(tmp_path / name)], check=True)
+    provision_inventory.add_host(
+        appliance, make_user(["it"]), Host("gpu-2", address="10.213.7.2", user="provision"),
+        key_source=tmp_path / "client", host_key_file=tmp_path / "hostkey.pub")
+    bk = backup.create_backup(appliance, admin_session, tmp_path / "bk").path
+    assert "keys/provision/gpu-2" in backup.verify_backup(bk).files
+    os.chmod(bk / "keys" / "provision" / "gpu-2", 0o644)  # as a FAT stick shows it
+    home = appliance.layout.root.with_name("restored")
+    backup.restore_backup(bk, home)
+    restored = home / "keys" / "provision" / "gpu-2"
+    assert restored.read_bytes() == (tmp_path / "client").read_bytes()
+    assert restored.stat().st_mode & 0o777 == 0o600
+    with Appliance.open(home) as app2:
+        host = next(h for h in load_hosts(app2.conn) if h.name == "gpu-2")
+        assert Path(host.key_file).name == restored.name
