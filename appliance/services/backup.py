@@ -38,6 +38,9 @@ from appliance.services.access import authorize
 from appliance.settings import load_settings
 
 ANCHOR = "anchor.json"
+# Where a restore into an existing (empty) home builds it: inside, on the same file system.
+STAGED = ".appliance-restoring"
+PROVISION_KEYS = "provision"  # under keys/: the inventory's SSH keys
 
 
 @dataclass(frozen=True)
@@ -118,8 +121,16 @@ def _write_backup(app: Appliance, tmp: Path) -> Checkpoint:
     os.chmod(layout.db, 0o600)
     for src in (app.layout.signing_key, app.layout.public_key):
         shutil.copy2(src, layout.keys / src.name)
+    # The SSH keys `provision inventory add` copied in: the inventory's hosts name them.
+    ssh_keys = sorted(p for p in (app.layout.keys / PROVISION_KEYS).glob("*")
+                      if p.is_file() and not p.is_symlink())
+    if ssh_keys:
+        (layout.keys / PROVISION_KEYS).mkdir(mode=0o700)
+        for src in ssh_keys:
+            shutil.copy2(src, layout.keys / PROVISION_KEYS / src.name)
     if app.layout.config.exists():
         shutil.copy2(app.layout.config, layout.config)
+    _private_modes(layout)
     reader = sqlite3.connect(f"file:{layout.db}?mode=ro", uri=True)
     try:
         cp = latest(reader)
@@ -130,6 +141,18 @@ def _write_backup(app: Appliance, tmp: Path) -> Checkpoint:
     backup_manifest.seal(tmp, app.key, {"appliance_id": app.appliance_id,
                                         "tree_size": cp.tree_size, "head_hash": cp.head_hash})
     return cp
+
+
+def _private_modes(layout: HomeLayout) -> None:
+    """The modes `init` gives: keys/ 0700, the private keys and the database 0600. A copy
+    takes its modes from the backup, and a backup kept on a FAT stick or a share reads as
+    0644 or 0755 whatever it was written with: the modes are set, never copied."""
+    ssh = layout.keys / PROVISION_KEYS
+    ssh_keys = [(p, 0o600) for p in ssh.glob("*")] if ssh.is_dir() else []
+    for path, mode in ((layout.keys, 0o700), (layout.signing_key, 0o600), (layout.db, 0o600),
+                       (ssh, 0o700), *ssh_keys):
+        if path.exists() and not path.is_symlink():  # what is there, the manifest checks
+            os.chmod(path, mode)
 
 
 def _require_backup(layout: HomeLayout, shown: Path) -> None:
@@ -174,12 +197,14 @@ def verify_backup(path: Path, expect_fingerprint: str | None = None,
 
 
 def _check_target(root: Path) -> None:
-    """Only a new or empty directory may be restored into: nothing there is overwritten."""
+    """Only a new or empty directory may be restored into: nothing there is overwritten.
+    Empty means as `appliance init` takes it: `lost+found` aside (the home may be its own
+    file system), and what a killed restore staged there."""
     if HomeLayout(root).db.exists():
         raise AlreadyInitialised(f"an appliance already exists at {root}")
     if root.is_symlink() or (root.exists() and not root.is_dir()):
         raise InvalidInput(f"{root} is not a directory", "choose a new or empty --home")
-    if root.is_dir() and any(root.iterdir()):
+    if root.is_dir() and any(n not in ("lost+found", STAGED) for n in os.listdir(root)):
         raise InvalidInput(f"{root} is not empty", "restore into a new or empty --home")
     if not root.parent.is_dir():
         raise InvalidInput(f"directory {root.parent} does not exist",
@@ -190,17 +215,22 @@ def restore_backup(backup: Path, home: Path,
                    expect_fingerprint: str | None = None) -> BackupReport:
     """Restore into a new or empty home, only if the backup verifies completely.
 
-    Everything happens in a copy beside the home, verified there (what is checked is what
-    is restored) and opened there to record backup.restore; one rename then puts the whole
-    home in place. Any failure removes the copy: the restore ends whole or leaves nothing."""
+    Everything happens in a copy, verified there (what is checked is what is restored) and
+    opened there to record backup.restore. A new home is that copy, built beside it and
+    renamed into place. An existing empty home may be a mount point (its own partition),
+    which no rename can replace: the copy is built inside it and its files moved up, the
+    database last, so a restore killed half-way leaves no home that opens. Any failure
+    removes the copy: the restore ends whole or leaves nothing."""
     backup, root = Path(backup), Path(home)
     _check_target(root)
     _require_backup(HomeLayout(backup), backup)  # before copying what may not be one
-    tmp = root.with_name(root.name + ".restoring")
+    into = root.is_dir()
+    tmp = root / STAGED if into else root.with_name(root.name + ".restoring")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         shutil.copytree(backup, tmp, symlinks=True)
         os.chmod(tmp, 0o700)
+        _private_modes(HomeLayout(tmp))
         report = verify_backup(tmp, expect_fingerprint, shown=backup)
         if not report.ok:
             raise IntegrityError(
@@ -219,7 +249,10 @@ def restore_backup(backup: Path, home: Path,
                     terminal=app.terminal))
         finally:
             app.close()
-        os.replace(tmp, root)  # onto an empty directory too; a non-empty one fails whole
+        if into:
+            _move_up(tmp, root)
+        else:
+            os.replace(tmp, root)
         fsync_dir(root.parent)
     except OSError as exc:
         raise ApplianceError(f"could not restore into {root}: {_why(exc)}",
@@ -228,6 +261,27 @@ def restore_backup(backup: Path, home: Path,
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return report
+
+
+def _move_up(tmp: Path, root: Path) -> None:
+    """Move the verified copy's entries from `tmp` into `root` (same file system), the
+    database last: until it is there, `root` is no appliance. A failure takes back what
+    was moved."""
+    db = HomeLayout(tmp).db.name
+    moved: list[Path] = []
+    try:
+        for name in [*sorted(n for n in os.listdir(tmp) if n != db), db]:
+            os.rename(tmp / name, root / name)
+            moved.append(root / name)
+        os.chmod(root, 0o700)
+        fsync_dir(root)
+    except OSError:
+        for path in reversed(moved):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        raise
 
 
 def _why(exc: OSError) -> str:

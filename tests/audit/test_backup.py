@@ -267,3 +267,92 @@ def test_a_copy_that_fails_for_many_files_is_one_short_line(appliance, admin_ses
     assert "is a named pipe" in message and "pipe-b" not in message and "[(" not in message
     assert not (tmp_path / "restored").exists()
     assert not (tmp_path / "restored.restoring").exists()
+
+
+def test_restore_into_a_home_that_is_its_own_file_system(appliance, admin_session,
+                                                         tmp_path: Path) -> None:
+    """A home on its own partition holds `lost+found` and is a mount point, which no rename
+    can replace: `init` takes such a home, and so must a restore (formerly "is not empty",
+    and past that a rename onto the mount point failed)."""
+    import os
+    bk = backup.create_backup(appliance, admin_session, tmp_path / "bk").path
+    target = tmp_path / "data"
+    (target / "lost+found").mkdir(parents=True)
+    os.chmod(target, 0o755)
+    backup.restore_backup(bk, target)
+    assert sorted(p.name for p in target.iterdir()) == ["appliance.db", "config.json",
+                                                         "keys", "lost+found"]
+    assert (target.stat().st_mode & 0o777) == 0o700
+    assert not (tmp_path / "data.restoring").exists()
+    with Appliance.open(target) as app2:
+        last = app2.conn.execute("SELECT action FROM audit_view ORDER BY seq DESC LIMIT 1")
+        assert last.fetchone()[0] == "backup.restore"
+
+
+def test_a_failed_restore_into_an_existing_home_leaves_it_as_it_was(
+        appliance, admin_session, tmp_path: Path) -> None:
+    bk = backup.create_backup(appliance, admin_session, tmp_path / "bk").path
+    _edit_config(bk, "approval", "required_admin_signatures", 0)
+    _reseal(bk)
+    target = tmp_path / "data"
+    (target / "lost+found").mkdir(parents=True)
+    with pytest.raises(IntegrityError, match="do not load"):
+        backup.restore_backup(bk, target)
+    assert [p.name for p in target.iterdir()] == ["lost+found"]
+
+
+def test_a_restore_sets_the_private_modes_whatever_the_backup_reads_as(
+        appliance, admin_session, tmp_path: Path) -> None:
+    """A backup kept on a FAT stick or a share reads as 0644/0755: the restored private key
+    was 0644 and keys/ 0755. The restore sets init's modes, and a backup is written so."""
+    import os
+    bk = backup.create_backup(appliance, admin_session, tmp_path / "bk").path
+    mode = lambda p: p.stat().st_mode & 0o777  # noqa: E731
+    assert mode(bk / "keys") == 0o700 and mode(bk / "keys" / "appliance-signing.pem") == 0o600
+    for path in (bk, bk / "keys"):
+        os.chmod(path, 0o755)
+    for path in (*(bk / "keys").iterdir(), bk / "appliance.db"):
+        os.chmod(path, 0o644)
+    home = tmp_path / "restored"
+    backup.restore_backup(bk, home)
+    assert mode(home) == 0o700 and mode(home / "keys") == 0o700
+    assert mode(home / "keys" / "appliance-signing.pem") == 0o600
+    assert mode(home / "appliance.db") == 0o600
+
+
+def test_a_backup_without_its_keys_is_still_told_plainly(appliance, admin_session,
+                                                         tmp_path: Path) -> None:
+    import shutil
+    bk = backup.create_backup(appliance, admin_session, tmp_path / "bk").path
+    shutil.rmtree(bk / "keys")
+    with pytest.raises(InvalidInput, match="is not an appliance backup .*no public key"):
+        backup.restore_backup(bk, tmp_path / "restored")
+    assert not (tmp_path / "restored").exists()
+
+
+def test_the_inventorys_ssh_keys_are_backed_up_and_restored_private(
+        appliance, admin_session, make_user, tmp_path: Path) -> None:
+    """A host added with --key runs playbooks with the copy in keys/provision/; the backup
+    left it out, so a restored appliance named a key it did not have."""
+    import os
+    import subprocess
+
+    from appliance.provision.inventory import Host, load_hosts
+    from appliance.services import provision_inventory
+    for name in ("client", "hostkey"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f",
+                        str(tmp_path / name)], check=True)
+    provision_inventory.add_host(
+        appliance, make_user(["it"]), Host("gpu-2", address="10.213.7.2", user="provision"),
+        key_source=tmp_path / "client", host_key_file=tmp_path / "hostkey.pub")
+    bk = backup.create_backup(appliance, admin_session, tmp_path / "bk").path
+    assert "keys/provision/gpu-2" in backup.verify_backup(bk).files
+    os.chmod(bk / "keys" / "provision" / "gpu-2", 0o644)  # as a FAT stick shows it
+    home = appliance.layout.root.with_name("restored")
+    backup.restore_backup(bk, home)
+    restored = home / "keys" / "provision" / "gpu-2"
+    assert restored.read_bytes() == (tmp_path / "client").read_bytes()
+    assert restored.stat().st_mode & 0o777 == 0o600
+    with Appliance.open(home) as app2:
+        host = next(h for h in load_hosts(app2.conn) if h.name == "gpu-2")
+        assert Path(host.key_file).name == restored.name
