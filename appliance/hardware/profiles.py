@@ -162,7 +162,7 @@ def _fmt_gib(value: float) -> str:
 def check_profile(profile: EngineProfile, inventory: GpuInventory,
                   supported_trtllm: set[str] | None = None) -> Candidate:
     """Test one profile against the host, in the order an operator would fix things:
-    driver, GPU count (tp x pp), architecture, TensorRT-LLM version, memory."""
+    driver, GPU count (tp x pp), architecture, MIG, TensorRT-LLM version, memory."""
     label, host = profile.label, inventory.describe_gpus()
 
     def no(check: str, reason: str) -> Candidate:
@@ -181,6 +181,14 @@ def check_profile(profile: EngineProfile, inventory: GpuInventory,
     if len(eligible) < needed:
         archs = "/".join(profile.gpu_archs)
         return no("arch", f"{label} needs {needed} {archs} {gpu_word}, this host has {host}")
+    whole = [g for g in eligible if not g.mig_enabled]
+    if len(whole) < needed:
+        # A GPU in MIG mode runs CUDA only inside its instances: the whole card (its memory,
+        # its NVLink peers) is not there for an engine or vLLM to use.
+        mig = ", ".join(str(g.index) for g in eligible if g.mig_enabled)
+        return no("mig", f"{label} needs {needed} whole {gpu_word} without MIG, this host has "
+                  f"{host} with MIG enabled on GPU {mig}")
+    eligible = whole
     if (profile.kind == "trtllm_engine" and supported_trtllm is not None
             and profile.trtllm_version not in supported_trtllm):
         runs = ", ".join(sorted(supported_trtllm)) or "no TensorRT-LLM"

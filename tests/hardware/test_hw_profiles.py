@@ -55,6 +55,25 @@ def test_architecture_reason():
         False, "arch", "engine sm_90 tp1 needs 1 sm_90 GPU, this host has 4 A100 (sm_80)")
 
 
+def test_a_gpu_in_mig_mode_is_not_offered_whole():
+    """A MIG-enabled H200 used to fit an engine or vLLM that needs the whole card: in MIG mode
+    CUDA sees only the instances, so the install would fail at serving time."""
+    mig = replace(H200x1, gpus=(replace(H200x1.gpus[0], mig_enabled=True),))
+    sel = select_profile([trt("h200-tp1"), VLLM, CPU], mig)
+    assert reasons(sel)["h200-tp1"] == (
+        False, "mig", "engine sm_90 tp1 needs 1 whole GPU without MIG, this host has "
+        "1 H200 (sm_90) with MIG enabled on GPU 0")
+    assert reasons(sel)["vllm-any"][:2] == (False, "mig")
+    assert sel.chosen == CPU and sel.fallback_to_cpu
+    mixed = replace(H100x8, gpus=tuple(replace(g, mig_enabled=g.index < 7)
+                                       for g in H100x8.gpus))
+    sel = select_profile([trt("tp1"), trt("tp2", tp=2)], mixed)
+    assert sel.chosen is not None and sel.chosen.id == "tp1"
+    assert reasons(sel)["tp2"][:2] == (False, "mig")
+    unknown = replace(H200x1, gpus=(replace(H200x1.gpus[0], mig_enabled=None),))
+    assert select_profile([trt("h200-tp1")], unknown).chosen is not None
+
+
 def test_trtllm_version_reason():
     sel = select_profile([trt("old", version="0.12.0")], H100x8, supported_trtllm={"0.17.0"})
     assert reasons(sel)["old"] == (
