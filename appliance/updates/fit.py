@@ -47,7 +47,7 @@ def bundle_profiles(bundle: BundleRecord, bases: list[ComponentRecord]) -> list[
             profiles.append(EngineProfile(
                 id=c.name, kind="trtllm_engine", gpu_archs=tuple(e["gpu_archs"]),
                 trtllm_version=e["trtllm_version"], tp_size=e["tp"], pp_size=e["pp"],
-                min_gpu_memory_gib=round(e["min_gpu_memory_mib"] / 1024, 2),
+                min_gpu_memory_gib=e["min_gpu_memory_mib"] / 1024,  # exact: never round down
                 extra={"component": c.name}))
     for c in [*(c for c in bundle.components if c.kind == "base_model"), *bases]:
         tags = set(c.info.get("tags", []))
