@@ -108,12 +108,21 @@ class EngineProfile:
                 id=str(data["id"]), kind=str(data["kind"]),
                 gpu_archs=(archs,) if isinstance(archs, str) else tuple(str(a) for a in archs),
                 trtllm_version=data.get("trtllm_version"),
-                tp_size=int(data.get("tp_size", 1)), pp_size=int(data.get("pp_size", 1)),
+                tp_size=_whole(data, "tp_size"), pp_size=_whole(data, "pp_size"),
                 min_gpu_memory_gib=float(data.get("min_gpu_memory_gib", 0.0)),
                 extra=dict(data.get("extra") or {}))
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidInput(f"engine profile {data.get('id')!r} is malformed ({exc})",
                                "profile.json needs id, kind and gpu_archs") from exc
+
+
+def _whole(data: dict[str, Any], key: str) -> int:
+    """A GPU count as written: int() would turn 2.5 into 2, true into 1, and raise
+    OverflowError (a traceback) on Infinity."""
+    value = data.get(key, 1)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{key} is {value!r}, not a whole number")
+    return value
 
 
 @dataclass(frozen=True)

@@ -204,6 +204,15 @@ def test_duplicate_ids_refused():
     ({"id": "a", "kind": "vllm", "gpu_archs": ["sm_90"], "min_gpu_memory_gib": -1}, "finite"),
     ({"id": "a", "kind": "vllm"}, "malformed"),
     ({"id": "a", "kind": "vllm", "gpu_archs": ["sm_90"], "tpsize": 2}, "unknown keys tpsize"),
+    # int() used to make tp 2.5 into 2 and true into 1, and raise OverflowError on Infinity
+    ({"id": "a", "kind": "vllm", "gpu_archs": ["sm_90"], "tp_size": 2.5},
+     r"malformed \(tp_size is 2.5, not a whole number\)"),
+    ({"id": "a", "kind": "vllm", "gpu_archs": ["sm_90"], "pp_size": True},
+     r"malformed \(pp_size is True, not a whole number\)"),
+    ({"id": "a", "kind": "vllm", "gpu_archs": ["sm_90"], "tp_size": float("inf")},
+     r"malformed \(tp_size is inf, not a whole number\)"),
+    ({"id": "a", "kind": "vllm", "gpu_archs": ["sm_90"], "tp_size": "2"},
+     r"malformed \(tp_size is '2', not a whole number\)"),
 ])
 def test_bad_profiles_refused(data: dict, message: str):
     with pytest.raises(InvalidInput, match=message):
