@@ -203,8 +203,9 @@ class GpuInventory:
 
 
 def _short_name(name: str) -> str:
-    """ "NVIDIA A100-SXM4-80GB" -> "A100": the family is what people recognise in a reason."""
-    words = name.replace("NVIDIA", "").split()
+    """ "NVIDIA A100-SXM4-80GB" -> "A100": the family is what people recognise in a reason.
+    Older data-centre cards carry a brand instead: "Tesla V100-SXM2-32GB" -> "V100"."""
+    words = [w for w in name.split() if w not in ("NVIDIA", "Tesla")]
     return words[0].split("-")[0] if words else name
 
 

@@ -74,6 +74,16 @@ def test_a_gpu_in_mig_mode_is_not_offered_whole():
     assert select_profile([trt("h200-tp1")], unknown).chosen is not None
 
 
+@pytest.mark.parametrize("name, short", [
+    ("NVIDIA H100 80GB HBM3", "H100"), ("NVIDIA A100-SXM4-80GB", "A100"),
+    ("Tesla V100-SXM2-32GB", "V100"), ("Tesla T4", "T4"),
+])
+def test_reasons_name_the_gpu_family(name: str, short: str):
+    """A V100 or T4 (NVML names them "Tesla ...") used to read "1 Tesla (sm_70)"."""
+    gpu = replace(A100_40x1.gpus[0], name=name)
+    assert replace(A100_40x1, gpus=(gpu,)).describe_gpus() == f"1 {short} (sm_80)"
+
+
 def test_trtllm_version_reason():
     sel = select_profile([trt("old", version="0.12.0")], H100x8, supported_trtllm={"0.17.0"})
     assert reasons(sel)["old"] == (
