@@ -18,6 +18,9 @@ from appliance.hardware.nvml import GpuInventory
 KINDS = ("trtllm_engine", "vllm", "cpu")
 GENERIC = "generic"  # any NVIDIA GPU
 CPU = "cpu"  # runs without a GPU
+# "Any GPU" as vLLM means it: compute capability 7.0 (Volta) or newer; a Pascal or older card
+# would be chosen over the CPU fallback and then fail to serve.
+GENERIC_MIN_CC = (7, 0)
 
 
 @dataclass(frozen=True)
@@ -186,9 +189,11 @@ def check_profile(profile: EngineProfile, inventory: GpuInventory,
     gpu_word = "GPU" if needed == 1 else "GPUs"
     if inventory.gpu_count < needed:
         return no("parallelism", f"{label} needs {needed} {gpu_word}, this host has {host}")
-    eligible = [g for g in inventory.gpus if profile.is_generic or g.arch in profile.gpu_archs]
+    eligible = [g for g in inventory.gpus if g.arch in profile.gpu_archs
+                or (profile.is_generic and g.compute_capability >= GENERIC_MIN_CC)]
     if len(eligible) < needed:
-        archs = "/".join(profile.gpu_archs)
+        archs = ("sm_{}{} or newer".format(*GENERIC_MIN_CC) if profile.is_generic
+                 else "/".join(profile.gpu_archs))
         return no("arch", f"{label} needs {needed} {archs} {gpu_word}, this host has {host}")
     whole = [g for g in eligible if not g.mig_enabled]
     if len(whole) < needed:

@@ -84,6 +84,21 @@ def test_reasons_name_the_gpu_family(name: str, short: str):
     assert replace(A100_40x1, gpus=(gpu,)).describe_gpus() == f"1 {short} (sm_80)"
 
 
+def test_generic_means_a_gpu_vllm_runs_on():
+    """vLLM needs compute capability 7.0 or newer: a Pascal P100 (sm_60) used to fit the
+    generic profile and win over the CPU fallback, to fail at serving time."""
+    p100 = replace(A100_40x1, gpus=(replace(A100_40x1.gpus[0], name="Tesla P100-PCIE-16GB",
+                                            compute_capability=(6, 0)),))
+    vllm = replace(VLLM, min_gpu_memory_gib=0)
+    sel = select_profile([vllm, CPU], p100)
+    assert reasons(sel)["vllm-any"] == (
+        False, "arch", "vllm any GPU tp1 needs 1 sm_70 or newer GPU, this host has "
+        "1 P100 (sm_60)")
+    assert sel.chosen == CPU and sel.fallback_to_cpu
+    v100 = replace(p100, gpus=(replace(p100.gpus[0], compute_capability=(7, 0)),))
+    assert select_profile([vllm, CPU], v100).chosen == vllm
+
+
 def test_trtllm_version_reason():
     sel = select_profile([trt("old", version="0.12.0")], H100x8, supported_trtllm={"0.17.0"})
     assert reasons(sel)["old"] == (
