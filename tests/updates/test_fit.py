@@ -7,7 +7,7 @@ from pathlib import Path
 
 from appliance.hardware import RecordedSource, read_inventory
 from appliance.hardware.profiles import check_profile
-from appliance.updates.fit import bundle_profiles
+from appliance.updates.fit import bundle_profiles, serving_config
 from appliance.updates.lifecycle import BundleRecord, ComponentRecord, State
 
 FIXTURES = Path(__file__).parents[1] / "hardware" / "fixtures"
@@ -35,3 +35,27 @@ def test_an_engine_needing_more_memory_than_the_gpu_has_does_not_fit():
     assert check_profile(needs_more, short).check == "memory"
     [exact] = bundle_profiles(engine_bundle(81552), [])
     assert check_profile(exact, short).fits
+
+
+def component(name: str, kind: str, digest: str, **info) -> ComponentRecord:
+    return ComponentRecord(name, kind, kind, digest, info, ())
+
+
+def test_vllm_serves_only_the_adapters_of_the_base_it_loads():
+    """With two base models (one for vLLM, one for the CPU), serving.json used to hand vLLM
+    every adapter, including those trained on the other base, as its LoRA modules."""
+    a, b = "a" * 64, "b" * 64
+    parts = (component("base-a", "base_model", a, tags=["vllm"]),
+             component("base-b", "base_model", b, tags=["cpu"]),
+             component("lora-a", "lora_adapter", "c" * 64,
+                       base_model={"name": "base-a", "digest": a}),
+             component("lora-b", "lora_adapter", "d" * 64,
+                       base_model={"name": "base-b", "digest": b}))
+    bundle = replace(engine_bundle(1), components=parts)
+    profiles = {p.kind: p for p in bundle_profiles(bundle, [])}
+    vllm = serving_config(bundle, profiles["vllm"], list(parts))
+    assert vllm["model_dir"] == "components/base-a"
+    assert [x["name"] for x in vllm["adapters"]] == ["lora-a"]
+    cpu = serving_config(bundle, profiles["cpu"], list(parts))
+    assert cpu["model_dir"] == "components/base-b"
+    assert [x["name"] for x in cpu["adapters"]] == ["lora-b"]
