@@ -64,8 +64,16 @@ class Gpu:
         cc = data.get("compute_capability")
         if not (isinstance(cc, list) and len(cc) == 2 and all(_is_count(v) for v in cc)):
             raise ValueError(f"{where}.compute_capability is {_shown(cc)}, not two integers")
+        if cc[0] > 99 or cc[1] > 9:
+            # "sm_{major}{minor}" is only unambiguous for one-digit minors: 1.10 would read sm_110
+            raise ValueError(f"{where}.compute_capability is {_shown(cc)}, not a real one")
         values = {name: _typed(f"{where}.{name}", data, name, kind, optional)
                   for name, (kind, optional) in _GPU_FIELDS.items()}
+        for name, most in _GPU_LIMITS.items():
+            if values[name] is not None and values[name] > most:
+                raise ValueError(f"{where}.{name} is {_shown(values[name])}, more than {most}")
+        if values["memory_free_bytes"] > values["memory_total_bytes"]:
+            raise ValueError(f"{where}.memory_free_bytes is more than its memory_total_bytes")
         return cls(compute_capability=(cc[0], cc[1]), **values)
 
 
@@ -77,6 +85,10 @@ _GPU_FIELDS: dict[str, tuple[type, bool]] = {
     "utilization_memory_pct": (int, True), "ecc_volatile_uncorrected": (int, True),
     "mig_enabled": (bool, True),
 }
+# Bounds no real GPU comes near: a larger memory would overflow the float GiB used in every
+# summary and fit (a traceback), a larger percentage is not one.
+_GPU_LIMITS = {"memory_total_bytes": 1 << 50, "memory_free_bytes": 1 << 50,
+               "utilization_gpu_pct": 100, "utilization_memory_pct": 100}
 _KIND_NAMES = {int: "a non-negative integer", str: "a string", bool: "true or false"}
 
 
@@ -174,10 +186,16 @@ class GpuInventory:
             gpus = data.get("gpus", [])
             if not isinstance(gpus, list):
                 raise ValueError(f"gpus is {_shown(gpus)}, not a list")
+            parsed = tuple(Gpu.from_dict(g, f"gpus[{i}]") for i, g in enumerate(gpus))
+            for key in ("index", "uuid"):
+                seen = Counter(getattr(g, key) for g in parsed)
+                twice = sorted(str(v) for v, n in seen.items() if n > 1)
+                if twice:
+                    # one GPU listed twice would count as two for tp x pp
+                    raise ValueError(f"gpus list {key} {_shown(twice[0])} more than once")
             return cls(
                 driver_found=_typed("driver_found", data, "driver_found", bool, False),
-                gpus=tuple(Gpu.from_dict(g, f"gpus[{i}]") for i, g in enumerate(gpus)),
-                source=source, **text,
+                gpus=parsed, source=source, **text,
             )
         except ValueError as exc:
             raise InvalidInput(f"malformed GPU reading ({exc})",
@@ -185,8 +203,9 @@ class GpuInventory:
 
 
 def _short_name(name: str) -> str:
-    """ "NVIDIA A100-SXM4-80GB" -> "A100": the family is what people recognise in a reason."""
-    words = name.replace("NVIDIA", "").split()
+    """ "NVIDIA A100-SXM4-80GB" -> "A100": the family is what people recognise in a reason.
+    Older data-centre cards carry a brand instead: "Tesla V100-SXM2-32GB" -> "V100"."""
+    words = [w for w in name.split() if w not in ("NVIDIA", "Tesla")]
     return words[0].split("-")[0] if words else name
 
 

@@ -18,6 +18,9 @@ from appliance.hardware.nvml import GpuInventory
 KINDS = ("trtllm_engine", "vllm", "cpu")
 GENERIC = "generic"  # any NVIDIA GPU
 CPU = "cpu"  # runs without a GPU
+# "Any GPU" as vLLM means it: compute capability 7.0 (Volta) or newer; a Pascal or older card
+# would be chosen over the CPU fallback and then fail to serve.
+GENERIC_MIN_CC = (7, 0)
 
 
 @dataclass(frozen=True)
@@ -108,12 +111,21 @@ class EngineProfile:
                 id=str(data["id"]), kind=str(data["kind"]),
                 gpu_archs=(archs,) if isinstance(archs, str) else tuple(str(a) for a in archs),
                 trtllm_version=data.get("trtllm_version"),
-                tp_size=int(data.get("tp_size", 1)), pp_size=int(data.get("pp_size", 1)),
+                tp_size=_whole(data, "tp_size"), pp_size=_whole(data, "pp_size"),
                 min_gpu_memory_gib=float(data.get("min_gpu_memory_gib", 0.0)),
                 extra=dict(data.get("extra") or {}))
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidInput(f"engine profile {data.get('id')!r} is malformed ({exc})",
                                "profile.json needs id, kind and gpu_archs") from exc
+
+
+def _whole(data: dict[str, Any], key: str) -> int:
+    """A GPU count as written: int() would turn 2.5 into 2, true into 1, and raise
+    OverflowError (a traceback) on Infinity."""
+    value = data.get(key, 1)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{key} is {value!r}, not a whole number")
+    return value
 
 
 @dataclass(frozen=True)
@@ -162,7 +174,7 @@ def _fmt_gib(value: float) -> str:
 def check_profile(profile: EngineProfile, inventory: GpuInventory,
                   supported_trtllm: set[str] | None = None) -> Candidate:
     """Test one profile against the host, in the order an operator would fix things:
-    driver, GPU count (tp x pp), architecture, TensorRT-LLM version, memory."""
+    driver, GPU count (tp x pp), architecture, MIG, TensorRT-LLM version, memory."""
     label, host = profile.label, inventory.describe_gpus()
 
     def no(check: str, reason: str) -> Candidate:
@@ -177,10 +189,20 @@ def check_profile(profile: EngineProfile, inventory: GpuInventory,
     gpu_word = "GPU" if needed == 1 else "GPUs"
     if inventory.gpu_count < needed:
         return no("parallelism", f"{label} needs {needed} {gpu_word}, this host has {host}")
-    eligible = [g for g in inventory.gpus if profile.is_generic or g.arch in profile.gpu_archs]
+    eligible = [g for g in inventory.gpus if g.arch in profile.gpu_archs
+                or (profile.is_generic and g.compute_capability >= GENERIC_MIN_CC)]
     if len(eligible) < needed:
-        archs = "/".join(profile.gpu_archs)
+        archs = ("sm_{}{} or newer".format(*GENERIC_MIN_CC) if profile.is_generic
+                 else "/".join(profile.gpu_archs))
         return no("arch", f"{label} needs {needed} {archs} {gpu_word}, this host has {host}")
+    whole = [g for g in eligible if not g.mig_enabled]
+    if len(whole) < needed:
+        # A GPU in MIG mode runs CUDA only inside its instances: the whole card (its memory,
+        # its NVLink peers) is not there for an engine or vLLM to use.
+        mig = ", ".join(str(g.index) for g in eligible if g.mig_enabled)
+        return no("mig", f"{label} needs {needed} whole {gpu_word} without MIG, this host has "
+                  f"{host} with MIG enabled on GPU {mig}")
+    eligible = whole
     if (profile.kind == "trtllm_engine" and supported_trtllm is not None
             and profile.trtllm_version not in supported_trtllm):
         runs = ", ".join(sorted(supported_trtllm)) or "no TensorRT-LLM"

@@ -47,7 +47,7 @@ def bundle_profiles(bundle: BundleRecord, bases: list[ComponentRecord]) -> list[
             profiles.append(EngineProfile(
                 id=c.name, kind="trtllm_engine", gpu_archs=tuple(e["gpu_archs"]),
                 trtllm_version=e["trtllm_version"], tp_size=e["tp"], pp_size=e["pp"],
-                min_gpu_memory_gib=round(e["min_gpu_memory_mib"] / 1024, 2),
+                min_gpu_memory_gib=e["min_gpu_memory_mib"] / 1024,  # exact: never round down
                 extra={"component": c.name}))
     for c in [*(c for c in bundle.components if c.kind == "base_model"), *bases]:
         tags = set(c.info.get("tags", []))
@@ -91,6 +91,13 @@ def serving_config(bundle: BundleRecord, profile: EngineProfile,
     if profile.kind == "trtllm_engine":
         cfg["engine_dir"] = f"{COMPONENTS_DIR}/{component}"
     else:
-        cfg["model_dir"] = f"{COMPONENTS_DIR}/{component}" if component else \
-            (where(bases[0]) if bases else None)
+        base = next((c for c in bases if c.name == component), None) if component else \
+            (bases[0] if bases else None)
+        cfg["model_dir"] = where(base) if base else \
+            (f"{COMPONENTS_DIR}/{component}" if component else None)
+        if base is not None:
+            # vLLM loads every listed adapter as a LoRA module of this base: one trained on
+            # another base model of the bundle would fail to load or answer wrongly.
+            cfg["adapters"] = [a for a in cfg["adapters"]
+                               if (a["base_model"] or {}).get("digest") == base.digest]
     return cfg

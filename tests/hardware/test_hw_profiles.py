@@ -55,6 +55,50 @@ def test_architecture_reason():
         False, "arch", "engine sm_90 tp1 needs 1 sm_90 GPU, this host has 4 A100 (sm_80)")
 
 
+def test_a_gpu_in_mig_mode_is_not_offered_whole():
+    """A MIG-enabled H200 used to fit an engine or vLLM that needs the whole card: in MIG mode
+    CUDA sees only the instances, so the install would fail at serving time."""
+    mig = replace(H200x1, gpus=(replace(H200x1.gpus[0], mig_enabled=True),))
+    sel = select_profile([trt("h200-tp1"), VLLM, CPU], mig)
+    assert reasons(sel)["h200-tp1"] == (
+        False, "mig", "engine sm_90 tp1 needs 1 whole GPU without MIG, this host has "
+        "1 H200 (sm_90) with MIG enabled on GPU 0")
+    assert reasons(sel)["vllm-any"][:2] == (False, "mig")
+    assert sel.chosen == CPU and sel.fallback_to_cpu
+    mixed = replace(H100x8, gpus=tuple(replace(g, mig_enabled=g.index < 7)
+                                       for g in H100x8.gpus))
+    sel = select_profile([trt("tp1"), trt("tp2", tp=2)], mixed)
+    assert sel.chosen is not None and sel.chosen.id == "tp1"
+    assert reasons(sel)["tp2"][:2] == (False, "mig")
+    unknown = replace(H200x1, gpus=(replace(H200x1.gpus[0], mig_enabled=None),))
+    assert select_profile([trt("h200-tp1")], unknown).chosen is not None
+
+
+@pytest.mark.parametrize("name, short", [
+    ("NVIDIA H100 80GB HBM3", "H100"), ("NVIDIA A100-SXM4-80GB", "A100"),
+    ("Tesla V100-SXM2-32GB", "V100"), ("Tesla T4", "T4"),
+])
+def test_reasons_name_the_gpu_family(name: str, short: str):
+    """A V100 or T4 (NVML names them "Tesla ...") used to read "1 Tesla (sm_70)"."""
+    gpu = replace(A100_40x1.gpus[0], name=name)
+    assert replace(A100_40x1, gpus=(gpu,)).describe_gpus() == f"1 {short} (sm_80)"
+
+
+def test_generic_means_a_gpu_vllm_runs_on():
+    """vLLM needs compute capability 7.0 or newer: a Pascal P100 (sm_60) used to fit the
+    generic profile and win over the CPU fallback, to fail at serving time."""
+    p100 = replace(A100_40x1, gpus=(replace(A100_40x1.gpus[0], name="Tesla P100-PCIE-16GB",
+                                            compute_capability=(6, 0)),))
+    vllm = replace(VLLM, min_gpu_memory_gib=0)
+    sel = select_profile([vllm, CPU], p100)
+    assert reasons(sel)["vllm-any"] == (
+        False, "arch", "vllm any GPU tp1 needs 1 sm_70 or newer GPU, this host has "
+        "1 P100 (sm_60)")
+    assert sel.chosen == CPU and sel.fallback_to_cpu
+    v100 = replace(p100, gpus=(replace(p100.gpus[0], compute_capability=(7, 0)),))
+    assert select_profile([vllm, CPU], v100).chosen == vllm
+
+
 def test_trtllm_version_reason():
     sel = select_profile([trt("old", version="0.12.0")], H100x8, supported_trtllm={"0.17.0"})
     assert reasons(sel)["old"] == (
@@ -185,6 +229,15 @@ def test_duplicate_ids_refused():
     ({"id": "a", "kind": "vllm", "gpu_archs": ["sm_90"], "min_gpu_memory_gib": -1}, "finite"),
     ({"id": "a", "kind": "vllm"}, "malformed"),
     ({"id": "a", "kind": "vllm", "gpu_archs": ["sm_90"], "tpsize": 2}, "unknown keys tpsize"),
+    # int() used to make tp 2.5 into 2 and true into 1, and raise OverflowError on Infinity
+    ({"id": "a", "kind": "vllm", "gpu_archs": ["sm_90"], "tp_size": 2.5},
+     r"malformed \(tp_size is 2.5, not a whole number\)"),
+    ({"id": "a", "kind": "vllm", "gpu_archs": ["sm_90"], "pp_size": True},
+     r"malformed \(pp_size is True, not a whole number\)"),
+    ({"id": "a", "kind": "vllm", "gpu_archs": ["sm_90"], "tp_size": float("inf")},
+     r"malformed \(tp_size is inf, not a whole number\)"),
+    ({"id": "a", "kind": "vllm", "gpu_archs": ["sm_90"], "tp_size": "2"},
+     r"malformed \(tp_size is '2', not a whole number\)"),
 ])
 def test_bad_profiles_refused(data: dict, message: str):
     with pytest.raises(InvalidInput, match=message):

@@ -159,6 +159,52 @@ def test_a_real_reading_with_a_wrongly_typed_field_is_refused_plainly(
     assert err.value.hint == "record it again with `appliance hw record`"
 
 
+IMPOSSIBLE = [
+    (("gpus", 0, "memory_total_bytes"), 10 ** 400,
+     "gpus[0].memory_total_bytes is 1" + "0" * 36 + "..., more than 1125899906842624"),
+    (("gpus", 0, "memory_free_bytes"), 10 ** 12,
+     "gpus[0].memory_free_bytes is more than its memory_total_bytes"),
+    (("gpus", 0, "compute_capability"), [1, 10], "gpus[0].compute_capability is [1, 10], not a "
+     "real one"),
+    (("gpus", 0, "utilization_gpu_pct"), 250, "gpus[0].utilization_gpu_pct is 250, more than 100"),
+]
+
+
+@pytest.mark.parametrize("path, value, message", IMPOSSIBLE,
+                         ids=[".".join(map(str, p)) for p, _, _ in IMPOSSIBLE])
+def test_a_reading_with_an_impossible_value_is_refused_plainly(
+        tmp_path: Path, path: tuple, value: object, message: str):
+    """A memory of 10**400 bytes used to pass and raise OverflowError in the summary (a
+    traceback from `hw show --reading`); compute capability 1.10 read as sm_110 (11.0)."""
+    data = json.loads((FIXTURES / "h100-80gb-hbm3-x1-recorded.json").read_text())
+    *parents, last = path
+    target = data
+    for key in parents:
+        target = target[key]
+    target[last] = value
+    bad = tmp_path / "reading.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(InvalidInput) as err:
+        RecordedSource(bad).read()
+    assert err.value.message.startswith(f"malformed GPU reading ({message}")
+
+
+@pytest.mark.parametrize("key", ["index", "uuid"])
+def test_a_gpu_listed_twice_is_refused_not_counted_twice(tmp_path: Path, key: str):
+    """One H100 listed twice used to read as "2 H100" and fit a tp2 engine."""
+    data = json.loads((FIXTURES / "h100-80gb-hbm3-x1-recorded.json").read_text())
+    gpu = data["gpus"][0]
+    other = {"index": 1, "uuid": "GPU-00000000-0000-0000-0000-000000000001"}
+    other.pop(key)
+    data["gpus"].append({**gpu, **other})
+    bad = tmp_path / "reading.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(InvalidInput) as err:
+        RecordedSource(bad).read()
+    assert err.value.message.startswith(f"malformed GPU reading (gpus list {key} ")
+    assert "more than once" in err.value.message
+
+
 def test_a_binary_file_is_refused_plainly(tmp_path: Path):
     path = tmp_path / "engine.bin"
     path.write_bytes(b"\x89\xb7\x00\xff" * 64)
