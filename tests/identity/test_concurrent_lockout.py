@@ -13,39 +13,11 @@ import threading
 
 import pytest
 
-from appliance import db
 from appliance.context import Appliance
 from appliance.errors import ApplianceError
 from appliance.services import auth, users
 from tests.conftest import PASSWORD
-
-
-class WriteLockGate:
-    """Holds the write lock; `wait_blocked` returns once every watched connection is
-    waiting for it (its BEGIN IMMEDIATE has started: SQLite traces a statement when it
-    begins running, before the busy handler waits)."""
-
-    def __init__(self, app: Appliance) -> None:
-        self.conn = db.connect(app.layout.db)
-        self.blocked: list[threading.Event] = []
-
-    def __enter__(self) -> WriteLockGate:
-        self.conn.execute("BEGIN IMMEDIATE")
-        return self
-
-    def watch(self, app: Appliance) -> None:
-        seen = threading.Event()
-        self.blocked.append(seen)
-        app.conn.set_trace_callback(
-            lambda sql: seen.set() if sql.startswith("BEGIN IMMEDIATE") else None)
-
-    def wait_blocked(self) -> None:
-        for seen in self.blocked:
-            assert seen.wait(20), "an attempt never reached the write lock"
-
-    def __exit__(self, *exc: object) -> None:
-        self.conn.execute("COMMIT")
-        self.conn.close()
+from tests.lockgate import WriteLockGate
 
 
 def _burst(home, clock, attempt, n: int) -> list[BaseException | None]:
@@ -59,10 +31,10 @@ def _burst(home, clock, attempt, n: int) -> list[BaseException | None]:
         except ApplianceError as exc:
             outcome[i] = exc
 
-    gate = WriteLockGate(apps[0])
+    gate = WriteLockGate(home)
     with gate:
         for app in apps:
-            gate.watch(app)
+            gate.watch(app.conn)
         threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
         for t in threads:
             t.start()
