@@ -63,6 +63,10 @@ def migrate(conn: sqlite3.Connection) -> None:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     for number, ddl in enumerate(MIGRATIONS[version:], start=version + 1):
         with transaction(conn):
+            # Read again under the write lock: processes that open the database at once
+            # after an upgrade (the console, a command, a job) all saw it behind.
+            if conn.execute("PRAGMA user_version").fetchone()[0] >= number:
+                continue
             for statement in split_script(ddl):
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version={number}")

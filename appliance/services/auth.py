@@ -6,7 +6,9 @@ not it exists, so neither the error nor the lockout reveals which usernames are 
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from appliance.audit.events import Actor, Event
@@ -60,11 +62,54 @@ def check_credentials(app: Appliance, name: str, password: str) -> User | None:
     return user if check_password(password, user.password_hash) and user.active else None
 
 
-def record_failure(app: Appliance, name: str, action: str, why: str, now: datetime) -> None:
-    """Count a failed password check and record it; lock and say so at the threshold."""
+@dataclass(frozen=True)
+class Attempt:
+    """A password check under way, already counted as a failure (`claim_attempt`)."""
+
+    name: str
+    ts: str
+    rowid: int
+
+
+def claim_attempt(app: Appliance, name: str, now: datetime
+                  ) -> tuple[Attempt | None, datetime | None]:
+    """Before a password is checked: under the write lock, the lockout is checked and, if
+    the name is not locked, this attempt is counted as a failure until its password proves
+    right (`release_attempt`) or wrong (`record_failure`). Checked without counting, a
+    burst of simultaneous attempts would all pass the check before any failure was
+    stored, and try as many passwords as it held attempts (11.300(d)). An attempt killed
+    half-way stays counted: fail closed. Returns (attempt, None) or (None, locked until)."""
+    ts = format_ts(now)
+    with app.transaction() as conn:
+        until = locked_until(app, name, now)
+        if until is not None:
+            return None, until
+        rowid = conn.execute("INSERT INTO login_failures (username, ts) VALUES (?, ?)",
+                             (name, ts)).lastrowid
+    return Attempt(name, ts, rowid), None
+
+
+def _unclaim(conn: sqlite3.Connection, attempt: Attempt) -> None:
+    conn.execute("DELETE FROM login_failures WHERE rowid = ? AND username = ? AND ts = ?",
+                 (attempt.rowid, attempt.name, attempt.ts))
+
+
+def release_attempt(app: Appliance, attempt: Attempt) -> None:
+    """The password was right: this attempt is no failure."""
+    with app.transaction() as conn:
+        _unclaim(conn, attempt)
+
+
+def record_failure(app: Appliance, name: str, action: str, why: str, now: datetime,
+                   attempt: Attempt | None = None) -> None:
+    """Count a failed password check and record it; lock and say so at the threshold.
+    The `attempt` claimed for the check becomes this failure (counted again if a
+    successful login or an unlock cleared it meanwhile)."""
     user = get_user(app.conn, name)
     actor = Actor(name, user.full_name if user else "", "none")
     with app.transaction() as conn:
+        if attempt is not None:
+            _unclaim(conn, attempt)
         conn.execute("INSERT INTO login_failures (username, ts) VALUES (?, ?)",
                      (name, format_ts(now)))
         app.trail.append(Event(action=action, actor=actor, target_type="user", target_id=name,
@@ -91,8 +136,8 @@ def password_expired(app: Appliance, user: User, now: datetime) -> bool:
 def login(app: Appliance, username: str, password: str) -> Session:
     name = typed_name(username)
     now = app.clock.now()
-    until = locked_until(app, name, now)
-    if until is not None:
+    attempt, until = claim_attempt(app, name, now)
+    if attempt is None:
         with app.transaction():
             app.trail.append(Event(
                 action="auth.login", actor=Actor(name, "", "none"), target_type="user",
@@ -101,7 +146,8 @@ def login(app: Appliance, username: str, password: str) -> Session:
         raise AccountLocked(f"too many failed attempts: locked until {format_ts(until)}")
     user = check_credentials(app, name, password)
     if user is None:
-        record_failure(app, name, "auth.login", "bad credentials or inactive account", now)
+        record_failure(app, name, "auth.login", "bad credentials or inactive account", now,
+                       attempt)
         # Never says whether the username exists.
         raise AuthenticationFailed("login failed: unknown user or wrong password")
     expired = password_expired(app, user, now)
@@ -109,7 +155,7 @@ def login(app: Appliance, username: str, password: str) -> Session:
                       must_change_password=user.must_change_password or expired,
                       password_expired=expired, id=str(uuid.uuid4()),
                       epoch=session_epoch(app.conn, user.username))
-    with app.transaction() as conn:
+    with app.transaction() as conn:  # the claimed attempt too
         conn.execute("DELETE FROM login_failures WHERE username = ?", (name,))
         app.trail.append(Event(
             action="auth.login", actor=session.actor(",".join(user.roles)),

@@ -4,6 +4,7 @@ with the host as it was or became (variables redacted)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -93,7 +94,10 @@ def _copy_key(app: Appliance, name: str, source: Path) -> Path:
                            "pass the private key, not the .pub file")
     keys_dir = app.layout.keys / "provision"
     keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    dest = keys_dir / name
+    # A name of its own per add: the host's name alone was overwritten by an add the
+    # inventory then refused (the name taken, by a stored host or one added meanwhile),
+    # whose clean-up removed the stored host's key.
+    dest = keys_dir / f"{name}-{uuid.uuid4().hex[:12]}"
     write_atomic(dest, data)  # mode 0600, as mkstemp makes it
     return dest
 

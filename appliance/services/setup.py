@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import sqlite3
@@ -48,6 +49,40 @@ def init_appliance(home: Path, admin: str, full_name: str, password: str, *,
     except OSError as exc:  # a file in the way, a read-only disk, no permission
         raise InvalidInput(f"cannot create the appliance home {layout.root}: "
                            f"{exc.strerror or exc}", "choose another --home") from None
+    lock = _lock_home(layout)
+    try:
+        return _create(layout, created_root, mode, admin, full_name, password, clock,
+                       settings, terminal)
+    finally:
+        os.close(lock)
+
+
+def _lock_home(layout: HomeLayout) -> int:
+    """One init at a time per home: two that both found it empty would each write the key,
+    the database and the settings, and the one that failed would remove the other's as
+    its own. The lock (an flock on the home directory, released by the kernel if init is
+    killed) is checked once the home exists; the home is checked again under it."""
+    fd = os.open(layout.root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # The lock holder may have failed and removed the home it made just before.
+        if os.stat(layout.root).st_ino != os.fstat(fd).st_ino:
+            raise BlockingIOError
+    except (BlockingIOError, FileNotFoundError):
+        os.close(fd)
+        raise AlreadyInitialised(f"another `appliance init` is under way at {layout.root}",
+                                 "wait for it to finish; nothing was changed") from None
+    try:
+        _check_home(layout)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _create(layout: HomeLayout, created_root: bool, mode: int | None, admin: str,
+            full_name: str, password: str, clock: Clock, settings: Settings,
+            terminal: str | None) -> Appliance:
     made = [layout.keys, layout.db, layout.config]
     conn = None
     try:

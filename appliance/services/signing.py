@@ -91,10 +91,14 @@ def reauthenticate(app: Appliance, session: Session, req: SignatureRequest) -> N
                             "username differs from the logged-in user", now)
         raise SignatureRefused("you can only sign as yourself",
                                "enter your own username and password")
-    until = auth.locked_until(app, session.username, now)
-    if until is not None or auth.check_credentials(app, session.username, req.password) is None:
-        auth.record_failure(app, session.username, "signature.reauth", "wrong password", now)
+    # Claimed under the write lock: simultaneous signatures try no more passwords than the
+    # lockout allows. A locked account checks none and counts one more failure.
+    attempt, _ = auth.claim_attempt(app, session.username, now)
+    if attempt is None or auth.check_credentials(app, session.username, req.password) is None:
+        auth.record_failure(app, session.username, "signature.reauth", "wrong password", now,
+                            attempt)
         raise AuthenticationFailed("signature not applied: wrong password")
+    auth.release_attempt(app, attempt)
     if user.signature_ack_at is None and not req.acknowledge_statement:
         raise SignatureRefused("your first signature needs the signature statement acknowledged",
                                f"read and accept: {STATEMENT}")

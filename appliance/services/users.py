@@ -258,8 +258,8 @@ def change_password(app: Appliance, session: Session, old_password: str,
     now = app.clock.now()
     # A locked account checks no password here either: an open session must not be a way
     # to go on guessing (11.300(d)). Wrong old passwords count toward the lockout.
-    until = auth.locked_until(app, user.username, now)
-    if until is not None:
+    attempt, until = auth.claim_attempt(app, user.username, now)
+    if attempt is None:
         with app.transaction():
             app.trail.append(Event(
                 action="user.password_change", actor=actor, target_type="user",
@@ -268,8 +268,9 @@ def change_password(app: Appliance, session: Session, old_password: str,
         raise AccountLocked(f"too many failed attempts: locked until {format_ts(until)}")
     if not check_password(old_password, user.password_hash):
         auth.record_failure(app, user.username, "user.password_change", "wrong old password",
-                            now)
+                            now, attempt)
         raise InvalidInput("the current password is wrong", "type your current password")
+    auth.release_attempt(app, attempt)
     policy = app.settings.password
     history = _real_passwords(user, policy.history)
     check_new_password(new_password, user.username, policy, list(history))

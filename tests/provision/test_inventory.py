@@ -148,3 +148,23 @@ def test_removing_the_built_in_localhost_says_why_it_cannot(
     r = _cli(home, "inventory", "remove", "gpu-9")
     assert r.returncode == 2
     assert r.stderr.startswith("error: no host 'gpu-9' in the inventory")
+
+
+def test_adding_a_host_again_leaves_the_stored_hosts_key_alone(
+        appliance: Appliance, it_session: Session, keys: dict[str, Path],
+        tmp_path: Path) -> None:
+    """The key was copied to keys/provision/<name> before the insert found the name taken,
+    and the refused add then removed what it had copied: the stored host's key. Two adds
+    of one name at once did the same."""
+    host = Host("gpu-3", address="10.213.7.3")
+    added = provision_inventory.add_host(appliance, it_session, host, key_source=keys["client"],
+                                         host_key_file=keys["host_pub"])
+    other = tmp_path / "other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)],
+                   check=True)
+    with pytest.raises(InvalidInput, match="already in the inventory"):
+        provision_inventory.add_host(appliance, it_session, host, key_source=other,
+                                     host_key_file=keys["host_pub"])
+    assert Path(added.key_file).read_bytes() == keys["client"].read_bytes()
+    assert sorted(p.name for p in Path(added.key_file).parent.iterdir()) == \
+        [Path(added.key_file).name]
