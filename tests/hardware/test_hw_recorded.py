@@ -145,6 +145,13 @@ def test_a_real_reading_with_a_wrongly_typed_field_is_refused_plainly(
         tmp_path: Path, path: tuple, value: object, message: str):
     """Edited from the H100 recording: a wrong type used to pass the parser and surface as a
     TypeError wherever the field was first used (the summary, the fit)."""
+    err = _read_edited(tmp_path, path, value)
+    assert err.message.startswith(f"malformed GPU reading ({message}")
+    assert err.hint == "record it again with `appliance hw record`"
+
+
+def _read_edited(tmp_path: Path, path: tuple, value: object) -> InvalidInput:
+    """The H100 recording with the field at `path` set to `value`, read: the refusal."""
     data = json.loads((FIXTURES / "h100-80gb-hbm3-x1-recorded.json").read_text())
     *parents, last = path
     target = data
@@ -155,8 +162,7 @@ def test_a_real_reading_with_a_wrongly_typed_field_is_refused_plainly(
     bad.write_text(json.dumps(data))
     with pytest.raises(InvalidInput) as err:
         RecordedSource(bad).read()
-    assert err.value.message.startswith(f"malformed GPU reading ({message}")
-    assert err.value.hint == "record it again with `appliance hw record`"
+    return err.value
 
 
 IMPOSSIBLE = [
@@ -176,17 +182,8 @@ def test_a_reading_with_an_impossible_value_is_refused_plainly(
         tmp_path: Path, path: tuple, value: object, message: str):
     """A memory of 10**400 bytes used to pass and raise OverflowError in the summary (a
     traceback from `hw show --reading`); compute capability 1.10 read as sm_110 (11.0)."""
-    data = json.loads((FIXTURES / "h100-80gb-hbm3-x1-recorded.json").read_text())
-    *parents, last = path
-    target = data
-    for key in parents:
-        target = target[key]
-    target[last] = value
-    bad = tmp_path / "reading.json"
-    bad.write_text(json.dumps(data))
-    with pytest.raises(InvalidInput) as err:
-        RecordedSource(bad).read()
-    assert err.value.message.startswith(f"malformed GPU reading ({message}")
+    err = _read_edited(tmp_path, path, value)
+    assert err.message.startswith(f"malformed GPU reading ({message}")
 
 
 @pytest.mark.parametrize("key", ["index", "uuid"])
