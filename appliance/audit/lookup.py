@@ -20,6 +20,10 @@ from appliance.errors import AuditFailure
 
 BATCH = 1024  # a shorter unindexed tail is scanned; a longer one is indexed first
 CHUNK = 5_000  # events indexed per write transaction (tens of ms: appends barely wait)
+# How long a read waits for the write lock to index the tail before it scans it instead:
+# appends hold the lock for well under this; an import or an install recording its rows,
+# or another reader indexing, may hold it for seconds, and the read must not wait that out.
+WAIT_MS = 200
 
 _COLUMNS = "seq, ts, actor, action, target_type, target_id"
 _INDEXED_UPTO = "(SELECT COALESCE(MAX(seq), 0) FROM audit_lookup)"
@@ -44,19 +48,24 @@ def catch_up(conn: sqlite3.Connection, limit: int | None = None) -> int:
 def refresh(conn: sqlite3.Connection) -> int:
     """Index the whole unindexed tail once it has reached BATCH events, CHUNK events a
     transaction; returns how many were indexed. Best effort by design: inside the caller's
-    transaction, or when the database is locked or read-only, it leaves the tail (or what
-    is left of it) to be scanned."""
+    transaction, or when the database is read-only or its write lock is held past WAIT_MS,
+    it leaves the tail (or what is left of it) to be scanned."""
     indexed = 0
     if conn.in_transaction:
         return indexed
     try:
         if unindexed(conn) < BATCH:
             return indexed
-        added = CHUNK
-        while added == CHUNK:
-            with db.transaction(conn):
-                added = catch_up(conn, CHUNK)
-            indexed += added
+        (waits,) = conn.execute("PRAGMA busy_timeout").fetchone()
+        conn.execute(f"PRAGMA busy_timeout = {min(waits, WAIT_MS)}")
+        try:
+            added = CHUNK
+            while added == CHUNK:
+                with db.transaction(conn):
+                    added = catch_up(conn, CHUNK)
+                indexed += added
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {waits}")
     except (sqlite3.Error, AuditFailure):
         pass
     return indexed

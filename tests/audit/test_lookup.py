@@ -122,6 +122,34 @@ def test_a_filtered_read_indexes_a_long_tail_in_chunks(appliance: Appliance, clo
         other.close()
 
 
+def test_a_filtered_read_while_another_process_holds_the_write_lock_scans_the_tail(
+        appliance: Appliance) -> None:
+    """Another connection holds the write lock (an import recording its rows, say) when a
+    filtered read finds a long tail: the read waits WAIT_MS for it, not the 30 s busy
+    timeout, then scans the tail; the answers are the same, and the connection's own
+    busy timeout is as it was."""
+    import time
+
+    for i in range(lookup.BATCH + 10):
+        _append(appliance, f"n{i}")
+    holder = sqlite3.connect(appliance.layout.db, isolation_level=None)
+    reader = Appliance.open(appliance.layout.root)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        flt = EventFilter(action="test.event")
+        started = time.monotonic()
+        assert list(query.seqs(reader.conn, flt)) == _brute(appliance, flt)
+        assert time.monotonic() - started < 5  # not the 30 s busy timeout
+        assert lookup.unindexed(reader.conn) >= lookup.BATCH + 10  # nothing was written
+        assert reader.conn.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
+        holder.execute("ROLLBACK")
+        assert list(query.seqs(reader.conn, flt)) == _brute(appliance, flt)
+        assert lookup.unindexed(reader.conn) == 0  # indexed once the lock was free
+    finally:
+        holder.close()
+        reader.close()
+
+
 def test_the_index_service_brings_the_lookup_up_to_date(appliance: Appliance,
                                                          admin_session) -> None:
     for i in range(lookup.BATCH + 10):
