@@ -10,7 +10,9 @@ against the anchor, so a restored appliance is known to hold exactly the records
 
 from __future__ import annotations
 
+import errno
 import os
+import secrets
 import shutil
 import sqlite3
 from dataclasses import dataclass
@@ -80,14 +82,25 @@ def create_backup(app: Appliance, session: Session, to: Path) -> BackupResult:
     if not to.parent.is_dir():
         raise InvalidInput(f"directory {to.parent} does not exist",
                            "mount the backup media, or choose another --to")
+    # The start is recorded first, with a checkpoint, so that the backup holds both; the
+    # result is recorded once the copy is whole, before it takes its name.
     with app.transaction():
-        app.trail.append(Event(action="backup.create", actor=actor, target_type="appliance",
+        app.trail.append(Event(action="backup.start", actor=actor, target_type="appliance",
                                target_id=app.appliance_id, details={"to": str(to)},
                                terminal=session.terminal))
         app.trail.checkpoint("backup")
-    tmp = to.with_name(to.name + ".partial")
+    # A name of its own: two backups to one --to must not build in, or remove, each other's.
+    tmp = to.with_name(f".{to.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
     try:
         cp = _write_backup(app, tmp)
+        if to.exists():  # made meanwhile (another backup to the same --to)
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(to))
+        with app.transaction():
+            app.trail.append(Event(
+                action="backup.create", actor=actor, target_type="appliance",
+                target_id=app.appliance_id, details={
+                    "to": str(to), "tree_size": cp.tree_size, "head_hash": cp.head_hash,
+                    "key_id": app.key.key_id}, terminal=session.terminal))
         os.replace(tmp, to)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -99,6 +112,9 @@ def create_backup(app: Appliance, session: Session, to: Path) -> BackupResult:
         raise ApplianceError(f"could not write the backup to {to}: {exc.strerror or exc}",
                              "check that the backup media is mounted, writable and not full"
                              ) from exc
+    except BaseException:  # the result could not be recorded, or Ctrl-C: no backup
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return BackupResult(to, cp.tree_size, cp.head_hash, app.key.key_id)
 
 

@@ -103,11 +103,11 @@ def test_only_it_or_security_may_back_up(appliance, make_user, tmp_path) -> None
     assert backup.create_backup(appliance, make_user(["it"]), tmp_path / "bk2").events > 0
 
 
-def _backup_events(app: Appliance) -> list[tuple[str, str]]:
-    rows = app.conn.execute("SELECT body FROM audit_view WHERE action = 'backup.create' "
+def _backup_events(app: Appliance) -> list[tuple[str, str, str]]:
+    rows = app.conn.execute("SELECT body FROM audit_view WHERE action GLOB 'backup.*' "
                             "ORDER BY seq").fetchall()
-    return [(json.loads(b)["outcome"], json.loads(b)["details"].get("error", ""))
-            for (b,) in rows]
+    return [(json.loads(b)["action"], json.loads(b)["outcome"],
+             json.loads(b)["details"].get("error", "")) for (b,) in rows]
 
 
 def test_backup_to_media_that_is_not_mounted_is_refused_and_not_recorded(
@@ -123,8 +123,32 @@ def test_backup_that_cannot_be_written_is_a_recorded_failure(appliance, admin_se
     with pytest.raises(ApplianceError, match=r"^could not write the backup to /proc/bk: ") as e:
         backup.create_backup(appliance, admin_session, Path("/proc/bk"))
     assert e.value.hint == "check that the backup media is mounted, writable and not full"
-    [(intent, _), (outcome, error)] = _backup_events(appliance)
-    assert (intent, outcome) == ("success", "failure") and error
+    [start, (action, outcome, error)] = _backup_events(appliance)
+    assert start == ("backup.start", "success", "")
+    assert (action, outcome) == ("backup.create", "failure") and error
+    assert [p.name for p in Path("/proc").glob("*bk*partial")] == []
+
+
+def test_a_backup_is_recorded_started_then_created_with_its_checkpoint(
+        appliance, admin_session, tmp_path: Path) -> None:
+    """The start (with the checkpoint the backup carries) is recorded first, and the
+    creation only once the copy is whole: a backup killed half-way leaves no record that
+    claims a backup. The backup holds the start, not its own creation."""
+    result = backup.create_backup(appliance, admin_session, tmp_path / "bk")
+    assert _backup_events(appliance) == [("backup.start", "success", ""),
+                                         ("backup.create", "success", "")]
+    created = json.loads(appliance.conn.execute(
+        "SELECT body FROM audit_view WHERE action = 'backup.create'").fetchone()[0])
+    assert created["details"]["tree_size"] == result.events
+    assert created["details"]["head_hash"] == result.head_hash
+    inside = sqlite3.connect(f"file:{tmp_path / 'bk' / 'appliance.db'}?mode=ro", uri=True)
+    try:
+        actions = [json.loads(b)["action"] for (b,) in inside.execute(
+            "SELECT body FROM audit_events WHERE body LIKE '%backup.%' ORDER BY seq")]
+    finally:
+        inside.close()
+    assert actions == ["backup.start"]
+    assert [p.name for p in tmp_path.iterdir() if "partial" in p.name] == []
 
 
 def _edit_config(path: Path, section: str, key: str, value: object) -> None:
@@ -345,12 +369,13 @@ def test_the_inventorys_ssh_keys_are_backed_up_and_restored_private(
     provision_inventory.add_host(
         appliance, make_user(["it"]), Host("gpu-2", address="10.213.7.2", user="provision"),
         key_source=tmp_path / "client", host_key_file=tmp_path / "hostkey.pub")
+    stored = Path(next(h for h in load_hosts(appliance.conn) if h.name == "gpu-2").key_file)
     bk = backup.create_backup(appliance, admin_session, tmp_path / "bk").path
-    assert "keys/provision/gpu-2" in backup.verify_backup(bk).files
-    os.chmod(bk / "keys" / "provision" / "gpu-2", 0o644)  # as a FAT stick shows it
+    assert f"keys/provision/{stored.name}" in backup.verify_backup(bk).files
+    os.chmod(bk / "keys" / "provision" / stored.name, 0o644)  # as a FAT stick shows it
     home = appliance.layout.root.with_name("restored")
     backup.restore_backup(bk, home)
-    restored = home / "keys" / "provision" / "gpu-2"
+    restored = home / "keys" / "provision" / stored.name
     assert restored.read_bytes() == (tmp_path / "client").read_bytes()
     assert restored.stat().st_mode & 0o777 == 0o600
     with Appliance.open(home) as app2:
