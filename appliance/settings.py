@@ -71,6 +71,10 @@ class EvaluationGates:
 class UpdatePolicy:
     keep_releases: int = 2          # the active release and the ones before it, for rollback
     health_check_timeout_s: int = 300   # a check that has not answered by then has failed
+    # The TensorRT-LLM version serving runs (an engine runs only on the version that built
+    # it). "" means: the installed tensorrt_llm package's, else not checked (serving may
+    # run in its own container, with a runtime this process cannot see).
+    trtllm_runtime: str = ""
 
     def __post_init__(self) -> None:
         n = self.health_check_timeout_s

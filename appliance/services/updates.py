@@ -6,6 +6,7 @@ undoes an install that a crash interrupted (`recover`), so every entry point is 
 from __future__ import annotations
 
 import json
+from importlib import metadata
 from typing import Any
 
 from appliance.audit import query
@@ -20,6 +21,7 @@ from appliance.identity.session import Session
 from appliance.services import hardware
 from appliance.services.access import authorize
 from appliance.services.signing import SignatureRequest, require_meaning, signing
+from appliance.settings import UpdatePolicy
 from appliance.updates import approval as ap
 from appliance.updates import journal, view
 from appliance.updates.evidence import CarriedEvidenceGate, EvidenceGate
@@ -142,7 +144,20 @@ def _select(app: Appliance, session: Session, bundle: BundleRecord,
             source: GpuSource | None, pinned: str | None) -> Selection:
     """Hardware fit on the bundle's own engines (recorded as a hardware.fit event)."""
     profiles = bundle_profiles(bundle, external_bases(app.conn, bundle))
-    return hardware.fit(app, session, profiles, pinned, source=source, target_id=bundle.ref)
+    return hardware.fit(app, session, profiles, pinned, trtllm_runtime(app.settings.updates),
+                        source=source, target_id=bundle.ref)
+
+
+def trtllm_runtime(policy: UpdatePolicy) -> set[str] | None:
+    """The TensorRT-LLM versions an engine may be built with: the configured runtime, else
+    the installed tensorrt_llm package's (read from its metadata, never imported), else
+    None: not checked."""
+    if policy.trtllm_runtime:
+        return {policy.trtllm_runtime}
+    try:
+        return {metadata.version("tensorrt_llm")}
+    except metadata.PackageNotFoundError:
+        return None
 
 
 # --- the approval view -------------------------------------------------------------------

@@ -77,6 +77,30 @@ def test_a_view_on_other_hardware_does_not_count(app, admin_session, pending) ->
         updates.approve(app, admin_session, pending, sign_req(ADMIN), source=h100())
 
 
+def test_an_engine_built_for_another_tensorrt_llm_is_not_chosen(app, admin_session,
+                                                                pending) -> None:
+    """An engine runs only on the TensorRT-LLM version that built it: with the appliance's
+    runtime configured (updates.trtllm_runtime), the H100 engine built with 0.17.0 is not
+    chosen on a host serving 0.18.1, and the view and the trail say why."""
+    import dataclasses
+
+    app.settings = dataclasses.replace(app.settings, updates=dataclasses.replace(
+        app.settings.updates, trtllm_runtime="0.18.1"))
+    assert updates.trtllm_runtime(app.settings.updates) == {"0.18.1"}
+    hw = updates.show(app, admin_session, pending, source=h100())["hardware"]
+    assert hw["chosen"] == "tiny-base-cpu"
+    engine = next(c for c in hw["candidates"] if c["profile_id"] == "tiny-engine-h100")
+    assert engine["check"] == "trtllm_version" and not engine["fits"]
+    assert engine["reason"].endswith("was built with TensorRT-LLM 0.17.0, this appliance "
+                                     "runs 0.18.1")
+    fit = events(app, "hardware.fit", pending)[-1]["details"]
+    assert fit["supported_trtllm"] == ["0.18.1"] and fit["chosen"] == "tiny-base-cpu"
+    app.settings = dataclasses.replace(app.settings, updates=dataclasses.replace(
+        app.settings.updates, trtllm_runtime="0.17.0"))
+    assert updates.show(app, admin_session, pending, source=h100())["hardware"]["chosen"] == \
+        "tiny-engine-h100"
+
+
 def test_the_importer_may_not_approve(app, admin_session, security, make_user, media) -> None:
     both = make_user(["it", "admin"], "ozzie")
     [ref] = trust_and_import(app, security, both, media, 1)
