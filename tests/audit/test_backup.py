@@ -549,3 +549,32 @@ def test_media_or_a_disk_too_small_is_refused_before_copying_and_keeps_nothing(
     assert "nothing was restored" in restore_err
     assert read("usb.ls") == "" and read("disk.ls") == ""
     assert _backup_events(serving)[-1][:2] == ("backup.create", "failure")
+
+
+def test_a_backup_waits_for_no_install_it_is_refused_while_one_runs(
+        serving, admin_session, tmp_path: Path) -> None:
+    """The records and the objects copied must agree: a running install (its lock held) is
+    refused before anything is recorded."""
+    from appliance.updates.releases import InstallLock
+    lock = InstallLock(serving.layout.releases)
+    assert lock.acquire()
+    try:
+        with pytest.raises(InvalidInput, match="an install, rollback or recovery is running"):
+            backup.create_backup(serving, admin_session, tmp_path / "bk")
+    finally:
+        lock.release()
+    assert _backup_events(serving) == [] and not (tmp_path / "bk").exists()
+    assert backup.create_backup(serving, admin_session, tmp_path / "bk").objects > 0
+
+
+def test_a_backup_made_before_backups_held_the_store_restores_the_records_only(
+        serving, admin_session, tmp_path: Path) -> None:
+    """Its manifest has no store_objects: the records come back, no release is laid out."""
+    import shutil
+    bk = backup.create_backup(serving, admin_session, tmp_path / "bk").path
+    shutil.rmtree(bk / "store")
+    (bk / MANIFEST).unlink()
+    seal(bk, SigningKey.load(bk / "keys" / "appliance-signing.pem"), {})
+    report = backup.restore_backup(bk, tmp_path / "restored")
+    assert report.ok and report.releases == () and report.current is None
+    assert not (tmp_path / "restored" / "releases").exists()
