@@ -1,8 +1,9 @@
 """Backup manifests: the SHA-256 of every file in a backup, signed by the appliance key.
 
 The audit chain proves only the audit tables. The manifest covers the rest of what a
-restore brings back (the state tables in the same database file, the settings, the keys),
-and says exactly which files a backup holds, so nothing can be added or left out.
+restore brings back (the state tables in the same database file, the settings, the keys,
+the content store's objects), and says exactly which files a backup holds, so nothing can
+be added or left out. A store object must also be named by its own SHA-256.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,8 @@ MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "appliance-backup-manifest/1"
 _BLOCK = 1 << 20
 REFUSED = "this backup cannot be restored; use another one"
+# A content-store object in a backup, as in a home: named by its SHA-256.
+_OBJECT = re.compile(r"store/sha256/([0-9a-f]{2})/(\1[0-9a-f]{62})")
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,7 @@ class Sealed:
 
     key_fingerprint: str
     files: tuple[str, ...]
+    holds_store: bool = False    # made since backups hold the content store
 
 
 def _sha256(path: Path) -> str:
@@ -64,13 +69,17 @@ def _walk(root: Path) -> tuple[dict[str, Path], set[str], list[str]]:
     return files, dirs, other
 
 
-def seal(root: Path, key: SigningKey, summary: dict[str, Any]) -> None:
-    """Write the signed manifest of every file now under `root` (the last file written)."""
+def seal(root: Path, key: SigningKey, summary: dict[str, Any],
+         known: dict[str, str] | None = None) -> None:
+    """Write the signed manifest of every file now under `root` (the last file written).
+    `known`: digests already taken while copying (the store's objects), not read again."""
     files, _, other = _walk(root)
     if other:
         raise OSError(f"unexpected entry in the backup: {other[0]}")
+    known = known or {}
     body = {**summary, "key_id": key.key_id,
-            "files": {rel: _sha256(path) for rel, path in sorted(files.items())}}
+            "files": {rel: known.get(rel) or _sha256(path)
+                      for rel, path in sorted(files.items())}}
     text = canonical_bytes(body).decode("utf-8")
     doc = {"format": MANIFEST_FORMAT, "manifest": body, "manifest_text": text,
            "signature": key.sign(text.encode("utf-8"))}
@@ -131,6 +140,11 @@ def check(root: Path, shown: Path, expect_fingerprint: str | None = None) -> Sea
         raise IntegrityError(f"backup {shown} holds {extra[0]}, which its manifest does not "
                              "list", REFUSED)
     for rel, digest in sorted(listed.items()):
+        if rel.startswith("store/"):
+            named = _OBJECT.fullmatch(rel)
+            if named is None or named.group(2) != digest:
+                raise IntegrityError(f"{rel} in backup {shown} is not a content-store object "
+                                     "named by its SHA-256", REFUSED)
         if rel not in files:
             raise IntegrityError(f"backup {shown} lacks {rel}, which its manifest lists",
                                  REFUSED)
@@ -145,4 +159,4 @@ def check(root: Path, shown: Path, expect_fingerprint: str | None = None) -> Sea
     if private.key_id != fp:
         raise IntegrityError(f"the signing key in backup {shown} does not match its public "
                              "key", REFUSED)
-    return Sealed(fp, tuple(sorted(listed)))
+    return Sealed(fp, tuple(sorted(listed)), "store_objects" in body)

@@ -9,7 +9,8 @@ import typer
 
 from appliance.cli.common import JsonOpt, PasswordStdinOpt, UserOpt, emit, login, open_app, state
 
-app = typer.Typer(help="Backups of the appliance's records, verified by the audit chain.",
+app = typer.Typer(help="Backups of the appliance (records, keys, settings, content store), "
+                       "verified by the audit chain.",
                   no_args_is_help=True)
 
 Dir = Annotated[Path, typer.Argument(help="The backup directory.")]
@@ -24,14 +25,17 @@ def create(ctx: typer.Context,
            to: Annotated[Path, typer.Option("--to", help="New directory on backup media.")],
            user: UserOpt = None, password_stdin: PasswordStdinOpt = False,
            as_json: JsonOpt = False) -> None:
-    """Copy the database (online, consistent), keys and settings, with an anchor."""
+    """Copy the database (online, consistent), keys, settings and the content store's
+    objects, with an anchor."""
     from appliance.services.backup import create_backup
 
     with open_app(ctx) as appl:
         result = create_backup(appl, login(ctx, appl, user, password_stdin), to)
     emit({"path": str(result.path), "events": result.events, "head_hash": result.head_hash,
-          "key_fingerprint": result.key_fingerprint},
-         as_json, f"Backup of {result.events} events written to {result.path} "
+          "key_fingerprint": result.key_fingerprint, "store_objects": result.objects,
+          "store_bytes": result.object_bytes},
+         as_json, f"Backup of {result.events} events and {result.objects} content-store "
+                  f"objects ({result.object_bytes / (1 << 20):.1f} MiB) written to {result.path} "
                   f"(head {result.head_hash[:16]}), signed by appliance key "
                   f"{result.key_fingerprint}. It holds the signing key: keep it safe.")
 
@@ -48,7 +52,9 @@ def _report(report, as_json: bool, expected: bool) -> None:
          f"{trail.head_hash[:16]}; {len(report.files)} files match the manifest signed by "
          f"appliance key {report.key_fingerprint} ({compared})"
          + "".join(f"\n  {f.kind}{'' if f.seq is None else f' at {f.seq}'}: {f.message}"
-                   for f in trail.findings))
+                   for f in trail.findings)
+         + "".join(f"\n  release {r} laid out again from the backup"
+                   f"{' (current)' if r == report.current else ''}" for r in report.releases))
     if not report.ok:
         raise IntegrityError(f"backup does not verify: {trail.first_finding.kind}")
 
@@ -65,7 +71,8 @@ def verify(backup: Dir, expect_fingerprint: ExpectOpt = None, as_json: JsonOpt =
 @app.command("restore")
 def restore(ctx: typer.Context, backup: Dir, expect_fingerprint: ExpectOpt = None,
             as_json: JsonOpt = False) -> None:
-    """Restore a verified backup into --home, which must be new or empty."""
+    """Restore a verified backup into --home, which must be new or empty, and lay out its
+    releases again from its content store."""
     from appliance.services.backup import restore_backup
 
     _report(restore_backup(backup, state(ctx).home, expect_fingerprint), as_json,

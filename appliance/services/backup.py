@@ -1,15 +1,17 @@
-"""Backups of the appliance's records (11.10(c)), proven by a signed manifest and the chain.
+"""Backups of the appliance (11.10(c)), proven by a signed manifest and the chain.
 
 A backup is a directory: a consistent copy of the database (SQLite's online backup API,
-taken while others keep writing), the keys, the settings, an anchor of the newest
-checkpoint, and a manifest of every file's SHA-256 signed by the appliance key. Verifying a
-backup checks the manifest (every file, nothing more or less: it covers the state tables
-and settings the chain does not), then re-runs the full chain verification on the copy
-against the anchor, so a restored appliance is known to hold exactly the records it had.
+taken while others keep writing), the keys, the settings, the content store's objects, an
+anchor of the newest checkpoint, and a manifest of every file's SHA-256 signed by the
+appliance key. Verifying a backup checks the manifest (every file, nothing more or less: it
+covers the state tables, settings and objects the chain does not), then re-runs the full
+chain verification on the copy against the anchor, so a restored appliance is known to hold
+exactly the records it had; a restore then lays out its releases again from the objects.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import secrets
@@ -18,7 +20,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance import backup_manifest
+from appliance import backup_manifest, backup_store
 from appliance.audit.checkpoint import (
     Checkpoint,
     anchor_document,
@@ -26,7 +28,7 @@ from appliance.audit.checkpoint import (
     read_anchor,
     write_anchor,
 )
-from appliance.audit.events import SYSTEM_ACTOR, Event
+from appliance.audit.events import SYSTEM_ACTOR, Actor, Event
 from appliance.audit.verify import VerifyReport, verify_trail
 from appliance.backup_manifest import REFUSED
 from appliance.context import Appliance
@@ -51,6 +53,8 @@ class BackupResult:
     events: int
     head_hash: str
     key_fingerprint: str
+    objects: int = 0          # content-store objects held
+    object_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,9 @@ class BackupReport:
     trail: VerifyReport
     key_fingerprint: str
     files: tuple[str, ...]
+    releases: tuple[str, ...] = ()   # laid out again by a restore
+    current: str | None = None
+    holds_store: bool = False        # made before backups held the store: records only
 
     @property
     def ok(self) -> bool:
@@ -67,7 +74,8 @@ class BackupReport:
 
     def to_dict(self) -> dict:
         return {**self.trail.to_dict(), "key_fingerprint": self.key_fingerprint,
-                "files": list(self.files)}
+                "files": list(self.files), "releases": list(self.releases),
+                "current": self.current}
 
 
 def create_backup(app: Appliance, session: Session, to: Path) -> BackupResult:
@@ -82,17 +90,24 @@ def create_backup(app: Appliance, session: Session, to: Path) -> BackupResult:
     if not to.parent.is_dir():
         raise InvalidInput(f"directory {to.parent} does not exist",
                            "mount the backup media, or choose another --to")
-    # The start is recorded first, with a checkpoint, so that the backup holds both; the
-    # result is recorded once the copy is whole, before it takes its name.
-    with app.transaction():
-        app.trail.append(Event(action="backup.start", actor=actor, target_type="appliance",
-                               target_id=app.appliance_id, details={"to": str(to)},
-                               terminal=session.terminal))
-        app.trail.checkpoint("backup")
+    # No install, import or reclaim meanwhile: the records copied and the objects copied
+    # must agree. A busy appliance is refused before anything is recorded.
+    with backup_store.still(app):
+        # The start is recorded first, with a checkpoint, so that the backup holds both;
+        # the result is recorded once the copy is whole, before it takes its name.
+        with app.transaction():
+            app.trail.append(Event(action="backup.start", actor=actor,
+                                   target_type="appliance", target_id=app.appliance_id,
+                                   details={"to": str(to)}, terminal=session.terminal))
+            app.trail.checkpoint("backup")
+        return _build(app, session, actor, to)
+
+
+def _build(app: Appliance, session: Session, actor: Actor, to: Path) -> BackupResult:
     # A name of its own: two backups to one --to must not build in, or remove, each other's.
     tmp = to.with_name(f".{to.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
     try:
-        cp = _write_backup(app, tmp)
+        cp, objects = _write_backup(app, tmp)
         if to.exists():  # made meanwhile (another backup to the same --to)
             raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(to))
         with app.transaction():
@@ -100,32 +115,43 @@ def create_backup(app: Appliance, session: Session, to: Path) -> BackupResult:
                 action="backup.create", actor=actor, target_type="appliance",
                 target_id=app.appliance_id, details={
                     "to": str(to), "tree_size": cp.tree_size, "head_hash": cp.head_hash,
-                    "key_id": app.key.key_id}, terminal=session.terminal))
+                    "key_id": app.key.key_id, "store_objects": len(objects.digests),
+                    "store_bytes": objects.size}, terminal=session.terminal))
         os.replace(tmp, to)
-    except OSError as exc:
+    except (OSError, IntegrityError) as exc:  # the media, or a damaged store object
         shutil.rmtree(tmp, ignore_errors=True)
         with app.transaction():
             app.trail.append(Event(
                 action="backup.create", actor=actor, target_type="appliance",
                 target_id=app.appliance_id, outcome="failure",
                 details={"to": str(to), "error": str(exc)}, terminal=session.terminal))
+        if isinstance(exc, IntegrityError):
+            raise
         raise ApplianceError(f"could not write the backup to {to}: {exc.strerror or exc}",
                              "check that the backup media is mounted, writable and not full"
                              ) from exc
     except BaseException:  # the result could not be recorded, or Ctrl-C: no backup
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return BackupResult(to, cp.tree_size, cp.head_hash, app.key.key_id)
+    return BackupResult(to, cp.tree_size, cp.head_hash, app.key.key_id,
+                        len(objects.digests), objects.size)
 
 
-def _write_backup(app: Appliance, tmp: Path) -> Checkpoint:
-    """The database (online backup), keys, settings, an anchor and the signed manifest,
-    into `tmp`. The copy is switched out of WAL so that it is one self-contained file that
-    a read-only open adds nothing beside (a -wal or -shm would not match the manifest)."""
+def _write_backup(app: Appliance, tmp: Path) -> tuple[Checkpoint, backup_store.StoreCopy]:
+    """The database (online backup), keys, settings, the store's objects, an anchor and the
+    signed manifest, into `tmp`. The copy is switched out of WAL so that it is one
+    self-contained file that a read-only open adds nothing beside (a -wal or -shm would not
+    match the manifest). The media's free space is checked before anything is copied."""
     shutil.rmtree(tmp, ignore_errors=True)
     layout = HomeLayout(tmp)
     layout.keys.mkdir(parents=True)
     os.chmod(tmp, 0o700)
+    need = backup_store.store_size(app) + sum(  # the database, as much as its WAL holds
+        p.stat().st_size for p in (app.layout.db, app.layout.db.with_name(
+            app.layout.db.name + "-wal")) if p.exists())
+    free = backup_store.free_bytes(tmp)
+    if need > free:
+        raise backup_store.no_space(need, free, "the backup")
     dest = sqlite3.connect(layout.db)
     try:
         app.conn.backup(dest)
@@ -146,6 +172,7 @@ def _write_backup(app: Appliance, tmp: Path) -> Checkpoint:
             shutil.copy2(src, layout.keys / PROVISION_KEYS / src.name)
     if app.layout.config.exists():
         shutil.copy2(app.layout.config, layout.config)
+    objects = backup_store.copy_store(app, tmp)
     _private_modes(layout)
     reader = sqlite3.connect(f"file:{layout.db}?mode=ro", uri=True)
     try:
@@ -155,8 +182,10 @@ def _write_backup(app: Appliance, tmp: Path) -> Checkpoint:
     assert cp is not None
     write_anchor(anchor_document(cp, app.key), tmp / ANCHOR)
     backup_manifest.seal(tmp, app.key, {"appliance_id": app.appliance_id,
-                                        "tree_size": cp.tree_size, "head_hash": cp.head_hash})
-    return cp
+                                        "tree_size": cp.tree_size, "head_hash": cp.head_hash,
+                                        "store_objects": len(objects.digests)},
+                         known=objects.digests)
+    return cp, objects
 
 
 def _private_modes(layout: HomeLayout) -> None:
@@ -203,7 +232,7 @@ def verify_backup(path: Path, expect_fingerprint: str | None = None,
     conn = sqlite3.connect(f"file:{layout.db}?mode=ro", uri=True)
     try:
         return BackupReport(verify_trail(conn, key, anchor), sealed.key_fingerprint,
-                            sealed.files)
+                            sealed.files, holds_store=sealed.holds_store)
     except sqlite3.DatabaseError as exc:
         if damaged(exc) is None:
             raise
@@ -241,12 +270,14 @@ def restore_backup(backup: Path, home: Path,
     _check_target(root)
     _require_backup(HomeLayout(backup), backup)  # before copying what may not be one
     into = root.is_dir()
+    _check_space(backup, root if into else root.parent, root)
     tmp = root / STAGED if into else root.with_name(root.name + ".restoring")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         shutil.copytree(backup, tmp, symlinks=True)
         os.chmod(tmp, 0o700)
         _private_modes(HomeLayout(tmp))
+        backup_store.objects_read_only(tmp)
         report = verify_backup(tmp, expect_fingerprint, shown=backup)
         if not report.ok:
             raise IntegrityError(
@@ -255,14 +286,7 @@ def restore_backup(backup: Path, home: Path,
         (tmp / backup_manifest.MANIFEST).unlink()
         app = Appliance.open(tmp)
         try:
-            with app.transaction():
-                app.trail.append(Event(
-                    action="backup.restore", actor=SYSTEM_ACTOR, target_type="appliance",
-                    target_id=app.appliance_id, reason="restored from backup",
-                    details={"from": str(backup), "events": report.trail.events_checked,
-                             "head_hash": report.trail.head_hash,
-                             "key_fingerprint": report.key_fingerprint},
-                    terminal=app.terminal))
+            report = _restore_releases(app, backup, report)
         finally:
             app.close()
         if into:
@@ -277,6 +301,37 @@ def restore_backup(backup: Path, home: Path,
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return report
+
+
+def _restore_releases(app: Appliance, backup: Path, report: BackupReport) -> BackupReport:
+    """Lay out the releases the records name from the restored store, then record the
+    restore. A backup made before backups held the store brings back the records only."""
+    rebuilt = backup_store.rebuild_releases(app) if report.holds_store else None
+    report = dataclasses.replace(report, releases=rebuilt.releases if rebuilt else (),
+                                 current=rebuilt.current if rebuilt else None)
+    with app.transaction():
+        app.trail.append(Event(
+            action="backup.restore", actor=SYSTEM_ACTOR, target_type="appliance",
+            target_id=app.appliance_id, reason="restored from backup",
+            details={"from": str(backup), "events": report.trail.events_checked,
+                     "head_hash": report.trail.head_hash,
+                     "key_fingerprint": report.key_fingerprint,
+                     "store": report.holds_store, "releases": list(report.releases),
+                     "current": report.current},
+            terminal=app.terminal))
+    return report
+
+
+def _check_space(backup: Path, where: Path, root: Path) -> None:
+    """Refuse before copying when the backup does not fit (its releases come back as hard
+    links to the objects, so the backup's own size is what a restore needs)."""
+    need = sum(os.lstat(Path(d) / f).st_size for d, _, fs in os.walk(backup) for f in fs)
+    free = backup_store.free_bytes(where)
+    if need > free:
+        raise ApplianceError(f"not enough space to restore into {root} (needs "
+                             f"{backup_store.mib(need)}, {backup_store.mib(free)} free)",
+                             "free disk space, or restore onto a larger disk; nothing was "
+                             "restored")
 
 
 def _move_up(tmp: Path, root: Path) -> None:

@@ -28,18 +28,15 @@ from appliance.updates.evidence import CarriedEvidenceGate, EvidenceGate
 from appliance.updates.fit import (
     bundle_profiles,
     external_bases,
-    release_components,
-    release_files,
-    serving_config,
 )
 from appliance.updates.install import (
     Edges,
     InstallResult,
-    Plan,
     Runner,
     begin,
     carry_out,
     open_journal,
+    plan_release,
     release_dirs,
     system_runner,
 )
@@ -371,19 +368,11 @@ def install(app: Appliance, session: Session, ref: str, edges: Edges | None = No
                          f"the approved profile {signed.record['profile']} no longer fits this "
                          f"host: {selection.note}", "fix the hardware, or import and approve "
                          "a bundle with a profile that fits")
-        plan = _plan(app, bundle, selection.chosen, selection.to_dict())
+        plan = plan_release(app, bundle, selection.chosen, selection.to_dict())
         runner = Runner(app, actor, term, edges)
         return carry_out(runner, begin(runner, plan), plan)
     finally:
         lock.release()
-
-
-def _plan(app: Appliance, bundle: BundleRecord, profile: EngineProfile,
-          selection: dict[str, Any], rel: str | None = None) -> Plan:
-    components = release_components(bundle, external_bases(app.conn, bundle))
-    return Plan(bundle, profile, rel or f"{bundle.name}/{bundle.version}",
-                release_files(components), serving_config(bundle, profile, components),
-                selection)
 
 
 def rollback(app: Appliance, session: Session, ref: str, req: SignatureRequest,
@@ -405,7 +394,7 @@ def rollback(app: Appliance, session: Session, ref: str, req: SignatureRequest,
                          "see the kept releases in `appliance update status`")
         require_meaning(req, "approved")
         profile = EngineProfile.from_dict(json.loads(row[1]))
-        plan = _plan(app, target, profile, {}, rel=row[0])
+        plan = plan_release(app, target, profile, {}, rel=row[0])
         runner = Runner(app, actor, term, edges)
         dirs = release_dirs(app)
         record = ap.rollback_record(target, current, row[0])

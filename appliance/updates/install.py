@@ -23,7 +23,14 @@ from appliance.hardware import GpuSource
 from appliance.hardware.engine_config import verify_engine
 from appliance.hardware.profiles import EngineProfile
 from appliance.updates import journal
-from appliance.updates.fit import COMPONENTS_DIR, SERVING_FILE
+from appliance.updates.fit import (
+    COMPONENTS_DIR,
+    SERVING_FILE,
+    external_bases,
+    release_components,
+    release_files,
+    serving_config,
+)
 from appliance.updates.health import (
     CheckResult,
     HealthCheck,
@@ -95,6 +102,16 @@ class InstallResult:
 
 def release_dirs(app: Appliance) -> ReleaseDirs:
     return ReleaseDirs(app.layout.releases, ContentStore(app.layout.store))
+
+
+def plan_release(app: Appliance, bundle: BundleRecord, profile: EngineProfile,
+                 selection: dict[str, Any], rel: str | None = None) -> Plan:
+    """Every file of `bundle`'s release and its serving config, from the records alone (so
+    a restore can lay out again exactly what the install laid out)."""
+    components = release_components(bundle, external_bases(app.conn, bundle))
+    return Plan(bundle, profile, rel or f"{bundle.name}/{bundle.version}",
+                release_files(components), serving_config(bundle, profile, components),
+                selection)
 
 
 @dataclass

@@ -55,14 +55,15 @@ def test_11_10c_backup_verifies_and_restores_exact_records(appliance, admin_sess
 
 def _reseal(path: Path, key: SigningKey | None = None) -> None:
     """What someone holding a backup can do: it holds the signing key, so the manifest can
-    be signed again; a new key needs the public key swapped too."""
+    be signed again; a new key needs the public key swapped too. What it summarises is kept."""
+    body = json.loads((path / MANIFEST).read_text())["manifest"]
     (path / MANIFEST).unlink()
     if key is None:
         key = SigningKey.load(path / "keys" / "appliance-signing.pem")
     else:
         (path / "keys" / "appliance-signing.pub.pem").write_bytes(
             key.public.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
-    seal(path, key, {})
+    seal(path, key, {k: v for k, v in body.items() if k not in ("key_id", "files")})
 
 
 def _sql(db: Path, *statements: str) -> None:
@@ -381,3 +382,199 @@ def test_the_inventorys_ssh_keys_are_backed_up_and_restored_private(
     with Appliance.open(home) as app2:
         host = next(h for h in load_hosts(app2.conn) if h.name == "gpu-2")
         assert Path(host.key_file).name == restored.name
+
+
+# --- the content store and the releases ----------------------------------------------------
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory):
+    from tests.updates.kit import build_media
+    return build_media(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture
+def serving(appliance, admin_session, make_user, media) -> Appliance:
+    """An appliance serving demo-clinical/2 and keeping demo-clinical/1 for rollback."""
+    import dataclasses
+
+    from appliance.services import updates
+    from appliance.settings import EvaluationGates
+    from appliance.updates.install import Edges
+    from appliance.updates.restart import RecordingRestarter
+    from tests.updates.kit import GATES, approve, h100, trust_and_import
+    appliance.settings = dataclasses.replace(appliance.settings,
+                                             evaluation=EvaluationGates(**GATES))
+    refs = trust_and_import(appliance, make_user(["security"], "sam"),
+                            make_user(["it"], "ivan"), media, 1, 2)
+    for ref in refs:
+        approve(appliance, admin_session, ref)
+        result = updates.install(appliance, admin_session, ref,
+                                 Edges(source=h100(), restarter=RecordingRestarter()))
+        assert result.outcome == "activated"
+    return appliance
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and not p.is_symlink() and not p.name.startswith(".")}
+
+
+def _objects(bk: Path) -> list[Path]:
+    return sorted((bk / "store" / "sha256").glob("*/*"))
+
+
+def test_a_restore_onto_an_empty_disk_serves_the_current_and_kept_releases(
+        serving, admin_session, tmp_path: Path) -> None:
+    """Formerly a backup held no store: the restored appliance's `current` pointed nowhere
+    (update status INCONSISTENT) and the bundles could not be imported again (a replay)."""
+    import os
+
+    from appliance.bundle.store import ContentStore
+    from appliance.services import auth, updates
+    from tests.conftest import ADMIN, PASSWORD
+    app = serving
+    result = backup.create_backup(app, admin_session, tmp_path / "bk")
+    on_disk = ContentStore(app.layout.store).objects_on_disk()
+    assert result.objects == len(on_disk) > 12
+    assert result.object_bytes == sum(size for _, size in on_disk)
+    assert {p.name for p in _objects(result.path)} == {d for d, _ in on_disk}
+    assert not (result.path / "releases").exists()   # laid out again, not copied
+    home = tmp_path / "new-disk" / "home"
+    home.parent.mkdir()
+    report = backup.restore_backup(result.path, home)
+    assert report.releases == ("demo-clinical/1", "demo-clinical/2")
+    assert report.current == "demo-clinical/2"
+    assert os.readlink(home / "releases" / "current") == "demo-clinical/2"
+    assert _tree(home / "releases") == _tree(app.layout.releases)   # serving.json too
+    store = ContentStore(home / "store")
+    for path in (home / "releases" / "demo-clinical").rglob("*"):
+        if path.is_file() and path.name != "serving.json":   # hard links, as installed
+            assert os.stat(path).st_ino == os.stat(store.path_of(
+                _sha(path))).st_ino
+            assert path.stat().st_mode & 0o777 == 0o444
+    with Appliance.open(home) as app2:
+        status = updates.status(app2, auth.login(app2, ADMIN, PASSWORD), deep=True)
+        assert status["consistent"] is True and status["problems"] == []
+        [restored] = [json.loads(b) for (b,) in app2.conn.execute(
+            "SELECT body FROM audit_view WHERE action = 'backup.restore'")]
+        assert restored["details"]["releases"] == ["demo-clinical/1", "demo-clinical/2"]
+        assert restored["details"]["current"] == "demo-clinical/2"
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("tamper", ["altered", "resealed", "removed"])
+def test_a_store_object_altered_or_missing_is_refused_at_restore(
+        serving, admin_session, tmp_path: Path, tamper: str) -> None:
+    """The manifest finds a changed object; one changed and signed again with the key the
+    backup holds is not named by its SHA-256; one left out is one a release needs."""
+    import os
+    bk = backup.create_backup(serving, admin_session, tmp_path / "bk").path
+    obj = _objects(bk)[0]
+    os.chmod(obj, 0o644)
+    if tamper == "removed":
+        obj.unlink()
+        if not any(obj.parent.iterdir()):
+            obj.parent.rmdir()
+    else:
+        obj.write_bytes(obj.read_bytes() + b"\x00")
+    expected = {"altered": f"store/sha256/.* in backup {bk} was altered",
+                "resealed": "is not a content-store object named by its SHA-256",
+                "removed": f"lacks content-store object {obj.name[:16]}... that release"}
+    if tamper == "altered":
+        with pytest.raises(IntegrityError, match=expected[tamper]):
+            backup.verify_backup(bk)
+    else:
+        _reseal(bk)
+    with pytest.raises(IntegrityError, match=expected[tamper]):
+        backup.restore_backup(bk, tmp_path / "restored")
+    assert not (tmp_path / "restored").exists()
+    assert not (tmp_path / "restored.restoring").exists()
+
+
+def test_a_damaged_store_object_makes_no_backup_and_is_recorded(
+        serving, admin_session, tmp_path: Path) -> None:
+    import os
+
+    from appliance.bundle.store import ContentStore
+    [(digest, _), *_] = sorted(ContentStore(serving.layout.store).objects_on_disk())
+    path = ContentStore(serving.layout.store).path_of(digest)
+    os.chmod(path, 0o644)
+    path.write_bytes(b"bit rot")
+    with pytest.raises(IntegrityError, match=f"object {digest[:16]}... is damaged"):
+        backup.create_backup(serving, admin_session, tmp_path / "bk")
+    assert list(tmp_path.glob("*bk*")) == []
+    [start, (action, outcome, error)] = _backup_events(serving)
+    assert start[0] == "backup.start" and (action, outcome) == ("backup.create", "failure")
+    assert "is damaged" in error
+
+
+def test_media_or_a_disk_too_small_is_refused_before_copying_and_keeps_nothing(
+        serving, admin_session, tmp_path: Path) -> None:
+    """Both ends on a real 64 KiB tmpfs (in a private mount namespace), through the CLI:
+    one line each, a non-zero exit, the refused backup recorded, nothing left on either."""
+    import os
+    import subprocess
+    import sys
+    bk = backup.create_backup(serving, admin_session, tmp_path / "bk").path
+    usb, disk, out = tmp_path / "usb", tmp_path / "disk", tmp_path / "out"
+    for d in (usb, disk, out):
+        d.mkdir()
+    script = "\n".join([
+        'mount -t tmpfs -o size=64k tmpfs "$USB"', 'mount -t tmpfs -o size=64k tmpfs "$DISK"',
+        'printf "%s\\n" "$PW" | "$PY" -m appliance backup create --to "$USB/bk" --user alice '
+        '--password-stdin >"$OUT/create.out" 2>"$OUT/create.err" || echo $? >"$OUT/create.rc"',
+        '"$PY" -m appliance --home "$DISK/home" backup restore "$BK" >"$OUT/restore.out" '
+        '2>"$OUT/restore.err" || echo $? >"$OUT/restore.rc"',
+        'ls -A "$USB" >"$OUT/usb.ls"', 'ls -A "$DISK" >"$OUT/disk.ls"'])
+    from tests.conftest import PASSWORD
+    env = {**os.environ, "USB": str(usb), "DISK": str(disk), "OUT": str(out), "BK": str(bk),
+           "PW": PASSWORD, "PY": sys.executable, "APPLIANCE_HOME": str(serving.layout.root),
+           "PYTHONPATH": str(Path(__file__).parents[2])}
+    ns = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-rm"]
+    done = subprocess.run(ns + ["sh", "-ec", script], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    read = lambda name: (out / name).read_text()  # noqa: E731
+    assert read("create.rc").strip() != "" and read("restore.rc").strip() != ""
+    create_err, restore_err = read("create.err"), read("restore.err")
+    assert create_err.count("\n") == 1 and restore_err.count("\n") == 1
+    assert create_err.startswith(f"error: could not write the backup to {usb}/bk: not enough "
+                                 "space for the backup (needs ")
+    assert restore_err.startswith(f"error: not enough space to restore into {disk}/home "
+                                  "(needs ")
+    assert "nothing was restored" in restore_err
+    assert read("usb.ls") == "" and read("disk.ls") == ""
+    assert _backup_events(serving)[-1][:2] == ("backup.create", "failure")
+
+
+def test_a_backup_waits_for_no_install_it_is_refused_while_one_runs(
+        serving, admin_session, tmp_path: Path) -> None:
+    """The records and the objects copied must agree: a running install (its lock held) is
+    refused before anything is recorded."""
+    from appliance.updates.releases import InstallLock
+    lock = InstallLock(serving.layout.releases)
+    assert lock.acquire()
+    try:
+        with pytest.raises(InvalidInput, match="an install, rollback or recovery is running"):
+            backup.create_backup(serving, admin_session, tmp_path / "bk")
+    finally:
+        lock.release()
+    assert _backup_events(serving) == [] and not (tmp_path / "bk").exists()
+    assert backup.create_backup(serving, admin_session, tmp_path / "bk").objects > 0
+
+
+def test_a_backup_made_before_backups_held_the_store_restores_the_records_only(
+        serving, admin_session, tmp_path: Path) -> None:
+    """Its manifest has no store_objects: the records come back, no release is laid out."""
+    import shutil
+    bk = backup.create_backup(serving, admin_session, tmp_path / "bk").path
+    shutil.rmtree(bk / "store")
+    (bk / MANIFEST).unlink()
+    seal(bk, SigningKey.load(bk / "keys" / "appliance-signing.pem"), {})
+    report = backup.restore_backup(bk, tmp_path / "restored")
+    assert report.ok and report.releases == () and report.current is None
+    assert not (tmp_path / "restored" / "releases").exists()
