@@ -286,7 +286,7 @@ def restore_backup(backup: Path, home: Path,
         (tmp / backup_manifest.MANIFEST).unlink()
         app = Appliance.open(tmp)
         try:
-            report = _restore_releases(app, backup, report)
+            report = _restore_releases(app, backup, report, root)
         finally:
             app.close()
         if into:
@@ -303,13 +303,16 @@ def restore_backup(backup: Path, home: Path,
     return report
 
 
-def _restore_releases(app: Appliance, backup: Path, report: BackupReport) -> BackupReport:
-    """Lay out the releases the records name from the restored store, then record the
-    restore. A backup made before backups held the store brings back the records only."""
+def _restore_releases(app: Appliance, backup: Path, report: BackupReport, root: Path
+                      ) -> BackupReport:
+    """Lay out the releases the records name from the restored store, point the
+    inventory's SSH keys at their restored copies under `root`, then record the restore. A
+    backup made before backups held the store brings back the records only."""
     rebuilt = backup_store.rebuild_releases(app) if report.holds_store else None
     report = dataclasses.replace(report, releases=rebuilt.releases if rebuilt else (),
                                  current=rebuilt.current if rebuilt else None)
     with app.transaction():
+        moved = _move_ssh_keys(app, root)
         app.trail.append(Event(
             action="backup.restore", actor=SYSTEM_ACTOR, target_type="appliance",
             target_id=app.appliance_id, reason="restored from backup",
@@ -317,9 +320,28 @@ def _restore_releases(app: Appliance, backup: Path, report: BackupReport) -> Bac
                      "head_hash": report.trail.head_hash,
                      "key_fingerprint": report.key_fingerprint,
                      "store": report.holds_store, "releases": list(report.releases),
-                     "current": report.current},
+                     "current": report.current, "ssh_keys_moved": moved},
             terminal=app.terminal))
     return report
+
+
+def _move_ssh_keys(app: Appliance, root: Path) -> dict[str, str]:
+    """Hosts name their SSH key by its path in the home it was added to
+    (`<home>/keys/provision/<file>`): restored elsewhere, that path is another disk's, or
+    nothing. Each such host is pointed at its restored copy in `root`; returns
+    {host: new path}. Inside the restore's transaction."""
+    moved: dict[str, str] = {}
+    restored = app.layout.keys / PROVISION_KEYS  # the copy being restored, at its staging path
+    for name, key_file in app.conn.execute(
+            "SELECT name, key_file FROM provision_hosts WHERE key_file IS NOT NULL").fetchall():
+        old = Path(key_file)
+        new = root / "keys" / PROVISION_KEYS / old.name
+        if old.parent.name == PROVISION_KEYS and old.parent.parent.name == "keys" and \
+                old != new and (restored / old.name).is_file():
+            app.conn.execute("UPDATE provision_hosts SET key_file = ? WHERE name = ?",
+                             (str(new), name))
+            moved[name] = str(new)
+    return moved
 
 
 def _check_space(backup: Path, where: Path, root: Path) -> None:

@@ -358,7 +358,9 @@ def test_a_backup_without_its_keys_is_still_told_plainly(appliance, admin_sessio
 def test_the_inventorys_ssh_keys_are_backed_up_and_restored_private(
         appliance, admin_session, make_user, tmp_path: Path) -> None:
     """A host added with --key runs playbooks with the copy in keys/provision/; the backup
-    left it out, so a restored appliance named a key it did not have."""
+    left it out, so a restored appliance named a key it did not have. The host names the
+    key by its path in the old home: restored into another home, it is pointed at the
+    restored copy, and the restore's event says so."""
     import os
     import subprocess
 
@@ -381,7 +383,10 @@ def test_the_inventorys_ssh_keys_are_backed_up_and_restored_private(
     assert restored.stat().st_mode & 0o777 == 0o600
     with Appliance.open(home) as app2:
         host = next(h for h in load_hosts(app2.conn) if h.name == "gpu-2")
-        assert Path(host.key_file).name == restored.name
+        assert Path(host.key_file) == restored != stored
+        [event] = [json.loads(b) for (b,) in app2.conn.execute(
+            "SELECT body FROM audit_view WHERE action = 'backup.restore'")]
+        assert event["details"]["ssh_keys_moved"] == {"gpu-2": str(restored)}
 
 
 # --- the content store and the releases ----------------------------------------------------
