@@ -270,10 +270,13 @@ class NvmlSource:
 
 
 def _optional(nv, fn, *args):
-    """Call an NVML query whose absence on a device is normal (consumer cards, older GPUs)."""
+    """Call an NVML query whose absence is normal: a device without it (consumer cards,
+    older GPUs), a driver older than the call (its library lacks the function), or a query
+    this account may not make. Such a field reads as unknown; the reading goes on."""
     try:
         return fn(*args)
-    except nv.NVMLError_NotSupported:
+    except (nv.NVMLError_NotSupported, nv.NVMLError_FunctionNotFound,
+            nv.NVMLError_NoPermission):
         return None
 
 

@@ -25,6 +25,8 @@ CALLS = ("nvmlInit", "nvmlShutdown", "nvmlSystemGetDriverVersion",
          "nvmlDeviceGetName", "nvmlDeviceGetUUID", "nvmlDeviceGetCudaComputeCapability",
          "nvmlDeviceGetMemoryInfo", "nvmlDeviceGetTemperature", "nvmlDeviceGetUtilizationRates",
          "nvmlDeviceGetTotalEccErrors", "nvmlDeviceGetMigMode")
+OPTIONAL_ERRORS = ("NVMLError_NotSupported", "NVMLError_FunctionNotFound",
+                   "NVMLError_NoPermission")
 CONSTANTS = ("NVML_TEMPERATURE_GPU", "NVML_MEMORY_ERROR_TYPE_UNCORRECTED", "NVML_VOLATILE_ECC",
              "NVML_DEVICE_MIG_ENABLE")
 
@@ -32,7 +34,8 @@ CONSTANTS = ("NVML_TEMPERATURE_GPU", "NVML_MEMORY_ERROR_TYPE_UNCORRECTED", "NVML
 def stand_in(devices: list[dict], fail_on: str | None = None) -> types.ModuleType:
     nv = types.ModuleType("pynvml")
     nv.NVMLError = pynvml.NVMLError
-    nv.NVMLError_NotSupported = pynvml.NVMLError_NotSupported
+    for name in OPTIONAL_ERRORS:
+        setattr(nv, name, getattr(pynvml, name))
     for name in CONSTANTS:
         setattr(nv, name, getattr(pynvml, name))
     nv.shutdowns = 0
@@ -41,6 +44,8 @@ def stand_in(devices: list[dict], fail_on: str | None = None) -> types.ModuleTyp
         value = devices[h][key]
         if value is NotImplemented:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        if isinstance(value, Refused):
+            raise pynvml.NVMLError(value.code)
         if fail_on == key:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)
         return value
@@ -51,7 +56,8 @@ def stand_in(devices: list[dict], fail_on: str | None = None) -> types.ModuleTyp
     nv.nvmlInit = lambda: None
     nv.nvmlShutdown = shutdown
     nv.nvmlSystemGetDriverVersion = lambda: "550.54.15"
-    nv.nvmlSystemGetCudaDriverVersion = lambda: 12040
+    nv.nvmlSystemGetCudaDriverVersion = lambda: dev(0, "cuda") if devices and \
+        "cuda" in devices[0] else 12040
     nv.nvmlDeviceGetCount = lambda: len(devices)
     nv.nvmlDeviceGetHandleByIndex = lambda i: i
     nv.nvmlDeviceGetName = lambda h: dev(h, "name")
@@ -73,10 +79,32 @@ CONSUMER = {"name": b"NVIDIA GeForce RTX 4090", "uuid": b"GPU-2", "cc": (8, 9),
             "util": NotImplemented, "ecc": NotImplemented, "mig": NotImplemented}
 
 
+class Refused(int):
+    """A stand-in answer: the query fails with this NVML error code."""
+
+    @property
+    def code(self) -> int:
+        return int(self)
+
+
 def test_stand_in_uses_only_real_nvml_names():
-    missing = [n for n in CALLS + CONSTANTS if not hasattr(pynvml, n)]
+    missing = [n for n in CALLS + CONSTANTS + OPTIONAL_ERRORS if not hasattr(pynvml, n)]
     assert missing == []
-    assert issubclass(pynvml.NVMLError_NotSupported, pynvml.NVMLError)
+    assert all(issubclass(getattr(pynvml, n), pynvml.NVMLError) for n in OPTIONAL_ERRORS)
+
+
+def test_a_driver_older_than_a_query_or_a_query_not_permitted_reads_as_unknown(
+        monkeypatch: pytest.MonkeyPatch):
+    """An older driver's library lacks nvmlSystemGetCudaDriverVersion, and reading ECC
+    counters may need root: the whole reading used to fail ("NVML could not read the
+    GPUs", no GPU offered) where only those fields are unknown."""
+    old = dict(H100, cuda=Refused(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND),
+               ecc=Refused(pynvml.NVML_ERROR_NO_PERMISSION))
+    monkeypatch.setitem(sys.modules, "pynvml", stand_in([old]))
+    inv = NvmlSource().read()
+    [gpu] = inv.gpus
+    assert inv.cuda_driver_version is None and gpu.ecc_volatile_uncorrected is None
+    assert gpu.arch == "sm_90" and gpu.temperature_c == 35
 
 
 def test_reads_every_field_and_shuts_down(monkeypatch: pytest.MonkeyPatch):
