@@ -136,6 +136,11 @@ def cross_check(engine: EngineConfig, declared: EngineProfile,
     if engine.world_size != declared.gpus_needed:
         problems.append(f"world_size {engine.world_size}, declared tp x pp = "
                         f"{declared.gpus_needed}")
+    if engine.gpus_per_node is not None and 0 < engine.gpus_per_node < engine.world_size:
+        # Ranks map to local GPUs by rank % gpus_per_node: on one node two ranks would share
+        # a GPU. A profile (and this appliance's serving) is one node.
+        problems.append(f"gpus_per_node {engine.gpus_per_node} is less than world_size "
+                        f"{engine.world_size}: built for several nodes, served on one")
     if check_files:
         absent = [f for f in engine.rank_files if not (engine.path / f).is_file()]
         if absent:

@@ -77,6 +77,19 @@ def test_every_mismatch_is_listed(engines: Path):
     ]
 
 
+def test_an_engine_built_for_several_nodes_is_refused(engines: Path):
+    """tp2 built with gpus_per_node 1 runs one rank on each of two nodes: on one node the
+    ranks would share GPU 0. The profile's GPU count alone let it fit a two-GPU host."""
+    d = engines / "llama-h100-fp8-tp2"
+    edit_config(d, lambda data: data["pretrained_config"]["mapping"].update(gpus_per_node=1))
+    with pytest.raises(HardwareRefused) as info:
+        verify_engine(d, declared("llama-h100-fp8-tp2"))
+    assert info.value.message.endswith("gpus_per_node 1 is less than world_size 2: built for "
+                                       "several nodes, served on one")
+    edit_config(d, lambda data: data["pretrained_config"]["mapping"].update(gpus_per_node=8))
+    assert cross_check(read_engine_config(d), declared("llama-h100-fp8-tp2")) == []
+
+
 def test_mismatch_is_a_one_line_refusal(engines: Path):
     d = engines / "llama-h100-fp8-tp2"
     edit_config(d, lambda data: data.update(version="0.16.0"))
