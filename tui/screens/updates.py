@@ -53,7 +53,8 @@ SIGNED = {
 
 
 class UpdatesScreen(Screen):
-    # Back first: at 80 columns an admin's footer holds every key but the last one or two.
+    # Back first, and a compact footer without the palette's key (ctrl+p still opens it):
+    # at 80 columns an admin's footer then holds every key, Quit included.
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("o", "open", "Open"),
@@ -99,7 +100,7 @@ class UpdatesScreen(Screen):
         with VerticalScroll(id="upd-view-box"):
             yield Static("Select a bundle and press o to open its approval view.",
                          id="upd-view", markup=False)
-        yield Footer(compact=True)
+        yield Footer(compact=True, show_command_palette=False)
 
     def __init__(self) -> None:
         super().__init__()
