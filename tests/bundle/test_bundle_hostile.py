@@ -90,6 +90,15 @@ class Env:
     def copy(self, name: str) -> Path:
         return shutil.copytree(self.v1, self.tmp / name)
 
+    def tampered_copy(self, name: str) -> Path:
+        """A copy of release 1 with one payload byte of the base model flipped."""
+        m = self.copy(name)
+        p = m / BASE_FILE
+        data = bytearray(p.read_bytes())
+        data[100] ^= 0x01
+        p.write_bytes(bytes(data))
+        return m
+
     def release(self, name: str, adapter: str = "tiny-adapter-2", **kw) -> Path:
         """The vendor's next release: an adapter update on the base of release 1 (so release
         1 must be imported first)."""
@@ -741,11 +750,7 @@ def test_there_are_at_least_thirty_hostile_cases() -> None:
 def test_tampered_payload_byte_through_full_import(env: Env) -> None:
     """Metadata all valid; one payload byte flipped. The store's one-pass hash refuses it
     and nothing of the refused bundle is kept: no object, no bundle, no trust change."""
-    m = env.copy("m")
-    p = m / BASE_FILE
-    data = bytearray(p.read_bytes())
-    data[100] ^= 0x01
-    p.write_bytes(bytes(data))
+    m = env.tampered_copy("m")
     before = Snapshot.take(env.app)
     with pytest.raises(BundleRefused) as err:
         media_service.import_bundle(env.app, env.it, m)
@@ -822,11 +827,7 @@ def test_a_copy_of_an_imported_bundle_is_not_read_and_says_so(env: Env) -> None:
     says the media's files were not read: it vouches for the appliance's copy, not the
     stick's. Nothing on the appliance changes."""
     env.imported(env.v1)
-    m = env.copy("m")
-    p = m / BASE_FILE
-    data = bytearray(p.read_bytes())
-    data[100] ^= 0x01
-    p.write_bytes(bytes(data))
+    m = env.tampered_copy("m")
     before = Snapshot.take(env.app)
     again = media_service.import_bundle(env.app, env.it, m)
     assert again.already_imported and again.copied_bytes == 0 and again.files_skipped > 0

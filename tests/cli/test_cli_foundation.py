@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import array
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -16,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PASSWORD
+from tests.immutable import immutable
 
 APPLIANCE = [sys.executable, "-m", "appliance"]
 
@@ -442,9 +441,6 @@ def test_a_password_that_is_not_utf8_is_one_line(tmp_path: Path, encoding: str) 
     assert not home.exists()
 
 
-_FS_IOC_GETFLAGS, _FS_IOC_SETFLAGS, _FS_IMMUTABLE_FL = 0x80086601, 0x40086602, 0x10
-
-
 @contextlib.contextmanager
 def read_only(path: Path):
     """`path` unwritable for real: its mode for an ordinary user, the immutable attribute
@@ -457,19 +453,8 @@ def read_only(path: Path):
         finally:
             path.chmod(mode)
         return
-    fd = os.open(path, os.O_RDONLY)
-    flags = array.array("l", [0])
-    try:
-        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, flags)
-        fcntl.ioctl(fd, _FS_IOC_SETFLAGS, array.array("l", [flags[0] | _FS_IMMUTABLE_FL]))
-    except OSError as exc:
-        os.close(fd)
-        pytest.skip(f"this filesystem cannot make a file immutable ({exc})")
-    try:
+    with immutable(path):
         yield
-    finally:
-        fcntl.ioctl(fd, _FS_IOC_SETFLAGS, flags)
-        os.close(fd)
 
 
 @pytest.mark.parametrize("what, says", [

@@ -61,6 +61,14 @@ async def log_in(pilot: Pilot, username: str, password: str, typed: bool = False
     await pilot.press("enter")
 
 
+async def log_in_to_audit(pilot: Pilot, username: str, password: str) -> EventList:
+    """Log in, wait for the dashboard, open the audit screen on its first page."""
+    await log_in(pilot, username, password)
+    await dashboard_ready(pilot)
+    await pilot.press("a")
+    return await audit_ready(pilot)
+
+
 async def palette_search(pilot: Pilot, words: str) -> CommandList:
     """Type `words` into the open command palette and wait until its search of all of
     them has finished; returns the list of hits it left.

@@ -22,6 +22,7 @@ from tests.tui.pilot import (
     fill,
     filter_events,
     log_in,
+    log_in_to_audit,
     run_command,
     settle,
     text_of,
@@ -119,10 +120,7 @@ async def test_auditor_sees_role_warning_about_the_first_account(make_console):
 async def test_audit_screen_pages_filters_and_shows_the_full_record(make_console, history):
     app = make_console()
     async with app.run_test(size=(80, 24)) as pilot:
-        await log_in(pilot, ADMIN, PASSWORD)
-        await dashboard_ready(pilot)
-        await pilot.press("a")
-        events = await audit_ready(pilot)
+        events = await log_in_to_audit(pilot, ADMIN, PASSWORD)
         head = read_head(history.conn).seq
         assert len(events.view) == head
         assert events.current.event.seq == head  # newest first
@@ -170,10 +168,7 @@ async def test_opening_the_audit_screen_indexes_what_appends_left(make_console, 
 async def test_verify_runs_in_a_worker_and_shows_the_result(make_console, history):
     app = make_console()
     async with app.run_test(size=(80, 24)) as pilot:
-        await log_in(pilot, ADMIN, PASSWORD)
-        await dashboard_ready(pilot)
-        await pilot.press("a")
-        await audit_ready(pilot)
+        await log_in_to_audit(pilot, ADMIN, PASSWORD)
         await pilot.press("v")
         job = app.screen.query_one(JobStatus)
         await wait_for(pilot, lambda: job.message.startswith("Chain"), what="verify")
@@ -189,10 +184,7 @@ async def test_export_writes_file_and_records_the_export(make_console, history, 
     out.parent.mkdir()
     app = make_console()
     async with app.run_test(size=(80, 24)) as pilot:
-        await log_in(pilot, ADMIN, PASSWORD)
-        await dashboard_ready(pilot)
-        await pilot.press("a")
-        await audit_ready(pilot)
+        await log_in_to_audit(pilot, ADMIN, PASSWORD)
         await type_into(pilot, "#filter-actor", "itops")
         await pilot.press("enter")
         await pilot.press("e")
@@ -219,10 +211,7 @@ async def test_export_writes_file_and_records_the_export(make_console, history, 
 async def test_export_to_default_directory_creates_it(make_console, history):
     app = make_console()
     async with app.run_test(size=(80, 24)) as pilot:
-        await log_in(pilot, ADMIN, PASSWORD)
-        await dashboard_ready(pilot)
-        await pilot.press("a")
-        await audit_ready(pilot)
+        await log_in_to_audit(pilot, ADMIN, PASSWORD)
         await pilot.press("e")
         await wait_for(pilot, lambda: isinstance(app.screen, ExportDialog))
         await pilot.click("#export-ok")
@@ -310,10 +299,7 @@ async def test_no_database_or_gpu_work_on_the_ui_thread(make_console, tmp_path: 
     app.ctx.gpu_source = TracedGpus()
     ui_thread = threading.get_ident()
     async with app.run_test(size=(80, 24)) as pilot:
-        await log_in(pilot, ADMIN, PASSWORD)
-        await dashboard_ready(pilot)
-        await pilot.press("a")
-        await audit_ready(pilot)
+        await log_in_to_audit(pilot, ADMIN, PASSWORD)
         await fill(pilot, "#filter-actor", ADMIN)
         await pilot.press("enter", "pagedown", "end", "home", "o", "v")
         job = app.screen.query_one(JobStatus)
@@ -345,10 +331,7 @@ async def test_dashboard_keys_open_updates_and_users(make_console):
 
 async def open_detail_of(pilot, action: str) -> EventList:
     """Log in as the admin, open the audit screen, filter to `action`, show its record."""
-    await log_in(pilot, ADMIN, PASSWORD)
-    await dashboard_ready(pilot)
-    await pilot.press("a")
-    events = await audit_ready(pilot)
+    events = await log_in_to_audit(pilot, ADMIN, PASSWORD)
     await filter_events(pilot, events, "action", action)
     await wait_for(pilot, lambda: action in detail_text(pilot))
     return events

@@ -12,9 +12,9 @@ from appliance.audit.trail import read_head
 from appliance.context import Appliance
 from tests.conftest import PASSWORD
 from tests.tui.pilot import (
-    audit_ready,
     dashboard_ready,
     log_in,
+    log_in_to_audit,
     palette_search,
     settle,
     wait_for,
@@ -143,10 +143,7 @@ async def test_the_palette_offers_verify_and_export_only_to_those_who_hold_them(
     make_user(["ml"], "mina")
     app = make_console()
     async with app.run_test(size=(100, 30)) as pilot:
-        await log_in(pilot, "mina", PASSWORD)
-        await dashboard_ready(pilot)
-        await pilot.press("a")
-        await audit_ready(pilot)
+        await log_in_to_audit(pilot, "mina", PASSWORD)
         titles = await palette_titles(pilot, "audit trail")
         assert "Audit trail" in titles
         assert "Export audit trail" not in titles and "Verify audit trail" not in titles

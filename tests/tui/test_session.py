@@ -10,7 +10,14 @@ from appliance.identity.session import Session
 from appliance.services import users
 from tests.conftest import ADMIN, PASSWORD
 from tests.tui.conftest import AUDITOR
-from tests.tui.pilot import audit_ready, dashboard_ready, fill, log_in, text_of, wait_for
+from tests.tui.pilot import (
+    dashboard_ready,
+    fill,
+    log_in,
+    log_in_to_audit,
+    text_of,
+    wait_for,
+)
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.export import ExportDialog
 from tui.screens.login import LoginScreen
@@ -81,10 +88,7 @@ async def test_idle_session_returns_to_login_and_says_why(make_console, history:
                                                           clock):
     app = make_console()
     async with app.run_test(size=(80, 24)) as pilot:
-        await log_in(pilot, ADMIN, PASSWORD)
-        await dashboard_ready(pilot)
-        await pilot.press("a")
-        await audit_ready(pilot)
+        await log_in_to_audit(pilot, ADMIN, PASSWORD)
         await pilot.press("e")
         await wait_for(pilot, lambda: isinstance(app.screen, ExportDialog))
         await fill(pilot, "#export-out", "/half/typed/destination")
@@ -103,10 +107,7 @@ async def test_an_action_after_idle_time_is_refused_and_explained(make_console, 
                                                                   history: Appliance):
     app = make_console()
     async with app.run_test(size=(80, 24)) as pilot:
-        await log_in(pilot, ADMIN, PASSWORD)
-        await dashboard_ready(pilot)
-        await pilot.press("a")
-        await audit_ready(pilot)
+        await log_in_to_audit(pilot, ADMIN, PASSWORD)
         start = read_head(history.conn).seq
         clock.advance(minutes=16)
         await pilot.press("v")
@@ -121,10 +122,7 @@ async def test_an_account_disabled_while_its_console_is_open_returns_to_login(
     """11.10(d): the open console of a disabled account acts no more; it says why."""
     app = make_console()
     async with app.run_test(size=(80, 24)) as pilot:
-        await log_in(pilot, AUDITOR, PASSWORD)
-        await dashboard_ready(pilot)
-        await pilot.press("a")
-        await audit_ready(pilot)
+        await log_in_to_audit(pilot, AUDITOR, PASSWORD)
         users.disable_user(history, admin_session, AUDITOR, "left the hospital")
         start = read_head(history.conn).seq
         await pilot.press("v")

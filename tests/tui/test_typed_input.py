@@ -7,19 +7,20 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import ADMIN, PASSWORD
-from tests.tui.pilot import audit_ready, dashboard_ready, fill, log_in, settle, text_of, wait_for
+from tests.tui.pilot import (
+    dashboard_ready,
+    fill,
+    log_in,
+    log_in_to_audit,
+    settle,
+    text_of,
+    wait_for,
+)
 from tui.screens.audit import AuditScreen
 from tui.screens.export import ExportDialog
 from tui.screens.media import MediaScreen
 
 pytestmark = pytest.mark.asyncio
-
-
-async def _audit_screen(pilot) -> None:
-    await log_in(pilot, ADMIN, PASSWORD)
-    await dashboard_ready(pilot)
-    await pilot.press("a")
-    await audit_ready(pilot)
 
 
 async def _export_to(pilot, dest: str) -> None:
@@ -37,7 +38,7 @@ def _screen_lines(app) -> list[str]:
 async def test_an_until_date_at_the_end_of_the_calendar_is_refused(make_console) -> None:
     app = make_console()
     async with app.run_test(size=(100, 30)) as pilot:
-        await _audit_screen(pilot)
+        await log_in_to_audit(pilot, ADMIN, PASSWORD)
         await fill(pilot, "#filter-until", "9999-12-31")
         await pilot.press("enter")
         await settle(pilot)
@@ -54,7 +55,7 @@ async def test_an_export_destination_the_os_refuses_is_one_line(make_console, de
                                                                 says: str) -> None:
     app = make_console()
     async with app.run_test(size=(100, 30)) as pilot:
-        await _audit_screen(pilot)
+        await log_in_to_audit(pilot, ADMIN, PASSWORD)
         await _export_to(pilot, dest)
         await wait_for(pilot, lambda: isinstance(app.screen, AuditScreen)
                        and app.screen.busy is None and says in app.screen.query_one("#job").message)
@@ -88,7 +89,7 @@ async def test_an_export_error_keeps_its_cause_at_80_columns(make_console, tmp_p
     existing.write_text("x")
     app = make_console()
     async with app.run_test(size=(80, 24)) as pilot:
-        await _audit_screen(pilot)
+        await log_in_to_audit(pilot, ADMIN, PASSWORD)
         await _export_to(pilot, str(existing))
         await wait_for(pilot, lambda: "already exists" in app.screen.query_one("#job").message)
         await settle(pilot)
@@ -101,10 +102,7 @@ async def test_export_and_verify_are_offered_only_to_those_who_hold_them(make_co
     make_user(["ml"], "mina")
     app = make_console()
     async with app.run_test(size=(100, 30)) as pilot:
-        await log_in(pilot, "mina", PASSWORD)
-        await dashboard_ready(pilot)
-        await pilot.press("a")
-        await audit_ready(pilot)
+        await log_in_to_audit(pilot, "mina", PASSWORD)
         footer = _screen_lines(app)[-1]
         assert "Export" not in footer and "Verify" not in footer and "Order" in footer
         await pilot.press("e")

@@ -3,9 +3,7 @@ resumed) go; everything a live bundle needs stays; the audit trail says who, why
 
 from __future__ import annotations
 
-import array
 import contextlib
-import fcntl
 import json
 import os
 import subprocess
@@ -22,6 +20,7 @@ from appliance.services import updates
 from appliance.services.store import ReclaimFailed
 from appliance.updates.lifecycle import State, find_bundle
 from tests.conftest import PASSWORD
+from tests.immutable import immutable
 from tests.updates.kit import h100, trust_and_import
 
 
@@ -89,9 +88,6 @@ def test_objects_no_bundle_records_are_reclaimed(app, itop, rejected) -> None:
     assert (store.tmp / "partial").exists()  # temp files are the next import's to clean
 
 
-_FS_IOC_GETFLAGS, _FS_IOC_SETFLAGS, _FS_IMMUTABLE_FL = 0x80086601, 0x40086602, 0x10
-
-
 @contextlib.contextmanager
 def undeletable(path: Path):
     """Make `path` impossible to unlink for real: a read-only directory stops an ordinary
@@ -103,19 +99,8 @@ def undeletable(path: Path):
         finally:
             path.parent.chmod(0o755)
         return
-    fd = os.open(path, os.O_RDONLY)
-    flags = array.array("l", [0])
-    try:
-        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, flags)
-        fcntl.ioctl(fd, _FS_IOC_SETFLAGS, array.array("l", [flags[0] | _FS_IMMUTABLE_FL]))
-    except OSError as exc:
-        os.close(fd)
-        pytest.skip(f"this filesystem cannot make a file immutable ({exc})")
-    try:
+    with immutable(path):
         yield
-    finally:
-        fcntl.ioctl(fd, _FS_IOC_SETFLAGS, flags)
-        os.close(fd)
 
 
 def test_a_removal_that_fails_half_way_is_recorded_and_the_next_reclaim_finishes(
