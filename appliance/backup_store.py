@@ -73,10 +73,6 @@ def still(app: Appliance) -> Iterator[None]:
         yield
 
 
-def store_size(app: Appliance) -> int:
-    return sum(size for _, size in ContentStore(app.layout.store).objects_on_disk())
-
-
 def free_bytes(path: Path) -> int:
     fs = os.statvfs(path)
     return fs.f_bavail * fs.f_frsize
@@ -86,13 +82,12 @@ def mib(n: int) -> str:
     return f"{n / (1 << 20):.1f} MiB"
 
 
-def copy_store(app: Appliance, root: Path) -> StoreCopy:
-    """Copy every object into `root`/store, hashing as it goes: an object whose bytes are
-    not its name is damage, and no backup is made of it."""
-    store = ContentStore(app.layout.store)
+def copy_store(store: ContentStore, objects: list[tuple[str, int]], root: Path) -> StoreCopy:
+    """Copy `objects` (the store's (digest, size) list) into `root`/store, hashing as it
+    goes: an object whose bytes are not its name is damage, and no backup is made of it."""
     digests: dict[str, str] = {}
     size = 0
-    for digest, _ in sorted(store.objects_on_disk()):
+    for digest, _ in sorted(objects):
         rel = f"{STORE}/sha256/{digest[:2]}/{digest}"
         dest = root / rel
         dest.parent.mkdir(parents=True, exist_ok=True)

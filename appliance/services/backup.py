@@ -31,6 +31,7 @@ from appliance.audit.checkpoint import (
 from appliance.audit.events import SYSTEM_ACTOR, Actor, Event
 from appliance.audit.verify import VerifyReport, verify_trail
 from appliance.backup_manifest import REFUSED
+from appliance.bundle.store import ContentStore
 from appliance.context import Appliance
 from appliance.db import damaged
 from appliance.durable import fsync_dir
@@ -146,7 +147,9 @@ def _write_backup(app: Appliance, tmp: Path) -> tuple[Checkpoint, backup_store.S
     layout = HomeLayout(tmp)
     layout.keys.mkdir(parents=True)
     os.chmod(tmp, 0o700)
-    need = backup_store.store_size(app) + sum(  # the database, as much as its WAL holds
+    store = ContentStore(app.layout.store)
+    held = store.objects_on_disk()  # listed once: sized here, copied below
+    need = sum(size for _, size in held) + sum(  # the database, as much as its WAL holds
         p.stat().st_size for p in (app.layout.db, app.layout.db.with_name(
             app.layout.db.name + "-wal")) if p.exists())
     free = backup_store.free_bytes(tmp)
@@ -172,7 +175,7 @@ def _write_backup(app: Appliance, tmp: Path) -> tuple[Checkpoint, backup_store.S
             shutil.copy2(src, layout.keys / PROVISION_KEYS / src.name)
     if app.layout.config.exists():
         shutil.copy2(app.layout.config, layout.config)
-    objects = backup_store.copy_store(app, tmp)
+    objects = backup_store.copy_store(store, held, tmp)
     _private_modes(layout)
     reader = sqlite3.connect(f"file:{layout.db}?mode=ro", uri=True)
     try:

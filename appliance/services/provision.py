@@ -328,7 +328,7 @@ def _check_limit(limit: str | None, hosts: tuple[str, ...]) -> str | None:
         # Not echoed: what was typed may hold more than a pattern (a password, say).
         raise InvalidInput("invalid --limit: it must not start with - or @ nor hold spaces",
                            _LIMIT_HINT)
-    for i, term in enumerate(re.split(r"[,:]", limit), 1):
+    for i, term in enumerate(_limit_terms(limit), 1):
         m = _LIMIT_TERM.match(term)
         if m is None:  # by position, for the same reason
             raise InvalidInput(f"invalid --limit: term {i} is not a host name or pattern",
@@ -340,10 +340,15 @@ def _check_limit(limit: str | None, hosts: tuple[str, ...]) -> str | None:
     return limit
 
 
+def _limit_terms(limit: str) -> list[str]:
+    """A --limit's terms: Ansible separates them with commas or colons."""
+    return re.split(r"[,:]", limit)
+
+
 def _targets(rec: RunRecord) -> frozenset[str]:
     """The hosts a run may change: its limit's host names, or every host of its inventory
     when the limit holds a pattern, a group or an exclusion (judged on the safe side)."""
-    terms = re.split(r"[,:]", rec.limit) if rec.limit else []
+    terms = _limit_terms(rec.limit) if rec.limit else []
     if terms and all(t in rec.hosts_list for t in terms):
         return frozenset(terms)
     return frozenset(rec.hosts_list)
