@@ -27,8 +27,10 @@ def init(
 ) -> None:
     """Create the appliance home, database, signing key and first admin account."""
     from appliance.errors import InvalidInput
-    from appliance.services.setup import init_appliance
+    from appliance.home import HomeLayout
+    from appliance.services.setup import check_home, init_appliance
 
+    check_home(HomeLayout(state(ctx).home))  # refused before any password is asked for
     password = read_secret(f"New password for {admin}: ", password_stdin)
     if not password_stdin:
         if read_secret("Repeat the password: ", False) != password:

@@ -32,7 +32,7 @@ def init_appliance(home: Path, admin: str, full_name: str, password: str, *,
                    terminal: str | None = None) -> Appliance:
     """Create a new appliance, or refuse if one is there; on failure nothing is left behind."""
     layout = HomeLayout(Path(home))
-    _check_home(layout)
+    check_home(layout)
     clock = clock or Clock()
     settings = settings or Settings()
     admin = normalise_username(admin)
@@ -73,7 +73,7 @@ def _lock_home(layout: HomeLayout) -> int:
         raise AlreadyInitialised(f"another `appliance init` is under way at {layout.root}",
                                  "wait for it to finish; nothing was changed") from None
     try:
-        _check_home(layout)
+        check_home(layout)
     except BaseException:
         os.close(fd)
         raise
@@ -93,7 +93,7 @@ def _create(layout: HomeLayout, created_root: bool, mode: int | None, admin: str
         os.chmod(layout.db, 0o600)
         db.migrate(conn)
         # The appliance id commits with the first admin and their events, so a home that
-        # names an appliance always has someone who can log in (see `_check_home`).
+        # names an appliance always has someone who can log in (see `check_home`).
         app = Appliance(layout, conn, clock, key, load_settings(layout.config),
                         str(uuid.uuid4()))
         if terminal:
@@ -136,11 +136,13 @@ def _create(layout: HomeLayout, created_root: bool, mode: int | None, admin: str
         raise
 
 
-def _check_home(layout: HomeLayout) -> None:
-    """The home must be new or empty (`lost+found` aside): init makes it 0700, which would
-    lock others out of a directory in use. One that holds an appliance is refused as such;
-    one holding only what an interrupted init left is named file by file, to remove. A
-    database that cannot be read counts as an appliance: nothing is guessed away."""
+def check_home(layout: HomeLayout) -> None:
+    """Refuse a home `init` may not use (the CLI asks before prompting for a password; init
+    asks again under its lock). The home must be new or empty (`lost+found` aside): init
+    makes it 0700, which would lock others out of a directory in use. One that holds an
+    appliance is refused as such; one holding only what an interrupted init left is named
+    file by file, to remove. A database that cannot be read counts as an appliance:
+    nothing is guessed away."""
     root = layout.root
     if os.path.lexists(root) and not root.is_dir():
         raise InvalidInput(f"the appliance home {root} is not a directory",

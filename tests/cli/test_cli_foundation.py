@@ -54,6 +54,21 @@ def test_init_twice_is_refused_with_one_line(cli_home: Path) -> None:
     assert "Traceback" not in r.stderr
 
 
+def test_init_over_an_appliance_is_refused_before_the_password_is_asked(cli_home: Path
+                                                                        ) -> None:
+    """No --password-stdin and no terminal: the refusal comes first, not a password prompt."""
+    r = run(cli_home, "init", "--admin", "bob", "--full-name", "Bob", stdin="")
+    assert r.returncode == 3, r.stderr
+    assert r.stderr.startswith("error: an appliance already exists") and "assword" not in r.stderr
+
+
+def test_the_signing_key_is_ecdsa_p256(cli_home: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    key = load_pem_private_key((cli_home / "keys" / "appliance-signing.pem").read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1"
+
+
 def test_weak_password_refused_and_nothing_left(tmp_path: Path) -> None:
     home = tmp_path / "weak"
     r = run(home, "init", "--admin", "alice", "--full-name", "A", "--password-stdin",
@@ -374,13 +389,27 @@ def test_a_stored_newline_or_escape_cannot_forge_a_line_of_audit_events(cli_home
     assert "\x1b" not in r.stdout
 
 
-def test_help_does_not_import_heavy_modules() -> None:
+HEAVY = ("torch", "transformers", "peft", "vllm", "tensorrt_llm")
+
+
+def test_help_does_not_import_heavy_modules(tmp_path: Path) -> None:
+    """The ML extras are not installed here, so a stand-in of each is put first on the path:
+    an import of one, even a guarded `try: import torch`, then shows in sys.modules."""
+    for name in HEAVY:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text("")
     code = ("import sys\nfrom appliance.cli.main import main\n"
             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "heavy = [m for m in ('torch', 'transformers', 'peft', 'vllm', 'tensorrt_llm', "
-            "'textual') if m in sys.modules]\nprint('HEAVY', heavy)\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+            f"heavy = [m for m in {(*HEAVY, 'textual')!r} if m in sys.modules]\n"
+            "print('HEAVY', heavy)\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.getcwd()]))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env=env)
     assert "HEAVY []" in r.stdout, r.stdout + r.stderr
+    # The stand-ins are importable in that process: the check above could have failed.
+    r = subprocess.run([sys.executable, "-c", "import torch, vllm; print(torch.__file__)"],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert r.stdout.strip() == str(tmp_path / "torch" / "__init__.py"), r.stderr
 
 
 @pytest.mark.parametrize("args", [["users", "add"], ["nosuch"], ["audit", "verify", "--bogus"]])
