@@ -76,7 +76,7 @@ class Event:
         dict (string, integer, boolean or null values; orjson refuses integers beyond 2^53
         and keys that are not strings); and the keys ASCII, whose code-point order is RFC
         8785's UTF-16 order (an all-ASCII encoding says so in one call). Anything else goes
-        through `canonical_bytes`. Tests hold both paths to the reference."""
+        through `_checked`, as does a change (old values) whose reason must be checked."""
         a, d, o, n, s = self.actor, self.details, self.old, self.new, self.signature
         body = self.body(seq, ts, clock_warning)
         try:
@@ -86,19 +86,27 @@ class Event:
                      "" if self.reason is None else self.reason,
                      "" if clock_warning is None else clock_warning))
         except TypeError:  # a fixed field that is not a string
-            return canonical_bytes(body)
+            return self._checked(body)
         # One test per value, unrolled: a loop over the four costs a microsecond, cold.
         if (type(d) is not dict or not _FLAT.issuperset(map(type, d.values()))
-                or o is not None and (type(o) is not dict
+                or o is not None and (not self.reason or self.reason.isspace()
+                                      or type(o) is not dict
                                       or not _FLAT.issuperset(map(type, o.values())))
                 or n is not None and (type(n) is not dict
                                       or not _FLAT.issuperset(map(type, n.values())))
                 or s is not None and (type(s) is not dict
                                       or not _FLAT.issuperset(map(type, s.values())))):
-            return canonical_bytes(body)
+            return self._checked(body)
         data = encode_plain(body)
         if data.isascii() or "".join(chain(d, o or (), n or (), s or ())).isascii():
             return data
+        return canonical_bytes(body)
+
+    def _checked(self, body: dict[str, Any]) -> bytes:
+        """What the fast path leaves: a change to a record (old values) must say why, and
+        the body goes through the reference encoder."""
+        if self.old is not None and not (self.reason or "").strip():
+            raise ValueError(f"{self.action}: a change to a record needs its reason")
         return canonical_bytes(body)
 
 

@@ -383,7 +383,7 @@ def inventory_remove_cmd(
 
     with open_app(ctx) as appl:
         session = login(ctx, appl, user, password_stdin)
-        provision_inventory.remove_host(appl, session, name, reason)
+        provision_inventory.remove_host(appl, session, name, reason or "")
     from appliance.provision.inventory import LOCALHOST
     emit({"removed": name}, as_json, f"Removed {name}" + (
         " (its settings are the built-in defaults again)" if name == LOCALHOST else ""))

@@ -97,7 +97,7 @@ def _advance(app: Appliance, session: Session, actor: Actor, bundle: BundleRecor
             ap.save_check(app.conn, bundle.id, "verification", result.ok, result.to_dict(),
                           app.clock.iso())
             bundle = transition(app, bundle, to, actor, session.terminal,
-                                reason=None if result.ok else "; ".join(result.reasons),
+                                reason=result.summary(),
                                 outcome="success" if result.ok else "failure",
                                 details={"verification": result.to_dict()})
     if bundle.state == State.VERIFIED:
@@ -118,9 +118,11 @@ def _advance(app: Appliance, session: Session, actor: Actor, bundle: BundleRecor
                                          "gates": _gates(app)})
     if bundle.state == State.EVALUATED:
         with app.transaction():
+            required = app.settings.approval.required_admin_signatures
             bundle = transition(app, bundle, State.PENDING_APPROVAL, actor, session.terminal,
-                                details={"required_signatures":
-                                         app.settings.approval.required_admin_signatures})
+                                reason=f"verified and evaluated: waiting for {required} "
+                                       "admin signature(s)",
+                                details={"required_signatures": required})
     return bundle
 
 

@@ -173,6 +173,8 @@ def begin(runner: Runner, plan: Plan) -> JournalEntry:
     with app.transaction():
         entry_id = open_journal(app, "install", plan, previous, prev_target)
         transition(app, plan.bundle, State.INSTALLING, runner.actor, runner.terminal,
+                   reason=f"approved: installing as release {plan.rel} with profile "
+                          f"{plan.profile.id}",
                    details={"journal": entry_id, "release": plan.rel,
                             "previous_release": prev_target,
                             "previous_bundle": previous.ref if previous else None,
@@ -296,6 +298,8 @@ def activate(runner: Runner, entry: JournalEntry) -> list[str]:
                 (bundle.id, entry.release_path, dumps(entry.profile).decode(),
                  dumps(entry.details.get("placement", {})).decode(), now, now))
         transition(app, bundle, State.ACTIVE, runner.actor, runner.terminal,
+                   reason=f"the {entry.op} of release {entry.release_path} passed its health "
+                          "checks",
                    details={"journal": entry.id, "release": entry.release_path,
                             "profile": entry.profile.get("id"), "op": entry.op})
         if previous is not None and previous.id != bundle.id:

@@ -256,9 +256,10 @@ def move(conn: sqlite3.Connection, bundle: BundleRecord, to: State,
 
 
 def transition(app: Appliance, bundle: BundleRecord, to: State, actor: Actor, terminal: str,
-               *, reason: str | None = None, outcome: str = "success",
+               *, reason: str, outcome: str = "success",
                details: dict[str, Any] | None = None) -> BundleRecord:
-    """Move and record in the caller's transaction (unsigned steps)."""
+    """Move and record in the caller's transaction (unsigned steps), with the reason every
+    change to a record carries (the automatic steps say what they found)."""
     action, old, new = move(app.conn, bundle, to, reason)
     app.trail.append(bundle_event(bundle, action, actor, terminal, outcome=outcome,
                                   reason=reason, old=old, new=new, details=details))

@@ -46,6 +46,14 @@ class VerificationResult:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def summary(self) -> str:
+        """The reason the step records, passed or failed."""
+        if not self.ok:
+            return "; ".join(self.reasons)
+        engines = f" and {len(self.engines_checked)} engine(s)" if self.engines_checked else ""
+        return (f"verification passed: {self.files_checked} file(s), {self.bytes_checked} "
+                f"bytes{engines} checked against the signed manifest")
+
 
 def _check_objects(store: ContentStore, comps: tuple[ComponentRecord, ...],
                    reasons: list[str]) -> tuple[int, int]:

@@ -26,7 +26,8 @@ def populate(app: Appliance, clock, n: int = 12) -> None:
                 target_type=("bundle", "dataset")[i % 2], target_id=f"item-{i}",
                 target_digest="cd" * 32 if i % 3 == 0 else None,
                 outcome=("success", "failure")[i % 5 == 4],
-                reason=f"reason {i}, with \"quotes\"\nand a second line; é 李" if i % 2 else None,
+                reason=(f"reason {i}, with \"quotes\"\nand a second line; é 李"
+                        if i % 2 or i % 4 == 0 else None),  # a change always has one
                 old={"state": "IMPORTED", "n": i} if i % 4 == 0 else None,
                 new={"state": "VERIFIED", "tags": ["a", "b"], "note": "x" * (i * 40)},
                 details={"size": i * 1000, "nested": {"z": 1, "a": [True, None]}},

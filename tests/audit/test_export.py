@@ -392,6 +392,8 @@ def test_sqlite_csv_line_equals_flat_for_any_text(appliance, name, reason, targe
     with StoredEvent.flat() and with each other on arbitrary values, floats and nested
     keys included (both show the stored canonical RFC 8785 text)."""
     sig = {"username": "bob", "name": name, "meaning": meaning, "ts": "t"} if meaning else None
+    if old is not None and not (reason or "").strip():
+        reason = "a change says why"  # refused without one
     with appliance.transaction():
         ev = appliance.trail.append(Event(
             "prop.test", Actor("bob", name or "x", "admin"), "thing", target_id,

@@ -74,6 +74,26 @@ def test_append_outside_a_transaction_is_refused(appliance) -> None:
         appliance.trail.append(Event("test.event", ACTOR))
 
 
+@pytest.mark.parametrize("reason", [None, "", "   "])
+def test_a_change_to_a_record_without_its_reason_is_not_recorded(appliance, reason) -> None:
+    """Old values mean a record changed: the event must say why, or nothing is written and
+    the transaction (with the change it recorded) rolls back. New records need none."""
+    head = appliance.conn.execute("SELECT max(seq) FROM audit_events").fetchone()[0]
+    with pytest.raises(ValueError, match="test.edit: a change to a record needs its reason"):
+        with appliance.transaction():
+            appliance.conn.execute("INSERT INTO meta (key, value) VALUES ('probe', 'x')")
+            appliance.trail.append(Event("test.edit", ACTOR, "thing", "t1", reason=reason,
+                                         old={"v": 1}, new={"v": 2}))
+    assert appliance.conn.execute("SELECT max(seq) FROM audit_events").fetchone()[0] == head
+    assert appliance.conn.execute("SELECT value FROM meta WHERE key = 'probe'").fetchone() \
+        is None
+    with appliance.transaction():
+        appliance.trail.append(Event("test.create", ACTOR, "thing", "t2", new={"v": 1}))
+        appliance.trail.append(Event("test.edit", ACTOR, "thing", "t2", reason="typo",
+                                     old={"v": 1}, new={"v": 2}))
+    assert verify_trail(appliance.conn, appliance.key.public).ok
+
+
 def test_triggers_refuse_update_delete_and_non_continuing_rows(appliance) -> None:
     conn = appliance.conn
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):

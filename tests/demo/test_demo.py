@@ -185,6 +185,17 @@ def test_an_admin_who_did_not_import_it_approves_and_installs(built, demo) -> No
         status = updates.status(app, admin)
         assert status["current"] == "demo-clinical/2" and status["consistent"]
         assert verify_trail(app.conn, app.key.public).ok
+        # Every change to a record on the way says why, the automatic steps included.
+        unexplained = app.conn.execute(
+            "SELECT body ->> '$.action' FROM audit_events WHERE body -> '$.old' != 'null' "
+            "AND trim(coalesce(body ->> '$.reason', '')) = ''").fetchall()
+        assert unexplained == []
+        reasons = dict(app.conn.execute(
+            "SELECT body ->> '$.action', body ->> '$.reason' FROM audit_events WHERE "
+            "body ->> '$.target.id' = ? ORDER BY seq", (ref,)).fetchall())
+        assert reasons["update.activated"] == ("the install of release demo-clinical/2 "
+                                               "passed its health checks")
+        assert reasons["update.verified"].startswith("verification passed: ")
     assert os.readlink(demo / "releases" / "current") == "demo-clinical/2"
 
 

@@ -67,7 +67,8 @@ def event(i: int, signatures: bool = True) -> Event:
         action=action, actor=ACTORS[i % len(ACTORS)], target_type="bundle",
         target_id=f"bundle-{i // 100}", target_digest=hashlib.sha256(str(i).encode()).hexdigest(),
         outcome="failure" if i % 97 == 0 else "success",
-        reason=f"routine step {i} of the update lifecycle" if i % 3 == 0 else None,
+        reason=(f"routine step {i} of the update lifecycle" if i % 3 == 0 or i % 5 == 0
+                else None),  # a change (old values) always has one
         old={"state": "VERIFIED"} if i % 5 == 0 else None,
         new={"state": "EVALUATED", "score": i % 100} if i % 5 == 0 else None,
         details={"bytes": i * 4096, "host": "gpu-node-1", "step": i % 7},

@@ -130,7 +130,7 @@ def test_removing_the_built_in_localhost_says_why_it_cannot(
         appliance: Appliance, it_session: Session, home: Path) -> None:
     """`inventory list` shows localhost, and `inventory remove localhost` said there was
     no host 'localhost'."""
-    r = _cli(home, "inventory", "remove", "localhost")
+    r = _cli(home, "inventory", "remove", "localhost", "--reason", "back to defaults")
     assert r.returncode == 2 and r.stderr.count("\n") == 1
     assert r.stderr.startswith("error: localhost is built in: every inventory holds this "
                                "server, so it cannot be removed (change its settings with "
@@ -140,14 +140,31 @@ def test_removing_the_built_in_localhost_says_why_it_cannot(
     # What was added for it is removed, and the built-in defaults come back.
     provision_inventory.add_host(appliance, it_session, Host(
         "localhost", connection="local", appliance_root="/srv/a", python=sys.executable))
-    r = _cli(home, "inventory", "remove", "localhost")
+    r = _cli(home, "inventory", "remove", "localhost", "--reason", "back to defaults")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "Removed localhost (its settings are the built-in defaults again)"
     [local] = provision_inventory.list_hosts(appliance, it_session)
     assert local.appliance_root == "/"
-    r = _cli(home, "inventory", "remove", "gpu-9")
+    r = _cli(home, "inventory", "remove", "gpu-9", "--reason", "retired")
     assert r.returncode == 2
     assert r.stderr.startswith("error: no host 'gpu-9' in the inventory")
+
+
+def test_removing_a_host_needs_a_reason_and_a_refusal_changes_nothing(
+        appliance: Appliance, it_session: Session, keys: dict[str, Path], home: Path) -> None:
+    """A removal is a change to a record: without --reason it is refused in one line."""
+    provision_inventory.add_host(appliance, it_session, Host("gpu-5", address="10.213.7.5"),
+                                 host_key_file=keys["host_pub"])
+    r = _cli(home, "inventory", "remove", "gpu-5")
+    assert r.returncode == 2 and r.stderr == (
+        "error: removing 'gpu-5' from the inventory needs a reason (pass --reason)\n")
+    assert "gpu-5" in [h.name for h in provision_inventory.list_hosts(appliance, it_session)]
+    r = _cli(home, "inventory", "remove", "gpu-5", "--reason", "moved to the other rack")
+    assert r.returncode == 0, r.stderr
+    [(reason, old)] = appliance.conn.execute(
+        "SELECT body ->> '$.reason', body ->> '$.old.name' FROM audit_events "
+        "WHERE body ->> '$.action' = 'provision.inventory.remove'").fetchall()
+    assert (reason, old) == ("moved to the other rack", "gpu-5")
 
 
 def test_adding_a_host_again_leaves_the_stored_hosts_key_alone(
