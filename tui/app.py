@@ -7,6 +7,7 @@ ask services.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable
 from datetime import timedelta
 from functools import partial
@@ -22,7 +23,7 @@ from appliance.errors import ApplianceError, SessionExpired
 from appliance.hardware import GpuSource
 from appliance.identity.roles import granting_role
 from appliance.identity.session import Session
-from appliance.services import auth
+from appliance.services import audit, auth
 from appliance.services.access import check_session
 from tui.context import ConsoleContext
 from tui.screens.audit import AuditScreen
@@ -37,6 +38,9 @@ from tui.screens.users import UsersScreen
 # Reading the clock from a timer would shift recorded times in tests; every 30 s is
 # plenty for a 15-minute limit and never fires within a test.
 IDLE_CHECK_SECONDS = 30
+# Events left unsealed past the audit policy's minutes, with no append since to trigger a
+# checkpoint, are sealed by the open console (`audit.seal_overdue`).
+SEAL_CHECK_SECONDS = 60
 
 
 class ConsoleApp(App[None]):
@@ -57,6 +61,7 @@ class ConsoleApp(App[None]):
         self.sub_title = f"appliance {self.ctx.appliance_id[:8]}"
         self.push_screen(LoginScreen())
         self.set_interval(IDLE_CHECK_SECONDS, self._check_idle)
+        self.set_interval(SEAL_CHECK_SECONDS, self.seal_overdue)
 
     # -- session ---------------------------------------------------------------------
 
@@ -119,6 +124,16 @@ class ConsoleApp(App[None]):
                 check_session(app, session)
         except SessionExpired as exc:
             self.call_from_thread(self.session_error, exc)
+
+    @work(thread=True, exclusive=True, group="seal")
+    def seal_overdue(self) -> None:
+        """Housekeeping, logged in or not: a failure (a read-only or damaged database) is
+        left for the next action, which meets it in one line."""
+        try:
+            with self.ctx.open() as app:
+                audit.seal_overdue(app)
+        except (ApplianceError, sqlite3.Error, OSError):
+            pass
 
     def may(self, permission: str) -> bool:
         """Whether the session's roles hold `permission`: what the console offers. The roles

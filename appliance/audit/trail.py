@@ -53,6 +53,9 @@ _sha256 = chain_sha256(bool(_hashlib.get_fips_mode()))
 _HEAD_AND_LAST_CHECKPOINT = (
     "SELECT seq, hash, json_extract(body, '$.ts'), (SELECT json_extract(body, '$.ts') FROM "
     "audit_checkpoints ORDER BY id DESC LIMIT 1) FROM audit_events ORDER BY seq DESC LIMIT 1")
+_OVERDUE = ("SELECT (SELECT max(seq) FROM audit_events), "
+            "(SELECT tree_size FROM audit_checkpoints ORDER BY id DESC LIMIT 1), "
+            "(SELECT json_extract(body, '$.ts') FROM audit_checkpoints ORDER BY id DESC LIMIT 1)")
 # The body is bound as the UTF-8 bytes that were hashed and stored as TEXT by SQLite, so
 # the append never decodes them in Python.
 _INSERT = ("INSERT INTO audit_events (seq, prev_hash, hash, body) "
@@ -150,6 +153,19 @@ class Trail:
     def checkpoint(self, reason: str) -> None:
         """Write a checkpoint now (exports, anchors); inside a transaction."""
         self._checkpoint(reason, self.clock.iso())
+
+    def checkpoint_if_overdue(self) -> bool:
+        """Sign the events that have waited past the time policy with nothing appended since
+        to trigger it (appends test the deadline, so a quiet appliance's last events would
+        wait for the next action); inside a transaction. True if a checkpoint was written."""
+        head, sealed, sealed_ts = self.conn.execute(_OVERDUE).fetchone()
+        if head is None or head <= (sealed or 0):
+            return False
+        ts = self.clock.iso()
+        if type(sealed_ts) is str and ts < self.policy.deadline_after(sealed_ts):
+            return False
+        self._checkpoint("policy", ts)
+        return True
 
 
 def iter_events(conn: sqlite3.Connection, start: int = 1, stop: int | None = None,

@@ -88,6 +88,14 @@ def anchor(app: Appliance, session: Session, to: Path) -> Path:
     return staged.path
 
 
+def seal_overdue(app: Appliance) -> bool:
+    """Sign a checkpoint over events older than the time policy that nothing has sealed (a
+    console left open keeps "every N minutes" true while no one acts). A checkpoint records
+    no event and changes no record, so no session is needed. True if one was written."""
+    with app.transaction():
+        return app.trail.checkpoint_if_overdue()
+
+
 def record_write_failure(app: Appliance, session: Session, actor: Actor, action: str,
                          details: dict, exc: OSError) -> None:
     """An export or anchor that could not be written or put in place, as its own event."""

@@ -20,6 +20,7 @@ from appliance.audit.verify import verify_trail
 from appliance.canonical import canonical_bytes
 from appliance.errors import AuditFailure
 from appliance.identity.users import get_user
+from appliance.services import audit as audit_service
 from appliance.services import users
 
 ACTOR = Actor("bob", "Bob Builder", "it")
@@ -166,6 +167,29 @@ def test_checkpoints_every_n_events_after_minutes_and_after_signatures(appliance
     head = appliance.conn.execute("SELECT MAX(seq) FROM audit_events").fetchone()[0]
     assert sizes()[-1] == head
     assert verify_trail(appliance.conn, appliance.key.public).ok
+
+
+def test_events_left_unsealed_past_the_minutes_are_sealed_with_no_append(appliance, clock
+                                                                         ) -> None:
+    """Appends test the time policy; the last events of a quiet appliance are sealed by
+    `seal_overdue` (the open console calls it every minute), and only once they are due."""
+    def sizes():
+        return [cp.tree_size for cp in all_checkpoints(appliance.conn)]
+
+    _append(appliance, 3)
+    head = appliance.conn.execute("SELECT MAX(seq) FROM audit_events").fetchone()[0]
+    before = sizes()
+    assert before[-1] < head
+    clock.advance(minutes=2)
+    assert audit_service.seal_overdue(appliance) is False and sizes() == before
+    clock.advance(minutes=4)
+    assert audit_service.seal_overdue(appliance) is True
+    assert sizes() == [*before, head]
+    assert json.loads(all_checkpoints(appliance.conn)[-1].text)["reason"] == "policy"
+    clock.advance(minutes=10)
+    assert audit_service.seal_overdue(appliance) is False and sizes() == [*before, head]
+    assert appliance.conn.execute("SELECT MAX(seq) FROM audit_events").fetchone()[0] == head
+    assert verify_trail(appliance.conn, appliance.key.public, incremental=True).ok
 
 
 def test_incremental_verify_starts_at_the_newest_checkpoint(appliance) -> None:

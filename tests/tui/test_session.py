@@ -180,3 +180,30 @@ async def test_logout_is_recorded(make_console, history: Appliance):
         await wait_for(pilot, lambda: isinstance(app.screen, LoginScreen))
         assert text_of(pilot, "#login-message") == "alice logged out"
     assert actions_since(history, start) == ["auth.logout"]
+
+
+async def test_an_open_console_seals_events_left_past_the_checkpoint_minutes(
+        make_console, history: Appliance, clock, monkeypatch: pytest.MonkeyPatch):
+    """Nobody acts, nobody is logged in: the console's timer signs a checkpoint over the
+    events the time policy says are overdue, and nothing else (no event, no record)."""
+    import tui.app
+    from appliance.audit.checkpoint import all_checkpoints
+
+    def sealed() -> list[int]:
+        return [cp.tree_size for cp in all_checkpoints(history.conn)]
+
+    head, before = read_head(history.conn).seq, sealed()
+    assert before[-1] < head and tui.app.SEAL_CHECK_SECONDS <= 60
+    app = make_console()
+    async with app.run_test(size=(80, 24)):
+        app.seal_overdue()  # what the timer runs
+        await app.workers.wait_for_complete()
+        assert sealed() == before  # not due yet
+    clock.advance(minutes=6)
+    monkeypatch.setattr(tui.app, "SEAL_CHECK_SECONDS", 0.05)  # the timer, not a direct call
+    app = make_console()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: sealed() != before, what="the overdue checkpoint")
+        assert isinstance(app.screen, LoginScreen)
+    assert sealed() == [*before, head]
+    assert read_head(history.conn).seq == head
