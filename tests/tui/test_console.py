@@ -90,6 +90,27 @@ async def test_right_password_opens_dashboard(make_console, history):
     assert last_event(history)["action"] == "audit.verify"
 
 
+async def test_the_dashboard_reads_this_hosts_gpus_through_nvml(history, clock):
+    """No recorded reading: the console asks NVML itself. Without a driver (CI) the line
+    says so; on a GPU server it is what nvidia-smi reports (the hardware tests hold the
+    reading to nvidia-smi's figures)."""
+    from appliance.hardware import read_inventory
+    from tests.hardware.host import smi_csv
+    from tui.app import build_app
+    app = build_app(history.layout.root, clock, terminal="console-test")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await log_in(pilot, ADMIN, PASSWORD)
+        await dashboard_ready(pilot)
+        await wait_for(pilot, lambda: text_of(pilot, "#dash-gpus") != "reading…",
+                       what="the GPU reading")
+        shown = text_of(pilot, "#dash-gpus")
+    assert shown == read_inventory().summary()
+    if smi_csv() is None:
+        assert shown == "no NVIDIA driver found"
+    else:
+        assert "NVIDIA" in shown and "driver" in shown
+
+
 async def test_dashboard_shows_failed_chain_with_first_bad_seq(make_console, history):
     # Tamper with the raw file the way an attacker would: drop the trigger, edit a row.
     history.conn.execute("DROP TRIGGER audit_events_no_update")
