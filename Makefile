@@ -8,8 +8,14 @@ STAMP_DEV := $(VENV)/.installed-dev
 
 .PHONY: demo test lint bench clean
 
+# A Debian Python without python3-venv has venv but no ensurepip: the environment is then
+# made without pip, and packaging/bootstrap-pip fetches pip from PyPI (hash-checked).
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+	@test -n "$(PYTHON)" || { echo "error: no python3 found (install Python 3.11)"; exit 1; }
+	$(PYTHON) -m venv $(VENV) 2>/dev/null || { rm -rf $(VENV) && \
+		echo "no ensurepip here (python3-venv): fetching pip from PyPI" && \
+		$(PYTHON) -m venv --without-pip $(VENV) && $(BIN)/python packaging/bootstrap-pip; } \
+		|| { rm -rf $(VENV); exit 1; }
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP_CORE): pyproject.toml | $(BIN)/python
