@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 DEMO_HOME := $(CURDIR)/.demo
 STAMP_CORE := $(VENV)/.installed-core
 STAMP_DEV := $(VENV)/.installed-dev
+# The scripts in packaging/ have no .py suffix: ruff checks them only when named.
+LINTED := appliance tui tests packaging/verify-audit-export packaging/bootstrap-pip
 
 .PHONY: demo test lint bench clean
 
@@ -34,10 +36,10 @@ demo: $(STAMP_CORE)
 ## Set up with the dev extras and run the whole test suite.
 test: $(STAMP_DEV)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
-	$(BIN)/ruff check appliance tui tests packaging
+	$(BIN)/ruff check $(LINTED)
 
 lint: $(STAMP_DEV)
-	$(BIN)/ruff check appliance tui tests packaging
+	$(BIN)/ruff check $(LINTED)
 
 bench: $(STAMP_DEV)
 	$(BIN)/python tests/perf/bench_audit.py
