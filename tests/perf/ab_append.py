@@ -7,7 +7,8 @@ rounds of 250 durable appends (B first in every other round), with a raw insert 
 same rows as in `bench_audit.py`. Run-to-run noise on this VM (±3 µs an append) hides
 changes of a microsecond or two; paired rounds in one process do not. Run it with
 OTHER_TREE = this tree too, the same number of times, to see the noise of identical code.
-Prints one JSON object: the mean per-append times and the mean of the per-round A − B.
+Prints one JSON object in the benchmarks' form: the mean of the per-round A − B as its
+value, beside B's mean, with each side's mean per-append time.
 """
 
 from __future__ import annotations
@@ -85,10 +86,13 @@ def main() -> None:
                 times["raw"].append(took / per * 1e6)
         a, b, w = (statistics.mean(times[k]) for k in ("A", "B", "raw"))
         diffs = [x - y for x, y in zip(times["A"], times["B"], strict=True)]
-        print(json.dumps({"bench": "append_ab", "other": str(other), "n": rounds * per,
-                          "a_us": round(a, 2), "b_us": round(b, 2), "raw_us": round(w, 2),
-                          "ratio_a": round(a / w, 3), "ratio_b": round(b / w, 3),
-                          "a_minus_b_us": round(statistics.mean(diffs), 2)}), flush=True)
+        print(json.dumps({"bench": "append_ab", "metric": "append_a_minus_b",
+                          "value": round(statistics.mean(diffs), 2), "unit": "us",
+                          "baseline": f"OTHER_TREE's append (B: {other}), rounds in turn",
+                          "baseline_value": round(b, 2), "ratio": round(a / b, 4),
+                          "goal": "report", "n": rounds * per, "a_us": round(a, 2),
+                          "b_us": round(b, 2), "raw_us": round(w, 2),
+                          "ratio_a": round(a / w, 3), "ratio_b": round(b / w, 3)}), flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
