@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from appliance.cli.common import JsonOpt, PasswordStdinOpt, UserOpt, emit, login, open_app, state
+from appliance.cli.common import (
+    JsonOpt,
+    PasswordStdinOpt,
+    UserOpt,
+    emit,
+    login,
+    open_app,
+    read_secret,
+    state,
+)
 
 app = typer.Typer(help="Backups of the appliance (records, keys, settings, content store), "
                        "verified by the audit chain.",
@@ -70,10 +79,16 @@ def verify(backup: Dir, expect_fingerprint: ExpectOpt = None, as_json: JsonOpt =
 
 @app.command("restore")
 def restore(ctx: typer.Context, backup: Dir, expect_fingerprint: ExpectOpt = None,
+            user: UserOpt = None, password_stdin: PasswordStdinOpt = False,
             as_json: JsonOpt = False) -> None:
     """Restore a verified backup into --home, which must be new or empty, and lay out its
-    releases again from its content store."""
+    releases again from its content store. --user logs in with an account the backup holds
+    (IT or security)."""
+    from appliance.errors import InvalidInput
     from appliance.services.backup import restore_backup
 
-    _report(restore_backup(backup, state(ctx).home, expect_fingerprint), as_json,
-            expect_fingerprint is not None)
+    if not user:
+        raise InvalidInput("this command acts on behalf of a person", "pass --user NAME")
+    password = read_secret(f"Password for {user}: ", password_stdin)
+    _report(restore_backup(backup, state(ctx).home, user, password, expect_fingerprint),
+            as_json, expect_fingerprint is not None)

@@ -22,6 +22,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "audit.export": frozenset({"auditor", "admin", "security"}),
     "audit.anchor": frozenset({"auditor", "security", "it"}),
     "backup.create": frozenset({"it", "security"}),
+    "backup.restore": frozenset({"it", "security"}),
     "users.view": frozenset({"security", "admin", "auditor"}),
     "users.manage": frozenset({"security"}),
     "users.train": frozenset({"admin"}),

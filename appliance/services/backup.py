@@ -28,7 +28,7 @@ from appliance.audit.checkpoint import (
     read_anchor,
     write_anchor,
 )
-from appliance.audit.events import SYSTEM_ACTOR, Actor, Event
+from appliance.audit.events import Actor, Event
 from appliance.audit.verify import VerifyReport, verify_trail
 from appliance.backup_manifest import REFUSED
 from appliance.bundle.store import ContentStore
@@ -39,6 +39,7 @@ from appliance.errors import AlreadyInitialised, ApplianceError, IntegrityError,
 from appliance.home import HomeLayout
 from appliance.identity.session import Session
 from appliance.keys import load_public_pem
+from appliance.services import auth
 from appliance.services.access import authorize
 from appliance.settings import load_settings
 
@@ -259,12 +260,15 @@ def _check_target(root: Path) -> None:
                            "create it, or choose another --home")
 
 
-def restore_backup(backup: Path, home: Path,
-                   expect_fingerprint: str | None = None) -> BackupReport:
-    """Restore into a new or empty home, only if the backup verifies completely.
+def restore_backup(backup: Path, home: Path, username: str, password: str,
+                   expect_fingerprint: str | None = None, terminal: str | None = None
+                   ) -> BackupReport:
+    """Restore into a new or empty home, only if the backup verifies completely, on behalf
+    of a person who logs in with an account the backup holds (IT or security: there is no
+    other appliance to log in to) and is named as the restore's actor.
 
     Everything happens in a copy, verified there (what is checked is what is restored) and
-    opened there to record backup.restore. A new home is that copy, built beside it and
+    opened there to log in and record backup.restore. A new home is that copy, built beside it and
     renamed into place. An existing empty home may be a mount point (its own partition),
     which no rename can replace: the copy is built inside it and its files moved up, the
     database last, so a restore killed half-way leaves no home that opens. Any failure
@@ -287,9 +291,12 @@ def restore_backup(backup: Path, home: Path,
                 f"backup {backup} does not verify: {report.trail.first_finding.message}")
         (tmp / ANCHOR).unlink()
         (tmp / backup_manifest.MANIFEST).unlink()
-        app = Appliance.open(tmp)
+        app = Appliance.open(tmp, terminal=terminal)
         try:
-            report = _restore_releases(app, backup, report, root)
+            session = auth.login(app, username, password)
+            actor = authorize(app, session, "backup.restore", target_type="appliance",
+                              target_id=app.appliance_id)
+            report = _restore_releases(app, backup, report, root, actor)
         finally:
             app.close()
         if into:
@@ -306,8 +313,8 @@ def restore_backup(backup: Path, home: Path,
     return report
 
 
-def _restore_releases(app: Appliance, backup: Path, report: BackupReport, root: Path
-                      ) -> BackupReport:
+def _restore_releases(app: Appliance, backup: Path, report: BackupReport, root: Path,
+                      actor: Actor) -> BackupReport:
     """Lay out the releases the records name from the restored store, point the
     inventory's SSH keys at their restored copies under `root`, then record the restore. A
     backup made before backups held the store brings back the records only."""
@@ -317,7 +324,7 @@ def _restore_releases(app: Appliance, backup: Path, report: BackupReport, root: 
     with app.transaction():
         moved = _move_ssh_keys(app, root)
         app.trail.append(Event(
-            action="backup.restore", actor=SYSTEM_ACTOR, target_type="appliance",
+            action="backup.restore", actor=actor, target_type="appliance",
             target_id=app.appliance_id, reason="restored from backup",
             details={"from": str(backup), "events": report.trail.events_checked,
                      "head_hash": report.trail.head_hash,

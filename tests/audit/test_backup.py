@@ -21,6 +21,7 @@ from appliance.errors import (
 )
 from appliance.keys import SigningKey
 from appliance.services import backup
+from tests.conftest import ADMIN, PASSWORD
 
 
 def _events(app: Appliance, n: int) -> None:
@@ -40,7 +41,7 @@ def test_11_10c_backup_verifies_and_restores_exact_records(appliance, admin_sess
     assert set(report.files) == {"anchor.json", "appliance.db", "config.json",
                                  "keys/appliance-signing.pem", "keys/appliance-signing.pub.pem"}
     restored = tmp_path / "restored"
-    backup.restore_backup(result.path, restored)
+    backup.restore_backup(result.path, restored, ADMIN, PASSWORD)
     app2 = Appliance.open(restored)
     try:
         rows = lambda c: c.execute("SELECT seq, hash, body FROM audit_events "  # noqa: E731
@@ -51,6 +52,33 @@ def test_11_10c_backup_verifies_and_restores_exact_records(appliance, admin_sess
         assert app2.appliance_id == appliance.appliance_id
     finally:
         app2.close()
+
+
+def test_a_restore_is_done_by_a_person_the_backup_knows_and_names_them(
+        appliance, admin_session, make_user, tmp_path: Path) -> None:
+    """The restored trail says who restored it: someone who logs in, with their password,
+    to an account the backup holds and whose role may restore. A wrong password or another
+    role restores nothing."""
+    from appliance.errors import AuthenticationFailed, PermissionDenied
+    make_user(["it"], username="ivan")
+    make_user(["auditor"], username="ada")
+    bk = backup.create_backup(appliance, admin_session, tmp_path / "bk").path
+    target = tmp_path / "restored"
+    with pytest.raises(AuthenticationFailed):
+        backup.restore_backup(bk, target, "ivan", "not the password")
+    with pytest.raises(PermissionDenied, match="ada may not backup.restore"):
+        backup.restore_backup(bk, target, "ada", PASSWORD)
+    assert not target.exists() and not (tmp_path / "restored.restoring").exists()
+    backup.restore_backup(bk, target, "ivan", PASSWORD, terminal="dr-console")
+    with Appliance.open(target) as app:
+        rows = app.conn.execute("SELECT body FROM audit_view WHERE action IN "
+                                "('auth.login', 'backup.restore') ORDER BY seq DESC LIMIT 2")
+        restore, login = (json.loads(body) for (body,) in rows.fetchall())
+    assert (login["action"], login["outcome"], login["target"]["id"]) == (
+        "auth.login", "success", "ivan")
+    assert restore["action"] == "backup.restore"
+    assert (restore["actor"]["username"], restore["actor"]["role"], restore["terminal"]) == (
+        "ivan", "it", "dr-console")
 
 
 def _reseal(path: Path, key: SigningKey | None = None) -> None:
@@ -86,14 +114,14 @@ def test_tampered_backup_is_detected_and_not_restored(appliance, admin_session,
     _reseal(result.path)
     assert not backup.verify_backup(result.path).ok
     with pytest.raises(IntegrityError):
-        backup.restore_backup(result.path, tmp_path / "restored")
+        backup.restore_backup(result.path, tmp_path / "restored", ADMIN, PASSWORD)
     assert not (tmp_path / "restored").exists()
 
 
 def test_restore_never_overwrites_an_appliance(appliance, admin_session, tmp_path) -> None:
     result = backup.create_backup(appliance, admin_session, tmp_path / "bk")
     with pytest.raises(AlreadyInitialised):
-        backup.restore_backup(result.path, appliance.layout.root)
+        backup.restore_backup(result.path, appliance.layout.root, ADMIN, PASSWORD)
     with pytest.raises(InvalidInput):
         backup.create_backup(appliance, admin_session, tmp_path / "bk")
 
@@ -179,7 +207,7 @@ def test_altered_state_or_settings_are_refused_and_not_restored(
     with pytest.raises(IntegrityError, match="backup"):
         backup.verify_backup(bk)
     with pytest.raises(IntegrityError):
-        backup.restore_backup(bk, tmp_path / "restored")
+        backup.restore_backup(bk, tmp_path / "restored", ADMIN, PASSWORD)
     assert not (tmp_path / "restored").exists()
     assert not (tmp_path / "restored.restoring").exists()
 
@@ -199,7 +227,7 @@ def test_the_signing_key_is_reported_and_can_be_required(appliance, admin_sessio
     with pytest.raises(IntegrityError, match="signing key in backup .* does not match"):
         backup.verify_backup(bk)
     with pytest.raises(IntegrityError, match=f"signed by appliance key {other.key_id}, not"):
-        backup.restore_backup(bk, tmp_path / "restored", expect_fingerprint=fp)
+        backup.restore_backup(bk, tmp_path / "restored", ADMIN, PASSWORD, expect_fingerprint=fp)
     assert not (tmp_path / "restored").exists()
 
 
@@ -214,7 +242,7 @@ def test_settings_that_do_not_load_fail_verify_and_restore_leaves_nothing(
         backup.verify_backup(bk)
     (tmp_path / "restored").mkdir()
     with pytest.raises(IntegrityError, match=f"settings in backup {bk} do not load"):
-        backup.restore_backup(bk, tmp_path / "restored")
+        backup.restore_backup(bk, tmp_path / "restored", ADMIN, PASSWORD)
     assert list((tmp_path / "restored").iterdir()) == []
     assert not (tmp_path / "restored.restoring").exists()
 
@@ -226,11 +254,11 @@ def test_restore_into_a_non_empty_directory_is_refused_and_copies_nothing(
     target.mkdir()
     (target / "notes.txt").write_text("keep me")
     with pytest.raises(InvalidInput, match="is not empty"):
-        backup.restore_backup(bk, target)
+        backup.restore_backup(bk, target, ADMIN, PASSWORD)
     assert [p.name for p in target.iterdir()] == ["notes.txt"]
     assert not (tmp_path / "restored.restoring").exists()
     (target / "notes.txt").unlink()
-    backup.restore_backup(bk, target)  # an empty directory is restored into
+    backup.restore_backup(bk, target, ADMIN, PASSWORD)  # an empty directory is restored into
     with Appliance.open(target) as app2:
         last = app2.conn.execute("SELECT action FROM audit_view ORDER BY seq DESC LIMIT 1")
         assert last.fetchone()[0] == "backup.restore"
@@ -258,7 +286,7 @@ def test_a_manifest_signature_that_is_not_one_is_refused_plainly(appliance, admi
     with pytest.raises(IntegrityError, match="backup"):
         backup.verify_backup(bk)
     with pytest.raises(IntegrityError):
-        backup.restore_backup(bk, tmp_path / "restored")
+        backup.restore_backup(bk, tmp_path / "restored", ADMIN, PASSWORD)
     assert not (tmp_path / "restored").exists()
 
 
@@ -273,7 +301,7 @@ def test_a_manifest_nested_too_deeply_to_parse_is_refused_plainly(appliance, adm
         backup.verify_backup(bk)
     (bk / MANIFEST).write_text('{"manifest":' + "[" * 100_000 + "]" * 100_000 + "}")
     with pytest.raises(IntegrityError, match="unreadable or altered"):
-        backup.restore_backup(bk, tmp_path / "restored")
+        backup.restore_backup(bk, tmp_path / "restored", ADMIN, PASSWORD)
     assert not (tmp_path / "restored").exists()
     assert not (tmp_path / "restored.restoring").exists()
 
@@ -287,7 +315,7 @@ def test_a_copy_that_fails_for_many_files_is_one_short_line(appliance, admin_ses
     for name in ("pipe-a", "pipe-b", "pipe-c"):
         os.mkfifo(bk / name)
     with pytest.raises(ApplianceError) as caught:
-        backup.restore_backup(bk, tmp_path / "restored")
+        backup.restore_backup(bk, tmp_path / "restored", ADMIN, PASSWORD)
     message = caught.value.message
     assert "is a named pipe" in message and "pipe-b" not in message and "[(" not in message
     assert not (tmp_path / "restored").exists()
@@ -304,7 +332,7 @@ def test_restore_into_a_home_that_is_its_own_file_system(appliance, admin_sessio
     target = tmp_path / "data"
     (target / "lost+found").mkdir(parents=True)
     os.chmod(target, 0o755)
-    backup.restore_backup(bk, target)
+    backup.restore_backup(bk, target, ADMIN, PASSWORD)
     assert sorted(p.name for p in target.iterdir()) == ["appliance.db", "config.json",
                                                          "keys", "lost+found"]
     assert (target.stat().st_mode & 0o777) == 0o700
@@ -322,7 +350,7 @@ def test_a_failed_restore_into_an_existing_home_leaves_it_as_it_was(
     target = tmp_path / "data"
     (target / "lost+found").mkdir(parents=True)
     with pytest.raises(IntegrityError, match="do not load"):
-        backup.restore_backup(bk, target)
+        backup.restore_backup(bk, target, ADMIN, PASSWORD)
     assert [p.name for p in target.iterdir()] == ["lost+found"]
 
 
@@ -339,7 +367,7 @@ def test_a_restore_sets_the_private_modes_whatever_the_backup_reads_as(
     for path in (*(bk / "keys").iterdir(), bk / "appliance.db"):
         os.chmod(path, 0o644)
     home = tmp_path / "restored"
-    backup.restore_backup(bk, home)
+    backup.restore_backup(bk, home, ADMIN, PASSWORD)
     assert mode(home) == 0o700 and mode(home / "keys") == 0o700
     assert mode(home / "keys" / "appliance-signing.pem") == 0o600
     assert mode(home / "appliance.db") == 0o600
@@ -351,7 +379,7 @@ def test_a_backup_without_its_keys_is_still_told_plainly(appliance, admin_sessio
     bk = backup.create_backup(appliance, admin_session, tmp_path / "bk").path
     shutil.rmtree(bk / "keys")
     with pytest.raises(InvalidInput, match="is not an appliance backup .*no public key"):
-        backup.restore_backup(bk, tmp_path / "restored")
+        backup.restore_backup(bk, tmp_path / "restored", ADMIN, PASSWORD)
     assert not (tmp_path / "restored").exists()
 
 
@@ -377,7 +405,7 @@ def test_the_inventorys_ssh_keys_are_backed_up_and_restored_private(
     assert f"keys/provision/{stored.name}" in backup.verify_backup(bk).files
     os.chmod(bk / "keys" / "provision" / stored.name, 0o644)  # as a FAT stick shows it
     home = appliance.layout.root.with_name("restored")
-    backup.restore_backup(bk, home)
+    backup.restore_backup(bk, home, ADMIN, PASSWORD)
     restored = home / "keys" / "provision" / stored.name
     assert restored.read_bytes() == (tmp_path / "client").read_bytes()
     assert restored.stat().st_mode & 0o777 == 0o600
@@ -446,7 +474,7 @@ def test_a_restore_onto_an_empty_disk_serves_the_current_and_kept_releases(
     assert not (result.path / "releases").exists()   # laid out again, not copied
     home = tmp_path / "new-disk" / "home"
     home.parent.mkdir()
-    report = backup.restore_backup(result.path, home)
+    report = backup.restore_backup(result.path, home, ADMIN, PASSWORD)
     assert report.releases == ("demo-clinical/1", "demo-clinical/2")
     assert report.current == "demo-clinical/2"
     assert os.readlink(home / "releases" / "current") == "demo-clinical/2"
@@ -495,7 +523,7 @@ def test_a_store_object_altered_or_missing_is_refused_at_restore(
     else:
         _reseal(bk)
     with pytest.raises(IntegrityError, match=expected[tamper]):
-        backup.restore_backup(bk, tmp_path / "restored")
+        backup.restore_backup(bk, tmp_path / "restored", ADMIN, PASSWORD)
     assert not (tmp_path / "restored").exists()
     assert not (tmp_path / "restored.restoring").exists()
 
@@ -532,8 +560,9 @@ def test_media_or_a_disk_too_small_is_refused_before_copying_and_keeps_nothing(
         'mount -t tmpfs -o size=64k tmpfs "$USB"', 'mount -t tmpfs -o size=64k tmpfs "$DISK"',
         'printf "%s\\n" "$PW" | "$PY" -m appliance backup create --to "$USB/bk" --user alice '
         '--password-stdin >"$OUT/create.out" 2>"$OUT/create.err" || echo $? >"$OUT/create.rc"',
-        '"$PY" -m appliance --home "$DISK/home" backup restore "$BK" >"$OUT/restore.out" '
-        '2>"$OUT/restore.err" || echo $? >"$OUT/restore.rc"',
+        'printf "%s\\n" "$PW" | "$PY" -m appliance --home "$DISK/home" backup restore "$BK" '
+        '--user alice --password-stdin >"$OUT/restore.out" 2>"$OUT/restore.err" '
+        '|| echo $? >"$OUT/restore.rc"',
         'ls -A "$USB" >"$OUT/usb.ls"', 'ls -A "$DISK" >"$OUT/disk.ls"'])
     from tests.conftest import PASSWORD
     env = {**os.environ, "USB": str(usb), "DISK": str(disk), "OUT": str(out), "BK": str(bk),
@@ -580,6 +609,6 @@ def test_a_backup_made_before_backups_held_the_store_restores_the_records_only(
     shutil.rmtree(bk / "store")
     (bk / MANIFEST).unlink()
     seal(bk, SigningKey.load(bk / "keys" / "appliance-signing.pem"), {})
-    report = backup.restore_backup(bk, tmp_path / "restored")
+    report = backup.restore_backup(bk, tmp_path / "restored", ADMIN, PASSWORD)
     assert report.ok and report.releases == () and report.current is None
     assert not (tmp_path / "restored" / "releases").exists()
