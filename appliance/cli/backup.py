@@ -11,10 +11,10 @@ from appliance.cli.common import (
     JsonOpt,
     PasswordStdinOpt,
     UserOpt,
+    credentials,
     emit,
     login,
     open_app,
-    read_secret,
     state,
 )
 
@@ -84,11 +84,8 @@ def restore(ctx: typer.Context, backup: Dir, expect_fingerprint: ExpectOpt = Non
     """Restore a verified backup into --home, which must be new or empty, and lay out its
     releases again from its content store. --user logs in with an account the backup holds
     (IT or security)."""
-    from appliance.errors import InvalidInput
     from appliance.services.backup import restore_backup
 
-    if not user:
-        raise InvalidInput("this command acts on behalf of a person", "pass --user NAME")
-    password = read_secret(f"Password for {user}: ", password_stdin)
-    _report(restore_backup(backup, state(ctx).home, user, password, expect_fingerprint),
+    username, password = credentials(user, password_stdin)
+    _report(restore_backup(backup, state(ctx).home, username, password, expect_fingerprint),
             as_json, expect_fingerprint is not None)

@@ -74,11 +74,16 @@ def read_secret(prompt: str, from_stdin: bool) -> str:
     return secret
 
 
-def login(ctx: typer.Context, app, user: str | None, password_stdin: bool):
-    from appliance.services import auth
+def credentials(user: str | None, password_stdin: bool) -> tuple[str, str]:
+    """The acting person's username and password (`--user`, then the password asked)."""
     if not user:
         raise InvalidInput("this command acts on behalf of a person", "pass --user NAME")
-    return auth.login(app, user, read_secret(f"Password for {user}: ", password_stdin))
+    return user, read_secret(f"Password for {user}: ", password_stdin)
+
+
+def login(ctx: typer.Context, app, user: str | None, password_stdin: bool):
+    from appliance.services import auth
+    return auth.login(app, *credentials(user, password_stdin))
 
 
 def emit(data: Any, as_json: bool, text: str | None = None) -> None:
