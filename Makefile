@@ -15,10 +15,11 @@ LINTED := appliance tui tests packaging/verify-audit-export packaging/bootstrap-
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "error: no python3 found (install Python 3.11)"; exit 1; }
 	$(PYTHON) -m venv $(VENV) 2>/dev/null || { rm -rf $(VENV) && \
-		echo "no ensurepip here (python3-venv): fetching pip from PyPI" && \
+		echo "python3 -m venv failed (no ensurepip without python3-venv?): making it" \
+			"without pip and fetching pip from PyPI" && \
 		$(PYTHON) -m venv --without-pip $(VENV) && $(BIN)/python packaging/bootstrap-pip; } \
 		|| { rm -rf $(VENV); exit 1; }
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --upgrade pip || { rm -rf $(VENV); exit 1; }
 
 $(STAMP_CORE): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e .

@@ -7,7 +7,6 @@ ask services.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from datetime import timedelta
 from functools import partial
@@ -125,14 +124,15 @@ class ConsoleApp(App[None]):
         except SessionExpired as exc:
             self.call_from_thread(self.session_error, exc)
 
-    @work(thread=True, exclusive=True, group="seal")
+    @work(thread=True, exclusive=True, group="seal", exit_on_error=False)
     def seal_overdue(self) -> None:
-        """Housekeeping, logged in or not: a failure (a read-only or damaged database) is
-        left for the next action, which meets it in one line."""
+        """Housekeeping, logged in or not. Whatever it meets (a read-only, damaged or
+        tampered database) is left for the dashboard's verify and the next action, which
+        say it in one line; the console stays up."""
         try:
             with self.ctx.open() as app:
                 audit.seal_overdue(app)
-        except (ApplianceError, sqlite3.Error, OSError):
+        except Exception:  # noqa: BLE001 - see the docstring
             pass
 
     def may(self, permission: str) -> bool:

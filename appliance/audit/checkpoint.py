@@ -50,8 +50,13 @@ class CheckpointPolicy:
     every_seconds: int = 300
 
     def deadline_after(self, checkpoint_ts: str) -> str:
-        """When the next time-based checkpoint falls due after one written at this time."""
-        return format_ts(parse_ts(checkpoint_ts) + timedelta(seconds=self.every_seconds))
+        """When the next time-based checkpoint falls due after one written at this time; at
+        once ("") after a stored time not of the stored form (only tampering writes one, and
+        verify reports it), rather than failing every append."""
+        try:
+            return format_ts(parse_ts(checkpoint_ts) + timedelta(seconds=self.every_seconds))
+        except (ValueError, TypeError):
+            return ""
 
 
 def _row(row: tuple) -> Checkpoint:

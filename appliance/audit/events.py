@@ -105,7 +105,7 @@ class Event:
     def _checked(self, body: dict[str, Any]) -> bytes:
         """What the fast path leaves: a change to a record (old values) must say why, and
         the body goes through the reference encoder."""
-        if self.old is not None and not (self.reason or "").strip():
+        if self.old is not None and not (type(self.reason) is str and self.reason.strip()):
             raise ValueError(f"{self.action}: a change to a record needs its reason")
         return canonical_bytes(body)
 

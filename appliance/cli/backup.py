@@ -84,8 +84,9 @@ def restore(ctx: typer.Context, backup: Dir, expect_fingerprint: ExpectOpt = Non
     """Restore a verified backup into --home, which must be new or empty, and lay out its
     releases again from its content store. --user logs in with an account the backup holds
     (IT or security)."""
-    from appliance.services.backup import restore_backup
+    from appliance.services.backup import check_restore_target, restore_backup
 
+    check_restore_target(state(ctx).home)  # refused before any password is asked for
     username, password = credentials(user, password_stdin)
     _report(restore_backup(backup, state(ctx).home, username, password, expect_fingerprint),
             as_json, expect_fingerprint is not None)

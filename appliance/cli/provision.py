@@ -381,6 +381,7 @@ def inventory_remove_cmd(
     """Remove a host (and the SSH key copied for it)."""
     from appliance.services import provision_inventory
 
+    provision_inventory.removal_reason(name, reason)  # refused before a password is asked
     with open_app(ctx) as appl:
         session = login(ctx, appl, user, password_stdin)
         provision_inventory.remove_host(appl, session, name, reason or "")

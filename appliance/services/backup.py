@@ -35,12 +35,21 @@ from appliance.bundle.store import ContentStore
 from appliance.context import Appliance
 from appliance.db import damaged
 from appliance.durable import fsync_dir
-from appliance.errors import AlreadyInitialised, ApplianceError, IntegrityError, InvalidInput
+from appliance.errors import (
+    AlreadyInitialised,
+    ApplianceError,
+    AuthenticationFailed,
+    IntegrityError,
+    InvalidInput,
+)
 from appliance.home import HomeLayout
+from appliance.identity.passwords import check_password
 from appliance.identity.session import Session
+from appliance.identity.users import get_user
 from appliance.keys import load_public_pem
 from appliance.services import auth
 from appliance.services.access import authorize
+from appliance.services.auth import typed_name
 from appliance.settings import load_settings
 
 ANCHOR = "anchor.json"
@@ -245,7 +254,7 @@ def verify_backup(path: Path, expect_fingerprint: str | None = None,
         conn.close()
 
 
-def _check_target(root: Path) -> None:
+def check_restore_target(root: Path) -> None:
     """Only a new or empty directory may be restored into: nothing there is overwritten.
     Empty means as `appliance init` takes it: `lost+found` aside (the home may be its own
     file system), and what a killed restore staged there."""
@@ -258,6 +267,23 @@ def _check_target(root: Path) -> None:
     if not root.parent.is_dir():
         raise InvalidInput(f"directory {root.parent} does not exist",
                            "create it, or choose another --home")
+
+
+def _precheck_password(db: Path, username: str, password: str) -> None:
+    """A wrong name or password, refused before the backup is copied and verified (which
+    takes as long as its content store); read only, so nothing is counted or recorded: the
+    login that counts (lockout, the recorded event) is the one in the verified copy. A
+    database that cannot be read here is left for verification to report."""
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro&immutable=1", uri=True)
+        try:
+            user = get_user(conn, typed_name(username))
+        finally:
+            conn.close()
+    except (sqlite3.Error, ApplianceError, ValueError, TypeError):
+        return
+    if user is None or not user.active or not check_password(password, user.password_hash):
+        raise AuthenticationFailed("login failed: unknown user or wrong password")
 
 
 def restore_backup(backup: Path, home: Path, username: str, password: str,
@@ -274,8 +300,9 @@ def restore_backup(backup: Path, home: Path, username: str, password: str,
     database last, so a restore killed half-way leaves no home that opens. Any failure
     removes the copy: the restore ends whole or leaves nothing."""
     backup, root = Path(backup), Path(home)
-    _check_target(root)
+    check_restore_target(root)
     _require_backup(HomeLayout(backup), backup)  # before copying what may not be one
+    _precheck_password(HomeLayout(backup).db, username, password)
     into = root.is_dir()
     _check_space(backup, root if into else root.parent, root)
     tmp = root / STAGED if into else root.with_name(root.name + ".restoring")

@@ -102,14 +102,19 @@ def _copy_key(app: Appliance, name: str, source: Path) -> Path:
     return dest
 
 
-def remove_host(app: Appliance, session: Session, name: str, reason: str) -> None:
-    """Remove a stored host; like every change to a record, with the reason for it."""
-    actor = authorize(app, session, "provision.run", target_type="provision_host",
-                      target_id=name)
+def removal_reason(name: str, reason: str | None) -> str:
+    """Removing a host is a change to a record: it needs its reason (one line)."""
     if not (reason or "").strip():
         raise InvalidInput(f"removing {name!r} from the inventory needs a reason",
                            "pass --reason")
-    reason = one_line(reason, "the reason")
+    return one_line(reason, "the reason")
+
+
+def remove_host(app: Appliance, session: Session, name: str, reason: str) -> None:
+    """Remove a stored host, with the reason for it."""
+    actor = authorize(app, session, "provision.run", target_type="provision_host",
+                      target_id=name)
+    reason = removal_reason(name, reason)
     old = next((h for h in inv.load_hosts(app.conn) if h.name == name), None)
     with app.transaction():
         if not inv.delete_host(app.conn, name):

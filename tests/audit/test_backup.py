@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -79,6 +80,33 @@ def test_a_restore_is_done_by_a_person_the_backup_knows_and_names_them(
     assert restore["action"] == "backup.restore"
     assert (restore["actor"]["username"], restore["actor"]["role"], restore["terminal"]) == (
         "ivan", "it", "dr-console")
+
+
+def test_a_restore_goes_ahead_when_the_restorers_password_must_change(
+        appliance, admin_session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A temporary (or expired) password in the backup cannot be changed before there is an
+    appliance to change it in: the restore goes ahead, and the restored appliance asks for
+    the change at the next login. A wrong password is refused before anything is copied."""
+    from appliance.errors import AuthenticationFailed, PasswordChangeRequired
+    from appliance.services import auth, users
+    users.add_user(appliance, admin_session, "tina", "Tina Tech", ["it"], PASSWORD,
+                   "night shift")  # a temporary password, to change at first login
+    bk = backup.create_backup(appliance, admin_session, tmp_path / "bk").path
+    copies, copytree = [], shutil.copytree
+    monkeypatch.setattr(backup.shutil, "copytree",
+                        lambda *a, **k: copies.append(a) or copytree(*a, **k))
+    with pytest.raises(AuthenticationFailed, match="unknown user or wrong password"):
+        backup.restore_backup(bk, tmp_path / "restored", "tina", "not it")
+    assert copies == [] and not (tmp_path / "restored").exists()
+    backup.restore_backup(bk, tmp_path / "restored", "TINA", PASSWORD)
+    with Appliance.open(tmp_path / "restored") as app:
+        [(who,)] = app.conn.execute("SELECT body ->> '$.actor.username' FROM audit_view "
+                                    "WHERE action = 'backup.restore'").fetchall()
+        session = auth.login(app, "tina", PASSWORD)
+        assert session.must_change_password
+        with pytest.raises(PasswordChangeRequired):
+            users.users(app, session)
+    assert who == "tina"
 
 
 def _reseal(path: Path, key: SigningKey | None = None) -> None:

@@ -345,15 +345,14 @@ def test_backup_verify_names_the_key_and_restore_refuses_a_non_empty_home(
                                "expected one")
     target.mkdir()
     (target / "notes.txt").write_text("keep me")
-    r = run(target, "backup", "restore", str(bk))
-    assert r.returncode == 2 and r.stderr == (
-        "error: this command acts on behalf of a person (pass --user NAME)\n")
-    r = run(target, "backup", "restore", str(bk), "--user", "alice", "--password-stdin",
-            stdin=PASSWORD + "\n")
-    assert r.returncode == 2 and r.stderr == (
+    r = run(target, "backup", "restore", str(bk), "--user", "alice", stdin="")
+    assert r.returncode == 2 and r.stderr == (  # before any password is asked for
         f"error: {target} is not empty (restore into a new or empty --home)\n")
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("new-home")] == ["new-home"]
     (target / "notes.txt").unlink()
+    r = run(target, "backup", "restore", str(bk))
+    assert r.returncode == 2 and r.stderr == (
+        "error: this command acts on behalf of a person (pass --user NAME)\n")
     r = run(target, "backup", "restore", str(bk), "--expect-fingerprint", fp, "--user", "alice",
             "--password-stdin", stdin=PASSWORD + "\n")
     assert r.returncode == 0 and f"appliance key {fp} (the expected one)" in r.stdout, r.stderr

@@ -155,9 +155,13 @@ def test_removing_a_host_needs_a_reason_and_a_refusal_changes_nothing(
     """A removal is a change to a record: without --reason it is refused in one line."""
     provision_inventory.add_host(appliance, it_session, Host("gpu-5", address="10.213.7.5"),
                                  host_key_file=keys["host_pub"])
+    logins = appliance.conn.execute("SELECT count(*) FROM audit_view WHERE action = "
+                                    "'auth.login'").fetchone()[0]
     r = _cli(home, "inventory", "remove", "gpu-5")
     assert r.returncode == 2 and r.stderr == (
         "error: removing 'gpu-5' from the inventory needs a reason (pass --reason)\n")
+    assert appliance.conn.execute("SELECT count(*) FROM audit_view WHERE action = "
+                                  "'auth.login'").fetchone()[0] == logins  # refused first
     assert "gpu-5" in [h.name for h in provision_inventory.list_hosts(appliance, it_session)]
     r = _cli(home, "inventory", "remove", "gpu-5", "--reason", "moved to the other rack")
     assert r.returncode == 0, r.stderr

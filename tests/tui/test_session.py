@@ -207,3 +207,56 @@ async def test_an_open_console_seals_events_left_past_the_checkpoint_minutes(
         assert isinstance(app.screen, LoginScreen)
     assert sealed() == [*before, head]
     assert read_head(history.conn).seq == head
+
+
+async def test_a_tampered_checkpoint_time_neither_stops_logins_nor_the_seal(
+        make_console, history: Appliance, clock, monkeypatch: pytest.MonkeyPatch):
+    """The newest checkpoint's time edited into something unreadable: a checkpoint is then
+    due at once. Logging in still works, the console's timer signs a fresh checkpoint, and
+    verify still names the edited one."""
+    import sqlite3
+
+    import tui.app
+    from appliance.audit.checkpoint import all_checkpoints
+    from appliance.audit.verify import verify_trail
+    raw = sqlite3.connect(history.layout.db, isolation_level=None)
+    triggers = raw.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND "
+                           "tbl_name = 'audit_checkpoints'").fetchall()
+    for name, _ in triggers:
+        raw.execute(f"DROP TRIGGER {name}")
+    raw.execute("UPDATE audit_checkpoints SET body = json_set(body, '$.ts', 'not a time') "
+                "WHERE id = (SELECT max(id) FROM audit_checkpoints)")
+    for _, sql in triggers:
+        raw.execute(sql)
+    raw.close()
+    count = len(all_checkpoints(history.conn))
+    monkeypatch.setattr(tui.app, "SEAL_CHECK_SECONDS", 0.02)
+    app = make_console()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: len(all_checkpoints(history.conn)) > count,
+                       what="a fresh checkpoint")
+        await log_in(pilot, ADMIN, PASSWORD)
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))
+    assert "checkpoint-signature" in verify_trail(history.conn, history.key.public).kinds()
+
+
+async def test_a_seal_that_fails_leaves_the_console_running(
+        make_console, history: Appliance, monkeypatch: pytest.MonkeyPatch):
+    """Whatever the timer's seal meets is housekeeping's problem: the worker's error is
+    kept from the app, which stays up at its screen."""
+    import tui.app
+    from appliance.services import audit as audit_service
+
+    def broken(_app):
+        raise ValueError("something nobody expected")
+
+    monkeypatch.setattr(audit_service, "seal_overdue", broken)
+    monkeypatch.setattr(tui.app, "SEAL_CHECK_SECONDS", 0.02)
+    app = make_console()
+    async with app.run_test(size=(80, 24)) as pilot:
+        for _ in range(3):
+            await pilot.pause(0.1)
+            await app.workers.wait_for_complete()
+        assert app.is_running and isinstance(app.screen, LoginScreen)
+        await log_in(pilot, ADMIN, PASSWORD)
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))

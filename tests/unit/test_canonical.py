@@ -79,6 +79,7 @@ flat_dicts = st.dictionaries(st.text(max_size=6), flat_scalars | st.floats(allow
 
 @settings(max_examples=400, deadline=None)
 @given(st.builds(Event, action=texts, actor=st.builds(Actor, texts, texts, texts),
+                 reason=st.text(min_size=1, max_size=8).filter(str.strip),
                  old=st.none() | flat_dicts, new=st.none() | flat_dicts, details=flat_dicts,
                  signature=st.none() | flat_dicts))
 def test_flat_values_match_rfc8785_at_the_integer_limit(event: Event) -> None:
