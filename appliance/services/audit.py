@@ -88,12 +88,19 @@ def anchor(app: Appliance, session: Session, to: Path) -> Path:
     return staged.path
 
 
-def seal_overdue(app: Appliance) -> bool:
+def seal_overdue(app: Appliance, wait_ms: int = 500) -> bool:
     """Sign a checkpoint over events older than the time policy that nothing has sealed (a
     console left open keeps "every N minutes" true while no one acts). A checkpoint records
-    no event and changes no record, so no session is needed. True if one was written."""
-    with app.transaction():
-        return app.trail.checkpoint_if_overdue()
+    no event and changes no record, so no session is needed. True if one was written.
+    Waits at most `wait_ms` for another writer (whose own append then tests the policy),
+    not the 30 s a person's action waits: raises AuditFailure past it."""
+    busy = app.conn.execute("PRAGMA busy_timeout").fetchone()[0]
+    app.conn.execute(f"PRAGMA busy_timeout = {int(wait_ms)}")
+    try:
+        with app.transaction():
+            return app.trail.checkpoint_if_overdue()
+    finally:
+        app.conn.execute(f"PRAGMA busy_timeout = {int(busy)}")
 
 
 def record_write_failure(app: Appliance, session: Session, actor: Actor, action: str,

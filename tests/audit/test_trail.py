@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -190,6 +191,27 @@ def test_events_left_unsealed_past_the_minutes_are_sealed_with_no_append(applian
     assert audit_service.seal_overdue(appliance) is False and sizes() == [*before, head]
     assert appliance.conn.execute("SELECT MAX(seq) FROM audit_events").fetchone()[0] == head
     assert verify_trail(appliance.conn, appliance.key.public, incremental=True).ok
+
+
+def test_an_overdue_seal_gives_way_to_another_writer_within_half_a_second(appliance, clock
+                                                                         ) -> None:
+    """The console's timer must not hang for the 30 s busy timeout behind a long writer:
+    it gives up (the writer's own append tests the policy) and the connection keeps its
+    usual patience afterwards."""
+    _append(appliance, 2)
+    clock.advance(minutes=6)
+    other = db.connect(appliance.layout.db)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        start = time.perf_counter()
+        with pytest.raises(AuditFailure, match="could not start a database transaction"):
+            audit_service.seal_overdue(appliance, wait_ms=200)
+        assert 0.15 < time.perf_counter() - start < 5
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert appliance.conn.execute("PRAGMA busy_timeout").fetchone()[0] == db.BUSY_TIMEOUT_MS
+    assert audit_service.seal_overdue(appliance) is True
 
 
 def test_incremental_verify_starts_at_the_newest_checkpoint(appliance) -> None:
