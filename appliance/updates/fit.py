@@ -17,6 +17,9 @@ from appliance.updates.lifecycle import BundleRecord, ComponentRecord
 
 SERVING_FILE = "serving.json"
 COMPONENTS_DIR = "components"
+# The share of a GPU's memory vLLM takes for itself (its gpu_memory_utilization default);
+# the weights it loads must fit in that share, before any room for the KV cache.
+VLLM_MEMORY_SHARE = 0.9
 
 
 def external_bases(conn: sqlite3.Connection, bundle: BundleRecord) -> list[ComponentRecord]:
@@ -49,15 +52,29 @@ def bundle_profiles(bundle: BundleRecord, bases: list[ComponentRecord]) -> list[
                 trtllm_version=e["trtllm_version"], tp_size=e["tp"], pp_size=e["pp"],
                 min_gpu_memory_gib=e["min_gpu_memory_mib"] / 1024,  # exact: never round down
                 extra={"component": c.name}))
+    adapters = [c for c in bundle.components if c.kind == "lora_adapter"]
     for c in [*(c for c in bundle.components if c.kind == "base_model"), *bases]:
         tags = set(c.info.get("tags", []))
         if "vllm" in tags:
             profiles.append(EngineProfile(id=f"{c.name}-vllm", kind="vllm",
-                                          gpu_archs=("generic",), extra={"component": c.name}))
+                                          gpu_archs=("generic",),
+                                          min_gpu_memory_gib=_vllm_gib(c, adapters),
+                                          extra={"component": c.name}))
         if "cpu" in tags:
             profiles.append(EngineProfile(id=f"{c.name}-cpu", kind="cpu", gpu_archs=("cpu",),
                                           extra={"component": c.name}))
     return profiles
+
+
+def _vllm_gib(base: ComponentRecord, adapters: list[ComponentRecord]) -> float:
+    """What one GPU needs to serve `base` with vLLM (tp 1): the signed sizes of the files it
+    loads, the base and the adapters trained on it, within vLLM's share of the memory. A
+    floor, not an estimate: a GPU below it cannot load the model at all, so the profile is
+    refused at approval instead of failing its health check after the switch."""
+    loaded = sum(size for _, _, size in base.files) + sum(
+        size for a in adapters if (a.base_model or {}).get("digest") == base.digest
+        for _, _, size in a.files)
+    return loaded / (1 << 30) / VLLM_MEMORY_SHARE
 
 
 def release_components(bundle: BundleRecord, bases: list[ComponentRecord]

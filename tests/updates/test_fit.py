@@ -59,3 +59,31 @@ def test_vllm_serves_only_the_adapters_of_the_base_it_loads():
     cpu = serving_config(bundle, profiles["cpu"], list(parts))
     assert cpu["model_dir"] == "components/base-b"
     assert [x["name"] for x in cpu["adapters"]] == ["lora-b"]
+
+
+def test_a_vllm_profile_needs_the_memory_its_weights_take():
+    """vLLM profiles declared no memory, so a base model bigger than the GPU fitted, was
+    approved, and failed its health check after the switch. Now its signed file sizes (and
+    its adapters') within vLLM's 90 % of the GPU are the floor."""
+    gib = 1 << 30
+    base = ComponentRecord("big-base", "base_model", "base_model", "a" * 64,
+                           {"tags": ["vllm"]},
+                           (("model-1.safetensors", "1" * 64, 10 * gib),
+                            ("model-2.safetensors", "2" * 64, 10 * gib),
+                            ("config.json", "3" * 64, 700)))
+    lora = ComponentRecord("lora", "lora_adapter", "adapter", "c" * 64,
+                           {"base_model": {"name": "big-base", "digest": "a" * 64}},
+                           (("adapter.safetensors", "4" * 64, gib // 2),))
+    other = ComponentRecord("other-lora", "lora_adapter", "adapter", "d" * 64,
+                            {"base_model": {"name": "x", "digest": "e" * 64}},
+                            (("adapter.safetensors", "5" * 64, 5 * gib),))
+    bundle = replace(engine_bundle(1), components=(base, lora, other))
+    [vllm] = [p for p in bundle_profiles(bundle, []) if p.kind == "vllm"]
+    assert 22.77 < vllm.min_gpu_memory_gib < 22.78  # (20 + 0.5 GiB + 700 B) / 0.9
+    h100 = read_inventory(RecordedSource(FIXTURES / "h100-80gb-hbm3-x1-recorded.json"))
+    assert check_profile(vllm, h100).fits
+    small = replace(h100, gpus=(replace(h100.gpus[0], memory_total_bytes=16 * gib,
+                                        memory_free_bytes=15 * gib),))
+    refused = check_profile(vllm, small)
+    assert (refused.fits, refused.check) == (False, "memory")
+    assert refused.reason.startswith("vllm any GPU tp1 needs 22.8 GiB per GPU on 1 GPU")
