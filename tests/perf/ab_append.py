@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Paired A/B of the audit append path: `python tests/perf/ab_append.py OTHER_TREE [N]`.
 
-Runs this tree's `Trail.append`, `Event` and `Checkpointer` (A) against OTHER_TREE's (B,
-e.g. a `git worktree` of a candidate change) in one process, on two appliances, alternating
-rounds of 250 durable appends (B first in every other round), with a raw insert of the
-same rows as in `bench_audit.py`. Run-to-run noise on this VM (±3 µs an append) hides
+Runs this tree's `Trail.append`, `Event`, `Checkpointer` and Merkle `Frontier` (A) against
+OTHER_TREE's (B, e.g. a `git worktree` of a candidate change) in one process, on two
+appliances, alternating rounds of 250 durable appends (B first in every other round), with
+a raw insert of the same rows as in `bench_audit.py`. Run-to-run noise on this VM (±3 µs an append) hides
 changes of a microsecond or two; paired rounds in one process do not. Run it with
 OTHER_TREE = this tree too, the same number of times, to see the noise of identical code.
 Prints one JSON object in the benchmarks' form: the mean of the per-round A − B as its
@@ -44,6 +44,7 @@ def main() -> None:
     events_b = load("other_events", other / "appliance/audit/events.py")
     trail_b = load("other_trail", other / "appliance/audit/trail.py")
     checkpoint_b = load("other_checkpoint", other / "appliance/audit/checkpoint.py")
+    checkpoint_b.Frontier = load("other_merkle", other / "appliance/audit/merkle.py").Frontier
     root = Path(tempfile.mkdtemp(prefix="ab-append-"))
     try:
         app_a, _ = B.new_appliance(root, "a")
