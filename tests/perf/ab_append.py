@@ -4,9 +4,10 @@
 Runs this tree's `Trail.append`, `Event`, `Checkpointer` and Merkle `Frontier` (A) against
 OTHER_TREE's (B, e.g. a `git worktree` of a candidate change) in one process, on two
 appliances, alternating rounds of 250 durable appends (B first in every other round), with
-a raw insert of the same rows as in `bench_audit.py`. Run-to-run noise on this VM (±3 µs an append) hides
-changes of a microsecond or two; paired rounds in one process do not. Run it with
-OTHER_TREE = this tree too, the same number of times, to see the noise of identical code.
+a raw insert of the same rows as in `bench_audit.py`. Run-to-run noise on this VM (±3 µs
+an append) hides changes of a microsecond or two; paired rounds in one process do not. Run
+it with OTHER_TREE = this tree too, the same number of times, to see the noise of
+identical code.
 Prints one JSON object in the benchmarks' form: the mean of the per-round A − B as its
 value, beside B's mean, with each side's mean per-append time.
 """
