@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from appliance.errors import AuditFailure, IntegrityError
@@ -70,6 +72,19 @@ def migrate(conn: sqlite3.Connection) -> None:
             for statement in split_script(ddl):
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version={number}")
+
+
+@contextmanager
+def waiting_at_most(conn: sqlite3.Connection, ms: int) -> Iterator[None]:
+    """Wait at most `ms` (never longer than the connection already would) for another
+    writer's lock, for work that has something better to do than wait (housekeeping); the
+    connection's own patience comes back afterwards."""
+    (waits,) = conn.execute("PRAGMA busy_timeout").fetchone()
+    conn.execute(f"PRAGMA busy_timeout = {min(int(waits), int(ms))}")
+    try:
+        yield
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(waits)}")
 
 
 def split_script(script: str) -> list[str]:

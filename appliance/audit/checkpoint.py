@@ -49,10 +49,10 @@ class CheckpointPolicy:
     every_events: int = 1000
     every_seconds: int = 300
 
-    def deadline_after(self, checkpoint_ts: str) -> str:
+    def deadline_after(self, checkpoint_ts: str | None) -> str:
         """When the next time-based checkpoint falls due after one written at this time; at
-        once ("") after a stored time not of the stored form (only tampering writes one, and
-        verify reports it), rather than failing every append."""
+        once ("") when there is none yet, or after a stored time not of the stored form
+        (only tampering writes one, and verify reports it) rather than failing every append."""
         try:
             return format_ts(parse_ts(checkpoint_ts) + timedelta(seconds=self.every_seconds))
         except (ValueError, TypeError):

@@ -56,16 +56,12 @@ def refresh(conn: sqlite3.Connection) -> int:
     try:
         if unindexed(conn) < BATCH:
             return indexed
-        (waits,) = conn.execute("PRAGMA busy_timeout").fetchone()
-        conn.execute(f"PRAGMA busy_timeout = {min(waits, WAIT_MS)}")
-        try:
+        with db.waiting_at_most(conn, WAIT_MS):
             added = CHUNK
             while added == CHUNK:
                 with db.transaction(conn):
                     added = catch_up(conn, CHUNK)
                 indexed += added
-        finally:
-            conn.execute(f"PRAGMA busy_timeout = {waits}")
     except (sqlite3.Error, AuditFailure):
         pass
     return indexed

@@ -144,7 +144,7 @@ class Trail:
                                  "keep the file for investigation; restore a verified backup "
                                  "with `appliance backup restore`")
         self.head.seq, self.head.hash, self.head.ts = seq, prev, ts
-        self.head.deadline = self.policy.deadline_after(checkpoint_ts) if checkpoint_ts else ""
+        self.head.deadline = self.policy.deadline_after(checkpoint_ts)
 
     def _checkpoint(self, reason: str, ts: str) -> None:
         self.checkpointer.write(self.conn, ts, reason)
@@ -162,7 +162,7 @@ class Trail:
         if head is None or head <= (sealed or 0):
             return False
         ts = self.clock.iso()
-        if type(sealed_ts) is str and ts < self.policy.deadline_after(sealed_ts):
+        if ts < self.policy.deadline_after(sealed_ts):  # "" (due) with no checkpoint
             return False
         self._checkpoint("policy", ts)
         return True

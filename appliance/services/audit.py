@@ -6,6 +6,7 @@ import os
 from array import array
 from pathlib import Path
 
+from appliance import db
 from appliance.audit import lookup, query
 from appliance.audit.checkpoint import anchor_document, anchor_path, latest, read_anchor
 from appliance.audit.events import Actor, Event, StoredEvent
@@ -94,13 +95,8 @@ def seal_overdue(app: Appliance, wait_ms: int = 500) -> bool:
     no event and changes no record, so no session is needed. True if one was written.
     Waits at most `wait_ms` for another writer (whose own append then tests the policy),
     not the 30 s a person's action waits: raises AuditFailure past it."""
-    busy = app.conn.execute("PRAGMA busy_timeout").fetchone()[0]
-    app.conn.execute(f"PRAGMA busy_timeout = {int(wait_ms)}")
-    try:
-        with app.transaction():
-            return app.trail.checkpoint_if_overdue()
-    finally:
-        app.conn.execute(f"PRAGMA busy_timeout = {int(busy)}")
+    with db.waiting_at_most(app.conn, wait_ms), app.transaction():
+        return app.trail.checkpoint_if_overdue()
 
 
 def record_write_failure(app: Appliance, session: Session, actor: Actor, action: str,

@@ -59,7 +59,13 @@ def check_credentials(app: Appliance, name: str, password: str) -> User | None:
         # second one in every new process (each CLI command), timing that reveals the name.
         check_password(password, unmatchable_hash(n))
         return None
-    return user if check_password(password, user.password_hash) and user.active else None
+    return user if credentials_match(user, password) else None
+
+
+def credentials_match(user: User, password: str) -> bool:
+    """The password is the account's (checked first, so the work is the same either way)
+    and the account is active."""
+    return check_password(password, user.password_hash) and user.active
 
 
 @dataclass(frozen=True)

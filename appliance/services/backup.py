@@ -43,7 +43,6 @@ from appliance.errors import (
     InvalidInput,
 )
 from appliance.home import HomeLayout
-from appliance.identity.passwords import check_password
 from appliance.identity.session import Session
 from appliance.identity.users import get_user
 from appliance.keys import load_public_pem
@@ -282,7 +281,7 @@ def _precheck_password(db: Path, username: str, password: str) -> None:
             conn.close()
     except (sqlite3.Error, ApplianceError, ValueError, TypeError):
         return
-    if user is None or not user.active or not check_password(password, user.password_hash):
+    if user is None or not auth.credentials_match(user, password):
         raise AuthenticationFailed("login failed: unknown user or wrong password")
 
 

@@ -66,14 +66,18 @@ def bundle_profiles(bundle: BundleRecord, bases: list[ComponentRecord]) -> list[
     return profiles
 
 
+def adapters_of(base: ComponentRecord, adapters: list[ComponentRecord]
+                ) -> list[ComponentRecord]:
+    """The adapters trained on `base` (named by its digest): what vLLM loads beside it."""
+    return [a for a in adapters if (a.base_model or {}).get("digest") == base.digest]
+
+
 def _vllm_gib(base: ComponentRecord, adapters: list[ComponentRecord]) -> float:
     """What one GPU needs to serve `base` with vLLM (tp 1): the signed sizes of the files it
     loads, the base and the adapters trained on it, within vLLM's share of the memory. A
     floor, not an estimate: a GPU below it cannot load the model at all, so the profile is
     refused at approval instead of failing its health check after the switch."""
-    loaded = sum(size for _, _, size in base.files) + sum(
-        size for a in adapters if (a.base_model or {}).get("digest") == base.digest
-        for _, _, size in a.files)
+    loaded = sum(size for c in [base, *adapters_of(base, adapters)] for _, _, size in c.files)
     return loaded / (1 << 30) / VLLM_MEMORY_SHARE
 
 
@@ -96,13 +100,16 @@ def serving_config(bundle: BundleRecord, profile: EngineProfile,
 
     component = profile.extra.get("component")
     bases = [c for c in components if c.kind == "base_model"]
+    def listed(adapters: list[ComponentRecord]) -> list[dict[str, Any]]:
+        return [{"name": a.name, "path": where(a), "base_model": a.base_model}
+                for a in adapters]
+
     adapters = [c for c in components if c.kind == "lora_adapter"]
     runtime = {"trtllm_engine": "tensorrt_llm", "vllm": "vllm", "cpu": "transformers"}
     cfg: dict[str, Any] = {
         "format": "appliance.serving/1", "bundle": bundle.ref, "bundle_digest": bundle.digest,
         "runtime": runtime[profile.kind], "profile": profile.to_dict(),
-        "adapters": [{"name": a.name, "path": where(a), "base_model": a.base_model}
-                     for a in adapters],
+        "adapters": listed(adapters),
         "golden_sets": [where(c) for c in components if c.kind == "golden_set"],
     }
     if profile.kind == "trtllm_engine":
@@ -115,6 +122,5 @@ def serving_config(bundle: BundleRecord, profile: EngineProfile,
         if base is not None:
             # vLLM loads every listed adapter as a LoRA module of this base: one trained on
             # another base model of the bundle would fail to load or answer wrongly.
-            cfg["adapters"] = [a for a in cfg["adapters"]
-                               if (a["base_model"] or {}).get("digest") == base.digest]
+            cfg["adapters"] = listed(adapters_of(base, adapters))
     return cfg
