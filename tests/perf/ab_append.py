@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Paired A/B of the audit append path: `python tests/perf/ab_append.py OTHER_TREE [N]`.
 
-Runs this tree's `Trail.append`, `Event`, `Checkpointer` and Merkle `Frontier` (A) against
-OTHER_TREE's (B, e.g. a `git worktree` of a candidate change) in one process, on two
+Runs this tree's `Trail.append`, `Event`, `Checkpointer`, Merkle `Frontier` and `Clock` (A)
+against OTHER_TREE's (B, e.g. a `git worktree` of a candidate change) in one process, on two
 appliances, alternating rounds of 250 durable appends (B first in every other round), with
 a raw insert of the same rows as in `bench_audit.py`. Run-to-run noise on this VM (±3 µs
 an append) hides changes of a microsecond or two; paired rounds in one process do not. Run
@@ -46,12 +46,13 @@ def main() -> None:
     trail_b = load("other_trail", other / "appliance/audit/trail.py")
     checkpoint_b = load("other_checkpoint", other / "appliance/audit/checkpoint.py")
     checkpoint_b.Frontier = load("other_merkle", other / "appliance/audit/merkle.py").Frontier
+    clock_b = load("other_clock", other / "appliance/clock.py")
     root = Path(tempfile.mkdtemp(prefix="ab-append-"))
     try:
         app_a, _ = B.new_appliance(root, "a")
         app_b, _ = B.new_appliance(root, "b")
         t = app_b.trail
-        other_trail = trail_b.Trail(t.conn, t.clock, checkpoint_b.Checkpointer(
+        other_trail = trail_b.Trail(t.conn, clock_b.Clock(), checkpoint_b.Checkpointer(
             t.checkpointer.key, t.checkpointer.appliance_id), t.policy)
         actors: dict = {}
 
