@@ -213,6 +213,7 @@ def test_filtered_export_verifies_and_its_filter_is_checked(appliance, clock, au
     r = verify(result.path, "--key", str(pub))
     assert r.returncode == 0, r.stderr
     assert "Merkle root" not in r.stdout  # a filtered export is not the whole trail
+    assert "cannot show the appliance's trail holds these very events" in r.stdout
     # A manifest claiming a narrower filter than the contents is caught.
     resign(result.manifest_path, appliance.key, filter__actor="zoe")
     assert failed(verify(result.path, "--key", str(pub)), "does not match the export's filter")
@@ -466,3 +467,34 @@ def test_an_anchor_pins_the_key_the_appliance_and_the_length(appliance, auditor,
     for bad in ("[]", "{}", "not json", json.dumps({**doc, "checkpoint_text": "[1]"})):
         altered.write_text(bad)
         assert failed(verify(result.path, "--anchor", str(altered)), "is not an audit anchor")
+
+
+def test_a_filtered_export_of_an_event_edited_and_rehashed_alone_says_what_it_cannot_show(
+        appliance, clock, auditor, anchored, pub, tmp_path) -> None:
+    """Root edits one event and re-hashes it alone, without the key: `audit verify` finds it,
+    a filtered export of it verifies (nothing links it to the signed head) and says so."""
+    from appliance.audit.verify import verify_trail
+
+    [(seq, prev, body)] = appliance.conn.execute(
+        "SELECT seq, prev_hash, body FROM audit_events "
+        "WHERE json_extract(body, '$.target.id') = 'item-3' ORDER BY seq LIMIT 1").fetchall()
+    forged = body.replace("reason 3", "FORGED 3")
+    conn = sqlite3.connect(appliance.layout.db, isolation_level=None)
+    triggers = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+                            "AND tbl_name = 'audit_events'").fetchall()
+    for name, _ in triggers:
+        conn.execute(f"DROP TRIGGER {name}")
+    conn.execute("UPDATE audit_events SET body = ?, hash = ? WHERE seq = ?",
+                 (forged, hashlib.sha256(prev + forged.encode()).digest(), seq))
+    for _, sql in triggers:
+        conn.execute(sql)
+    conn.close()
+    assert "edited" in verify_trail(appliance.conn, appliance.key.public).kinds()
+    result = export_trail(appliance, auditor, "jsonl", tmp_path / "f.jsonl",
+                          EventFilter(target_id="item-3"))
+    assert b"FORGED 3" in result.path.read_bytes()
+    r = verify(result.path, "--key", str(pub), "--anchor", str(anchored))
+    assert r.returncode == 0, r.stderr
+    assert "cannot show the appliance's trail holds these very events" in r.stdout
+    whole = export_trail(appliance, auditor, "jsonl", tmp_path / "w.jsonl")
+    assert failed(verify(whole.path, "--key", str(pub)), f"does not link to event {seq}")
