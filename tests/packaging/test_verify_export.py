@@ -498,3 +498,11 @@ def test_a_filtered_export_of_an_event_edited_and_rehashed_alone_says_what_it_ca
     assert "cannot show the appliance's trail holds these very events" in r.stdout
     whole = export_trail(appliance, auditor, "jsonl", tmp_path / "w.jsonl")
     assert failed(verify(whole.path, "--key", str(pub)), f"does not link to event {seq}")
+
+
+def test_an_endless_export_fails_instead_of_hanging(exports, pub) -> None:
+    manifest = exports["jsonl"].manifest_path
+    r = subprocess.run([sys.executable, "-I", str(VERIFIER), "/dev/zero", "--manifest",
+                        str(manifest), "--key", str(pub)], capture_output=True, text=True,
+                       timeout=30)
+    assert failed(r, "SHA-256 differs")
