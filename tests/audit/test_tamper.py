@@ -680,3 +680,56 @@ def test_cli_verify_names_the_kind_found_at_the_first_bad_event(trail_home: Path
     assert r.stderr.strip().splitlines() == [
         f"error: audit trail verification failed: edited at {seq} "
         "(run `appliance audit verify` and report to the security officer)"]
+
+
+def test_incremental_verify_with_an_anchor_still_checks_the_history_before_it(
+        trail_home: Path, tmp_path: Path) -> None:
+    """Root holds the appliance key (a file there): it edits an event before the anchor,
+    re-chains up to the anchor's event but leaves that row's stored hash as the anchor has
+    it, and re-signs every checkpoint over the edited events. An incremental walk starts
+    after the anchor and would never see the broken row; with an anchor it must."""
+    anchor = _anchor(trail_home, tmp_path / "anchor.json")
+    size = read_anchor(anchor).tree_size
+    app = Appliance.open(trail_home)
+    try:
+        for i in range(25):  # checkpoints every 10 events: the newest lies past the anchor
+            with app.transaction():
+                app.trail.append(Event("test.payload", ACTOR, "thing", f"later{i}",
+                                       reason="routine"))
+        key = app.key
+    finally:
+        app.close()
+    conn = _raw(trail_home)
+    seq = _seq_of(conn, "payload-0007")
+    assert seq < size
+    saved = _drop_triggers(conn)
+    conn.execute("UPDATE audit_events SET body = replace(body, 'payload-0007', 'payload-6666') "
+                 "WHERE seq = ?", (seq,))
+    last = conn.execute("SELECT hash FROM audit_events WHERE seq = ?", (seq - 1,)).fetchone()[0]
+    for s, body in conn.execute("SELECT seq, body FROM audit_events WHERE seq >= ? AND seq < ? "
+                                "ORDER BY seq", (seq, size)).fetchall():
+        h = hashlib.sha256(last + body.encode()).digest()
+        conn.execute("UPDATE audit_events SET prev_hash = ?, hash = ? WHERE seq = ?", (last, h, s))
+        last = h
+    frontier, roots = Frontier(), {}
+    rows = conn.execute("SELECT seq, body, hash FROM audit_events ORDER BY seq").fetchall()
+    for s, body, h in rows:
+        frontier.push(body.encode())
+        roots[s] = (h.hex(), frontier.root().hex(), frontier.to_bytes())
+    for cid, tree_size, text in conn.execute(
+            "SELECT id, tree_size, body FROM audit_checkpoints WHERE tree_size > 0").fetchall():
+        import json
+        cp = json.loads(text)
+        cp["head_hash"], cp["merkle_root"], fr = roots[tree_size]
+        new_text = canonical_bytes(cp).decode()
+        conn.execute("UPDATE audit_checkpoints SET body = ?, signature = ?, frontier = ? "
+                     "WHERE id = ?", (new_text, key.sign(new_text.encode()), fr, cid))
+    _restore_triggers(conn, saved)
+    conn.close()
+    app = Appliance.open(trail_home)
+    try:
+        report = verify_trail(app.conn, app.key.public, read_anchor(anchor), incremental=True)
+    finally:
+        app.close()
+    assert not report.ok
+    assert "edited" in report.kinds()

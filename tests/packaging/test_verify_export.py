@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -212,6 +213,7 @@ def test_filtered_export_verifies_and_its_filter_is_checked(appliance, clock, au
     r = verify(result.path, "--key", str(pub))
     assert r.returncode == 0, r.stderr
     assert "Merkle root" not in r.stdout  # a filtered export is not the whole trail
+    assert "cannot show the appliance's trail holds these very events" in r.stdout
     # A manifest claiming a narrower filter than the contents is caught.
     resign(result.manifest_path, appliance.key, filter__actor="zoe")
     assert failed(verify(result.path, "--key", str(pub)), "does not match the export's filter")
@@ -366,3 +368,141 @@ def test_huge_deep_or_unreadable_inputs_are_one_line(exports, pub, tmp_path) -> 
         r = verify(exports["jsonl"].path, "--key", "/proc/self/mem")
         assert r.returncode == 2 and r.stderr.startswith("error: cannot read trusted key")
         assert len(r.stderr.strip().splitlines()) == 1
+
+
+def rewrite_with_the_appliance_key(appliance, seq: int, old: str, new: str) -> None:
+    """What root on the appliance can do: the signing key is a file there. Edit one event,
+    re-chain every event after it and re-sign every checkpoint with the appliance key."""
+    from appliance.audit.merkle import Frontier
+    from appliance.canonical import canonical_bytes
+
+    conn = sqlite3.connect(appliance.layout.db, isolation_level=None)
+    triggers = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+                            "AND tbl_name LIKE 'audit%'").fetchall()
+    for name, _ in triggers:
+        conn.execute(f"DROP TRIGGER {name}")
+    conn.execute("UPDATE audit_events SET body = replace(body, ?, ?) WHERE seq = ?",
+                 (old, new, seq))
+    last, frontier, heads = bytes(32), Frontier(), {}
+    for s, body in conn.execute("SELECT seq, body FROM audit_events ORDER BY seq").fetchall():
+        h = hashlib.sha256(last + body.encode()).digest()
+        conn.execute("UPDATE audit_events SET prev_hash = ?, hash = ? WHERE seq = ?",
+                     (last, h, s))
+        frontier.push(body.encode())
+        heads[s] = (h.hex(), frontier.root().hex(), frontier.to_bytes())
+        last = h
+    for cid, size, text in conn.execute(
+            "SELECT id, tree_size, body FROM audit_checkpoints WHERE tree_size > 0").fetchall():
+        body = json.loads(text)
+        body["head_hash"], body["merkle_root"], fr = heads[size]
+        text = canonical_bytes(body).decode()
+        conn.execute("UPDATE audit_checkpoints SET body = ?, signature = ?, frontier = ? "
+                     "WHERE id = ?", (text, appliance.key.sign(text.encode()), fr, cid))
+    for _, sql in triggers:
+        conn.execute(sql)
+    conn.close()
+
+
+@pytest.fixture
+def anchored(appliance, clock, admin_session, tmp_path) -> Path:
+    """An anchor taken off the appliance after the first events, then more events."""
+    from appliance.services import audit as audit_service
+
+    populate(appliance, clock)
+    media = tmp_path / "usb"
+    media.mkdir()
+    path = audit_service.anchor(appliance, admin_session, media)
+    populate(appliance, clock, n=4)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_an_anchor_catches_a_trail_rewritten_and_resigned_with_the_appliance_key(
+        appliance, auditor, anchored, pub, tmp_path, fmt) -> None:
+    out = tmp_path / "media"
+    out.mkdir()
+    genuine = export_trail(appliance, auditor, fmt, out / f"genuine.{fmt}")
+    r = verify(genuine.path, "--anchor", str(anchored))
+    assert r.returncode == 0, r.stderr
+    assert "the trail continues the anchor" in r.stdout
+    seq = json.loads(anchored.read_text())["checkpoint"]["tree_size"] - 3
+    assert '"item-' in appliance.conn.execute(
+        "SELECT body FROM audit_events WHERE seq = ?", (seq,)).fetchone()[0]
+    rewrite_with_the_appliance_key(appliance, seq, '"item-', '"forged-')
+    forged = export_trail(appliance, auditor, fmt, out / f"forged.{fmt}")
+    assert verify(forged.path, "--key", str(pub)).returncode == 0  # the key alone cannot tell
+    assert failed(verify(forged.path, "--key", str(pub), "--anchor", str(anchored)),
+                  "differs from the one the anchor recorded: history was rewritten")
+
+
+def test_an_anchor_pins_the_key_the_appliance_and_the_length(appliance, auditor, anchored,
+                                                             tmp_path) -> None:
+    out = tmp_path / "media"
+    out.mkdir()
+    result = export_trail(appliance, auditor, "jsonl", out / "t.jsonl")
+    doc = json.loads(anchored.read_text())
+    body = doc["checkpoint"]
+
+    def forged_anchor(name: str, key: SigningKey, **changes) -> Path:
+        b = {**body, "key_id": key.key_id, **changes}
+        text = json.dumps(b, sort_keys=True, separators=(",", ":"))
+        path = tmp_path / name
+        path.write_text(json.dumps({**doc, "checkpoint": b, "checkpoint_text": text,
+                                    "signature": key.sign(text.encode()),
+                                    "public_key_pem": public_pem(key.public).decode()}))
+        return path
+
+    foreign = forged_anchor("a1", SigningKey.generate())
+    assert failed(verify(result.path, "--anchor", str(foreign)),
+                  "not by the anchor's key")
+    assert failed(verify(result.path, "--anchor", str(forged_anchor(
+        "a2", appliance.key, appliance_id="another-appliance"))), "the anchor is from appliance")
+    assert failed(verify(result.path, "--anchor", str(forged_anchor(
+        "a3", appliance.key, tree_size=10**6))), "cut off or replaced by an older copy")
+    altered = tmp_path / "a4"
+    altered.write_text(json.dumps({**doc, "checkpoint_text": doc["checkpoint_text"].replace(
+        body["head_hash"], "0" * 64)}))
+    assert failed(verify(result.path, "--anchor", str(altered)),
+                  "does not carry a valid signature")
+    for bad in ("[]", "{}", "not json", json.dumps({**doc, "checkpoint_text": "[1]"})):
+        altered.write_text(bad)
+        assert failed(verify(result.path, "--anchor", str(altered)), "is not an audit anchor")
+
+
+def test_a_filtered_export_of_an_event_edited_and_rehashed_alone_says_what_it_cannot_show(
+        appliance, clock, auditor, anchored, pub, tmp_path) -> None:
+    """Root edits one event and re-hashes it alone, without the key: `audit verify` finds it,
+    a filtered export of it verifies (nothing links it to the signed head) and says so."""
+    from appliance.audit.verify import verify_trail
+
+    [(seq, prev, body)] = appliance.conn.execute(
+        "SELECT seq, prev_hash, body FROM audit_events "
+        "WHERE json_extract(body, '$.target.id') = 'item-3' ORDER BY seq LIMIT 1").fetchall()
+    forged = body.replace("reason 3", "FORGED 3")
+    conn = sqlite3.connect(appliance.layout.db, isolation_level=None)
+    triggers = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+                            "AND tbl_name = 'audit_events'").fetchall()
+    for name, _ in triggers:
+        conn.execute(f"DROP TRIGGER {name}")
+    conn.execute("UPDATE audit_events SET body = ?, hash = ? WHERE seq = ?",
+                 (forged, hashlib.sha256(prev + forged.encode()).digest(), seq))
+    for _, sql in triggers:
+        conn.execute(sql)
+    conn.close()
+    assert "edited" in verify_trail(appliance.conn, appliance.key.public).kinds()
+    result = export_trail(appliance, auditor, "jsonl", tmp_path / "f.jsonl",
+                          EventFilter(target_id="item-3"))
+    assert b"FORGED 3" in result.path.read_bytes()
+    r = verify(result.path, "--key", str(pub), "--anchor", str(anchored))
+    assert r.returncode == 0, r.stderr
+    assert "cannot show the appliance's trail holds these very events" in r.stdout
+    whole = export_trail(appliance, auditor, "jsonl", tmp_path / "w.jsonl")
+    assert failed(verify(whole.path, "--key", str(pub)), f"does not link to event {seq}")
+
+
+def test_an_endless_export_fails_instead_of_hanging(exports, pub) -> None:
+    manifest = exports["jsonl"].manifest_path
+    r = subprocess.run([sys.executable, "-I", str(VERIFIER), "/dev/zero", "--manifest",
+                        str(manifest), "--key", str(pub)], capture_output=True, text=True,
+                       timeout=30)
+    assert failed(r, "SHA-256 differs")
