@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from textual.command import CommandPalette
 from textual.widgets import DataTable
 
 from appliance.audit.trail import iter_events, read_head
 from appliance.context import Appliance
 from tests.conftest import ADMIN, PASSWORD
 from tests.tui.conftest import AUDITOR
-from tests.tui.pilot import dashboard_ready, fill, log_in, text_of, wait_for
+from tests.tui.pilot import dashboard_ready, fill, log_in, palette_search, text_of, wait_for
 from tui.screens.login import LoginScreen
 from tui.screens.password import PasswordChangeScreen
 from tui.screens.users import AccountDialog, UsersScreen
@@ -175,3 +176,23 @@ async def test_an_empty_field_is_said_in_the_dialog_which_keeps_what_was_typed(
                        and text_of(pilot, "#users-message").startswith("added bob (ml)"),
                        what="the new user")
         await wait_for(pilot, lambda: table.row_count == 3, what="the new row")
+
+
+async def test_no_screenshot_command_copies_a_shown_password_to_disk(make_console, tmp_path):
+    """Textual's palette command "Screenshot" saved the screen to ~/Downloads, a temporary
+    password shown once included, and any trail page, unrecorded."""
+    app = make_console()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await log_in(pilot, ADMIN, PASSWORD)
+        await dashboard_ready(pilot)
+        table = await open_users(pilot)
+        await select(pilot, table, AUDITOR)
+        assert (await apply(pilot, "p", reason="forgot it")).startswith("temporary password")
+        await pilot.press("ctrl+p")
+        await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette))
+        hits = await palette_search(pilot, "screenshot")
+        titles = [str(hits.get_option_at_index(i).prompt).split("\n")[0]
+                  for i in range(hits.option_count)]
+        assert "Screenshot" not in titles
+        await pilot.press("escape")
+    assert list(tmp_path.rglob("*.svg")) == []
