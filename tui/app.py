@@ -203,7 +203,10 @@ class ConsoleApp(App[None]):
         self._open("open_dashboard", DashboardScreen)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
+        # Not Textual's "Screenshot": it writes the screen to the user's downloads,
+        # unrecorded (a temporary password shown once, pages of the trail without the
+        # export's event and manifest, whatever the role).
+        yield from (c for c in super().get_system_commands(screen) if c.title != "Screenshot")
         if self.session is None:
             return
         if self.session.must_change_password:

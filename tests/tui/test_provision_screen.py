@@ -362,3 +362,52 @@ def test_provisioning_screen_with_history(snap_compare, make_console, history, i
                                           size):
     fixed_runs(history, home)
     assert snap_compare(make_console(), terminal_size=size, run_before=_provisioning)
+
+
+@pytest.mark.asyncio
+async def test_next_page_pressed_twice_quickly_moves_two_pages_and_back_again(
+        make_console, history, root, ivan, monkeypatch):
+    """n n before the first page arrives: pages 2 then 3, and p p back to 1 (both used to
+    read page 2, call it page 3, and lead p back to page 1 twice)."""
+    rec = provision.start(history, ivan, provision.RunRequest("verify.yml", "local"),
+                          lambda batch: None).wait()
+    stdout = f"artifacts/{rec.id}/stdout"
+    assert (Path(rec.job_dir) / stdout).stat().st_size > 1536
+    monkeypatch.setattr(provision_runs, "PAGE_BYTES", 512)
+    # Each page is read after a short hold, as on a busy disk: the keys come first.
+    held = threading.Semaphore(0)
+    real = provision.read_artifact
+
+    def slow(*args, **kwargs):
+        held.acquire(timeout=10)
+        return real(*args, **kwargs)
+
+    app = make_console()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_provisioning(pilot, "ivan")
+        await pilot.press("o")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen)
+                       and app.screen.record is not None, what="the run view")
+        artifacts = app.screen.query_one("#run-artifacts", DataTable)
+        artifacts.focus()
+        artifacts.move_cursor(row=[r[1] for r in rows(artifacts)].index(stdout))
+        await pilot.press("v")
+        await wait_for(pilot, lambda: isinstance(app.screen, ArtifactScreen)
+                       and app.screen.chunk is not None, what="page 1")
+        page = app.screen
+        monkeypatch.setattr(provision, "read_artifact", slow)
+        await pilot.press("n", "n")
+        held.release()
+        await wait_for(pilot, lambda: page.chunk.offset == 512, what="page 2")
+        await pilot.press("n")
+        held.release()
+        await wait_for(pilot, lambda: page.chunk.offset == 1024, what="page 3")
+        assert "(page 3;" in text_of(pilot, "#art-where")
+        await pilot.press("p", "p")
+        held.release()
+        await wait_for(pilot, lambda: page.chunk.offset == 512, what="page 2 again")
+        await pilot.press("p")
+        held.release()
+        await wait_for(pilot, lambda: page.chunk.offset == 0, what="page 1 again")
+        assert page.starts == [] and "(page 1;" in text_of(pilot, "#art-where")
+

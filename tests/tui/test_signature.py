@@ -179,3 +179,31 @@ async def test_leaving_the_screen_while_the_signature_is_checked_opens_no_dialog
         [note] = app._notifications
         assert note.message.startswith("not signed: access review")
     assert signatures(history) == 0
+
+
+async def test_review_pressed_twice_before_the_check_returns_opens_one_dialog(
+        make_console, history: Appliance, monkeypatch: pytest.MonkeyPatch):
+    """r r on a slow check used to stack two dialogs: once the first was signed, the second
+    asked to sign the same review again."""
+    checked = threading.Semaphore(0)
+    real = signing.prompt
+
+    def slow_prompt(*args, **kwargs):
+        checked.acquire(timeout=5)   # a busy disk: the key is pressed again meanwhile
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(signing, "prompt", slow_prompt)
+    app = make_console()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_users(pilot)
+        await pilot.press("r", "r")
+        checked.release()
+        checked.release()
+        await wait_for(pilot, lambda: isinstance(app.screen, SignatureDialog),
+                       what="signature dialog")
+        await settle(pilot)
+        assert [type(s) for s in app.screen_stack].count(SignatureDialog) == 1
+        await sign(pilot, username=ADMIN, ack=True)
+        assert (await result(pilot)).startswith("access review signed: ")
+        assert isinstance(app.screen, UsersScreen)
+    assert signatures(history) == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from appliance.audit.trail import iter_events
 from tests.conftest import ADMIN, PASSWORD
 from tests.tui.pilot import (
     dashboard_ready,
@@ -108,3 +109,19 @@ async def test_export_and_verify_are_offered_only_to_those_who_hold_them(make_co
         await pilot.press("e")
         await settle(pilot)
         assert isinstance(app.screen, AuditScreen)  # no dialog to fill in for nothing
+
+
+async def test_a_relative_export_destination_is_said_and_recorded_in_full(
+        make_console, history, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)   # where the console was started: nobody at it sees this
+    app = make_console()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await log_in_to_audit(pilot, ADMIN, PASSWORD)
+        await _export_to(pilot, "trail.csv")
+        await wait_for(pilot, lambda: isinstance(app.screen, AuditScreen)
+                       and app.screen.busy is None
+                       and app.screen.query_one("#job").message.startswith("Exported"))
+        assert f" to {tmp_path / 'trail.csv'} (sha256 " in app.screen.query_one("#job").message
+    [event] = [e.data for e in iter_events(history.conn, 1)
+               if e.data["action"] == "audit.export"]
+    assert event["details"]["path"] == str(tmp_path / "trail.csv")

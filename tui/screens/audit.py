@@ -247,8 +247,12 @@ class AuditScreen(Screen):
 
     @work(thread=True, exclusive=True, group="audit-job")
     def _export(self, session: Session, request: ExportRequest, flt: EventFilter) -> None:
+        # The console, found while the screen is still there: leaving the screen must not
+        # abort the export (it used to, on the next progress call), which goes on unseen.
+        console = self.app
+
         def progress(done: int, total: int) -> None:
-            self.app.call_from_thread(self.job.progress, done, total)
+            console.call_from_thread(self._progress, done, total)
 
         try:
             with self.app.ctx.open() as app:
@@ -261,6 +265,10 @@ class AuditScreen(Screen):
             self.post_message(self.JobFailed("export", exc))
             return
         self.post_message(self.Exported(result))
+
+    def _progress(self, done: int, total: int) -> None:
+        if self.is_attached:
+            self.job.progress(done, total)
 
     def on_audit_screen_exported(self, message: Exported) -> None:
         self.busy = None

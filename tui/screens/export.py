@@ -50,4 +50,6 @@ class ExportDialog(FormDialog[ExportRequest]):
         pressed = self.query_one(RadioSet).pressed_button
         fmt = (pressed.id or "fmt-csv").removeprefix("fmt-") if pressed else "csv"
         out = self.query_one("#export-out", Input).value.strip()
-        self.dismiss(ExportRequest(fmt, typed_path(out) if out else self.default_dir))
+        # A relative path is the console's working directory's, which nobody at the console
+        # sees: said and recorded in full ("exported to audit.csv" told nobody where).
+        self.dismiss(ExportRequest(fmt, typed_path(out).absolute() if out else self.default_dir))

@@ -192,6 +192,9 @@ class MediaScreen(Screen):
     @work(thread=True, exclusive=True, group="media-import")
     def _import(self, session: Session, path: Path) -> None:
         last = float("-inf")
+        # Found while the screen is still there: leaving it must not abort the import (it
+        # used to, on the next progress call), which goes on unseen.
+        console = self.app
 
         def progress(p: ImportProgress) -> None:
             nonlocal last
@@ -199,7 +202,7 @@ class MediaScreen(Screen):
             if now - last < UI_INTERVAL_S and p.done_bytes < p.total_bytes:
                 return
             last = now
-            self.app.call_from_thread(self._progress, p)
+            console.call_from_thread(self._progress, p)
 
         try:
             with self.app.ctx.open() as app:
@@ -239,7 +242,8 @@ class MediaScreen(Screen):
         self._show_detail()
 
     def _progress(self, p: ImportProgress) -> None:
-        self.query_one(TransferProgress).show(p)
+        if self.is_attached:
+            self.query_one(TransferProgress).show(p)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self._show_detail()

@@ -147,6 +147,9 @@ class ArtifactScreen(Screen):
         self.page_bytes = page_bytes or PAGE_BYTES
         self.chunk: ArtifactChunk | None = None
         self.starts: list[int] = []    # offsets of the pages shown before this one
+        # A page is on its way: n and p wait for it (pressed twice quickly, both read the
+        # page after the shown one, and the page count and the way back went wrong).
+        self.reading = True
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -159,12 +162,14 @@ class ArtifactScreen(Screen):
         self._read(self.app.session, 0)
 
     def action_next_page(self) -> None:
-        if self.chunk is not None and self.chunk.next_offset is not None:
+        if not self.reading and self.chunk is not None and self.chunk.next_offset is not None:
             self.starts.append(self.chunk.offset)
+            self.reading = True
             self._read(self.app.session, self.chunk.next_offset)
 
     def action_previous_page(self) -> None:
-        if self.starts:
+        if not self.reading and self.starts:
+            self.reading = True
             self._read(self.app.session, self.starts.pop())
 
     @work(thread=True, exclusive=True, group="provision-artifact")
@@ -179,6 +184,7 @@ class ArtifactScreen(Screen):
         self.post_message(self.Page(chunk))
 
     def on_artifact_screen_page(self, msg: Page) -> None:
+        self.reading = False
         c = self.chunk = msg.chunk
         end = c.next_offset if c.next_offset is not None else c.size
         page = len(self.starts) + 1
@@ -191,5 +197,6 @@ class ArtifactScreen(Screen):
         self.query_one("#art-box", VerticalScroll).scroll_home(animate=False)
 
     def on_artifact_screen_failed(self, msg: Failed) -> None:
+        self.reading = False
         if not self.app.session_error(msg.error):
             self.query_one("#art-where", Static).update(f"error: {msg.error}")

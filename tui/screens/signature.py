@@ -16,6 +16,7 @@ from textual.app import ComposeResult
 from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Button, Checkbox, Input, Label, Static
+from textual.worker import Worker, get_current_worker
 
 from appliance.errors import ApplianceError
 from appliance.services import signing
@@ -110,6 +111,7 @@ def request_signature(screen: Screen, ask: SignatureAsk,
     session = app.session
 
     def prepare() -> None:
+        worker = get_current_worker()
         try:
             with app.ctx.open() as opened:
                 prompt = signing.prompt(opened, session, ask.permission,
@@ -117,9 +119,9 @@ def request_signature(screen: Screen, ask: SignatureAsk,
         except ApplianceError as exc:
             app.call_from_thread(refused, exc)
             return
-        app.call_from_thread(show, prompt)
+        app.call_from_thread(show, prompt, worker)
 
-    def show(prompt: SignaturePrompt) -> None:
+    def show(prompt: SignaturePrompt, worker: Worker) -> None:
         # The check takes a moment: the screen may have been left (Escape, another screen)
         # or the session ended meanwhile. A dialog over another screen would sign for one
         # that no longer exists (its result had nowhere to go: the console stopped).
@@ -128,6 +130,10 @@ def request_signature(screen: Screen, ask: SignatureAsk,
         if screen not in app.screen_stack:
             app.notify(f"not signed: {ask.subject} (the screen was left before the "
                        "signature dialog opened)", severity="warning")
+            return
+        if worker.is_cancelled:
+            # Asked again meanwhile (the key pressed twice): that request shows the one
+            # dialog; a second would sign the same thing again once the first was done.
             return
         app.push_screen(SignatureDialog(ask, prompt, session.username), then)
 

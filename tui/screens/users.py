@@ -133,13 +133,24 @@ class AccountDialog(FormDialog[dict[str, str]]):
                 yield Label(field.label)
                 yield ConsoleInput(placeholder=field.placeholder, password=field.password,
                                    id=f"account-{field.name}", compact=True)
+            yield Static("", id="account-note", markup=False)
             with Horizontal(id="account-buttons"):
                 yield Button("Apply", variant="primary", id="account-ok")
                 yield Button("Cancel", id="account-cancel")
 
     def submit(self) -> None:
-        self.dismiss({f.name: self.query_one(f"#account-{f.name}", Input).value
-                      for f in self.action.fields})
+        """Every field is needed: an empty one is said here and the form stays open (the
+        service's refusal used to close it, and a new user's form was typed again)."""
+        values = {f.name: self.query_one(f"#account-{f.name}", Input).value
+                  for f in self.action.fields}
+        empty = next((f for f in self.action.fields if not values[f.name].strip()), None)
+        if empty is not None:
+            note = self.query_one("#account-note", Static)
+            note.update(f"{empty.label.split(' (')[0]} is empty: every field is needed")
+            note.display = True
+            self.query_one(f"#account-{empty.name}", Input).focus()
+            return
+        self.dismiss(values)
 
 
 def _row(user: User) -> tuple[str, ...]:
