@@ -123,7 +123,8 @@ def events(
     action: ActionOpt = None,
     target_type: TargetTypeOpt = None,
     target_id: TargetIdOpt = None,
-    after: Annotated[int, typer.Option("--after", help="Only events after this seq.")] = 0,
+    after: Annotated[int, typer.Option("--after", min=0, max=2**63 - 1,  # SQLite's integers
+                                       help="Only events after this seq.")] = 0,
     limit: Annotated[int, typer.Option("--limit", min=1, max=100_000,
                                        help="At most this many events.")] = 100,
     newest: Annotated[bool, typer.Option("--newest", help="Newest first.")] = False,
