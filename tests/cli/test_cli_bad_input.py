@@ -1,0 +1,87 @@
+"""Bad input as people type it: one line, a non-zero exit, nothing lost or left behind."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from appliance.clock import Clock
+from appliance.context import Appliance
+from tests.conftest import ADMIN, PASSWORD, cli_env
+
+APPLIANCE = [sys.executable, "-m", "appliance"]
+
+
+def run(home: Path, *args: str, user: str = ADMIN) -> subprocess.CompletedProcess:
+    return subprocess.run([*APPLIANCE, *args, "--user", user, "--password-stdin"],
+                          input=PASSWORD + "\n", capture_output=True, text=True,
+                          env=cli_env(home), timeout=120)
+
+
+def one_line_error(r: subprocess.CompletedProcess) -> str:
+    assert r.returncode not in (0, 1), (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith("error: ")
+    return r.stderr
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """The CLI subprocess reads the real clock: the appliance is made on it too."""
+    return Clock()
+
+
+@pytest.fixture
+def home(appliance: Appliance) -> Path:
+    return appliance.layout.root
+
+
+def events_of(home: Path, action: str) -> list[str]:
+    r = run(home, "audit", "events", "--action", action)
+    assert r.returncode == 0, r.stderr
+    return [line for line in r.stdout.splitlines() if f" {action} " in line]
+
+
+def test_audit_events_after_beyond_sqlite_integers_is_one_line(home: Path) -> None:
+    err = one_line_error(run(home, "audit", "events", "--after", "9" * 25))
+    assert "--after" in err
+    assert run(home, "audit", "events", "--after", str(2**63 - 1)).stdout == "no events match\n"
+
+
+def test_signatures_list_prints_the_id_that_show_takes(home: Path) -> None:
+    r = run(home, "users", "review", "--reason", "quarterly review", "--acknowledge-statement")
+    assert r.returncode == 0, r.stderr
+    listed = run(home, "signatures", "list")
+    assert listed.returncode == 0, listed.stderr
+    sig_id = listed.stdout.split()[0]
+    shown = run(home, "signatures", "show", sig_id)
+    assert shown.returncode == 0, shown.stderr
+    assert "Meaning:     reviewed" in shown.stdout
+
+
+@pytest.mark.parametrize("victim", ["keys/appliance-signing.pem", "appliance.db", "config.json"])
+def test_hw_record_never_overwrites_a_file(home: Path, victim: str) -> None:
+    """A mistyped --out must not replace the signing key, the database or any other file."""
+    target = home / victim
+    before = target.read_bytes()
+    err = one_line_error(run(home, "hw", "record", "--out", str(target)))
+    assert "already exists" in err
+    if victim != "appliance.db":  # which the login wrote to; verify below reads it
+        assert target.read_bytes() == before
+    assert events_of(home, "hardware.record") == []
+    assert run(home, "audit", "verify").returncode == 0
+
+
+def test_hw_record_writes_a_new_file_recorded_and_leaves_nothing_on_failure(
+        home: Path, tmp_path: Path) -> None:
+    out = tmp_path / "reading.json"
+    r = run(home, "hw", "record", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert run(home, "hw", "show", "--reading", str(out)).returncode == 0
+    assert len(events_of(home, "hardware.record")) == 1
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    one_line_error(run(home, "hw", "record", "--out", str(tmp_path / "nowhere" / "r.json")))
+    assert len(events_of(home, "hardware.record")) == 1
