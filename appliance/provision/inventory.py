@@ -147,7 +147,8 @@ def validate(host: Host) -> None:
         if not 0 < host.port < 65536:
             raise InvalidInput(f"invalid port {host.port}", "use 1-65535")
         if not _USER.match(host.user):
-            raise InvalidInput(f"invalid user {host.user!r}", "pass --user NAME")
+            raise InvalidInput(f"invalid user {host.user!r}",  # --user: the appliance login
+                               "pass --ssh-user NAME, the login on that host")
         if not host.host_keys:
             raise InvalidInput(f"no pinned host key for {host.name}",
                                "pass --host-key-file or let the appliance scan it")
