@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,10 +17,22 @@ from tests.conftest import ADMIN, PASSWORD, cli_env
 APPLIANCE = [sys.executable, "-m", "appliance"]
 
 
-def run(home: Path, *args: str, user: str = ADMIN) -> subprocess.CompletedProcess:
-    return subprocess.run([*APPLIANCE, *args, "--user", user, "--password-stdin"],
+def run(home: Path, *args: str, user: str = ADMIN, prefix: tuple[str, ...] = ()
+        ) -> subprocess.CompletedProcess:
+    return subprocess.run([*prefix, *APPLIANCE, *args, "--user", user, "--password-stdin"],
                           input=PASSWORD + "\n", capture_output=True, text=True,
                           env=cli_env(home), timeout=120)
+
+
+def as_permissions_say() -> tuple[str, ...]:
+    """A command prefix under which file modes bind: nothing for an ordinary user; for root
+    (as in CI), setpriv dropping the capabilities that override them."""
+    if os.geteuid() != 0:
+        return ()
+    if shutil.which("setpriv") is None:
+        pytest.skip("root without setpriv: file modes do not bind")
+    caps = "-dac_override,-dac_read_search,-fowner"
+    return ("setpriv", "--bounding-set", caps, "--inh-caps", caps)
 
 
 def one_line_error(r: subprocess.CompletedProcess) -> str:
@@ -85,3 +99,33 @@ def test_hw_record_writes_a_new_file_recorded_and_leaves_nothing_on_failure(
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     one_line_error(run(home, "hw", "record", "--out", str(tmp_path / "nowhere" / "r.json")))
     assert len(events_of(home, "hardware.record")) == 1
+
+
+def test_a_missing_signing_key_is_damage_not_no_appliance(home: Path) -> None:
+    """It said "no appliance at HOME (run `appliance init` first)" over a whole trail."""
+    key = home / "keys" / "appliance-signing.pem"
+    key.rename(home / "kept.pem")
+    err = one_line_error(run(home, "audit", "verify"))
+    assert err.startswith(f"error: the appliance signing key {key} cannot be loaded (No such "
+                          "file or directory)"), err
+    assert "appliance init" not in err
+
+
+@pytest.mark.parametrize("closed, code, says", [
+    ("", 6, "error: cannot open the appliance database {home}/appliance.db: Permission denied"),
+    ("keys", 7, "error: the appliance signing key {home}/keys/appliance-signing.pem cannot be "
+                "loaded (Permission denied)"),
+], ids=["home", "keys"])
+def test_a_home_or_keys_this_user_may_not_search_is_one_line(
+        home: Path, closed: str, code: int, says: str) -> None:
+    """A home (or its keys/) another user owns was a PermissionError traceback."""
+    prefix = as_permissions_say()
+    folder = home / closed if closed else home
+    mode = folder.stat().st_mode
+    folder.chmod(0)
+    try:
+        r = run(home, "audit", "verify", prefix=prefix)
+    finally:
+        folder.chmod(mode)
+    one_line_error(r)
+    assert r.returncode == code and r.stderr.startswith(says.format(home=home)), r.stderr
