@@ -17,11 +17,11 @@ from tests.conftest import ADMIN, PASSWORD, cli_env
 APPLIANCE = [sys.executable, "-m", "appliance"]
 
 
-def run(home: Path, *args: str, user: str = ADMIN, prefix: tuple[str, ...] = ()
-        ) -> subprocess.CompletedProcess:
+def run(home: Path, *args: str, user: str = ADMIN, prefix: tuple[str, ...] = (),
+        cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([*prefix, *APPLIANCE, *args, "--user", user, "--password-stdin"],
                           input=PASSWORD + "\n", capture_output=True, text=True,
-                          env=cli_env(home), timeout=120)
+                          env=cli_env(home), timeout=120, cwd=cwd)
 
 
 def as_permissions_say() -> tuple[str, ...]:
@@ -129,3 +129,24 @@ def test_a_home_or_keys_this_user_may_not_search_is_one_line(
         folder.chmod(mode)
     one_line_error(r)
     assert r.returncode == code and r.stderr.startswith(says.format(home=home)), r.stderr
+
+
+@pytest.mark.parametrize("command", [("audit", "anchor", "--to"),
+                                     ("audit", "export", "--format", "csv", "--out"),
+                                     ("hw", "record", "--out")], ids=lambda c: c[1])
+def test_an_empty_or_missing_directory_destination_writes_nothing(
+        home: Path, tmp_path: Path, command: tuple[str, ...]) -> None:
+    """`--to ""` (an unset shell variable) put the anchor or export in the current directory
+    instead of on the media, and `--out /media/usb/exports/` (not made yet) a file named
+    `exports`: typer's Path reads "" as "." and drops the trailing slash."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    err = one_line_error(run(home, *command, "", cwd=cwd))
+    assert err == f"error: {command[-1]} is empty (name where to write with {command[-1]})\n"
+    missing = tmp_path / "media" / "exports"
+    (tmp_path / "media").mkdir()
+    err = one_line_error(run(home, *command, f"{missing}/", cwd=cwd))
+    assert err.startswith(f"error: directory {missing}/ does not exist ("), err
+    assert list(cwd.iterdir()) == [] and list((tmp_path / "media").iterdir()) == []
+    action = {"anchor": "audit.anchor", "export": "audit.export", "record": "hardware.record"}
+    assert events_of(home, action[command[1]]) == []
