@@ -150,3 +150,26 @@ def test_an_empty_or_missing_directory_destination_writes_nothing(
     assert list(cwd.iterdir()) == [] and list((tmp_path / "media").iterdir()) == []
     action = {"anchor": "audit.anchor", "export": "audit.export", "record": "hardware.record"}
     assert events_of(home, action[command[1]]) == []
+
+
+@pytest.mark.parametrize("command", [("status",), ("publish", "--to", "{tmp}/out.tar")],
+                         ids=["status", "publish"])
+def test_bundle_commands_on_no_repository_say_so(tmp_path: Path,
+                                                 command: tuple[str, ...]) -> None:
+    """They said "nothing is being signed yet (run `appliance bundle sign` first)", and sign
+    then said the directory is no repository."""
+    args = [a.format(tmp=tmp_path) for a in command]
+    r = subprocess.run([*APPLIANCE, "bundle", args[0], str(tmp_path / "nope"), *args[1:]],
+                       capture_output=True, text=True, timeout=120)
+    assert one_line_error(r) == (f"error: {tmp_path / 'nope'} is not a bundle repository "
+                                 "(run `appliance bundle init-repo` first)\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_users_unlock_prints_the_name_it_unlocked_on_one_line(home: Path) -> None:
+    """It echoed the name as typed: "AUDITOR unlocked" for the account auditor, and a
+    newline in the typed name printed a second line."""
+    r = run(home, "users", "unlock", " Carol ", "--reason", "confirmed by phone")
+    assert r.returncode == 0 and r.stdout == "carol unlocked\n", r.stderr
+    r = run(home, "users", "unlock", "x\ny", "--reason", "confirmed by phone")
+    assert r.returncode == 0 and r.stdout == "x\\ny unlocked\n", r.stdout
