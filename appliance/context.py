@@ -17,7 +17,7 @@ from appliance import db
 from appliance.audit.checkpoint import Checkpointer, CheckpointPolicy
 from appliance.audit.trail import HeadCache, Trail
 from appliance.clock import Clock
-from appliance.errors import IntegrityError, NotInitialised
+from appliance.errors import AuditFailure, IntegrityError, NotInitialised
 from appliance.home import HomeLayout
 from appliance.keys import SigningKey
 from appliance.settings import AuditPolicy, Settings, load_settings
@@ -45,7 +45,12 @@ class Appliance:
     def open(cls, home: Path, clock: Clock | None = None, terminal: str | None = None
              ) -> Appliance:
         layout = HomeLayout(Path(home))
-        if not layout.exists():
+        try:
+            made = layout.exists()
+        except OSError as exc:  # a home this user may not search: not "no appliance"
+            raise AuditFailure(f"cannot open the appliance database {layout.db}: "
+                               f"{exc.strerror or exc}") from None
+        if not made:
             raise NotInitialised(f"no appliance at {layout.root}")
         conn = db.connect(layout.db)
         try:

@@ -69,7 +69,9 @@ class HomeLayout:
         return self.root / "jobs"
 
     def exists(self) -> bool:
-        return self.db.exists() and self.signing_key.exists()
+        """Whether an appliance was made here: its database is. (A missing signing key is
+        then damage, said as such when the appliance is opened, not "no appliance".)"""
+        return self.db.exists()
 
     def init_leftovers(self) -> list[Path]:
         """The paths of `INIT_NAMES` present in the home."""

@@ -176,6 +176,7 @@ def _delegators(repo: Repo) -> tuple[list[Root], Targets | None]:
 def status(directory: Path) -> list[RoleStatus]:
     """Signatures collected per role; for a new root, the weaker of old and new roots."""
     repo = Repo(Path(directory))
+    repo.config()  # no repository at all is said as such, not "nothing is being signed"
     if not repo.release_metadata.exists():
         raise InvalidInput("nothing is being signed yet", "run `appliance bundle sign` first")
     roots, targets = _delegators(repo)

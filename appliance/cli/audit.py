@@ -15,6 +15,7 @@ from appliance.cli.common import (
     err_console,
     login,
     open_app,
+    out_path,
 )
 from appliance.text import shown
 
@@ -56,9 +57,9 @@ def verify(
 @app.command("anchor")
 def anchor(
     ctx: typer.Context,
-    to: Annotated[Path, typer.Option(
-        "--to", help="New file, or a directory to name one in, on external media (never "
-                     "overwrites).")],
+    to: Annotated[str, typer.Option(
+        "--to", metavar="<path>", help="New file, or a directory to name one in, on external "
+                                       "media (never overwrites).")],
     user: UserOpt = None,
     password_stdin: PasswordStdinOpt = False,
     as_json: JsonOpt = False,
@@ -66,9 +67,10 @@ def anchor(
     """Write the newest signed checkpoint to external media for off-box custody."""
     from appliance.services import audit
 
+    where = out_path("--to", to)
     with open_app(ctx) as appl:
         session = login(ctx, appl, user, password_stdin)
-        path = audit.anchor(appl, session, to)
+        path = audit.anchor(appl, session, where)
     emit({"anchor": str(path)}, as_json, f"Anchor written to {path}")
 
 
@@ -123,7 +125,8 @@ def events(
     action: ActionOpt = None,
     target_type: TargetTypeOpt = None,
     target_id: TargetIdOpt = None,
-    after: Annotated[int, typer.Option("--after", help="Only events after this seq.")] = 0,
+    after: Annotated[int, typer.Option("--after", min=0, max=2**63 - 1,  # SQLite's integers
+                                       help="Only events after this seq.")] = 0,
     limit: Annotated[int, typer.Option("--limit", min=1, max=100_000,
                                        help="At most this many events.")] = 100,
     newest: Annotated[bool, typer.Option("--newest", help="Newest first.")] = False,
@@ -153,8 +156,9 @@ def events(
 def export(
     ctx: typer.Context,
     fmt: Annotated[str, typer.Option("--format", help="csv, jsonl or pdf.")],
-    out: Annotated[Path, typer.Option(
-        "--out", help="File to write, or a directory to name one in (never overwrites).")],
+    out: Annotated[str, typer.Option(
+        "--out", metavar="<path>",
+        help="File to write, or a directory to name one in (never overwrites).")],
     user: UserOpt = None,
     password_stdin: PasswordStdinOpt = False,
     since: SinceOpt = None,
@@ -171,16 +175,17 @@ def export(
     from appliance.services.audit_export import export_trail
 
     flt = _filter(since, until, actor, action, target_type, target_id)
+    where = out_path("--out", out)
     with open_app(ctx) as appl:
         session = login(ctx, appl, user, password_stdin)
         if as_json or not sys.stderr.isatty():
-            result = export_trail(appl, session, fmt, out, flt)
+            result = export_trail(appl, session, fmt, where, flt)
         else:
             from rich.progress import Progress
 
             with Progress(console=err_console, transient=True) as bar:
                 task = bar.add_task("exporting", total=None)
-                result = export_trail(appl, session, fmt, out, flt, lambda done, total:
+                result = export_trail(appl, session, fmt, where, flt, lambda done, total:
                                       bar.update(task, completed=done, total=total))
     emit({"path": str(result.path), "manifest": str(result.manifest_path),
           "count": result.count, "sha256": result.sha256, "head_hash": result.head_hash},

@@ -50,6 +50,19 @@ def is_utf8(text: str) -> bool:
     return True
 
 
+def out_path(option: str, text: str) -> Path:
+    """A path typed for something to write. Empty text is refused: as a Path it is ".",
+    so an unset shell variable put the anchor or export in the current directory, not on
+    the media. A trailing "/" names a directory, which must exist: else a file of that
+    name was written. (Typer's Path drops both signs, so such options are typed as text.)"""
+    if not text.strip():
+        raise InvalidInput(f"{option} is empty", f"name where to write with {option}")
+    if text.endswith("/") and not Path(text).is_dir():
+        raise InvalidInput(f"directory {text} does not exist",
+                           f"mount the media or create it, or pass {option} a file name")
+    return Path(text)
+
+
 def read_secret(prompt: str, from_stdin: bool) -> str:
     """A password from stdin (one line) or the terminal, never from an argument."""
     not_utf8 = InvalidInput("the password is not UTF-8 text",

@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from appliance.cli.common import JsonOpt, PasswordStdinOpt, UserOpt, emit, login, open_app
+from appliance.cli.common import (
+    JsonOpt,
+    PasswordStdinOpt,
+    UserOpt,
+    emit,
+    login,
+    open_app,
+    out_path,
+)
 
 app = typer.Typer(help="GPU inventory (NVML) and engine profile fit.", no_args_is_help=True)
 
@@ -63,7 +71,8 @@ def show(
 @app.command("record")
 def record(
     ctx: typer.Context,
-    out: Annotated[Path, typer.Option("--out", help="File to write the reading to (JSON).")],
+    out: Annotated[str, typer.Option("--out", metavar="<path>",
+                                     help="New file to write the reading to (JSON).")],
     note: Annotated[str | None, typer.Option("--note", help="What machine this is.")] = None,
     user: UserOpt = None,
     password_stdin: PasswordStdinOpt = False,
@@ -73,11 +82,12 @@ def record(
     """Write this host's GPU reading to a file (a fixture for tests and demos)."""
     from appliance.services import hardware
 
+    where = out_path("--out", out)
     with open_app(ctx) as appl:
         session = login(ctx, appl, user, password_stdin)
-        inv = hardware.record(appl, session, out, _source(reading), note)
-    emit({"out": str(out), "summary": inv.summary()}, as_json,
-         f"Reading written to {out}: {inv.summary()}")
+        inv = hardware.record(appl, session, where, _source(reading), note)
+    emit({"out": str(where), "summary": inv.summary()}, as_json,
+         f"Reading written to {where}: {inv.summary()}")
 
 
 @app.command("fit")

@@ -26,7 +26,8 @@ def list_(ctx: typer.Context,
         sigs = list_signatures(appl, login(ctx, appl, user, password_stdin), record_type,
                                record_id)
     emit([s.to_dict() for s in sigs], as_json,
-         "\n".join(shown(f"{s.id[:8]}  {s.record_type}/{s.record_id}  {s.line()}")
+         # the whole id: it is what `signatures show` takes
+         "\n".join(shown(f"{s.id}  {s.record_type}/{s.record_id}  {s.line()}")
                    for s in sigs)
          or "no signatures")
 

@@ -88,6 +88,7 @@ def list_(ctx: typer.Context, state: Annotated[str | None, typer.Option(
 def check(ctx: typer.Context, ref: RefArg, user: UserOpt = None,
           password_stdin: PasswordStdinOpt = False, as_json: JsonOpt = False) -> None:
     """Run the automatic steps (verification, evaluation gates, submission for approval)."""
+    from appliance.errors import UpdateRefused
     from appliance.services import updates
 
     with open_app(ctx) as appl:
@@ -95,6 +96,9 @@ def check(ctx: typer.Context, ref: RefArg, user: UserOpt = None,
     emit(bundle.summary(), as_json,
          f"{bundle.ref}: {bundle.state}" + (f" ({bundle.state_reason})"
                                             if bundle.state_reason else ""))
+    if bundle.state == "REJECTED":  # a check that failed is a failing command, as `hw fit`
+        raise UpdateRefused(f"{bundle.ref} is rejected"
+                            + (f": {bundle.state_reason}" if bundle.state_reason else ""))
 
 
 @app.command("show")

@@ -107,8 +107,8 @@ def _simple(action: str):
                      "(must be changed at login; cannot sign until then)")
                 return
             if action == "unlock":
-                users.unlock(appl, session, username, reason)
-                emit({"username": username, "unlocked": True}, as_json, f"{username} unlocked")
+                name = users.unlock(appl, session, username, reason)
+                emit({"username": name, "unlocked": True}, as_json, f"{shown(name)} unlocked")
                 return
             fn = {"disable": users.disable_user, "enable": users.enable_user}[action]
             result = fn(appl, session, username, reason)

@@ -316,10 +316,15 @@ class RecordedSource:
         return GpuInventory.from_dict(data, source=f"recorded:{self.path.name}")
 
 
-def write_reading(inventory: GpuInventory, path: Path, note: str | None = None) -> None:
-    """Save a reading so that a real machine's inventory can become a fixture later."""
+def reading_bytes(inventory: GpuInventory, note: str | None = None) -> bytes:
+    """A reading as `write_reading` saves it and `RecordedSource` reads it back."""
     data = inventory.to_dict()
     data.pop("source", None)
     if note:
         data["note"] = note
-    Path(path).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+def write_reading(inventory: GpuInventory, path: Path, note: str | None = None) -> None:
+    """Save a reading so that a real machine's inventory can become a fixture later."""
+    Path(path).write_bytes(reading_bytes(inventory, note))

@@ -57,7 +57,7 @@ def read_page(job_dir: Path, name: str, offset: int = 0, limit: int = PAGE
             or not path.is_file():
         return None
     size = path.stat().st_size
-    offset = max(0, offset)
+    offset = min(max(0, offset), size)  # past the end: nothing more (seek refuses 2^63)
     with path.open("rb") as fh:
         fh.seek(offset)
         data = fh.read(max(1, min(limit, 4 * PAGE)))

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from appliance.canonical import canonical_bytes
 from appliance.errors import InvalidInput
 from appliance.provision.redaction import redact
 
@@ -146,7 +147,8 @@ def validate(host: Host) -> None:
         if not 0 < host.port < 65536:
             raise InvalidInput(f"invalid port {host.port}", "use 1-65535")
         if not _USER.match(host.user):
-            raise InvalidInput(f"invalid user {host.user!r}", "pass --user NAME")
+            raise InvalidInput(f"invalid user {host.user!r}",  # --user: the appliance login
+                               "pass --ssh-user NAME, the login on that host")
         if not host.host_keys:
             raise InvalidInput(f"no pinned host key for {host.name}",
                                "pass --host-key-file or let the appliance scan it")
@@ -160,6 +162,9 @@ def validate(host: Host) -> None:
         if too_deep(host.vars[key]):
             raise InvalidInput(f"host variable {key!r} is nested more than {MAX_VAR_DEPTH} "
                                "deep", "pass a flatter value")
+        if not recordable(host.vars[key]):
+            raise InvalidInput(f"host variable {key!r} cannot be recorded in the audit trail",
+                               RECORDABLE_HINT)
     check_templates(host)
 
 
@@ -178,6 +183,21 @@ def too_deep(value: Any, limit: int = MAX_VAR_DEPTH) -> bool:
             children = item.values() if isinstance(item, dict) else item
             stack.extend((child, depth + 1) for child in children)
     return False
+
+
+RECORDABLE_HINT = ("use finite numbers, whole ones within 2^53, and text without lone "
+                   "surrogates (\\ud800 to \\udfff)")
+
+
+def recordable(value: Any) -> bool:
+    """Whether the audit trail's canonical JSON (RFC 8785) can hold `value`: not NaN, an
+    infinity (JSON's 1e999 or YAML's .inf), an integer beyond 2^53 or a lone surrogate
+    (a JSON "\\ud800"). Call after `too_deep`: the encoder recurses."""
+    try:
+        canonical_bytes(value)
+    except ValueError:  # rfc8785's errors, and UnicodeEncodeError
+        return False
+    return True
 
 
 def holds_template(value: Any) -> bool:

@@ -6,12 +6,14 @@ including refusals, and with where the reading came from: a replayed reading is 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from appliance.audit.events import Event
 from appliance.context import Appliance
+from appliance.durable import StagedFile
 from appliance.errors import ApplianceError, InvalidInput
-from appliance.hardware import GpuInventory, GpuSource, read_inventory, write_reading
+from appliance.hardware import GpuInventory, GpuSource, read_inventory, reading_bytes
 from appliance.hardware.catalog import read_engines_dir
 from appliance.hardware.profiles import EngineProfile, Selection, select_profile
 from appliance.identity.session import Session
@@ -24,21 +26,42 @@ def show(app: Appliance, session: Session, source: GpuSource | None = None) -> G
     return read_inventory(source)
 
 
+_NEW_FILE = "pass --out a new file path in an existing, writable directory"
+
+
 def record(app: Appliance, session: Session, out: Path, source: GpuSource | None = None,
            note: str | None = None) -> GpuInventory:
-    """Write this host's reading to a file, so that a real machine can become a fixture."""
+    """Write this host's reading to a new file, so that a real machine can become a fixture.
+    Never over an existing file (a mistyped --out must not replace the signing key or the
+    database): it is written beside `out` and renamed into place once its event commits, so
+    a failed write records nothing and nothing lands unrecorded."""
     actor = authorize(app, session, "hardware.view", target_type="host", target_id="gpus")
+    out = Path(out)
+    if out.is_dir():
+        raise InvalidInput(f"could not write the reading to {out}: Is a directory", _NEW_FILE)
+    if os.path.lexists(out):
+        raise InvalidInput(f"{out} already exists",
+                           "readings never overwrite; choose a new file name for --out")
     inventory = read_inventory(source)
+    staged = StagedFile(out, overwrite=False)
     try:
+        with staged.open() as f:
+            f.write(reading_bytes(inventory, note))
+            f.flush()
+            os.fsync(f.fileno())
         with app.transaction():
             app.trail.append(Event(
                 action="hardware.record", actor=actor, target_type="host", target_id="gpus",
                 details={"out": str(out), "summary": inventory.summary(),
                          "source": inventory.source}, terminal=session.terminal))
-            write_reading(inventory, out, note=note)  # inside: a failed write records nothing
+        staged.commit()
     except OSError as exc:
+        staged.discard()
         raise InvalidInput(f"could not write the reading to {out}: {exc.strerror or exc}",
-                           "pass --out a file path in an existing, writable directory") from exc
+                           _NEW_FILE) from exc
+    except BaseException:
+        staged.discard()
+        raise
     return inventory
 
 

@@ -286,6 +286,9 @@ def _check_extra_vars(extra: dict[str, Any]) -> dict[str, Any]:
         if inv.too_deep(extra[key]):
             raise InvalidInput(f"extra variable {key!r} is nested more than "
                                f"{inv.MAX_VAR_DEPTH} deep", "pass a flatter value")
+        if not inv.recordable(extra[key]):  # by name only: the value may be a password
+            raise InvalidInput(f"extra variable {key!r} cannot be recorded in the audit "
+                               "trail", inv.RECORDABLE_HINT)
         if key.lower().startswith("ansible_") and key not in ALLOWED_ANSIBLE_VARS:
             raise InvalidInput(f"extra variable {key!r} may not be set",
                                "Ansible's connection settings come from the inventory; of "

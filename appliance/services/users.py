@@ -234,7 +234,7 @@ def reset_password(app: Appliance, session: Session, username: str,
     return TemporaryPassword(user.username, temp)
 
 
-def unlock(app: Appliance, session: Session, username: str, reason: str) -> None:
+def unlock(app: Appliance, session: Session, username: str, reason: str) -> str:
     """Clear a lockout (11.300(d)). Never one's own: an officer locked out by wrong signature
     passwords could otherwise go on guessing from an open session without limit. Works for
     any typed name, since failures are counted by the name typed."""
@@ -247,6 +247,7 @@ def unlock(app: Appliance, session: Session, username: str, reason: str) -> None
         app.trail.append(Event(action="user.unlock", actor=actor, target_type="user",
                                target_id=name, reason=reason, details={"failures_cleared": n},
                                terminal=session.terminal))
+    return name  # as failures are counted: trimmed, lower case, cut if too long
 
 
 def change_password(app: Appliance, session: Session, old_password: str,

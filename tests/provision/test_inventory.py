@@ -88,6 +88,16 @@ def test_bad_hosts_are_refused_with_nothing_stored(
     assert [h.name for h in provision_inventory.list_hosts(appliance, it_session)] == ["localhost"]
 
 
+def test_a_bad_ssh_login_names_the_option_that_sets_it(
+        appliance: Appliance, it_session: Session, keys: dict[str, Path]) -> None:
+    """The hint said `--user`, which is the appliance login, not the host's SSH login."""
+    with pytest.raises(InvalidInput, match="invalid user 'root;x'") as refused:
+        provision_inventory.add_host(appliance, it_session,
+                                     Host("n1", address="10.0.0.1", user="root;x"),
+                                     host_key_file=keys["host_pub"])
+    assert "--ssh-user NAME" in refused.value.hint
+
+
 def test_a_public_key_is_not_accepted_as_the_login_key(
         appliance: Appliance, it_session: Session, keys: dict[str, Path], home: Path) -> None:
     with pytest.raises(InvalidInput, match="not an SSH private key"):

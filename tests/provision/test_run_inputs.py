@@ -283,3 +283,22 @@ def test_endless_or_deep_inputs_are_refused_in_one_line(
     assert _jobs(home) == [] and provision.list_runs(appliance, it_session) == []
     assert [h.name for h in provision_inventory.list_hosts(appliance, it_session)] == \
         ["localhost"]
+
+
+@pytest.mark.parametrize("value", ["NaN", "1e999", "-Infinity", "99999999999999999999",
+                                   '"\\ud800"', '{"\\udfff": 1}'])
+def test_a_value_the_audit_trail_cannot_hold_is_refused_in_one_line(
+        appliance: Appliance, it_session: Session, home: Path, value: str) -> None:
+    """NaN, infinities, integers beyond 2^53 and lone surrogates passed JSON and YAML but not
+    the trail's canonical JSON: a traceback from the run's or the host's audit event."""
+    r = _cli_run(home, it_session, "-e", f"x={value}")
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("error: extra variable 'x' cannot be recorded in the audit "
+                               "trail (") and r.stderr.count("\n") == 1, r.stderr
+    loaded = json.loads(value)
+    local = inv.Host("localhost", connection="local", python=sys.executable)
+    with pytest.raises(InvalidInput, match="host variable 'x' cannot be recorded"):
+        provision_inventory.add_host(appliance, it_session,
+                                     dataclasses.replace(local, vars={"x": loaded}))
+    assert _jobs(home) == [] and provision.list_runs(appliance, it_session) == []
+    assert provision_inventory.list_hosts(appliance, it_session)[0].vars == {}

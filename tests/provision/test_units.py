@@ -100,3 +100,16 @@ def test_everything_inside_a_secret_named_value_is_secret() -> None:
     assert redact(data) == {"api_token": "[redacted]", "db_password": "[redacted]",
                             "keep": {"v": "ok-5"}}
     assert secret_values(data) == {"tok-inner-1", "id-inner-2", "pw-list-3", "note-inner-4"}
+
+
+def test_an_artifact_page_past_its_end_is_empty(tmp_path: Path) -> None:
+    """`provision artifacts RUN NAME --offset` beyond the file, up to 2^63 and past it,
+    was an OSError or OverflowError traceback from seek."""
+    from appliance.provision.artifacts import read_page
+
+    (tmp_path / "env").mkdir()
+    (tmp_path / "env" / "extravars").write_text('{"a": 1}')
+    for offset in (8, 9, 2**63 - 1, 10**23):
+        page = read_page(tmp_path, "env/extravars", offset)
+        assert page is not None and (page.offset, page.text, page.next_offset) == (8, "", None)
+    assert read_page(tmp_path, "env/extravars", -5).text == '{"a": 1}'

@@ -73,6 +73,19 @@ def test_cli_review_approve_install_and_roll_back(home, imported) -> None:
     assert "active: demo-clinical@1" in text and "consistent: yes" in text
 
 
+def test_cli_a_check_that_rejects_the_bundle_exits_non_zero(home, app, security, itop,
+                                                            media) -> None:
+    """It printed REJECTED and exited 0, so `update check REF && ...` went on."""
+    (ref,) = trust_and_import(app, security, itop, media, 3)  # evidence fails the gate
+    save_settings(app.layout.config, app.settings)
+    app.close()
+    r = run(home, "check", ref)
+    assert r.returncode == 10, r.stderr
+    assert r.stdout.startswith(f"{ref}: REJECTED (")
+    assert r.stderr.startswith(f"error: {ref} is rejected: ") and r.stderr.count("\n") == 1
+    assert "Traceback" not in r.stderr
+
+
 def test_cli_reject_needs_a_signature_and_reason(home, imported) -> None:
     ref1, _ = imported
     assert run(home, "show", ref1).returncode == 0
