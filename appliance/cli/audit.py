@@ -187,9 +187,13 @@ def export(
                 task = bar.add_task("exporting", total=None)
                 result = export_trail(appl, session, fmt, where, flt, lambda done, total:
                                       bar.update(task, completed=done, total=total))
+        key_id = appl.key.key_id
+    # The key pins who signed; only an anchor kept off the appliance pins the history.
     emit({"path": str(result.path), "manifest": str(result.manifest_path),
-          "count": result.count, "sha256": result.sha256, "head_hash": result.head_hash},
+          "count": result.count, "sha256": result.sha256, "head_hash": result.head_hash,
+          "key_id": key_id},
          as_json,
          f"Exported {result.count} events to {result.path}\n"
          f"  sha256   {result.sha256}\n  manifest {result.manifest_path}\n"
-         f"  check it with: verify-audit-export {result.path}")
+         f"  check it with: verify-audit-export {result.path} --key {key_id} "
+         "--anchor <an anchor kept off the appliance, taken before this export>")

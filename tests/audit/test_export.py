@@ -354,6 +354,16 @@ def test_cli_export_and_events(tmp_path, out) -> None:
     m = json.loads(Path(data["manifest"]).read_text())["manifest"]
     assert m["filter"]["since"] == "2026-01-15T09:00:00.000Z" and m["filter"]["action"] == "media.*"
     assert data["count"] == m["count"] == 3
+    assert data["key_id"] == m["key_id"]
+
+    # The hint names the key to pin and asks for an anchor: the key alone cannot tell a
+    # trail that root rewrote and re-signed with it (it is a file on the appliance).
+    r = run_cli(home, "audit", "export", "--format", "csv", "--out", str(out.with_suffix(".csv")),
+                "--user", ADMIN, "--password-stdin")
+    assert r.returncode == 0, r.stderr
+    hint = r.stdout.strip().splitlines()[-1]
+    assert hint.startswith(f"  check it with: verify-audit-export {out.with_suffix('.csv')} "
+                           f"--key {data['key_id']} --anchor "), hint
 
     r = run_cli(home, "audit", "events", "--action", "update.approve", "--user", ADMIN,
                 "--password-stdin", "--json")
