@@ -100,6 +100,10 @@ def create_backup(app: Appliance, session: Session, to: Path) -> BackupResult:
     if not to.parent.is_dir():
         raise InvalidInput(f"directory {to.parent} does not exist",
                            "mount the backup media, or choose another --to")
+    if to.parent.resolve().is_relative_to(app.layout.root.resolve()):
+        # A copy inside what it copies is lost with it, and a later backup copies it again.
+        raise InvalidInput(f"{to} is inside the appliance home {app.layout.root}",
+                           "back up to other media, outside the appliance home")
     # No install, import or reclaim meanwhile: the records copied and the objects copied
     # must agree. A busy appliance is refused before anything is recorded.
     with backup_store.still(app):

@@ -157,6 +157,8 @@ def disable_user(app: Appliance, session: Session, username: str, reason: str) -
     actor, user = _manage(app, session, username, may_be_own=True)
 
     def change(now: User) -> dict[str, object]:
+        if now.status == "disabled":  # as grant and revoke: no change, no event of one
+            raise InvalidInput(f"{now.username} is already disabled", "nothing to do")
         _keep_one(app, now.username, set(now.roles))
         return {"status": "disabled"}
 
@@ -166,8 +168,13 @@ def disable_user(app: Appliance, session: Session, username: str, reason: str) -
 
 def enable_user(app: Appliance, session: Session, username: str, reason: str) -> User:
     actor, user = _manage(app, session, username)
-    return _change(app, session, actor, user.username, "user.enable", reason,
-                   lambda now: {"status": "active"})
+
+    def change(now: User) -> dict[str, object]:
+        if now.status == "active":
+            raise InvalidInput(f"{now.username} is already active", "nothing to do")
+        return {"status": "active"}
+
+    return _change(app, session, actor, user.username, "user.enable", reason, change)
 
 
 def grant_role(app: Appliance, session: Session, username: str, role: str,

@@ -174,6 +174,15 @@ def test_backup_to_media_that_is_not_mounted_is_refused_and_not_recorded(
     assert not (tmp_path / "usb").exists() and _backup_events(appliance) == []
 
 
+def test_a_backup_inside_the_appliance_home_is_refused_and_not_recorded(
+        appliance, admin_session) -> None:
+    for to in (appliance.layout.root / "bk", appliance.layout.keys / "bk",
+               appliance.layout.root / ".." / appliance.layout.root.name / "bk"):
+        with pytest.raises(InvalidInput, match="inside the appliance home"):
+            backup.create_backup(appliance, admin_session, to)
+    assert not (appliance.layout.root / "bk").exists() and _backup_events(appliance) == []
+
+
 def test_backup_that_cannot_be_written_is_a_recorded_failure(appliance, admin_session
                                                              ) -> None:
     """/proc takes no new directories, for root too: a real write failure."""

@@ -68,7 +68,15 @@ def test_11_300a_accounts_are_disabled_never_deleted(appliance) -> None:
 
 def test_11_10d_disabled_user_cannot_log_in(appliance, admin_session, make_user) -> None:
     s = make_user(["it"], username="ivan")
+    with pytest.raises(InvalidInput, match="already active"):
+        users.enable_user(appliance, admin_session, "ivan", "no change")
     users.disable_user(appliance, admin_session, "ivan", "left")
+    with pytest.raises(InvalidInput, match="already disabled"):
+        users.disable_user(appliance, admin_session, "ivan", "twice")
+    assert appliance.conn.execute(  # the refusals changed nothing and claim no change
+        "SELECT count(*) FROM audit_events WHERE json_extract(body, '$.action') IN "
+        "('user.disable', 'user.enable') AND json_extract(body, '$.outcome') = 'success'"
+    ).fetchone() == (1,)
     with pytest.raises(AuthenticationFailed):
         auth.login(appliance, "ivan", PASSWORD)
     with pytest.raises(InvalidInput):  # an account change needs a reason
