@@ -99,6 +99,15 @@ class ConsoleApp(App[None]):
         await self.switch_screen(LoginScreen(notice))
         self.sub_title = f"appliance {self.ctx.appliance_id[:8]}"
 
+    def told_elsewhere(self, screen: Screen, text: str, severity: str = "information") -> bool:
+        """From a worker thread: a job whose screen was left meanwhile (the job goes on, and
+        is recorded) says how it ended in a notification, as the screen's own line is gone.
+        True if it did; False while the screen is there to say it."""
+        if screen.is_attached:
+            return False
+        self.call_from_thread(self.notify, text, severity=severity, timeout=30)
+        return True
+
     def session_error(self, error: ApplianceError, undone: str = "") -> bool:
         """Return to the login screen if a service said the session is over; True if so."""
         if not isinstance(error, SessionExpired) or self.session is None:

@@ -1,5 +1,6 @@
-"""Leaving a screen while its job runs: the job goes on and is recorded. An export or an
-import used to be abandoned, unsaid, at its next progress report, whose screen was gone."""
+"""Leaving a screen while its job runs: the job goes on, is recorded, and the console says
+how it ended. An export or an import used to be abandoned, unsaid, at its next progress
+report, whose screen was gone."""
 
 from __future__ import annotations
 
@@ -67,7 +68,10 @@ async def test_leaving_the_audit_screen_during_an_export_finishes_the_export(
         await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))
         left.set()
         await wait_for(pilot, lambda: any(out.glob("*.manifest.json")), what="the export")
+        await wait_for(pilot, lambda: len(app._notifications) == 1, what="the notice")
     assert raised == []
+    [note] = app._notifications  # the screen's own line is gone: the console says it
+    assert note.message.startswith("Exported ") and str(out) in note.message
     assert [p.suffix for p in sorted(out.iterdir())] == [".csv", ".json"]
     exported = [e.data for e in iter_events(history.conn, 1)
                 if e.data["action"] == "audit.export"]
@@ -94,7 +98,10 @@ async def test_leaving_the_media_screen_during_an_import_finishes_the_import(
                                           iter_events(trusted.conn, start + 1)),
                        what="the import's event")
         await dashboard_ready(pilot)
+        await wait_for(pilot, lambda: len(app._notifications) == 1, what="the notice")
     assert raised == []
+    [note] = app._notifications
+    assert note.message.startswith("imported ") and "copied" in note.message, note.message
     [event] = [e.data for e in iter_events(trusted.conn, start + 1)
                if e.data["action"] == "media.import"]
     assert event["outcome"] == "success"

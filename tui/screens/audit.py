@@ -262,9 +262,11 @@ class AuditScreen(Screen):
                 result = audit_export.export_trail(app, session, request.fmt, out, flt,
                                                    progress)
         except ApplianceError as exc:
-            self.post_message(self.JobFailed("export", exc))
+            if not console.told_elsewhere(self, f"export did not run: {exc}", "error"):
+                self.post_message(self.JobFailed("export", exc))
             return
-        self.post_message(self.Exported(result))
+        if not console.told_elsewhere(self, f"Exported {result.count:,} events to {result.path}"):
+            self.post_message(self.Exported(result))
 
     def _progress(self, done: int, total: int) -> None:
         if self.is_attached:

@@ -208,9 +208,11 @@ class MediaScreen(Screen):
             with self.app.ctx.open() as app:
                 result = media.import_bundle(app, session, path, progress)
         except ApplianceError as exc:
-            self.post_message(self.Failed(exc, "import"))
+            if not console.told_elsewhere(self, f"import did not finish: {exc}", "error"):
+                self.post_message(self.Failed(exc, "import"))
             return
-        self.post_message(self.Imported(result))
+        if not console.told_elsewhere(self, result_text(result)):
+            self.post_message(self.Imported(result))
 
     @work(thread=True, exclusive=True, group="media-reclaim")
     def _reclaim(self, session: Session, reason: str | None) -> None:
