@@ -26,7 +26,13 @@ from typing import Any
 from appliance.audit.events import SYSTEM_ACTOR, Actor, Event
 from appliance.clock import Clock
 from appliance.context import Appliance
-from appliance.errors import InvalidInput, PermissionDenied, ProvisionFailed, RunConflict
+from appliance.errors import (
+    AuditFailure,
+    InvalidInput,
+    PermissionDenied,
+    ProvisionFailed,
+    RunConflict,
+)
 from appliance.identity.roles import roles_for
 from appliance.identity.session import Session
 from appliance.provision import artifacts, proctree, records
@@ -241,10 +247,19 @@ def _work(handle: RunHandle, home: Path, clock: Clock, app_terminal: str, actor:
           terminal: str, cause: str | None = None) -> None:
     try:
         outcome = handle.job.run()
-        # The caller's connection belongs to its thread; the result gets its own.
-        with Appliance.open(home, clock=clock, terminal=app_terminal) as app:
-            handle.record = _record_result(app, handle.record, outcome, actor, terminal,
-                                           cause)
+        try:
+            # The caller's connection belongs to its thread; the result gets its own.
+            with Appliance.open(home, clock=clock, terminal=app_terminal) as app:
+                handle.record = _record_result(app, handle.record, outcome, actor, terminal,
+                                               cause)
+        except AuditFailure as exc:
+            # Not "nothing was changed": the playbook has run, and may have changed hosts.
+            raise AuditFailure(
+                f"run {handle.run_id} ended {outcome.status}, but its result could not be "
+                f"recorded: {exc.message}",
+                "the hosts may have changed; once this process has ended the run is closed "
+                f"as interrupted, its output kept: `appliance provision show {handle.run_id}`"
+                ) from exc
     except BaseException as exc:  # noqa: BLE001 - handed to whoever waits
         handle._error = exc
     finally:

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -17,9 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from appliance import db
 from appliance.audit.query import EventFilter
 from appliance.context import Appliance
 from appliance.errors import (
+    AuditFailure,
     InvalidInput,
     PermissionDenied,
     ProvisionFailed,
@@ -209,6 +212,37 @@ def test_cancel_kills_the_whole_tree_and_records_it(
     assert ended["details"]["killed_processes"] >= 2
     with pytest.raises(InvalidInput, match="already ended"):
         provision.cancel(appliance, it_session, rec.id)
+
+
+def test_a_result_that_cannot_be_recorded_says_the_run_happened(
+        appliance: Appliance, it_session: Session, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The playbook has run when its result is recorded: a database held by another writer
+    past the wait must not end in "nothing was changed", the hint of an action refused."""
+    proj, flag = tmp_path / "hold-playbooks", tmp_path / "go"
+    proj.mkdir()
+    shutil.copy(PLAYBOOKS / "ansible.cfg", proj / "ansible.cfg")
+    (proj / "hold.yml").write_text(
+        "- name: Wait for the test\n  hosts: all\n  gather_facts: false\n  tasks:\n"
+        "    - name: Wait for the flag file\n      ansible.builtin.wait_for:\n"
+        f"        path: {flag}\n        timeout: 60\n")
+    handle = provision.start(appliance, it_session, RunRequest("hold.yml", "local"),
+                             playbooks_dir=proj)
+    monkeypatch.setattr(db, "BUSY_TIMEOUT_MS", 300)  # the result's connection waits 0.3 s
+    holder = sqlite3.connect(appliance.layout.db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another writer, holding on past that
+    try:
+        flag.touch()
+        with pytest.raises(AuditFailure) as failed:
+            handle.wait(60)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert failed.value.message.startswith(
+        f"run {handle.run_id} ended successful, but its result could not be recorded: ")
+    assert "nothing was changed" not in str(failed.value)
+    assert failed.value.hint.startswith("the hosts may have changed")
+    assert f"provision show {handle.run_id}" in failed.value.hint
 
 
 def test_a_second_run_changing_a_host_in_use_is_refused(
