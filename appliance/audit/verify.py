@@ -56,7 +56,17 @@ def _verify(conn: sqlite3.Connection, public_key: ec.EllipticCurvePublicKey,
     report = VerifyReport(mode="incremental" if incremental else "full")
     structure.check_triggers(conn, report)
     key_id = fingerprint(public_key)
-    if anchor is not None:
+    foreign = anchor is not None and anchor.body.get("appliance_id") != _appliance_id(conn)
+    if foreign:
+        # Said plainly, and alone: another appliance's anchor vouches for nothing here, and
+        # "history was rewritten" would mislead an auditor who picked the wrong file. It
+        # fails all the same: it is also what a database swapped for another's would give.
+        report.findings.append(Finding(
+            "foreign-anchor", None,
+            f"the anchor is of appliance {anchor.body.get('appliance_id')}, this database of "
+            f"appliance {_appliance_id(conn)}: the wrong anchor file, or another appliance's "
+            "database"))
+    elif anchor is not None:
         anchor_key = load_public_pem(anchor.public_key_pem.encode())
         if fingerprint(anchor_key) != key_id:
             report.findings.append(Finding(
@@ -107,7 +117,7 @@ def _verify(conn: sqlite3.Connection, public_key: ec.EllipticCurvePublicKey,
                 "truncated", head + 1,
                 f"checkpoint {cp.id} covers {size} events but the trail ends at {head}"))
     structure.check_signed_events(signed, covered, report)
-    if anchor is not None:
+    if anchor is not None and not foreign:
         _check_anchor(conn, anchor, head, report)
     return report
 
@@ -388,6 +398,14 @@ def _db_path(conn: sqlite3.Connection) -> str | None:
         if name == "main" and path:
             return path
     return None
+
+
+def _appliance_id(conn: sqlite3.Connection) -> str | None:
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'appliance_id'").fetchone()
+    except sqlite3.Error:  # a database without its meta table: other findings say so
+        return None
+    return row[0] if row else None
 
 
 def _check_anchor(conn: sqlite3.Connection, anchor: Anchor, head: int,

@@ -268,6 +268,29 @@ def test_anchor_from_another_history(trail_home: Path, tmp_path: Path) -> None:
     assert "anchor-mismatch" in _verify(trail_home, anchor).kinds()
 
 
+def test_another_appliances_anchor_is_said_plainly(trail_home: Path, tmp_path: Path,
+                                                   clock) -> None:
+    """An auditor who picked the wrong file reads that, alone, not "history was rewritten";
+    it still fails, as a database swapped for another appliance's would."""
+    other = init_appliance(tmp_path / "other", ADMIN, "Alice Adams", PASSWORD, clock=clock,
+                           settings=SETTINGS)
+    other_id = other.appliance_id
+    other.close()
+    report = _verify(trail_home, _anchor(tmp_path / "other", tmp_path / "other.json"))
+    assert [f.kind for f in report.findings] == ["foreign-anchor"]
+    ours = Appliance.open(trail_home)
+    assert f"appliance {other_id}, this database of appliance {ours.appliance_id}" in \
+        report.findings[0].message
+    ours.close()
+
+
+def test_this_appliances_anchor_signed_with_another_key_is_a_key_mismatch(
+        trail_home: Path, tmp_path: Path) -> None:
+    anchor = _anchor(trail_home, tmp_path / "a.json")
+    _write_anchor_doc(anchor, resign=True)
+    assert "key-mismatch" in _verify(trail_home, anchor).kinds()
+
+
 def test_anchor_file_tampering_is_refused(trail_home: Path, tmp_path: Path) -> None:
     from appliance.errors import InvalidInput
     anchor = _anchor(trail_home, tmp_path / "a.json")
