@@ -87,6 +87,27 @@ def read_secret(prompt: str, from_stdin: bool) -> str:
     return secret
 
 
+def with_statement(appl, session, req, permission: str, target: tuple[str, str],
+                   password_stdin: bool):
+    """On a terminal, a person's first signature shows the signature statement and asks
+    them to accept it (11.10(j)), where before it was refused, password spent, unless they
+    knew to pass --acknowledge-statement; scripts still pass it. Declining signs nothing."""
+    from dataclasses import replace
+
+    from appliance.services import signing
+
+    if req.acknowledge_statement or password_stdin or not sys.stdin.isatty():
+        return req
+    asked = signing.prompt(appl, session, permission, target_type=target[0],
+                           target_id=target[1])
+    if not asked.statement:
+        return req
+    console.print(f"Your first electronic signature. {asked.statement_text}")
+    if not typer.confirm("Do you accept this statement for your signatures?"):
+        raise InvalidInput("the signature statement was not accepted", "nothing was signed")
+    return replace(req, acknowledge_statement=True)
+
+
 def credentials(user: str | None, password_stdin: bool) -> tuple[str, str]:
     """The acting person's username and password (`--user`, then the password asked)."""
     if not user:

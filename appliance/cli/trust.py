@@ -17,6 +17,7 @@ from appliance.cli.common import (
     login,
     open_app,
     read_secret,
+    with_statement,
 )
 from appliance.errors import InvalidInput
 
@@ -54,7 +55,8 @@ def init(
         "initial trust from installer media",
     acknowledge_statement: Annotated[bool, typer.Option(
         "--acknowledge-statement",
-        help="Accept the electronic-signature statement (first signature only).")] = False,
+        help="Accept the electronic-signature statement for a first signature (scripts: on "
+             "a terminal it is shown and asked).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Trust a first root (security officer, signed); prints its fingerprint to compare."""
@@ -78,10 +80,12 @@ def init(
     password = read_secret(f"Password for {user} (signature): ", password_stdin)
     with open_app(ctx) as appl:
         session = auth.login(appl, user, password)
-        out = trust_service.init_trust(
-            appl, session, data, SignatureRequest("approved", reason, password, username=user,
-                                                  acknowledge_statement=acknowledge_statement),
-            source=str(root), expect_fingerprint=expect_fingerprint)
+        req = with_statement(appl, session, SignatureRequest(
+            "approved", reason, password, username=user,
+            acknowledge_statement=acknowledge_statement), "trust.manage", ("trust", "root"),
+            password_stdin)
+        out = trust_service.init_trust(appl, session, data, req, source=str(root),
+                                       expect_fingerprint=expect_fingerprint)
     emit(out, as_json, f"Trusted root v{out['root_version']}\nFingerprint: {fp}\n\n"
          + _show_text(out))
 

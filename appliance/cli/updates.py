@@ -15,6 +15,7 @@ from appliance.cli.common import (
     login,
     open_app,
     read_secret,
+    with_statement,
 )
 from appliance.errors import InvalidInput
 from appliance.text import shown
@@ -27,7 +28,8 @@ RefArg = Annotated[str, typer.Argument(help="The bundle: NAME@VERSION, its id, o
 ReasonReq = Annotated[str, typer.Option("--reason", help="Why (recorded with the signature).")]
 AckOpt = Annotated[bool, typer.Option(
     "--acknowledge-statement",
-    help="Accept the electronic-signature statement (needed for your first signature).")]
+    help="Accept the electronic-signature statement for a first signature (scripts: on a "
+         "terminal it is shown and asked).")]
 ReadingOpt = Annotated[Path | None, typer.Option(
     "--reading", envvar="APPLIANCE_GPU_READING",
     help="Replay a GPU reading (from `hw record`) instead of asking NVML; recorded as such.")]
@@ -127,8 +129,10 @@ def approve(ctx: typer.Context, ref: RefArg, reason: ReasonReq, reading: Reading
     password, req = _signed(ctx, user, password_stdin, "approved", reason,
                             acknowledge_statement)
     with open_app(ctx) as appl:
-        out = updates.approve(appl, auth.login(appl, user, password), ref, req,
-                              _source(reading), profile)
+        session = auth.login(appl, user, password)
+        req = with_statement(appl, session, req, "update.approve", ("bundle", ref),
+                             password_stdin)
+        out = updates.approve(appl, session, ref, req, _source(reading), profile)
     s = out["signature"]
     emit(out, as_json, f"{out['bundle']}: {out['state']} ({out['signatures']} of "
                        f"{out['required']} approvals); signed {s['meaning']} by {s['name']} "
@@ -145,7 +149,10 @@ def reject(ctx: typer.Context, ref: RefArg, reason: ReasonReq, user: UserOpt = N
     password, req = _signed(ctx, user, password_stdin, "rejected", reason,
                             acknowledge_statement)
     with open_app(ctx) as appl:
-        out = updates.reject(appl, auth.login(appl, user, password), ref, req)
+        session = auth.login(appl, user, password)
+        req = with_statement(appl, session, req, "update.approve", ("bundle", ref),
+                             password_stdin)
+        out = updates.reject(appl, session, ref, req)
     s = out["signature"]
     emit(out, as_json, f"{out['bundle']}: REJECTED; signed by {s['name']} at {s['ts']}: "
                        f"{s['reason']}")
@@ -176,8 +183,10 @@ def rollback(ctx: typer.Context, ref: RefArg, reason: ReasonReq, reading: Readin
     password, req = _signed(ctx, user, password_stdin, "approved", reason,
                             acknowledge_statement)
     with open_app(ctx) as appl:
-        result = updates.rollback(appl, auth.login(appl, user, password), ref, req,
-                                  _edges(reading))
+        session = auth.login(appl, user, password)
+        req = with_statement(appl, session, req, "update.rollback", ("bundle", ref),
+                             password_stdin)
+        result = updates.rollback(appl, session, ref, req, _edges(reading))
     emit(result.to_dict(), as_json, view.install_text(result.to_dict()))
     _activated(result)
 

@@ -14,6 +14,7 @@ from appliance.cli.common import (
     login,
     open_app,
     read_secret,
+    with_statement,
 )
 from appliance.errors import InvalidInput
 from appliance.text import shown
@@ -24,7 +25,8 @@ app = typer.Typer(help="User accounts, roles and electronic-signature readiness.
 ReasonReq = Annotated[str, typer.Option("--reason", help="Why (recorded in the audit trail).")]
 AckOpt = Annotated[bool, typer.Option(
     "--acknowledge-statement",
-    help="Accept the electronic-signature statement (needed for your first signature).")]
+    help="Accept the electronic-signature statement for a first signature (scripts: on a "
+         "terminal it is shown and asked).")]
 
 
 def _user_dict(u) -> dict:
@@ -209,7 +211,9 @@ def review(
     password = read_secret(f"Password for {user} (signature): ", password_stdin)
     with open_app(ctx) as appl:
         session = auth.login(appl, user, password)
-        sig = users.review_access(appl, session, SignatureRequest(
+        req = with_statement(appl, session, SignatureRequest(
             "reviewed", reason, password, username=user,
-            acknowledge_statement=acknowledge_statement))
+            acknowledge_statement=acknowledge_statement), "users.review",
+            ("access_review", "users"), password_stdin)
+        sig = users.review_access(appl, session, req)
     emit(sig.to_dict(), as_json, f"Access review signed: {sig.line()}")
