@@ -99,6 +99,23 @@ async def test_11_200_first_signature_asks_username_and_statement_later_only_pas
     assert signatures(history) == 2
 
 
+async def test_the_first_signature_dialog_reaches_its_buttons_on_a_small_terminal(
+        make_console, history: Appliance):
+    """At 60x20 the first signature's dialog (statement, username) is taller than the
+    screen: it scrolls, so the Sign button comes into view when it takes the focus."""
+    app = make_console()
+    async with app.run_test(size=(60, 20)) as pilot:
+        await open_users(pilot)
+        await open_review(pilot)
+        dialog = pilot.app.screen
+        button = dialog.query_one("#sig-ok")
+        button.focus()
+        await settle(pilot)
+        assert button.region.height and pilot.app.screen.region.contains_region(button.region)
+        await pilot.click("#sig-ack")  # clickable where it lies after scrolling back
+        assert dialog.query_one("#sig-ack").value
+
+
 async def test_11_200_wrong_password_shows_the_error_and_signs_nothing(
         make_console, history: Appliance):
     start = read_head(history.conn).seq

@@ -164,6 +164,9 @@ class AuditScreen(Screen):
     def on_resize(self) -> None:
         self.call_after_refresh(self._update_columns)
 
+    def on_event_list_columns_fitted(self, _message: EventList.ColumnsFitted) -> None:
+        self._update_columns()
+
     def on_event_list_highlighted(self, message: EventList.Highlighted) -> None:
         self.query_one(EventDetail).show(message.row)
 

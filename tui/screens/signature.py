@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from textual.app import ComposeResult
-from textual.containers import Grid, Horizontal, Vertical
+from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Checkbox, Input, Label, Static
 from textual.worker import Worker, get_current_worker
@@ -48,7 +48,8 @@ class SignatureDialog(FormDialog[SignatureRequest]):
 
     def compose(self) -> ComposeResult:
         ask, prompt = self.ask, self.prompt
-        with Vertical(id="sig-box"):
+        # Scrolls on a small terminal: the first signature (statement, username) is long.
+        with VerticalScroll(id="sig-box"):
             yield Static(f"Electronic signature: {ask.meaning}", id="sig-title", markup=False)
             yield Static(f"Signing: {ask.subject}", id="sig-subject", markup=False)
             yield Static(f"Signer: {prompt.full_name} ({self.username})", id="sig-signer",

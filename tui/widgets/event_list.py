@@ -118,6 +118,10 @@ class EventList(ScrollView, can_focus=True):
             super().__init__()
             self.generation, self.page, self.rows = generation, page, rows
 
+    class ColumnsFitted(Message):
+        """The columns were fitted to a new width (a resize, or the scrollbar coming or
+        going once the rows are counted): the header above the list follows."""
+
     class LoadFailed(Message):
         def __init__(self, error: ApplianceError) -> None:
             super().__init__()
@@ -134,6 +138,7 @@ class EventList(ScrollView, can_focus=True):
         self._wanted: set[int] = set()
         self._load_scheduled = False
         self.columns = Columns.fit(80, 1)
+        self._fitted_width = 0
 
     # -- what is shown ---------------------------------------------------------------
 
@@ -165,7 +170,12 @@ class EventList(ScrollView, can_focus=True):
         max_seq = self.view.rows.seq_at(0) if self.view and len(self.view) else 1
         if self.view and len(self.view) and not self.view.descending:
             max_seq = self.view.rows.seq_at(len(self.view) - 1)
-        self.columns = Columns.fit(self.scrollable_content_region.width or 80, max_seq)
+        width = self.scrollable_content_region.width
+        columns = Columns.fit(width or 80, max_seq)
+        self._fitted_width = width
+        if columns != self.columns:
+            self.columns = columns
+            self.post_message(self.ColumnsFitted())
 
     def on_resize(self, event: events.Resize) -> None:
         self._fit_columns()
@@ -177,6 +187,8 @@ class EventList(ScrollView, can_focus=True):
 
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
+        if width != self._fitted_width:  # the scrollbar came or went since the last fit
+            self._fit_columns()
         base = self.rich_style
         index = self.scroll_offset.y + y
         if self.view is None or index >= len(self.view):
