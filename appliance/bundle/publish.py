@@ -8,8 +8,6 @@ Building, signing and writing media live in release.py.
 
 from __future__ import annotations
 
-import base64
-import json
 import shutil
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from appliance.bundle import keys as bkeys
 from appliance.bundle.model import (
     KINDS,
     LORA_ROLE,
+    MAX_FILES,
     ROLE_KINDS,
     ROLE_PREFIX,
     SIGSTORE_ROOT_TARGET,
@@ -25,6 +24,7 @@ from appliance.bundle.model import (
     ComponentInfo,
     EngineSpec,
     Signer,
+    safe_relpath,
 )
 from appliance.bundle.release import (  # noqa: F401 (the publishing API in one place)
     SERIALIZER,
@@ -33,6 +33,7 @@ from appliance.bundle.release import (  # noqa: F401 (the publishing API in one 
     build,
     publish,
     sign,
+    statement_of,
     status,
 )
 from appliance.bundle.repo import (
@@ -44,7 +45,7 @@ from appliance.bundle.repo import (
     check_roles,
 )
 from appliance.durable import write_atomic
-from appliance.errors import BundleRefused, InvalidInput
+from appliance.errors import BundleRefused, HardwareRefused, InvalidInput
 from appliance.text import one_line, shown
 
 
@@ -104,9 +105,11 @@ def add_component(directory: Path, kind: str, path: Path, key: Path | None, *,
                   role: str = "targets", base_model: str | None = None,
                   base_digest: str | None = None, engine: EngineSpec | None = None,
                   sigstore_signature: Path | None = None, identity: str = "",
-                  issuer: str = "") -> ComponentSpec:
+                  issuer: str = "", check_engine: bool = True) -> ComponentSpec:
     """Copy a component's files into the release and sign them with model signing (or take a
-    keyless signature made elsewhere). The key must be one the role that lists it names."""
+    keyless signature made elsewhere). The key must be one the role that lists it names.
+    An engine's own config.json is held to its declared profile as the appliance will hold
+    it (`check_engine=False` only to publish one the appliance must refuse, in tests)."""
     repo = Repo(Path(directory))
     cfg = repo.config()
     spec = repo.release()
@@ -136,7 +139,7 @@ def add_component(directory: Path, kind: str, path: Path, key: Path | None, *,
                                    f"{exc.strerror}", "pass --sigstore-signature with the "
                                    "model signature file made by model signing") from None
             signer = Signer("sigstore", identity=identity, issuer=issuer)
-            manifest = comp.parse_statement(comp.PAYLOAD_TYPE, _statement_of(sig), name)
+            manifest = comp.parse_statement(comp.PAYLOAD_TYPE, statement_of(sig), name)
         else:
             if key is None:
                 raise InvalidInput("no signing key", "pass --key KEYFILE")
@@ -164,6 +167,8 @@ def add_component(directory: Path, kind: str, path: Path, key: Path | None, *,
                              tags=tuple(sorted(set(tags or []))), base_model=base,
                              engine=engine)
         ComponentInfo.from_custom(info.to_custom(), payload + ".sig")   # same checks as import
+        if engine is not None and check_engine:
+            _check_engine(dest, name, engine)
     except BundleRefused as exc:  # the import's checks, said to the publisher
         shutil.rmtree(dest, ignore_errors=True)
         raise InvalidInput(exc.message, "correct the component's options and add it again"
@@ -179,13 +184,21 @@ def add_component(directory: Path, kind: str, path: Path, key: Path | None, *,
     return cs
 
 
-def _statement_of(sig: bytes) -> bytes:
-    """The statement inside a keyless signature made elsewhere (verified at import)."""
+def _check_engine(engine_dir: Path, name: str, engine: EngineSpec) -> None:
+    """The check `update check` makes after import, made before the engine is shipped."""
+    from appliance.hardware.engine_config import verify_engine
+    from appliance.hardware.profiles import EngineProfile
+
+    declared = EngineProfile(id=name, kind="trtllm_engine", gpu_archs=engine.gpu_archs,
+                             trtllm_version=engine.trtllm_version, tp_size=engine.tp,
+                             pp_size=engine.pp,
+                             min_gpu_memory_gib=engine.min_gpu_memory_mib / 1024)
     try:
-        return base64.b64decode(json.loads(sig)["dsseEnvelope"]["payload"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InvalidInput(f"not a sigstore bundle with a DSSE envelope: {exc}",
-                           "pass the .sig file model_signing wrote") from None
+        verify_engine(engine_dir, declared)
+    except HardwareRefused as exc:
+        raise InvalidInput(exc.message, "add the directory TensorRT-LLM saved the engine to "
+                           "(config.json and rank<N>.engine), with the --trtllm-version, "
+                           "--tp and --pp it was built with") from None
 
 
 def _base_ref(components: list[ComponentSpec], base_model: str | None,
@@ -236,23 +249,51 @@ def set_release(directory: Path, version: int | None = None, description: str | 
 
 
 def _copy_tree(src: Path, dest: Path) -> dict[str, int]:
-    if dest.exists():
-        shutil.rmtree(dest)
-    files: dict[str, int] = {}
+    """Copy a component's files into the release. Every name is checked before anything is
+    copied, and a failure removes the copy: a file left under the release's targets would be
+    published unsigned, and the importer refuses the whole bundle for it."""
+    sources: list[tuple[str, Path]] = []
+    seen: set[str] = set()
     for p in sorted(src.rglob("*")):
         rel = p.relative_to(src).as_posix()
         if p.is_symlink():
-            raise InvalidInput(f"{p} is a symbolic link", "bundles hold regular files only")
+            raise InvalidInput(f"{shown(str(p))} is a symbolic link",
+                               "bundles hold regular files only")
         if p.is_dir():
             continue
         if not p.is_file():
-            raise InvalidInput(f"{p} is not a regular file", "bundles hold regular files only")
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(p, target)
-        files[rel] = target.stat().st_size
-    if not files:
-        raise InvalidInput(f"{src} holds no files", "a component needs at least one file")
+            raise InvalidInput(f"{shown(str(p))} is not a regular file",
+                               "bundles hold regular files only")
+        try:
+            safe_relpath(rel, src.name)
+        except BundleRefused as exc:
+            raise InvalidInput(exc.message, "rename the file: the importer refuses it") from None
+        if rel.casefold() in seen:
+            raise InvalidInput(f"{shown(str(p))} differs from another file only by case",
+                               "rename one of them: the importer refuses both")
+        seen.add(rel.casefold())
+        sources.append((rel, p))
+    if not sources:
+        raise InvalidInput(f"{shown(str(src))} holds no files",
+                           "a component needs at least one file")
+    if len(sources) > MAX_FILES:
+        raise InvalidInput(f"{shown(str(src))} holds {len(sources)} files, more than "
+                           f"{MAX_FILES}", "pack them into fewer files (shards)")
+    if dest.exists():
+        shutil.rmtree(dest)
+    files: dict[str, int] = {}
+    try:
+        for rel, p in sources:
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(p, target)
+            files[rel] = target.stat().st_size
+    except OSError as exc:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise InvalidInput(f"cannot copy {shown(str(exc.filename or src))}: "
+                           f"{exc.strerror or exc}", "check the component's files and the "
+                           "room left for the working repository; nothing was added") from None
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
     return files
-
-

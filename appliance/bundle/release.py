@@ -7,13 +7,17 @@ built and each signer signs the same bytes, in any order, on any machine.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import os
 import shutil
 import tarfile
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import BinaryIO
 
 from tuf.api.metadata import (
     DelegatedRole,
@@ -30,6 +34,7 @@ from tuf.api.metadata import (
 from tuf.api.serialization.json import JSONSerializer
 
 from appliance.bundle import keys as bkeys
+from appliance.bundle.components import PAYLOAD_TYPE, parse_statement
 from appliance.bundle.model import (
     LORA_PATHS,
     LORA_ROLE,
@@ -43,6 +48,7 @@ from appliance.bundle.repo import Repo, RepoConfig, dump
 from appliance.clock import format_ts
 from appliance.durable import StagedFile, fsync_dir, write_atomic
 from appliance.errors import ApplianceError, InvalidInput
+from appliance.text import shown
 
 SERIALIZER = JSONSerializer(compact=False)
 
@@ -132,6 +138,15 @@ def build(directory: Path, now: datetime | None = None) -> None:
     _write(out / "timestamp.json", Metadata(timestamp))
 
 
+def statement_of(sig: bytes) -> bytes:
+    """The in-toto statement inside a model signature (key or keyless): the DSSE payload."""
+    try:
+        return base64.b64decode(json.loads(sig)["dsseEnvelope"]["payload"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidInput(f"not a sigstore bundle with a DSSE envelope: {exc}",
+                           "pass the .sig file model_signing wrote") from None
+
+
 def _root_changed(old: Root, new: Root) -> bool:
     return old.keys != new.keys or old.roles != new.roles
 
@@ -176,8 +191,13 @@ def _delegators(repo: Repo) -> tuple[list[Root], Targets | None]:
 def status(directory: Path) -> list[RoleStatus]:
     """Signatures collected per role; for a new root, the weaker of old and new roots."""
     repo = Repo(Path(directory))
-    repo.config()  # no repository at all is said as such, not "nothing is being signed"
+    cfg = repo.config()  # no repository at all is said as such, not "nothing is being signed"
     if not repo.release_metadata.exists():
+        if not repo.release_dir.exists() and cfg.last_version:
+            # publish ends a release: its payload is gone from the working repository
+            raise InvalidInput(f"release {cfg.last_version} was published already and "
+                               "nothing is being signed", "copy the published directory or "
+                               "tar for more media; add components to start the next release")
         raise InvalidInput("nothing is being signed yet", "run `appliance bundle sign` first")
     roots, targets = _delegators(repo)
     out = []
@@ -243,6 +263,7 @@ def publish(directory: Path, to: Path) -> Path:
         raise InvalidInput(f"role {s.role} has {s.signed} of {s.threshold} signatures",
                            "sign with more keys: `appliance bundle sign --key ...`")
     files = _release_files(repo)
+    expected = _signed_digests(repo, files)
     to = Path(to)
     if not to.parent.is_dir():
         raise InvalidInput(f"directory {to.parent} does not exist",
@@ -255,7 +276,7 @@ def publish(directory: Path, to: Path) -> Path:
     elif to.exists() and any(to.iterdir()):
         raise InvalidInput(f"{to} is not empty", "choose a new or empty directory")
     try:
-        (_write_tar if to.suffix == ".tar" else _write_dir)(to, files)
+        (_write_tar if to.suffix == ".tar" else _write_dir)(to, files, expected)
     except FileExistsError:
         raise InvalidInput(f"{to} appeared while the release was written",
                            "choose a new file; nothing was published") from None
@@ -292,20 +313,72 @@ def _release_files(repo: Repo) -> dict[str, Path]:
     return dict(sorted(files.items()))
 
 
-def _write_tar(to: Path, files: dict[str, Path]) -> None:
+_RESTART = "start the release again: remove the working repository's release/ directory " \
+    "and add the components again; nothing was published"
+
+
+def _signed_digests(repo: Repo, files: dict[str, Path]) -> dict[str, str]:
+    """media path -> the SHA-256 a signature gives it: each target from the release's
+    targets metadata, each payload file from its component's model signature. A file in
+    the working repository that none lists, or one they list that is gone, is refused here:
+    the importer would refuse the whole bundle for it."""
+    expected: dict[str, str] = {}
+    for role in ("targets.json", f"{LORA_ROLE}.json"):
+        path = repo.release_metadata / role
+        if not path.exists():
+            continue
+        for name, tf in Metadata[Targets].from_bytes(path.read_bytes()).signed.targets.items():
+            expected[f"{TARGETS_DIR}/{name}"] = tf.hashes["sha256"]
+            if name.endswith(".sig"):
+                manifest = parse_statement(PAYLOAD_TYPE, statement_of(
+                    (repo.release_targets / name).read_bytes()), name)
+                for f in manifest.files:
+                    expected[f"{TARGETS_DIR}/{name[:-len('.sig')]}/{f.relpath}"] = f.sha256
+    unsigned = [rel for rel in files if rel.startswith(f"{TARGETS_DIR}/") and rel not in expected]
+    missing = [rel for rel in expected if rel not in files]
+    if unsigned or missing:
+        what = f"{shown(unsigned[0])} is in the release but no signature lists it" if unsigned \
+            else f"{shown(missing[0])} is signed but gone from the working repository"
+        raise InvalidInput(what, _RESTART)
+    return expected
+
+
+class _Hashing:
+    """A file read through it is hashed on the way (tarfile reads the source once)."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.sha = hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.sha.update(data)
+        return data
+
+
+def _check_copied(rel: str, sha: str, expected: dict[str, str] | None) -> None:
+    if expected is not None and rel in expected and sha != expected[rel]:
+        raise InvalidInput(f"{shown(rel)} changed since it was signed", _RESTART)
+
+
+def _write_tar(to: Path, files: dict[str, Path],
+               expected: dict[str, str] | None = None) -> None:
     """One uncompressed tar, written under a temporary name and put in place when whole,
-    never over a file that took the name meanwhile (FileExistsError)."""
+    never over a file that took the name meanwhile (FileExistsError). Each file is hashed
+    as it is written and checked against `expected` (the signed digests)."""
     staged = StagedFile(to, overwrite=False)
     try:
         with staged.open() as out:
             with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
                 for rel, src in files.items():
-                    info = tarfile.TarInfo(rel)
-                    info.size = src.stat().st_size
-                    info.mode = 0o644
-                    info.mtime = 0
                     with src.open("rb") as f:
-                        tar.addfile(info, f)
+                        info = tarfile.TarInfo(rel)
+                        info.size = os.fstat(f.fileno()).st_size
+                        info.mode = 0o644
+                        info.mtime = 0
+                        hashing = _Hashing(f)
+                        tar.addfile(info, hashing)
+                    _check_copied(rel, hashing.sha.hexdigest(), expected)
             out.flush()
             os.fsync(out.fileno())
         staged.commit()
@@ -314,18 +387,25 @@ def _write_tar(to: Path, files: dict[str, Path]) -> None:
         raise
 
 
-def _write_dir(to: Path, files: dict[str, Path]) -> None:
-    """A directory, built beside `to` and renamed when whole: media never holds half a
-    bundle under the bundle's name."""
-    tmp = to.with_name(to.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+def _write_dir(to: Path, files: dict[str, Path],
+               expected: dict[str, str] | None = None) -> None:
+    """A directory, built beside `to` under a new name of its own (never one that is there
+    already: it may be the vendor's) and renamed when whole: media never holds half a
+    bundle under the bundle's name. Files are checked against `expected` as copied."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{to.name}.", suffix=".partial", dir=to.parent))
     try:
         for rel, src in files.items():
             dest = tmp / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, dest)
-            with open(dest, "rb") as f:
-                os.fsync(f.fileno())
+            sha = hashlib.sha256()
+            with src.open("rb") as f, open(dest, "xb") as out:
+                while block := f.read(_BLOCK):
+                    sha.update(block)
+                    out.write(block)
+                out.flush()
+                os.fsync(out.fileno())
+            _check_copied(rel, sha.hexdigest(), expected)
+        os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide the bundle from other accounts
         if to.exists():
             to.rmdir()  # empty, checked above
         tmp.rename(to)
@@ -333,6 +413,9 @@ def _write_dir(to: Path, files: dict[str, Path]) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     fsync_dir(to.parent)
+
+
+_BLOCK = 4 << 20
 
 
 def _promote(repo: Repo) -> None:

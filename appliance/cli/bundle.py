@@ -194,6 +194,16 @@ def publish_cmd(
 ) -> None:
     """Write the fully signed release to media (a directory or one uncompressed tar)."""
     from appliance.bundle import publish
+    from appliance.bundle.repo import Repo
+    from appliance.bundle.trust import fingerprint
 
     out = publish.publish(directory, to)
-    emit({"published": str(out)}, as_json, f"Published to {out}")
+    # What a new appliance's security officer needs for `appliance trust init`: the newest
+    # root and, on paper, its fingerprint. Appliances that trust one already get it on media.
+    version = Repo(directory).published_roots()[-1].signed.version
+    root = Repo(directory).published / f"{version}.root.json"
+    fp = fingerprint(root.read_bytes())
+    emit({"published": str(out), "root_version": version, "root": str(root),
+          "root_fingerprint": fp}, as_json,
+         f"Published to {out}\nRoot v{version} for `appliance trust init --root` on new "
+         f"appliances: {root}\n  fingerprint (hand it over on paper): {fp}")

@@ -115,7 +115,7 @@ def build_media(base: Path) -> Media:
              "tiny-adapter", base_model="tiny-base")
         eng = engine_dir(src / f"engine{version}", tp=2 if extra == "bad" else 1)
         _add(pub.repo, keys, "trtllm_engine", eng, "tiny-engine-h100", tags=["h100"],
-             engine=ENGINE)
+             engine=ENGINE, check_engine=extra != "bad")   # the appliance must refuse it
         golden = _add(pub.repo, keys, "golden_set", golden_src, "tiny-golden")
         if extra == "old":
             _add(pub.repo, keys, "golden_set", tiny_golden(src / "old-golden"), "old-golden")
