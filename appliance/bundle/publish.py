@@ -169,6 +169,8 @@ def add_component(directory: Path, kind: str, path: Path, key: Path | None, *,
         ComponentInfo.from_custom(info.to_custom(), payload + ".sig")   # same checks as import
         if engine is not None and check_engine:
             _check_engine(dest, name, engine)
+        if kind == "evaluation_evidence":
+            _check_evidence(dest, name, spec.components)
     except BundleRefused as exc:  # the import's checks, said to the publisher
         shutil.rmtree(dest, ignore_errors=True)
         raise InvalidInput(exc.message, "correct the component's options and add it again"
@@ -199,6 +201,23 @@ def _check_engine(engine_dir: Path, name: str, engine: EngineSpec) -> None:
         raise InvalidInput(exc.message, "add the directory TensorRT-LLM saved the engine to "
                            "(config.json and rank<N>.engine), with the --trtllm-version, "
                            "--tp and --pp it was built with") from None
+
+
+def _check_evidence(evidence_dir: Path, name: str, components: list[ComponentSpec]) -> None:
+    """The check `update check` makes of carried evidence, made before it is shipped: its
+    evidence.json parses, and names a golden set of this release by its digest."""
+    from appliance.updates.evidence import EVIDENCE_FILE, MAX_EVIDENCE, check_evidence
+
+    hint = (f"put {EVIDENCE_FILE} (see bundles/FORMAT.md) computed on a golden set this "
+            "release carries, added first, named with its digest")
+    path = evidence_dir / EVIDENCE_FILE
+    if not path.is_file() or path.stat().st_size > MAX_EVIDENCE:
+        raise InvalidInput(f"evidence {name} has no {EVIDENCE_FILE} of at most "
+                           f"{MAX_EVIDENCE} bytes", hint)
+    _, problem = check_evidence(path.read_bytes(), name, {
+        c.name: c.custom["digest"] for c in components if c.kind == "golden_set"})
+    if problem:
+        raise InvalidInput(problem, hint)
 
 
 def _base_ref(components: list[ComponentSpec], base_model: str | None,

@@ -91,6 +91,25 @@ def _parse(raw: bytes, component: str) -> tuple[dict[str, Any] | None, str | Non
     return data, None
 
 
+def check_evidence(raw: bytes, component: str, golden_sets: dict[str, str]
+                   ) -> tuple[dict[str, Any] | None, str | None]:
+    """An `evidence.json` against the golden sets its bundle carries (name -> digest): the
+    parsed evidence, or what is wrong with it. The gate judges with it at `update check`,
+    and `bundle add-component` refuses with it what that would refuse."""
+    data, problem = _parse(raw, component)
+    if problem:
+        return None, problem
+    assert data is not None
+    digest = golden_sets.get(data["golden_set"])
+    if digest is None:
+        return None, (f"evidence {component} names golden set {data['golden_set']!r}, which "
+                      "this bundle does not carry")
+    if data.get("golden_set_digest") != digest:
+        return None, (f"evidence {component} was computed on another version of golden set "
+                      f"{data['golden_set']} (digest differs)")
+    return data, None
+
+
 @dataclass
 class CarriedEvidenceGate:
     """The signed metrics the publisher shipped, judged against this appliance's gates."""
@@ -110,20 +129,14 @@ class CarriedEvidenceGate:
                 reasons.append(f"evidence {comp.name}: {EVIDENCE_FILE} is larger than "
                                f"{MAX_EVIDENCE} bytes")
                 continue
-            data, problem = _parse(read(entry[1], entry[2]), comp.name)
+            data, problem = check_evidence(read(entry[1], entry[2]), comp.name, {
+                c.name: c.digest for c in bundle.components if c.kind == "golden_set"})
             if problem:
                 reasons.append(problem)
                 continue
             assert data is not None
             golden = bundle.component(data["golden_set"])
-            if golden is None or golden.kind != "golden_set":
-                reasons.append(f"evidence {comp.name} names golden set {data['golden_set']!r}, "
-                               "which this bundle does not carry")
-                continue
-            if data.get("golden_set_digest") != golden.digest:
-                reasons.append(f"evidence {comp.name} was computed on another version of "
-                               f"golden set {golden.name} (digest differs)")
-                continue
+            assert golden is not None
             evidence.append({"component": comp.name, "component_digest": comp.digest,
                              "golden_set": golden.name, "golden_set_digest": golden.digest,
                              "samples": data.get("samples"), "metrics": data["metrics"]})

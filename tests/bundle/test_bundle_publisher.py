@@ -9,6 +9,7 @@ import os
 import pytest
 
 from appliance.bundle import publish
+from appliance.bundle.demo_bundle import tiny_golden
 from appliance.bundle.model import EngineSpec
 from appliance.bundle.trust import fingerprint
 from appliance.errors import InvalidInput
@@ -57,6 +58,40 @@ def test_engine_that_contradicts_its_declared_profile_is_refused_when_added(vend
     publish.add_component(vendor.repo, "trtllm_engine", tiny_engine(tmp_path / "good"),
                           keys.private("targets"), name="eng", engine=ENGINE)
     assert components(vendor) == {"eng", "eng.sig"}
+
+
+def test_evidence_not_computed_on_a_golden_set_of_the_release_is_refused_when_added(
+        vendor, keys, tmp_path):
+    """`update check` rejects such evidence after import; the vendor hears it first."""
+    golden = publish.add_component(vendor.repo, "golden_set", tiny_golden(tmp_path / "g"),
+                                   keys.private("targets"), name="golden").custom["digest"]
+
+    def evidence(name: str, **fields) -> object:
+        d = tmp_path / name
+        d.mkdir()
+        body = {"schema_version": 1, "golden_set": "golden", "golden_set_digest": golden,
+                "samples": 5, "metrics": {"exact_match": 0.9}, **fields}
+        (d / "evidence.json").write_text(json.dumps(body))
+        return d
+
+    empty = tmp_path / "empty-evidence"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no evidence.json here")
+    cases = [(evidence("other-version", golden_set_digest="0" * 64),
+              "computed on another version of golden set golden"),
+             (evidence("elsewhere", golden_set="not-shipped"),
+              "names golden set 'not-shipped', which this bundle does not carry"),
+             (evidence("no-metrics", metrics={}), "metrics must map names to finite numbers"),
+             (empty, "has no evidence.json")]
+    for src, expect in cases:
+        with pytest.raises(InvalidInput, match=expect) as err:
+            publish.add_component(vendor.repo, "evaluation_evidence", src,
+                                  keys.private("targets"), name="evidence")
+        assert "golden set this release carries" in err.value.hint
+        assert not (vendor.repo / "release" / "targets" / "components" / "evidence").exists()
+    publish.add_component(vendor.repo, "evaluation_evidence", evidence("good"),
+                          keys.private("targets"), name="evidence")
+    assert components(vendor) == {"golden", "golden.sig", "evidence", "evidence.sig"}
 
 
 def test_refused_component_files_are_never_published(tmp_path, appliance, make_user, vendor,
