@@ -47,7 +47,7 @@ from appliance.updates.lifecycle import (
     get_bundle,
     transition,
 )
-from appliance.updates.releases import ReleaseDirs, dumps
+from appliance.updates.releases import ReleaseDirs, disk_full, dumps
 from appliance.updates.restart import RestartResult, ServiceRestarter, configured_restarter
 
 
@@ -214,7 +214,20 @@ def carry_out(runner: Runner, entry: JournalEntry, plan: Plan) -> InstallResult:
     runner.step(entry.id, journal.LAID_OUT, bundle, "update.laid_out",
                 details={"release": plan.rel, **detail})
     runner.point("switch:before")
-    dirs.switch(plan.rel)
+    try:
+        dirs.switch(plan.rel)
+    except OSError as exc:
+        if dirs.read_current() != entry.previous_target:
+            raise           # switched after all: recovery at the next start restores it
+        if entry.op == "install":
+            dirs.remove(plan.rel)
+        message = (f"the disk holding {dirs.root} is full: could not switch to release "
+                   f"{plan.rel}" if disk_full(exc) else
+                   f"could not switch to release {plan.rel}: {exc.strerror or exc}")
+        _undo_refused(runner, entry, message)
+        raise UpdateRefused(message, "free disk space and try again; nothing was switched"
+                            if disk_full(exc) else "nothing was switched; check the "
+                            "appliance home") from None
     runner.point("switch:after")
     runner.step(entry.id, journal.SWITCHED, bundle, "update.switched",
                 details={"from": entry.previous_target, "to": plan.rel})

@@ -33,7 +33,7 @@ from appliance.updates.lifecycle import (
     get_bundle,
     transition,
 )
-from appliance.updates.releases import InstallLock
+from appliance.updates.releases import CURRENT, InstallLock
 
 
 def files_of(app: Appliance, bundle: BundleRecord) -> list[tuple[str, str, int]]:
@@ -114,7 +114,10 @@ def consistency(app: Appliance, deep: bool = True) -> list[str]:
     if n_active > 1:
         problems.append(f"{n_active} bundles are ACTIVE")
     active = active_bundle(conn)
-    target = dirs.read_current()
+    broken = dirs.current_problem()
+    if broken:
+        problems.append(broken)
+    target = None if broken else dirs.read_current()
     row = conn.execute("SELECT bundle_id, path FROM releases WHERE status = 'current'"
                        ).fetchone()
     if active is None:
@@ -125,6 +128,10 @@ def consistency(app: Appliance, deep: bool = True) -> list[str]:
     else:
         if row is None or row[0] != active.id:
             problems.append(f"the current release row does not belong to {active.ref}")
+        elif broken:
+            pass
+        elif target is None:
+            problems.append(f"current is missing, the records say {row[1]}")
         elif target != row[1]:
             problems.append(f"current points to {target}, the records say {row[1]}")
         else:
@@ -142,7 +149,7 @@ def consistency(app: Appliance, deep: bool = True) -> list[str]:
         for d in dirs.root.iterdir():
             if d.name.startswith(".current.tmp-"):
                 problems.append(f"leftover {d.name}")
-            elif d.is_dir() and not d.is_symlink():
+            elif d.is_dir() and not d.is_symlink() and d.name != CURRENT:
                 problems += [f"leftover {d.name}/{s.name}" for s in d.iterdir()
                              if f"{d.name}/{s.name}" not in keep]
     return problems
@@ -158,7 +165,8 @@ def describe(app: Appliance) -> dict[str, Any]:
     keys = ("id", "name", "version", "path", "status", "created_at", "activated_at",
             "removed_at")
     entry = journal.open_entry(app.conn)
-    return {"active": active.summary() if active else None, "current": dirs.read_current(),
+    current = None if dirs.current_problem() else dirs.read_current()
+    return {"active": active.summary() if active else None, "current": current,
             "keep_releases": app.settings.updates.keep_releases,
             "releases": [dict(zip(keys, r, strict=True)) for r in rows],
             "open_journal": entry.to_dict() if entry else None,

@@ -21,7 +21,7 @@ from typing import Any
 
 from appliance.bundle.store import ContentStore
 from appliance.durable import fsync_dir
-from appliance.errors import UpdateRefused
+from appliance.errors import IntegrityError, UpdateRefused
 from appliance.updates.verification import sha256_file
 
 CURRENT = "current"
@@ -68,7 +68,7 @@ class InstallLock:
             self.fd = -1
 
 
-def _disk_full(exc: OSError) -> bool:
+def disk_full(exc: OSError) -> bool:
     return exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -88,10 +88,23 @@ class ReleaseDirs:
     # --- the current link ---------------------------------------------------------------
 
     def read_current(self) -> str | None:
+        """Where `current` points (None: there is no `current`). Anything else in its place
+        (a directory, a file) is damage no install made: IntegrityError, never switched over."""
         try:
             return os.readlink(self.current)
         except FileNotFoundError:
             return None
+        except OSError:
+            raise IntegrityError(self.current_problem() or f"{self.current} cannot be read",
+                                 "move it out of releases/ (nothing the appliance made is "
+                                 "there), then run `appliance update status`") from None
+
+    def current_problem(self) -> str | None:
+        """Why `current` is not a link (None: it is one, or there is none)."""
+        if self.current.is_symlink() or not os.path.lexists(self.current):
+            return None
+        kind = "a directory" if self.current.is_dir() else "a file"
+        return f"{self.current} is {kind} where the link to the running release belongs"
 
     def switch(self, target: str | None) -> None:
         """Point `current` at `target` (relative to releases/), or remove it, atomically."""
@@ -107,8 +120,15 @@ class ReleaseDirs:
                 os.unlink(tmp)
             except FileNotFoundError:
                 pass
-            os.symlink(target, tmp)
-            os.replace(tmp, self.current)
+            try:
+                os.symlink(target, tmp)
+                os.replace(tmp, self.current)
+            except OSError:
+                try:
+                    os.unlink(tmp)
+                except FileNotFoundError:
+                    pass
+                raise
         fsync_dir(self.root)
 
     # --- layout -------------------------------------------------------------------------
@@ -150,7 +170,7 @@ class ReleaseDirs:
             fsync_dir(final.parent)
         except OSError as exc:
             _drop(partial)
-            if _disk_full(exc):
+            if disk_full(exc):
                 raise UpdateRefused(f"the disk holding {self.root} is full while laying out "
                                     f"release {rel}",
                                     "free disk space and install again; nothing was switched"
