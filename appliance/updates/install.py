@@ -196,12 +196,12 @@ def carry_out(runner: Runner, entry: JournalEntry, plan: Plan) -> InstallResult:
     placement = None
     try:
         if entry.op == "install":
-            placement = dirs.layout(plan.rel, entry.id, plan.files,
-                                    {SERVING_FILE: dumps(plan.serving)}, runner.point)
+            placement = dirs.layout(plan.rel, entry.id, plan.files, generated(plan),
+                                    runner.point)
             _check_engine(dirs, plan)
             detail = {"placement": placement.to_dict(), "files": len(plan.files)}
         else:
-            problems = dirs.verify(plan.rel, plan.files, {SERVING_FILE})
+            problems = dirs.verify(plan.rel, plan.files, generated(plan))
             if problems:
                 raise UpdateRefused(f"kept release {plan.rel} is damaged: {problems[0]}",
                                     "it cannot be rolled back to; nothing was switched")
@@ -251,9 +251,14 @@ def carry_out(runner: Runner, entry: JournalEntry, plan: Plan) -> InstallResult:
     return _result(runner, entry, plan, "rolled_back", failures, results, placement, [])
 
 
+def generated(plan: Plan) -> dict[str, bytes]:
+    """The files of a release generated from the records, as the layout writes them."""
+    return {SERVING_FILE: dumps(plan.serving)}
+
+
 def health(runner: Runner, plan: Plan) -> list[CheckResult]:
     ctx = HealthContext(runner.dirs, plan.rel, plan.files, plan.profile, plan.bundle.digest,
-                        runner.edges.source)
+                        runner.edges.source, generated(plan))
     return run_checks(runner.edges.checks, ctx,
                       runner.app.settings.updates.health_check_timeout_s)
 

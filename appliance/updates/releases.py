@@ -14,7 +14,7 @@ import fcntl
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -144,6 +144,7 @@ class ReleaseDirs:
         if final.exists():
             raise UpdateRefused(f"release directory {rel} already exists",
                                 "run `appliance update status` to clean up, then retry")
+        self._check_objects(rel, files)
         placement = Placement()
         try:
             if partial.exists():
@@ -182,6 +183,25 @@ class ReleaseDirs:
             raise
         return placement
 
+    def _check_objects(self, rel: str, files: list[tuple[str, str, int]]) -> None:
+        """Every object the release needs is in the store at its signed size (a stat each;
+        the bytes are hashed by the health check): a damaged store is named, not an ENOENT."""
+        bad = []
+        for relpath, sha, size in files:
+            try:
+                if os.stat(self.store.path_of(sha)).st_size == size:
+                    continue
+            except FileNotFoundError:
+                pass
+            bad.append(f"{relpath} ({sha[:12]})")
+        if bad:
+            more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+            raise UpdateRefused(
+                f"the content store lacks or holds a damaged copy of {bad[0]}{more}, needed "
+                f"by release {rel}",
+                "nothing was switched; the store is damaged: report it to the security "
+                "officer and restore it from a backup (`appliance backup restore`)")
+
     def _check_space(self, partial: Path, files: list[tuple[str, str, int]]) -> None:
         need = sum({sha: size for _, sha, size in files}.values())
         fs = os.statvfs(partial)
@@ -217,9 +237,12 @@ class ReleaseDirs:
 
     # --- checks and clean-up -----------------------------------------------------------
 
-    def verify(self, rel: str, files: list[tuple[str, str, int]], extra: set[str]
-               ) -> list[str]:
-        """Problems with a laid-out release against the signed digests (empty: whole)."""
+    def verify(self, rel: str, files: list[tuple[str, str, int]],
+               extra: set[str] | Mapping[str, bytes]) -> list[str]:
+        """Problems with a laid-out release against the signed digests (empty: whole).
+        `extra` names the files generated from the records (`serving.json`); given with
+        their bytes, each must be exactly what the records generate (it says which model,
+        engine and adapters are served, so an edited one is a different release)."""
         root = self.path_of(rel)
         if not root.is_dir():
             return [f"release directory {rel} is missing"]
@@ -240,8 +263,11 @@ class ReleaseDirs:
                 if name not in expected and name not in extra:
                     problems.append(f"{name}: not part of the signed bundle")
         for name in extra:
-            if not (root / name).is_file():
+            path = root / name
+            if path.is_symlink() or not path.is_file():
                 problems.append(f"{name}: missing")
+            elif isinstance(extra, Mapping) and path.read_bytes() != extra[name]:
+                problems.append(f"{name}: not the one generated from the records (edited)")
         return problems
 
     def remove(self, rel: str) -> None:

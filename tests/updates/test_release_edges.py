@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from appliance.bundle.store import ContentStore
 from appliance.errors import UpdateRefused
 from appliance.services import updates
 from appliance.updates.lifecycle import State, find_bundle
@@ -189,3 +190,62 @@ def test_a_dry_fit_of_an_engines_directory_names_no_bundle(app, admin_session) -
     fit = events(app, "hardware.fit")[-1]
     assert fit["target"]["digest"] is None and "bundle_digest" not in fit["details"]
     assert json.dumps(fit)      # a plain event
+
+
+def _edit_serving(release) -> None:
+    path = release / "serving.json"
+    cfg = json.loads(path.read_text())
+    cfg["model_dir"] = "/srv/someone-elses-model"        # the profile and digest untouched
+    path.chmod(0o644)
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
+def test_an_edited_serving_json_is_not_the_approved_release(app, admin_session,
+                                                            v1_v2) -> None:
+    """serving.json says which model, engine and adapters run; it is generated from the
+    records, so the deep status and a rollback compare it with what they generate."""
+    ref1, ref2 = v1_v2
+    install(app, admin_session, ref1)
+    install(app, admin_session, ref2)
+    assert updates.status(app, admin_session, deep=True)["consistent"] is True
+    releases = app.layout.releases
+    _edit_serving(releases / "demo-clinical/2")
+    st = updates.status(app, admin_session, deep=True)
+    assert st["problems"] == ["active release demo-clinical/2: serving.json: not the one "
+                              "generated from the records (edited)"]
+    _edit_serving(releases / "demo-clinical/1")
+    with pytest.raises(UpdateRefused, match="kept release demo-clinical/1 is damaged: "
+                                            "serving.json: not the one generated"):
+        updates.rollback(app, admin_session, ref1, sign_req(ADMIN), edges())
+    assert os.readlink(releases / "current") == "demo-clinical/2"     # nothing switched
+    assert find_bundle(app.conn, ref1).state == State.APPROVED
+    assert find_bundle(app.conn, ref2).state == State.ACTIVE
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_a_store_object_missing_or_truncated_is_named_before_the_layout(
+        app, admin_session, v1_v2, damage) -> None:
+    ref1, _ = v1_v2
+    approve(app, admin_session, ref1)
+    bundle = find_bundle(app.conn, ref1)
+    adapter = next(c for c in bundle.components if c.kind == "lora_adapter")
+    relpath, sha, _ = adapter.files[-1]
+    obj = ContentStore(app.layout.store).path_of(sha)
+    if damage == "missing":
+        obj.unlink()
+    else:
+        obj.chmod(0o644)
+        obj.write_bytes(obj.read_bytes()[:-1])
+    with pytest.raises(UpdateRefused) as err:
+        updates.install(app, admin_session, ref1, edges())
+    assert err.value.message == (
+        f"the content store lacks or holds a damaged copy of components/{adapter.name}/"
+        f"{relpath} ({sha[:12]}), needed "
+        "by release demo-clinical/1")
+    assert "restore it from a backup" in err.value.hint
+    [undone] = events(app, "update.install_undone", ref1)
+    assert undone["target"]["digest"] == bundle.digest
+    assert undone["reason"] == "install refused before the switch: " + err.value.message
+    assert find_bundle(app.conn, ref1).state == State.APPROVED
+    assert not (app.layout.releases / "demo-clinical").exists()
+    assert consistency(app) == []
