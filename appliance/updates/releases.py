@@ -52,8 +52,16 @@ class InstallLock:
         self.fd = -1
 
     def acquire(self) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:      # releases/ a file, or not this user's: damage, one line
+            root = self.path.parent
+            why = f"{root} is not a directory" if root.exists() and not root.is_dir() else \
+                exc.strerror or str(exc)
+            raise IntegrityError(f"cannot open the install lock {self.path}: {why}",
+                                 f"{self.path.parent} must be a directory the appliance may "
+                                 "write; report it to the security officer") from None
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from appliance.bundle.store import ContentStore
-from appliance.errors import UpdateRefused
+from appliance.errors import IntegrityError, UpdateRefused
 from appliance.services import updates
 from appliance.updates.lifecycle import State, find_bundle
 from appliance.updates.recovery import consistency
@@ -249,3 +249,20 @@ def test_a_store_object_missing_or_truncated_is_named_before_the_layout(
     assert find_bundle(app.conn, ref1).state == State.APPROVED
     assert not (app.layout.releases / "demo-clinical").exists()
     assert consistency(app) == []
+
+
+def test_releases_that_is_a_file_is_one_line_of_damage(app, admin_session, v1_v2) -> None:
+    ref1, _ = v1_v2
+    approve(app, admin_session, ref1)
+    releases = app.layout.releases
+    if releases.exists():
+        shutil.rmtree(releases)
+    releases.write_text("not a directory\n")
+    for call in (lambda: updates.status(app, admin_session),
+                 lambda: updates.install(app, admin_session, ref1, edges())):
+        with pytest.raises(IntegrityError) as err:
+            call()
+        assert err.value.message == f"cannot open the install lock {releases}/.install.lock: " \
+                                    f"{releases} is not a directory"
+        assert "report it to the security officer" in err.value.hint
+    assert find_bundle(app.conn, ref1).state == State.APPROVED
