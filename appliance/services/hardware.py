@@ -67,17 +67,20 @@ def record(app: Appliance, session: Session, out: Path, source: GpuSource | None
 
 def fit(app: Appliance, session: Session, profiles: list[EngineProfile] | Path,
         pinned: str | None = None, supported_trtllm: set[str] | None = None,
-        source: GpuSource | None = None, target_id: str | None = None) -> Selection:
+        source: GpuSource | None = None, target_id: str | None = None,
+        target_digest: str | None = None) -> Selection:
     """Choose the engine profile that fits this host, and record why.
 
     `profiles` is a list (from a verified bundle) or a directory of engines (see
     `hardware.catalog`). An engine that contradicts its declared profile is refused and the
     refusal recorded. A selection with no profile chosen is returned, not raised, so that
-    callers can show every reason; it is recorded with outcome "failure".
+    callers can show every reason; it is recorded with outcome "failure". A fit for a
+    bundle names its digest (`target_digest`), as every update event does.
     """
     target = target_id or (str(profiles) if isinstance(profiles, Path) else "profiles")
     actor = authorize(app, session, "hardware.view", target_type="engines", target_id=target)
     inventory = read_inventory(source)
+    named = {"bundle_digest": target_digest} if target_digest else {}
     gpus = {"summary": inventory.summary(), "source": inventory.source,
             "driver_version": inventory.driver_version,
             "gpus": [{"index": g.index, "name": g.name, "uuid": g.uuid, "arch": g.arch,
@@ -89,16 +92,17 @@ def fit(app: Appliance, session: Session, profiles: list[EngineProfile] | Path,
         with app.transaction():
             app.trail.append(Event(
                 action="hardware.fit", actor=actor, target_type="engines", target_id=target,
-                outcome="failure", reason=exc.message,
-                details={"inventory": gpus, "pinned": pinned, "refused": exc.message},
+                target_digest=target_digest, outcome="failure", reason=exc.message,
+                details={**named, "inventory": gpus, "pinned": pinned,
+                         "refused": exc.message},
                 terminal=session.terminal))
         raise
     with app.transaction():
         app.trail.append(Event(
             action="hardware.fit", actor=actor, target_type="engines", target_id=target,
-            outcome="success" if selection.ok else "failure",
+            target_digest=target_digest, outcome="success" if selection.ok else "failure",
             reason=None if selection.ok else selection.note,
-            details={"inventory": gpus,
+            details={**named, "inventory": gpus,
                      "supported_trtllm": sorted(supported_trtllm) if supported_trtllm else None,
                      **selection.to_dict()},
             terminal=session.terminal))

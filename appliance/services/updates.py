@@ -14,6 +14,7 @@ from appliance.audit.events import Actor, Event
 from appliance.audit.query import EventFilter
 from appliance.bundle.store import ContentStore
 from appliance.context import Appliance
+from appliance.errors import ApplianceError, AuditFailure
 from appliance.hardware import GpuSource
 from appliance.hardware.profiles import EngineProfile, Selection
 from appliance.identity.roles import granting_role
@@ -144,7 +145,7 @@ def _select(app: Appliance, session: Session, bundle: BundleRecord,
     """Hardware fit on the bundle's own engines (recorded as a hardware.fit event)."""
     profiles = bundle_profiles(bundle, external_bases(app.conn, bundle))
     return hardware.fit(app, session, profiles, pinned, trtllm_runtime(app.settings.updates),
-                        source=source, target_id=bundle.ref)
+                        source=source, target_id=bundle.ref, target_digest=bundle.digest)
 
 
 def trtllm_runtime(policy: UpdatePolicy) -> set[str] | None:
@@ -324,14 +325,41 @@ def _viewed_profile(app: Appliance, session: Session, bundle: BundleRecord) -> s
 
 # --- install, rollback, status -------------------------------------------------------------
 
-def _lock(app: Appliance, actor: Actor, session: Session, bundle_ref: str) -> InstallLock:
+def _lock(app: Appliance, actor: Actor, session: Session, bundle_ref: str, step: str
+          ) -> InstallLock:
     lock = InstallLock(app.layout.releases)
     if not lock.acquire():
-        raise refuse(app, actor, session.terminal, None, "install",
+        try:
+            bundle = find_bundle(app.conn, bundle_ref)   # the refusal names its digest
+        except ApplianceError:
+            bundle = None
+        raise refuse(app, actor, session.terminal, bundle, step,
                      "another install, rollback or recovery is running",
                      "wait for it to finish, then look at `appliance update status`",
                      details={"bundle": bundle_ref})
     return lock
+
+
+def _require_current_link(app: Appliance, actor: Actor, session: Session,
+                          bundle: BundleRecord, step: str) -> None:
+    """`current` must be a link (or absent) to be switched: a directory or file there is
+    damage nobody recorded, refused (and recorded) before anything changes."""
+    problem = release_dirs(app).current_problem()
+    if problem:
+        raise refuse(app, actor, session.terminal, bundle, step, problem,
+                     "move it out of releases/, then run `appliance update status`; nothing "
+                     "was switched")
+
+
+def _stopped(app: Appliance, exc: AuditFailure, op: str, bundle: BundleRecord
+             ) -> AuditFailure:
+    """The database refused a step (a full disk) after the operation began: something did
+    change, so say where it stopped and what finishes or undoes it."""
+    entry = journal.open_entry(app.conn)
+    where = f" at step {entry.step}" if entry is not None else ""
+    return AuditFailure(f"{exc.message}: the {op} of {bundle.ref} stopped{where}",
+                        f"free disk space, then run `appliance update status`: it finishes "
+                        f"or undoes the {op}")
 
 
 def install(app: Appliance, session: Session, ref: str, edges: Edges | None = None
@@ -339,7 +367,7 @@ def install(app: Appliance, session: Session, ref: str, edges: Edges | None = No
     """Install an approved bundle: lay out, switch, restart, health-check, keep or roll back."""
     actor = authorize(app, session, "update.install", target_type="bundle", target_id=ref)
     edges = edges or Edges()
-    lock = _lock(app, actor, session, ref)
+    lock = _lock(app, actor, session, ref, "install")
     try:
         recover_locked(system_runner(app, edges), session.username)
         bundle = find_bundle(app.conn, ref)
@@ -370,9 +398,14 @@ def install(app: Appliance, session: Session, ref: str, edges: Edges | None = No
                          f"the approved profile {signed.record['profile']} no longer fits this "
                          f"host: {selection.note}", "fix the hardware, or import and approve "
                          "a bundle with a profile that fits")
+        _require_current_link(app, actor, session, bundle, "install")
         plan = plan_release(app, bundle, selection.chosen, selection.to_dict())
         runner = Runner(app, actor, term, edges)
-        return carry_out(runner, begin(runner, plan), plan)
+        entry = begin(runner, plan)
+        try:
+            return carry_out(runner, entry, plan)
+        except AuditFailure as exc:
+            raise _stopped(app, exc, "install", bundle) from exc
     finally:
         lock.release()
 
@@ -382,7 +415,7 @@ def rollback(app: Appliance, session: Session, ref: str, req: SignatureRequest,
     """Switch back to a kept release; an admin signs it."""
     actor = authorize(app, session, "update.rollback", target_type="bundle", target_id=ref)
     edges = edges or Edges()
-    lock = _lock(app, actor, session, ref)
+    lock = _lock(app, actor, session, ref, "rollback")
     try:
         recover_locked(system_runner(app, edges), session.username)
         target = find_bundle(app.conn, ref)
@@ -395,6 +428,7 @@ def rollback(app: Appliance, session: Session, ref: str, req: SignatureRequest,
                          f"{target.ref} has no kept release to roll back to",
                          "see the kept releases in `appliance update status`")
         require_meaning(req, "approved")
+        _require_current_link(app, actor, session, target, "rollback")
         profile = EngineProfile.from_dict(json.loads(row[1]))
         plan = plan_release(app, target, profile, {}, rel=row[0])
         runner = Runner(app, actor, term, edges)
@@ -412,7 +446,10 @@ def rollback(app: Appliance, session: Session, ref: str, req: SignatureRequest,
                                               "from_digest": current.digest}))
             runner.point("started:before-commit")
         runner.point("started:committed")
-        return carry_out(runner, journal.get(app.conn, entry_id), plan)
+        try:
+            return carry_out(runner, journal.get(app.conn, entry_id), plan)
+        except AuditFailure as exc:
+            raise _stopped(app, exc, "rollback", target) from exc
     finally:
         lock.release()
 

@@ -47,7 +47,7 @@ from appliance.updates.lifecycle import (
     get_bundle,
     transition,
 )
-from appliance.updates.releases import ReleaseDirs, dumps
+from appliance.updates.releases import ReleaseDirs, disk_full, dumps
 from appliance.updates.restart import RestartResult, ServiceRestarter, configured_restarter
 
 
@@ -196,12 +196,12 @@ def carry_out(runner: Runner, entry: JournalEntry, plan: Plan) -> InstallResult:
     placement = None
     try:
         if entry.op == "install":
-            placement = dirs.layout(plan.rel, entry.id, plan.files,
-                                    {SERVING_FILE: dumps(plan.serving)}, runner.point)
+            placement = dirs.layout(plan.rel, entry.id, plan.files, generated(plan),
+                                    runner.point)
             _check_engine(dirs, plan)
             detail = {"placement": placement.to_dict(), "files": len(plan.files)}
         else:
-            problems = dirs.verify(plan.rel, plan.files, {SERVING_FILE})
+            problems = dirs.verify(plan.rel, plan.files, generated(plan))
             if problems:
                 raise UpdateRefused(f"kept release {plan.rel} is damaged: {problems[0]}",
                                     "it cannot be rolled back to; nothing was switched")
@@ -214,7 +214,20 @@ def carry_out(runner: Runner, entry: JournalEntry, plan: Plan) -> InstallResult:
     runner.step(entry.id, journal.LAID_OUT, bundle, "update.laid_out",
                 details={"release": plan.rel, **detail})
     runner.point("switch:before")
-    dirs.switch(plan.rel)
+    try:
+        dirs.switch(plan.rel)
+    except OSError as exc:
+        if dirs.read_current() != entry.previous_target:
+            raise           # switched after all: recovery at the next start restores it
+        if entry.op == "install":
+            dirs.remove(plan.rel)
+        message = (f"the disk holding {dirs.root} is full: could not switch to release "
+                   f"{plan.rel}" if disk_full(exc) else
+                   f"could not switch to release {plan.rel}: {exc.strerror or exc}")
+        _undo_refused(runner, entry, message)
+        raise UpdateRefused(message, "free disk space and try again; nothing was switched"
+                            if disk_full(exc) else "nothing was switched; check the "
+                            "appliance home") from None
     runner.point("switch:after")
     runner.step(entry.id, journal.SWITCHED, bundle, "update.switched",
                 details={"from": entry.previous_target, "to": plan.rel})
@@ -238,9 +251,14 @@ def carry_out(runner: Runner, entry: JournalEntry, plan: Plan) -> InstallResult:
     return _result(runner, entry, plan, "rolled_back", failures, results, placement, [])
 
 
+def generated(plan: Plan) -> dict[str, bytes]:
+    """The files of a release generated from the records, as the layout writes them."""
+    return {SERVING_FILE: dumps(plan.serving)}
+
+
 def health(runner: Runner, plan: Plan) -> list[CheckResult]:
     ctx = HealthContext(runner.dirs, plan.rel, plan.files, plan.profile, plan.bundle.digest,
-                        runner.edges.source)
+                        runner.edges.source, generated(plan))
     return run_checks(runner.edges.checks, ctx,
                       runner.app.settings.updates.health_check_timeout_s)
 

@@ -7,18 +7,22 @@ release on disk agrees with the database.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from appliance.audit.events import Event
 from appliance.context import Appliance
+from appliance.hardware.profiles import EngineProfile
 from appliance.updates import journal
-from appliance.updates.fit import SERVING_FILE, external_bases, release_components, release_files
+from appliance.updates.fit import external_bases, release_components, release_files
 from appliance.updates.install import (
     Edges,
     Runner,
     activate,
+    generated,
     keep_set,
+    plan_release,
     prune,
     release_dirs,
     switch_back,
@@ -33,11 +37,19 @@ from appliance.updates.lifecycle import (
     get_bundle,
     transition,
 )
-from appliance.updates.releases import InstallLock
+from appliance.updates.releases import CURRENT, InstallLock
 
 
 def files_of(app: Appliance, bundle: BundleRecord) -> list[tuple[str, str, int]]:
     return release_files(release_components(bundle, external_bases(app.conn, bundle)))
+
+
+def generated_of(app: Appliance, bundle: BundleRecord, profile: dict[str, Any] | str
+                 ) -> dict[str, bytes]:
+    """serving.json as the records generate it for `bundle` with `profile` (a release row's
+    JSON or a journal entry's dict)."""
+    d = json.loads(profile) if isinstance(profile, str) else profile
+    return generated(plan_release(app, bundle, EngineProfile.from_dict(d), {}))
 
 
 @dataclass(frozen=True)
@@ -114,9 +126,12 @@ def consistency(app: Appliance, deep: bool = True) -> list[str]:
     if n_active > 1:
         problems.append(f"{n_active} bundles are ACTIVE")
     active = active_bundle(conn)
-    target = dirs.read_current()
-    row = conn.execute("SELECT bundle_id, path FROM releases WHERE status = 'current'"
-                       ).fetchone()
+    broken = dirs.current_problem()
+    if broken:
+        problems.append(broken)
+    target = None if broken else dirs.read_current()
+    row = conn.execute("SELECT bundle_id, path, profile FROM releases WHERE status = "
+                       "'current'").fetchone()
     if active is None:
         if target is not None:
             problems.append(f"no bundle is ACTIVE but current points to {target}")
@@ -125,16 +140,22 @@ def consistency(app: Appliance, deep: bool = True) -> list[str]:
     else:
         if row is None or row[0] != active.id:
             problems.append(f"the current release row does not belong to {active.ref}")
+        elif broken:
+            pass
+        elif target is None:
+            problems.append(f"current is missing, the records say {row[1]}")
         elif target != row[1]:
             problems.append(f"current points to {target}, the records say {row[1]}")
         else:
-            bad = dirs.verify(row[1], files_of(app, active), {SERVING_FILE}) if deep else \
+            bad = dirs.verify(row[1], files_of(app, active),
+                              generated_of(app, active, row[2])) if deep else \
                 ([] if dirs.path_of(row[1]).is_dir() else [f"{row[1]} is missing"])
             problems += [f"active release {row[1]}: {p}" for p in bad]
-    for bundle_id, path in conn.execute("SELECT bundle_id, path FROM releases WHERE status = "
-                                        "'kept'").fetchall():
+    for bundle_id, path, profile in conn.execute(
+            "SELECT bundle_id, path, profile FROM releases WHERE status = 'kept'").fetchall():
         bundle = get_bundle(conn, bundle_id)
-        bad = dirs.verify(path, files_of(app, bundle), {SERVING_FILE}) if deep else \
+        bad = dirs.verify(path, files_of(app, bundle),
+                          generated_of(app, bundle, profile)) if deep else \
             ([] if dirs.path_of(path).is_dir() else ["missing"])
         problems += [f"kept release {path}: {p}" for p in bad]
     if entry is None and dirs.root.is_dir():
@@ -142,7 +163,7 @@ def consistency(app: Appliance, deep: bool = True) -> list[str]:
         for d in dirs.root.iterdir():
             if d.name.startswith(".current.tmp-"):
                 problems.append(f"leftover {d.name}")
-            elif d.is_dir() and not d.is_symlink():
+            elif d.is_dir() and not d.is_symlink() and d.name != CURRENT:
                 problems += [f"leftover {d.name}/{s.name}" for s in d.iterdir()
                              if f"{d.name}/{s.name}" not in keep]
     return problems
@@ -158,7 +179,8 @@ def describe(app: Appliance) -> dict[str, Any]:
     keys = ("id", "name", "version", "path", "status", "created_at", "activated_at",
             "removed_at")
     entry = journal.open_entry(app.conn)
-    return {"active": active.summary() if active else None, "current": dirs.read_current(),
+    current = None if dirs.current_problem() else dirs.read_current()
+    return {"active": active.summary() if active else None, "current": current,
             "keep_releases": app.settings.updates.keep_releases,
             "releases": [dict(zip(keys, r, strict=True)) for r in rows],
             "open_journal": entry.to_dict() if entry else None,
@@ -170,7 +192,8 @@ def resolve(runner: Runner, entry: JournalEntry, found_by: str = "") -> Recovery
     app, dirs = runner.app, runner.dirs
     bundle = get_bundle(app.conn, entry.bundle_id)
     if entry.step == journal.HEALTHY and dirs.read_current() == entry.release_path and \
-            not dirs.verify(entry.release_path, files_of(app, bundle), {SERVING_FILE}):
+            not dirs.verify(entry.release_path, files_of(app, bundle),
+                            generated_of(app, bundle, entry.profile)):
         decision = "completed"
     elif entry.step == journal.FAILED:
         decision = "rolled_back"

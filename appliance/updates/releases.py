@@ -14,14 +14,14 @@ import fcntl
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from appliance.bundle.store import ContentStore
 from appliance.durable import fsync_dir
-from appliance.errors import UpdateRefused
+from appliance.errors import IntegrityError, UpdateRefused
 from appliance.updates.verification import sha256_file
 
 CURRENT = "current"
@@ -52,8 +52,16 @@ class InstallLock:
         self.fd = -1
 
     def acquire(self) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:      # releases/ a file, or not this user's: damage, one line
+            root = self.path.parent
+            why = f"{root} is not a directory" if root.exists() and not root.is_dir() else \
+                exc.strerror or str(exc)
+            raise IntegrityError(f"cannot open the install lock {self.path}: {why}",
+                                 f"{self.path.parent} must be a directory the appliance may "
+                                 "write; report it to the security officer") from None
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -68,7 +76,7 @@ class InstallLock:
             self.fd = -1
 
 
-def _disk_full(exc: OSError) -> bool:
+def disk_full(exc: OSError) -> bool:
     return exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -88,10 +96,23 @@ class ReleaseDirs:
     # --- the current link ---------------------------------------------------------------
 
     def read_current(self) -> str | None:
+        """Where `current` points (None: there is no `current`). Anything else in its place
+        (a directory, a file) is damage no install made: IntegrityError, never switched over."""
         try:
             return os.readlink(self.current)
         except FileNotFoundError:
             return None
+        except OSError:
+            raise IntegrityError(self.current_problem() or f"{self.current} cannot be read",
+                                 "move it out of releases/ (nothing the appliance made is "
+                                 "there), then run `appliance update status`") from None
+
+    def current_problem(self) -> str | None:
+        """Why `current` is not a link (None: it is one, or there is none)."""
+        if self.current.is_symlink() or not os.path.lexists(self.current):
+            return None
+        kind = "a directory" if self.current.is_dir() else "a file"
+        return f"{self.current} is {kind} where the link to the running release belongs"
 
     def switch(self, target: str | None) -> None:
         """Point `current` at `target` (relative to releases/), or remove it, atomically."""
@@ -107,8 +128,15 @@ class ReleaseDirs:
                 os.unlink(tmp)
             except FileNotFoundError:
                 pass
-            os.symlink(target, tmp)
-            os.replace(tmp, self.current)
+            try:
+                os.symlink(target, tmp)
+                os.replace(tmp, self.current)
+            except OSError:
+                try:
+                    os.unlink(tmp)
+                except FileNotFoundError:
+                    pass
+                raise
         fsync_dir(self.root)
 
     # --- layout -------------------------------------------------------------------------
@@ -124,6 +152,7 @@ class ReleaseDirs:
         if final.exists():
             raise UpdateRefused(f"release directory {rel} already exists",
                                 "run `appliance update status` to clean up, then retry")
+        self._check_objects(rel, files)
         placement = Placement()
         try:
             if partial.exists():
@@ -150,7 +179,7 @@ class ReleaseDirs:
             fsync_dir(final.parent)
         except OSError as exc:
             _drop(partial)
-            if _disk_full(exc):
+            if disk_full(exc):
                 raise UpdateRefused(f"the disk holding {self.root} is full while laying out "
                                     f"release {rel}",
                                     "free disk space and install again; nothing was switched"
@@ -161,6 +190,25 @@ class ReleaseDirs:
             _drop(partial)
             raise
         return placement
+
+    def _check_objects(self, rel: str, files: list[tuple[str, str, int]]) -> None:
+        """Every object the release needs is in the store at its signed size (a stat each;
+        the bytes are hashed by the health check): a damaged store is named, not an ENOENT."""
+        bad = []
+        for relpath, sha, size in files:
+            try:
+                if os.stat(self.store.path_of(sha)).st_size == size:
+                    continue
+            except FileNotFoundError:
+                pass
+            bad.append(f"{relpath} ({sha[:12]})")
+        if bad:
+            more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+            raise UpdateRefused(
+                f"the content store lacks or holds a damaged copy of {bad[0]}{more}, needed "
+                f"by release {rel}",
+                "nothing was switched; the store is damaged: report it to the security "
+                "officer and restore it from a backup (`appliance backup restore`)")
 
     def _check_space(self, partial: Path, files: list[tuple[str, str, int]]) -> None:
         need = sum({sha: size for _, sha, size in files}.values())
@@ -197,9 +245,12 @@ class ReleaseDirs:
 
     # --- checks and clean-up -----------------------------------------------------------
 
-    def verify(self, rel: str, files: list[tuple[str, str, int]], extra: set[str]
-               ) -> list[str]:
-        """Problems with a laid-out release against the signed digests (empty: whole)."""
+    def verify(self, rel: str, files: list[tuple[str, str, int]],
+               extra: set[str] | Mapping[str, bytes]) -> list[str]:
+        """Problems with a laid-out release against the signed digests (empty: whole).
+        `extra` names the files generated from the records (`serving.json`); given with
+        their bytes, each must be exactly what the records generate (it says which model,
+        engine and adapters are served, so an edited one is a different release)."""
         root = self.path_of(rel)
         if not root.is_dir():
             return [f"release directory {rel} is missing"]
@@ -220,8 +271,11 @@ class ReleaseDirs:
                 if name not in expected and name not in extra:
                     problems.append(f"{name}: not part of the signed bundle")
         for name in extra:
-            if not (root / name).is_file():
+            path = root / name
+            if path.is_symlink() or not path.is_file():
                 problems.append(f"{name}: missing")
+            elif isinstance(extra, Mapping) and path.read_bytes() != extra[name]:
+                problems.append(f"{name}: not the one generated from the records (edited)")
         return problems
 
     def remove(self, rel: str) -> None:
