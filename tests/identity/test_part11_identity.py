@@ -728,6 +728,37 @@ def test_11_70_signature_bound_to_record(appliance, admin_session) -> None:
         appliance.conn.execute("UPDATE signatures SET record_id = 'x'")
 
 
+def test_11_70_a_signature_moved_by_editing_the_database_is_caught(appliance, admin_session,
+                                                                    make_user) -> None:
+    """Past its triggers, a signature row moved to another record and another signer: the
+    audit event still carries what was signed, so verify names it and no view shows the
+    moved row as a signature."""
+    from appliance.audit.verify import verify_trail
+    from appliance.errors import IntegrityError
+    from appliance.services import signatures
+
+    sig = users.review_access(appliance, admin_session, req(username=ADMIN))
+    make_user(["it"], username="ivan")
+    auditor = make_user(["auditor"], username="audra")
+    assert verify_trail(appliance.conn, appliance.key.public).ok
+    assert signatures.show_signature(appliance, auditor, sig.id) == sig
+    conn = appliance.conn
+    saved = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'signatures_no_update'"
+                         ).fetchone()[0]
+    conn.execute("DROP TRIGGER signatures_no_update")
+    conn.execute("UPDATE signatures SET record_type = 'bundle', record_id = 'other@1', "
+                 "username = 'ivan' WHERE id = ?", (sig.id,))
+    conn.execute(saved)
+    conn.commit()
+    report = verify_trail(conn, appliance.key.public)
+    assert report.kinds() == {"signature-altered"}
+    assert report.first_bad_seq == sig.audit_seq and sig.id in report.findings[0].message
+    with pytest.raises(IntegrityError, match="does not match"):
+        signatures.show_signature(appliance, auditor, sig.id)
+    with pytest.raises(IntegrityError, match="does not match"):
+        signatures.list_signatures(appliance, auditor)
+
+
 def test_11_50_manifestation_carried_by_the_audit_event(appliance, admin_session) -> None:
     sig = users.review_access(appliance, admin_session,
                               req(username=ADMIN, reason="quarterly access review"))
