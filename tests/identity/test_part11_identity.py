@@ -269,6 +269,22 @@ def test_11_300d_lockout_expires_or_is_cleared_by_security(appliance, admin_sess
     assert auth.login(appliance, "ike", PASSWORD).username == "ike"
 
 
+def test_11_300d_a_lockout_lasts_its_lock_time_not_the_counting_window(
+        appliance, clock, make_user) -> None:
+    """Failures are counted over 15 minutes, the lock lasts 30: it must not end when the
+    failures that caused it leave the counting window."""
+    make_user(["it"], username="ida")
+    for _ in range(5):
+        with pytest.raises(AuthenticationFailed):
+            auth.login(appliance, "ida", "wrong password!!")
+    clock.advance(minutes=16)
+    assert auth.locked_until(appliance, "ida", appliance.clock.now()) is not None
+    with pytest.raises(AccountLocked):
+        auth.login(appliance, "ida", PASSWORD)
+    clock.advance(minutes=15)
+    assert auth.login(appliance, "ida", PASSWORD).username == "ida"
+
+
 def test_11_300d_an_officer_cannot_unlock_their_own_account(appliance, admin_session,
                                                              make_user) -> None:
     """Else wrong signature passwords could be tried without limit from an open session."""
