@@ -75,7 +75,10 @@ def signatures_for(conn: sqlite3.Connection, record_type: str, record_id: str
                    ) -> list[Signature]:
     rows = conn.execute(f"SELECT {_COLS} FROM signatures WHERE record_type = ? AND "
                         "record_id = ? ORDER BY ts", (record_type, record_id)).fetchall()
-    return [Signature(*r) for r in rows]
+    # Only rows their audit event carries: a row inserted or edited in the database (a
+    # second "approver" copied from the first) is no signature (11.70; `audit verify`
+    # names it).
+    return [sig for sig in (Signature(*r) for r in rows) if trail_mismatch(conn, sig) is None]
 
 
 def trail_mismatch(conn: sqlite3.Connection, sig: Signature) -> str | None:

@@ -775,6 +775,24 @@ def test_11_70_a_signature_moved_by_editing_the_database_is_caught(appliance, ad
         signatures.list_signatures(appliance, auditor)
 
 
+def test_11_70_a_signature_row_copied_to_another_signer_counts_for_no_one(
+        appliance, admin_session, make_user) -> None:
+    """A row inserted in the database, copying a real signature under another admin's
+    name, must not count as that admin's signature (a second approver, say)."""
+    from appliance.audit.verify import verify_trail
+    from appliance.identity.signatures import signatures_for
+
+    sig = users.review_access(appliance, admin_session, req(username=ADMIN))
+    make_user(["it"], username="ivan")
+    forged = sig.to_dict() | {"id": "forged-0001", "username": "ivan"}
+    appliance.conn.execute(f"INSERT INTO signatures ({', '.join(forged)}) VALUES "
+                           f"({', '.join('?' * len(forged))})", tuple(forged.values()))
+    appliance.conn.commit()
+    assert signatures_for(appliance.conn, "access_review", sig.record_id) == [sig]
+    report = verify_trail(appliance.conn, appliance.key.public)
+    assert report.kinds() == {"signature-altered"} and "forged-0001" in report.findings[0].message
+
+
 def test_11_50_manifestation_carried_by_the_audit_event(appliance, admin_session) -> None:
     sig = users.review_access(appliance, admin_session,
                               req(username=ADMIN, reason="quarterly access review"))
