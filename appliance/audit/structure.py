@@ -100,3 +100,16 @@ def check_signed_events(candidates: list[tuple[int, str]], covered: int,
                 f"event {seq} carries an electronic signature but no signed checkpoint "
                 f"covers it (the newest covers {covered}): checkpoints were removed"))
             return
+
+
+def check_signature_rows(conn: sqlite3.Connection, report: VerifyReport) -> None:
+    """Each stored signature row is the one its audit event carries (11.70): the row is
+    what `signatures list/show` and the services read, outside the hash chain."""
+    from appliance.identity.signatures import all_signatures, trail_mismatch
+
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'signatures'").fetchone():
+        return
+    for sig in all_signatures(conn):
+        why = trail_mismatch(conn, sig)
+        if why is not None:
+            report.findings.append(Finding("signature-altered", sig.audit_seq, why))

@@ -117,6 +117,7 @@ def _verify(conn: sqlite3.Connection, public_key: ec.EllipticCurvePublicKey,
                 "truncated", head + 1,
                 f"checkpoint {cp.id} covers {size} events but the trail ends at {head}"))
     structure.check_signed_events(signed, covered, report)
+    structure.check_signature_rows(conn, report)
     if anchor is not None and not foreign:
         _check_anchor(conn, anchor, head, report)
     return report

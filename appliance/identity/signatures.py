@@ -7,6 +7,7 @@ be copied onto another record nor survive a change of the one it signed.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -74,4 +75,27 @@ def signatures_for(conn: sqlite3.Connection, record_type: str, record_id: str
                    ) -> list[Signature]:
     rows = conn.execute(f"SELECT {_COLS} FROM signatures WHERE record_type = ? AND "
                         "record_id = ? ORDER BY ts", (record_type, record_id)).fetchall()
-    return [Signature(*r) for r in rows]
+    # Only rows their audit event carries: a row inserted or edited in the database (a
+    # second "approver" copied from the first) is no signature (11.70; `audit verify`
+    # names it).
+    return [sig for sig in (Signature(*r) for r in rows) if trail_mismatch(conn, sig) is None]
+
+
+def trail_mismatch(conn: sqlite3.Connection, sig: Signature) -> str | None:
+    """11.70: why the stored row differs from the manifestation its audit event carries
+    (the hashed, checkpointed copy), or None. A row edited past its triggers (moved to
+    another record, given to another signer, its meaning changed) is caught here."""
+    row = conn.execute("SELECT body FROM audit_events WHERE seq = ?",
+                       (sig.audit_seq,)).fetchone()
+    try:
+        carried = json.loads(row[0]).get("signature") if row else None
+    except (ValueError, TypeError, AttributeError):
+        carried = None
+    if carried == sig.manifestation():
+        return None
+    return (f"signature {sig.id} does not match the manifestation its audit event "
+            f"{sig.audit_seq} carries: the signatures table was altered")
+
+
+def all_signatures(conn: sqlite3.Connection) -> list[Signature]:
+    return [Signature(*r) for r in conn.execute(f"SELECT {_COLS} FROM signatures ORDER BY ts")]

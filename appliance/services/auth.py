@@ -34,19 +34,25 @@ def typed_name(username: str) -> str:
     return name if len(name) <= TYPED_MAX else name[:TYPED_MAX] + "\u2026"
 
 
-def _failures(app: Appliance, name: str, now: datetime) -> list[datetime]:
-    since = format_ts(now - timedelta(minutes=app.settings.lockout.window_minutes))
+def _failures(app: Appliance, name: str, since: datetime) -> list[datetime]:
     rows = app.conn.execute("SELECT ts FROM login_failures WHERE username = ? AND ts >= ? "
-                            "ORDER BY ts", (name, since)).fetchall()
+                            "ORDER BY ts", (name, format_ts(since))).fetchall()
     return [parse_ts(r[0]) for r in rows]
 
 
 def locked_until(app: Appliance, name: str, now: datetime) -> datetime | None:
+    """Locked while `lock_minutes` have not passed since `max_failures` failures fell
+    within `window_minutes` of each other: the lock lasts its own time, not only as long
+    as the failures that caused it stay inside the counting window."""
     policy = app.settings.lockout
-    fails = _failures(app, name, now)
-    if len(fails) < policy.max_failures:
+    window, lock = timedelta(minutes=policy.window_minutes), \
+        timedelta(minutes=policy.lock_minutes)
+    fails = _failures(app, name, now - window - lock)
+    k = max(1, policy.max_failures)
+    ends = [fails[i] for i in range(k - 1, len(fails)) if fails[i] - fails[i - k + 1] <= window]
+    if not ends:
         return None
-    until = fails[-1] + timedelta(minutes=policy.lock_minutes)
+    until = ends[-1] + lock
     return until if now < until else None
 
 

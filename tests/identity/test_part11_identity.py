@@ -269,6 +269,22 @@ def test_11_300d_lockout_expires_or_is_cleared_by_security(appliance, admin_sess
     assert auth.login(appliance, "ike", PASSWORD).username == "ike"
 
 
+def test_11_300d_a_lockout_lasts_its_lock_time_not_the_counting_window(
+        appliance, clock, make_user) -> None:
+    """Failures are counted over 15 minutes, the lock lasts 30: it must not end when the
+    failures that caused it leave the counting window."""
+    make_user(["it"], username="ida")
+    for _ in range(5):
+        with pytest.raises(AuthenticationFailed):
+            auth.login(appliance, "ida", "wrong password!!")
+    clock.advance(minutes=16)
+    assert auth.locked_until(appliance, "ida", appliance.clock.now()) is not None
+    with pytest.raises(AccountLocked):
+        auth.login(appliance, "ida", PASSWORD)
+    clock.advance(minutes=15)
+    assert auth.login(appliance, "ida", PASSWORD).username == "ida"
+
+
 def test_11_300d_an_officer_cannot_unlock_their_own_account(appliance, admin_session,
                                                              make_user) -> None:
     """Else wrong signature passwords could be tried without limit from an open session."""
@@ -726,6 +742,55 @@ def test_11_70_signature_bound_to_record(appliance, admin_session) -> None:
     assert get_signature(appliance.conn, sig.id) == sig
     with pytest.raises(sqlite3.IntegrityError, match="never change"):
         appliance.conn.execute("UPDATE signatures SET record_id = 'x'")
+
+
+def test_11_70_a_signature_moved_by_editing_the_database_is_caught(appliance, admin_session,
+                                                                    make_user) -> None:
+    """Past its triggers, a signature row moved to another record and another signer: the
+    audit event still carries what was signed, so verify names it and no view shows the
+    moved row as a signature."""
+    from appliance.audit.verify import verify_trail
+    from appliance.errors import IntegrityError
+    from appliance.services import signatures
+
+    sig = users.review_access(appliance, admin_session, req(username=ADMIN))
+    make_user(["it"], username="ivan")
+    auditor = make_user(["auditor"], username="audra")
+    assert verify_trail(appliance.conn, appliance.key.public).ok
+    assert signatures.show_signature(appliance, auditor, sig.id) == sig
+    conn = appliance.conn
+    saved = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'signatures_no_update'"
+                         ).fetchone()[0]
+    conn.execute("DROP TRIGGER signatures_no_update")
+    conn.execute("UPDATE signatures SET record_type = 'bundle', record_id = 'other@1', "
+                 "username = 'ivan' WHERE id = ?", (sig.id,))
+    conn.execute(saved)
+    conn.commit()
+    report = verify_trail(conn, appliance.key.public)
+    assert report.kinds() == {"signature-altered"}
+    assert report.first_bad_seq == sig.audit_seq and sig.id in report.findings[0].message
+    with pytest.raises(IntegrityError, match="does not match"):
+        signatures.show_signature(appliance, auditor, sig.id)
+    with pytest.raises(IntegrityError, match="does not match"):
+        signatures.list_signatures(appliance, auditor)
+
+
+def test_11_70_a_signature_row_copied_to_another_signer_counts_for_no_one(
+        appliance, admin_session, make_user) -> None:
+    """A row inserted in the database, copying a real signature under another admin's
+    name, must not count as that admin's signature (a second approver, say)."""
+    from appliance.audit.verify import verify_trail
+    from appliance.identity.signatures import signatures_for
+
+    sig = users.review_access(appliance, admin_session, req(username=ADMIN))
+    make_user(["it"], username="ivan")
+    forged = sig.to_dict() | {"id": "forged-0001", "username": "ivan"}
+    appliance.conn.execute(f"INSERT INTO signatures ({', '.join(forged)}) VALUES "
+                           f"({', '.join('?' * len(forged))})", tuple(forged.values()))
+    appliance.conn.commit()
+    assert signatures_for(appliance.conn, "access_review", sig.record_id) == [sig]
+    report = verify_trail(appliance.conn, appliance.key.public)
+    assert report.kinds() == {"signature-altered"} and "forged-0001" in report.findings[0].message
 
 
 def test_11_50_manifestation_carried_by_the_audit_event(appliance, admin_session) -> None:
