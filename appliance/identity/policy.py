@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import unicodedata
 
 from appliance.errors import InvalidInput
 from appliance.identity.passwords import check_password, normalised
@@ -26,7 +27,9 @@ def check_new_password(password: str, username: str, policy: PasswordPolicy,
     if len(password) < policy.min_length:
         raise InvalidInput(f"password is shorter than {policy.min_length} characters",
                            "choose a longer password or passphrase")
-    if username and username.lower() in password.lower():
+    # Read as it shows: an invisible format character (a zero-width space) splits nothing.
+    shown = "".join(c for c in password if unicodedata.category(c) != "Cf")
+    if username and username.lower() in shown.lower():
         raise InvalidInput("password contains the username", "choose a password without it")
     for old in list(recent_hashes)[: policy.history]:
         if check_password(password, old):

@@ -92,6 +92,9 @@ def test_11_300b_password_policy(appliance, admin_session) -> None:
         users.add_user(appliance, admin_session, "dan", "Dan", ["it"], "short", "hire")
     with pytest.raises(InvalidInput, match="contains the username"):
         users.add_user(appliance, admin_session, "danny", "Dan", ["it"], "danny-is-great-123", "h")
+    with pytest.raises(InvalidInput, match="contains the username"):  # split by a zero-width
+        users.add_user(appliance, admin_session, "danny", "Dan", ["it"],  # space, it reads so
+                       "dan\u200bny-is-great-123", "h")
     stored = get_user(appliance.conn, ADMIN).password_hash
     assert stored.startswith("scrypt$") and PASSWORD not in stored
 
