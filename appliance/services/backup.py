@@ -33,7 +33,7 @@ from appliance.audit.verify import VerifyReport, verify_trail
 from appliance.backup_manifest import REFUSED
 from appliance.bundle.store import ContentStore
 from appliance.context import Appliance
-from appliance.db import damaged
+from appliance.db import damaged, unwritable
 from appliance.durable import fsync_dir
 from appliance.errors import (
     AlreadyInitialised,
@@ -352,7 +352,11 @@ def restore_backup(backup: Path, home: Path, username: str, password: str,
         else:
             os.replace(tmp, root)
         fsync_dir(root.parent)
-    except OSError as exc:
+    except (OSError, sqlite3.OperationalError) as exc:
+        # sqlite3: opening the copy (its -wal and -shm) or writing to it on a disk that the
+        # copy fitted but its growth does not.
+        if isinstance(exc, sqlite3.OperationalError) and not unwritable(exc):
+            raise
         raise ApplianceError(f"could not restore into {root}: {_why(exc)}",
                              "check that its disk is writable and not full; nothing was "
                              "restored") from exc
@@ -441,4 +445,4 @@ def _why(exc: OSError) -> str:
     errors = exc.args[0] if isinstance(exc, shutil.Error) and exc.args else None
     if isinstance(errors, list) and errors and len(errors[0]) == 3:
         return str(errors[0][2])
-    return exc.strerror or str(exc)
+    return getattr(exc, "strerror", None) or str(exc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 from pathlib import Path
@@ -412,6 +413,54 @@ def test_a_restore_killed_while_moving_its_copy_up_can_be_run_again(
     with pytest.raises(InvalidInput, match="not empty"):
         backup.restore_backup(bk, target, ADMIN, PASSWORD)
     assert (target / "notes.txt").read_text() == "mine"
+
+
+_FULL_DISK_CHILD = """
+import json, os, subprocess, sys, traceback
+from pathlib import Path
+from appliance.errors import ApplianceError
+from appliance.services import backup
+bk, mnt = Path(sys.argv[1]), Path(sys.argv[2])
+for kib in range(16, 640, 8):
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(mnt)], check=True)
+    try:
+        backup.restore_backup(bk, mnt / "home", sys.argv[3], sys.argv[4])
+        out = {"kib": kib, "ok": True}
+    except ApplianceError as exc:
+        out = {"kib": kib, "ok": False, "error": exc.message}
+    except Exception as exc:
+        out = {"kib": kib, "ok": False, "raw": repr(exc), "tb": traceback.format_exc()}
+    out["left"] = sorted(os.listdir(mnt))
+    print(json.dumps(out), flush=True)
+    subprocess.run(["umount", str(mnt)], check=True)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="needs root and unshare for a private tmpfs")
+def test_a_restore_onto_a_disk_that_fills_up_is_one_line_and_leaves_nothing(
+        appliance, admin_session, tmp_path: Path) -> None:
+    """The space check counts the backup's bytes; the restored copy then grows (SQLite's
+    -wal and -shm when it is opened, the login and the restore recorded). On a disk with
+    room for the copy but not for that, opening it raised a raw `sqlite3.OperationalError:
+    disk I/O error` traceback. Every size of disk must be a restore or one line, nothing
+    left."""
+    import subprocess
+    import sys
+    _events(appliance, 200)
+    bk = backup.create_backup(appliance, admin_session, tmp_path / "bk").path
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    out = subprocess.run(["unshare", "-m", sys.executable, "-c", _FULL_DISK_CHILD, str(bk),
+                          str(mnt), ADMIN, PASSWORD], capture_output=True, text=True,
+                         timeout=300, env={**os.environ,
+                                           "PYTHONPATH": str(Path(__file__).parents[2])})
+    assert out.returncode == 0, out.stderr
+    results = [json.loads(line) for line in out.stdout.splitlines()]
+    assert any(r["ok"] for r in results) and not results[0]["ok"]
+    for r in results:
+        assert "raw" not in r, r.get("tb")
+        assert r["left"] == (["home"] if r["ok"] else []), r
 
 
 def test_a_failed_restore_into_an_existing_home_leaves_it_as_it_was(
