@@ -722,6 +722,28 @@ def test_a_backup_waits_for_no_install_it_is_refused_while_one_runs(
     assert backup.create_backup(serving, admin_session, tmp_path / "bk").objects > 0
 
 
+def test_a_backup_running_is_named_to_whoever_its_locks_turn_away(
+        serving, admin_session, tmp_path: Path) -> None:
+    """A backup holds the install lock: a second backup (a scheduled one beside a manual
+    one) or an install meanwhile was told "an install, rollback or recovery is running",
+    sending IT to look for an install that was not there."""
+    from appliance.backup_store import still
+    from appliance.errors import UpdateRefused
+    from appliance.services import updates
+    from appliance.updates.install import Edges
+    from appliance.updates.restart import RecordingRestarter
+    from tests.updates.kit import h100, sign_req
+    ref = serving.conn.execute("SELECT bundle_id FROM releases WHERE status = 'kept'"
+                               ).fetchone()[0]
+    with still(serving):   # what a running backup holds
+        with pytest.raises(InvalidInput, match="another backup"):
+            backup.create_backup(serving, admin_session, tmp_path / "bk")
+        with pytest.raises(UpdateRefused, match="or a backup"):
+            updates.rollback(serving, admin_session, str(ref), sign_req(ADMIN),
+                             Edges(source=h100(), restarter=RecordingRestarter()))
+    assert _backup_events(serving) == [] and not (tmp_path / "bk").exists()
+
+
 def test_a_backup_made_before_backups_held_the_store_restores_the_records_only(
         serving, admin_session, tmp_path: Path) -> None:
     """Its manifest has no store_objects: the records come back, no release is laid out."""
