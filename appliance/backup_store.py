@@ -58,7 +58,8 @@ def still(app: Appliance) -> Iterator[None]:
     with ExitStack() as stack:
         lock = InstallLock(app.layout.releases)
         if not lock.acquire():
-            raise InvalidInput("an install, rollback or recovery is running",
+            raise InvalidInput("another backup, or an install, rollback or recovery is "
+                               "running",
                                "back up when it has finished")
         stack.callback(lock.release)
         entry = journal.open_entry(app.conn)

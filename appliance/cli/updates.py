@@ -206,7 +206,8 @@ def status(ctx: typer.Context, deep: Annotated[bool, typer.Option(
     lines = [f"active: {st['active']['ref'] if st['active'] else 'nothing'}   current -> "
              f"{st['current'] or '(none)'}   keeping {st['keep_releases']} releases"]
     if rec["busy"]:
-        lines.append("an install is running in another process; nothing was recovered")
+        lines.append("an install, rollback or backup is running in another process; "
+                     "nothing was recovered")
     if rec["resolved"]:
         r = rec["resolved"]
         lines.append(f"found an interrupted {r['op']} of {r['bundle']} at step {r['step']}: "

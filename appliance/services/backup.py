@@ -33,7 +33,7 @@ from appliance.audit.verify import VerifyReport, verify_trail
 from appliance.backup_manifest import REFUSED
 from appliance.bundle.store import ContentStore
 from appliance.context import Appliance
-from appliance.db import damaged
+from appliance.db import damaged, unwritable
 from appliance.durable import fsync_dir
 from appliance.errors import (
     AlreadyInitialised,
@@ -54,6 +54,9 @@ from appliance.settings import load_settings
 ANCHOR = "anchor.json"
 # Where a restore into an existing (empty) home builds it: inside, on the same file system.
 STAGED = ".appliance-restoring"
+# What `_move_up` moves into such a home before the database: a restore killed meanwhile
+# leaves these beside the staged copy, and no database.
+MOVED_UP = ("config.json", "keys", "releases", "store")
 PROVISION_KEYS = "provision"  # under keys/: the inventory's SSH keys
 
 
@@ -260,16 +263,26 @@ def verify_backup(path: Path, expect_fingerprint: str | None = None,
 def check_restore_target(root: Path) -> None:
     """Only a new or empty directory may be restored into: nothing there is overwritten.
     Empty means as `appliance init` takes it: `lost+found` aside (the home may be its own
-    file system), and what a killed restore staged there."""
+    file system), and what a killed restore staged or had begun to move up there."""
     if HomeLayout(root).db.exists():
         raise AlreadyInitialised(f"an appliance already exists at {root}")
     if root.is_symlink() or (root.exists() and not root.is_dir()):
         raise InvalidInput(f"{root} is not a directory", "choose a new or empty --home")
-    if root.is_dir() and any(n not in ("lost+found", STAGED) for n in os.listdir(root)):
+    left = {p.name for p in _moved_up(root)}
+    if root.is_dir() and any(n not in ("lost+found", STAGED, *left) for n in os.listdir(root)):
         raise InvalidInput(f"{root} is not empty", "restore into a new or empty --home")
     if not root.parent.is_dir():
         raise InvalidInput(f"directory {root.parent} does not exist",
                            "create it, or choose another --home")
+
+
+def _moved_up(root: Path) -> list[Path]:
+    """What a restore killed while it moved its copy up left in `root`: the staged copy is
+    still there and the database, moved last, is not (so `root` opens as no appliance). A
+    restore run again removes them with the staged copy and starts over."""
+    if not (root / STAGED).is_dir() or HomeLayout(root).db.exists():
+        return []
+    return [root / n for n in MOVED_UP if os.path.lexists(root / n)]
 
 
 def _precheck_password(db: Path, username: str, password: str) -> None:
@@ -307,6 +320,11 @@ def restore_backup(backup: Path, home: Path, username: str, password: str,
     _require_backup(HomeLayout(backup), backup)  # before copying what may not be one
     _precheck_password(HomeLayout(backup).db, username, password)
     into = root.is_dir()
+    for path in _moved_up(root) if into else ():
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
     _check_space(backup, root if into else root.parent, root)
     tmp = root / STAGED if into else root.with_name(root.name + ".restoring")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -334,7 +352,11 @@ def restore_backup(backup: Path, home: Path, username: str, password: str,
         else:
             os.replace(tmp, root)
         fsync_dir(root.parent)
-    except OSError as exc:
+    except (OSError, sqlite3.OperationalError) as exc:
+        # sqlite3: opening the copy (its -wal and -shm) or writing to it on a disk that the
+        # copy fitted but its growth does not.
+        if isinstance(exc, sqlite3.OperationalError) and not unwritable(exc):
+            raise
         raise ApplianceError(f"could not restore into {root}: {_why(exc)}",
                              "check that its disk is writable and not full; nothing was "
                              "restored") from exc
@@ -423,4 +445,4 @@ def _why(exc: OSError) -> str:
     errors = exc.args[0] if isinstance(exc, shutil.Error) and exc.args else None
     if isinstance(errors, list) and errors and len(errors[0]) == 3:
         return str(errors[0][2])
-    return exc.strerror or str(exc)
+    return getattr(exc, "strerror", None) or str(exc)

@@ -334,7 +334,7 @@ def _lock(app: Appliance, actor: Actor, session: Session, bundle_ref: str, step:
         except ApplianceError:
             bundle = None
         raise refuse(app, actor, session.terminal, bundle, step,
-                     "another install, rollback or recovery is running",
+                     "another install, rollback or recovery is running, or a backup",
                      "wait for it to finish, then look at `appliance update status`",
                      details={"bundle": bundle_ref})
     return lock

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 from pathlib import Path
@@ -379,6 +380,89 @@ def test_restore_into_a_home_that_is_its_own_file_system(appliance, admin_sessio
         assert last.fetchone()[0] == "backup.restore"
 
 
+def test_a_restore_killed_while_moving_its_copy_up_can_be_run_again(
+        appliance, admin_session, tmp_path: Path) -> None:
+    """A restore into an existing home moves its verified copy up, the database last. Killed
+    (kill -9) after some entries were moved, the home held them beside the staged copy and
+    no database: no appliance, but a restore run again said "is not empty" and only a
+    hand clean-up (of a staged copy holding the private key) let it go ahead."""
+    import os
+    bk = backup.create_backup(appliance, admin_session, tmp_path / "bk").path
+    target = tmp_path / "data"
+    (target / "lost+found").mkdir(parents=True)
+    backup.restore_backup(bk, target, ADMIN, PASSWORD)
+    # The state a kill after moving config.json and keys leaves: the rest still staged.
+    staged = target / backup.STAGED
+    staged.mkdir()
+    for name in ("appliance.db", "store"):
+        if (target / name).exists():
+            os.rename(target / name, staged / name)
+    with pytest.raises(ApplianceError, match="no appliance"):
+        Appliance.open(target)
+    backup.check_restore_target(target)
+    backup.restore_backup(bk, target, ADMIN, PASSWORD)
+    assert sorted(p.name for p in target.iterdir()) == ["appliance.db", "config.json",
+                                                         "keys", "lost+found"]
+    with Appliance.open(target) as app2:
+        last = app2.conn.execute("SELECT action FROM audit_view ORDER BY seq DESC LIMIT 1")
+        assert last.fetchone()[0] == "backup.restore"
+    # Only what a restore moves up is taken as its own: anything else still refuses.
+    staged.mkdir()
+    (target / "appliance.db").rename(staged / "appliance.db")
+    (target / "notes.txt").write_text("mine")
+    with pytest.raises(InvalidInput, match="not empty"):
+        backup.restore_backup(bk, target, ADMIN, PASSWORD)
+    assert (target / "notes.txt").read_text() == "mine"
+
+
+_FULL_DISK_CHILD = """
+import json, os, subprocess, sys, traceback
+from pathlib import Path
+from appliance.errors import ApplianceError
+from appliance.services import backup
+bk, mnt = Path(sys.argv[1]), Path(sys.argv[2])
+for kib in range(16, 640, 8):
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(mnt)], check=True)
+    try:
+        backup.restore_backup(bk, mnt / "home", sys.argv[3], sys.argv[4])
+        out = {"kib": kib, "ok": True}
+    except ApplianceError as exc:
+        out = {"kib": kib, "ok": False, "error": exc.message}
+    except Exception as exc:
+        out = {"kib": kib, "ok": False, "raw": repr(exc), "tb": traceback.format_exc()}
+    out["left"] = sorted(os.listdir(mnt))
+    print(json.dumps(out), flush=True)
+    subprocess.run(["umount", str(mnt)], check=True)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="needs root and unshare for a private tmpfs")
+def test_a_restore_onto_a_disk_that_fills_up_is_one_line_and_leaves_nothing(
+        appliance, admin_session, tmp_path: Path) -> None:
+    """The space check counts the backup's bytes; the restored copy then grows (SQLite's
+    -wal and -shm when it is opened, the login and the restore recorded). On a disk with
+    room for the copy but not for that, opening it raised a raw `sqlite3.OperationalError:
+    disk I/O error` traceback. Every size of disk must be a restore or one line, nothing
+    left."""
+    import subprocess
+    import sys
+    _events(appliance, 200)
+    bk = backup.create_backup(appliance, admin_session, tmp_path / "bk").path
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    out = subprocess.run(["unshare", "-m", sys.executable, "-c", _FULL_DISK_CHILD, str(bk),
+                          str(mnt), ADMIN, PASSWORD], capture_output=True, text=True,
+                         timeout=300, env={**os.environ,
+                                           "PYTHONPATH": str(Path(__file__).parents[2])})
+    assert out.returncode == 0, out.stderr
+    results = [json.loads(line) for line in out.stdout.splitlines()]
+    assert any(r["ok"] for r in results) and not results[0]["ok"]
+    for r in results:
+        assert "raw" not in r, r.get("tb")
+        assert r["left"] == (["home"] if r["ok"] else []), r
+
+
 def test_a_failed_restore_into_an_existing_home_leaves_it_as_it_was(
         appliance, admin_session, tmp_path: Path) -> None:
     bk = backup.create_backup(appliance, admin_session, tmp_path / "bk").path
@@ -636,6 +720,28 @@ def test_a_backup_waits_for_no_install_it_is_refused_while_one_runs(
         lock.release()
     assert _backup_events(serving) == [] and not (tmp_path / "bk").exists()
     assert backup.create_backup(serving, admin_session, tmp_path / "bk").objects > 0
+
+
+def test_a_backup_running_is_named_to_whoever_its_locks_turn_away(
+        serving, admin_session, tmp_path: Path) -> None:
+    """A backup holds the install lock: a second backup (a scheduled one beside a manual
+    one) or an install meanwhile was told "an install, rollback or recovery is running",
+    sending IT to look for an install that was not there."""
+    from appliance.backup_store import still
+    from appliance.errors import UpdateRefused
+    from appliance.services import updates
+    from appliance.updates.install import Edges
+    from appliance.updates.restart import RecordingRestarter
+    from tests.updates.kit import h100, sign_req
+    ref = serving.conn.execute("SELECT bundle_id FROM releases WHERE status = 'kept'"
+                               ).fetchone()[0]
+    with still(serving):   # what a running backup holds
+        with pytest.raises(InvalidInput, match="another backup"):
+            backup.create_backup(serving, admin_session, tmp_path / "bk")
+        with pytest.raises(UpdateRefused, match="or a backup"):
+            updates.rollback(serving, admin_session, str(ref), sign_req(ADMIN),
+                             Edges(source=h100(), restarter=RecordingRestarter()))
+    assert _backup_events(serving) == [] and not (tmp_path / "bk").exists()
 
 
 def test_a_backup_made_before_backups_held_the_store_restores_the_records_only(
