@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import glob
 import os
 import secrets
 import shutil
@@ -117,7 +118,38 @@ def create_backup(app: Appliance, session: Session, to: Path) -> BackupResult:
                                    target_type="appliance", target_id=app.appliance_id,
                                    details={"to": str(to)}, terminal=session.terminal))
             app.trail.checkpoint("backup")
+        removed = _remove_abandoned(to)
+        if removed:
+            with app.transaction():
+                app.trail.append(Event(
+                    action="backup.partial_removed", actor=actor, target_type="appliance",
+                    target_id=app.appliance_id, details={"to": str(to), "removed": removed},
+                    terminal=session.terminal))
         return _build(app, session, actor, to)
+
+
+def _remove_abandoned(to: Path) -> list[str]:
+    """The half-built copies that backups to `to` killed on this machine left beside it
+    (`_build`'s names): each holds a copy of the signing key, so the next backup there
+    removes it. One whose process still runs is another backup's, and is left alone."""
+    removed = []
+    for partial in sorted(to.parent.glob(f".{glob.escape(to.name)}.*-*.partial")):
+        pid = partial.name[len(to.name) + 2:].split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(partial, ignore_errors=True)
+        removed.append(partial.name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
 
 
 def _build(app: Appliance, session: Session, actor: Actor, to: Path) -> BackupResult:

@@ -168,6 +168,27 @@ def _backup_events(app: Appliance) -> list[tuple[str, str, str]]:
              json.loads(b)["details"].get("error", "")) for (b,) in rows]
 
 
+def test_a_backup_removes_the_copy_a_killed_backup_left_with_the_key(
+        appliance, admin_session, tmp_path: Path) -> None:
+    """A backup killed mid-copy leaves its half-built copy, signing key included, beside
+    its --to; the next backup there removes it (and says so), but never a running one's."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    left = tmp_path / f".bk.{dead}-0a1b2c3d.partial"
+    running = tmp_path / f".bk.{os.getpid()}-4e5f6a7b.partial"
+    for partial in (left, running):
+        (partial / "keys").mkdir(parents=True)
+        (partial / "keys" / "appliance-signing.pem").write_text("a copy of the key")
+    backup.create_backup(appliance, admin_session, tmp_path / "bk")
+    assert not left.exists() and running.exists()
+    [removed] = [json.loads(b)["details"] for (b,) in appliance.conn.execute(
+        "SELECT body FROM audit_view WHERE action = 'backup.partial_removed'")]
+    assert removed["removed"] == [left.name]
+
+
 def test_backup_to_media_that_is_not_mounted_is_refused_and_not_recorded(
         appliance, admin_session, tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="does not exist"):
