@@ -56,6 +56,13 @@ def printable(text: str) -> str:
     return text
 
 
+def _plain(text: str) -> str:
+    """Free text before `printable`: its own backslashes are doubled, so a typed "\\u674e"
+    never reads like the escape of a character the fonts lack. (JSON values need no
+    such care: JSON already writes a backslash as two.)"""
+    return text.replace("\\", "\\\\")
+
+
 def _wrap(text: str, width: int, max_lines: int | None = None) -> list[str]:
     text = printable(text)
     if len(text) <= width:
@@ -63,6 +70,9 @@ def _wrap(text: str, width: int, max_lines: int | None = None) -> list[str]:
     lines = textwrap.wrap(text, width, break_long_words=True, break_on_hyphens=False,
                           drop_whitespace=True) or [""]
     if max_lines is not None and len(lines) > max_lines:
+        # A value to be cut fills every line it keeps: word-wrapping could leave only its
+        # label ("details:") before the cut when the value is one long word.
+        lines = [text[i:i + width] for i in range(0, len(text), width)]
         cut = "... [cut here; full value in CSV/JSONL]"
         lines = lines[:max_lines]
         lines[-1] = lines[-1][: max(0, width - len(cut))] + cut
@@ -119,7 +129,7 @@ class _TrailPDF(FPDF):
         self.set_font("Courier", "", 6.5)
         y = PAGE_H - MARGIN + 2
         self.text(MARGIN, y, printable(
-            f"Exported {hdr.exported_at} by {by.name} ({by.username}, {by.role}). "
+            f"Exported {hdr.exported_at} by {_plain(by.name)} ({_plain(by.username)}, {by.role}). "
             "This file's SHA-256 is in its signed manifest: check with verify-audit-export."))
         # cell(), not text(): only cells get the total page count substituted.
         self.set_xy(PAGE_W - MARGIN - 30, y - 2.5)
@@ -153,7 +163,7 @@ def event_lines(row: tuple) -> list[tuple[str, bool]]:
         target += f" [{f('target_digest')[:16]}...]"
     cells = [f("seq"), f("ts"), f"{f('actor_name')} ({f('actor')}, {f('actor_role')})",
              f("action"), target, f("outcome"), f("reason")]
-    wrapped = [_wrap(c, w) for c, (_, w) in zip(cells, COLUMNS, strict=True)]
+    wrapped = [_wrap(_plain(c), w) for c, (_, w) in zip(cells, COLUMNS, strict=True)]
     out = []
     for i in range(max(len(w) for w in wrapped)):
         parts = [(w[i] if i < len(w) else "") for w in wrapped]
@@ -164,12 +174,15 @@ def event_lines(row: tuple) -> list[tuple[str, bool]]:
     sig_json = row[len(FLAT_COLUMNS) + 1]
     if sig_json and sig_json not in ("null", "{}"):
         sig = json.loads(sig_json)
-        text = (f"ELECTRONIC SIGNATURE: {sig.get('name', '')} ({sig.get('username', '')}) "
-                f"| meaning: {sig.get('meaning', '')} | signed {sig.get('ts', '')} UTC")
+        # The manifestation itself (11.50) is never cut, however long the printed name.
+        text = (f"ELECTRONIC SIGNATURE: {_plain(sig.get('name', ''))} "
+                f"({_plain(sig.get('username', ''))}) | meaning: {_plain(sig.get('meaning', ''))}"
+                f" | signed {_plain(sig.get('ts', ''))} UTC")
+        out += [(pad + s, True) for s in _wrap(text, room)]
         extra = {k: v for k, v in sig.items() if k not in ("name", "username", "meaning", "ts")}
         if extra:
-            text += " | " + json.dumps(extra, sort_keys=True, separators=(",", ":"))
-        out += [(pad + s, True) for s in _wrap(text, room, MAX_VALUE_LINES + 1)]
+            text = "signed record: " + json.dumps(extra, sort_keys=True, separators=(",", ":"))
+            out += [(pad + s, True) for s in _wrap(text, room, MAX_VALUE_LINES)]
     for name in ("old", "new"):
         if f(name):
             out += [(pad + s, False) for s in _wrap(f"{name}: {f(name)}", room, MAX_VALUE_LINES)]
@@ -193,13 +206,17 @@ def _summary(hdr: ExportHeader, total: int, first_ts: str | None, last_ts: str |
     by = hdr.exported_by
     return [
         f"Appliance id:   {hdr.appliance_id}",
-        f"Exported by:    {by.name} ({by.username}, role {by.role}) at {hdr.exported_at} UTC",
-        "Filter:         " + (", ".join(f"{k}={v}" for k, v in flt.items()) or "none (all events)"),
+        f"Exported by:    {_plain(by.name)} ({_plain(by.username)}, role {by.role}) at "
+        f"{hdr.exported_at} UTC",
+        "Filter:         " + (", ".join(f"{k}={_plain(v)}" for k, v in flt.items())
+                              or "none (all events)"),
         f"Range:          {total} events, {first_ts or '-'} .. {last_ts or '-'} UTC, "
         f"trail up to seq {hdr.head_seq}",
         "Contents:       seq, time, actor, action, target, outcome, reason; signatures, old/new "
         "values and details below each event. Long values are cut; the CSV and JSON Lines "
-        "exports hold them whole.",
+        "exports hold them whole. Characters these fonts lack (beyond Latin-1) appear as "
+        "\\uXXXX or \\UXXXXXXXX escapes of their code points, control characters as \\n, \\t, "
+        "\\r or \\xXX, and a backslash in free text as \\\\.",
     ]
 
 

@@ -491,3 +491,34 @@ def test_a_file_that_takes_the_name_meanwhile_is_never_overwritten(trail, audito
                      progress=lambda done, total: manifest.write_text("someone else's"))
     assert sorted(p.name for p in out.iterdir()) == ["x.jsonl", "y.csv.manifest.json"]
     assert manifest.read_text() == "someone else's"
+
+
+def test_pdf_shows_every_signature_manifestation_whole_and_cut_values_keep_content(
+        appliance, auditor, out) -> None:
+    # 11.50: however long the printed name (non-Latin names take six characters each as
+    # escapes), the meaning and the time of signing are printed. A value to be cut shows
+    # as much of itself as fits, never just its label.
+    long_name = "李" * 75
+    with appliance.transaction():
+        appliance.trail.append(Event(
+            "update.approve", BOB, "release", "r-43", reason="signed with a long name",
+            signature={**SIGNATURE, "name": long_name, "reason": "r " * 400},
+            details={"k": "x" * 140}))
+    result = export_trail(appliance, auditor, "pdf", out, EventFilter(action="update.approve"))
+    text = pdf_text(result.path.read_bytes())
+    assert "| meaning: approved | signed 2026-01-15T10:00:00.000Z UTC" in text
+    assert "signed record: {" in text  # the rest of the signature, cut as a value
+    assert 'details: {"k":"xxxxxxxxxx' in text
+
+
+def test_pdf_backslashes_in_text_never_read_as_escapes(appliance, auditor, out) -> None:
+    # A character the fonts lack prints as "\u674e"; a typed "\u674e" must look different.
+    with appliance.transaction():
+        appliance.trail.append(Event("odd.input", IRA, "file", "f1", reason="typed \\u674e"))
+        appliance.trail.append(Event("odd.input", IRA, "file", "f2", reason="real 李"))
+    result = export_trail(appliance, auditor, "pdf", out, EventFilter(action="odd.input"))
+    text = pdf_text(result.path.read_bytes())
+    # In the PDF string syntax every shown backslash is written as two.
+    assert "typed \\\\\\\\u674e" in text
+    assert "real \\\\u674e" in text
+    assert "a backslash in free text as \\\\\\\\." in text  # the title block says how
