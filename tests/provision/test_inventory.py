@@ -199,3 +199,16 @@ def test_adding_a_host_again_leaves_the_stored_hosts_key_alone(
     assert Path(added.key_file).read_bytes() == keys["client"].read_bytes()
     assert sorted(p.name for p in Path(added.key_file).parent.iterdir()) == \
         [Path(added.key_file).name]
+
+
+@pytest.mark.parametrize("name", ["all", "ungrouped"])
+def test_a_host_named_as_an_ansible_group_is_refused(
+        appliance: Appliance, it_session: Session, keys: dict[str, Path],
+        name: str) -> None:
+    """A host `all` or `ungrouped` made Ansible refuse every later run's inventory
+    ("creates a recursive dependency loop"), whatever host the run was for."""
+    with pytest.raises(InvalidInput, match=f"host name '{name}' is reserved"):
+        provision_inventory.add_host(appliance, it_session, Host(name, address="10.0.0.1"),
+                                     host_key_file=keys["host_pub"])
+    assert [h.name for h in provision_inventory.list_hosts(appliance, it_session)] == [
+        "localhost"]
