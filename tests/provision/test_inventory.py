@@ -15,7 +15,8 @@ from appliance.context import Appliance
 from appliance.errors import InvalidInput, PermissionDenied
 from appliance.identity.session import Session
 from appliance.provision.inventory import Host, fingerprint, render, select
-from appliance.services import audit, auth, provision_inventory
+from appliance.services import audit, auth, provision, provision_inventory
+from appliance.services.provision import RunRequest
 from tests.conftest import ADMIN, PASSWORD
 
 # One xdist worker runs every provisioning test: they are CPU-bound playbook runs,
@@ -212,3 +213,19 @@ def test_a_host_named_as_an_ansible_group_is_refused(
                                      host_key_file=keys["host_pub"])
     assert [h.name for h in provision_inventory.list_hosts(appliance, it_session)] == [
         "localhost"]
+
+
+def test_an_unresolvable_host_fails_in_one_line_giving_the_reason(
+        appliance: Appliance, it_session: Session, keys: dict[str, Path]) -> None:
+    """verify.yml's first task loops: the host's reason sat in each item, and the run
+    said only "All items completed"."""
+    provision_inventory.add_host(appliance, it_session, Host(
+        "ghost", address="ghost.invalid"), host_key_file=keys["host_pub"],
+        key_source=keys["client"])
+    rec = provision.run(appliance, it_session, RunRequest(
+        "verify.yml", "cluster", limit="ghost", timeout_s=120))
+    assert rec.status == "failed"
+    assert rec.hosts["ghost"]["unreachable"] == 1
+    assert "\n" not in rec.failure
+    assert rec.failure.startswith("ghost: Look at the installed pieces: ")
+    assert "Could not resolve hostname ghost.invalid" in rec.failure, rec.failure
