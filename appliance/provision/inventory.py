@@ -29,7 +29,7 @@ LOCALHOST = "localhost"
 INVENTORIES = ("local", "cluster")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-_ADDRESS = re.compile(r"^[A-Za-z0-9.:_-]{1,253}$")
+_ADDRESS = re.compile(r"^(?!-)[A-Za-z0-9.:_-]{1,253}$")  # "-o...": an ssh option
 _VAR = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
 # Ansible's implicit groups: a host by either name makes every run's inventory fail to load.
 _RESERVED_NAMES = ("all", "ungrouped")

@@ -229,3 +229,21 @@ def test_an_unresolvable_host_fails_in_one_line_giving_the_reason(
     assert "\n" not in rec.failure
     assert rec.failure.startswith("ghost: Look at the installed pieces: ")
     assert "Could not resolve hostname ghost.invalid" in rec.failure, rec.failure
+
+
+@pytest.mark.parametrize("address", ["-oProxyCommand", "-f", "-L8022:localhost:22"])
+def test_an_address_that_ssh_would_read_as_an_option_is_refused(
+        appliance: Appliance, it_session: Session, keys: dict[str, Path],
+        address: str) -> None:
+    """ssh-keyscan and every run's ssh got the address as an argument of their own: an
+    address "-oProxyCommand" reached ssh as an option ("no argument after keyword")."""
+    def no_scan(address: str, port: int) -> str:
+        raise AssertionError("ran ssh-keyscan with an option for an address")
+    with pytest.raises(InvalidInput, match="invalid address"):
+        provision_inventory.add_host(appliance, it_session, Host("n1", address=address),
+                                     scan=no_scan)
+    with pytest.raises(InvalidInput, match="invalid address"):
+        provision_inventory.add_host(appliance, it_session, Host("n1", address=address),
+                                     host_key_file=keys["host_pub"])
+    assert [h.name for h in provision_inventory.list_hosts(appliance, it_session)] == [
+        "localhost"]
