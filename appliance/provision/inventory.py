@@ -160,6 +160,11 @@ def validate(host: Host) -> None:
     for label, path in (("appliance root", host.appliance_root), ("python", host.python)):
         if not path.startswith("/"):
             raise InvalidInput(f"{label} must be an absolute path, not {path!r}")
+    if {".", ".."} & set(host.appliance_root.split("/")):
+        # "/tmp/.." is / itself: the roles would write the live files yet skip every
+        # service action, taking the root for a scratch directory.
+        raise InvalidInput(f"appliance root {host.appliance_root!r} holds . or ..",
+                           "pass the directory's plain absolute path")
     for key in host.vars:
         if not _VAR.match(key) or key.startswith("ansible_"):
             raise InvalidInput(f"invalid host variable {key!r}",

@@ -247,3 +247,15 @@ def test_an_address_that_ssh_would_read_as_an_option_is_refused(
                                      host_key_file=keys["host_pub"])
     assert [h.name for h in provision_inventory.list_hosts(appliance, it_session)] == [
         "localhost"]
+
+
+@pytest.mark.parametrize("root", ["/tmp/..", "/.", "/srv/./a"])
+def test_a_root_with_dot_components_is_refused(
+        appliance: Appliance, it_session: Session, root: str) -> None:
+    """The playbooks take any root but / for a scratch directory and skip service actions
+    there: "/tmp/.." wrote the live system's files with services never started."""
+    with pytest.raises(InvalidInput, match=r"appliance root .* holds \. or \.\."):
+        provision_inventory.add_host(appliance, it_session, Host(
+            "localhost", connection="local", appliance_root=root, python=sys.executable))
+    [host] = provision_inventory.list_hosts(appliance, it_session)
+    assert host.appliance_root == "/"  # the built-in default, nothing stored
