@@ -87,7 +87,7 @@ def failure_message(res: dict[str, Any]) -> str:
     if not isinstance(res, dict):
         return str(res)
     for item in res.get("results") or ():
-        if isinstance(item, dict) and item.get("failed"):
+        if isinstance(item, dict) and (item.get("failed") or item.get("unreachable")):
             return failure_message(item)
     for key in ("msg", "stderr", "module_stderr", "exception", "module_stdout"):
         value = res.get(key)

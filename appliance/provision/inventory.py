@@ -29,8 +29,10 @@ LOCALHOST = "localhost"
 INVENTORIES = ("local", "cluster")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-_ADDRESS = re.compile(r"^[A-Za-z0-9.:_-]{1,253}$")
+_ADDRESS = re.compile(r"^(?!-)[A-Za-z0-9.:_-]{1,253}$")  # "-o...": an ssh option
 _VAR = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
+# Ansible's implicit groups: a host by either name makes every run's inventory fail to load.
+_RESERVED_NAMES = ("all", "ungrouped")
 # Ansible templates every variable it uses, on the controller, as root: a value holding
 # `{{ lookup('pipe', ...) }}` runs a command. Host settings and variables are data.
 TEMPLATE_MARKERS = ("{{", "{%", "{#")
@@ -139,6 +141,9 @@ def validate(host: Host) -> None:
     if not _NAME.match(host.name):
         raise InvalidInput(f"invalid host name {host.name!r}",
                            "use letters, digits, dots, dashes; at most 63 characters")
+    if host.name in _RESERVED_NAMES:
+        raise InvalidInput(f"host name {host.name!r} is reserved by Ansible for a group",
+                           "pass another name, and the host's address with --address")
     if host.connection not in ("local", "ssh"):
         raise InvalidInput(f"unknown connection {host.connection!r}", "use local or ssh")
     if host.connection == "ssh":
@@ -155,6 +160,11 @@ def validate(host: Host) -> None:
     for label, path in (("appliance root", host.appliance_root), ("python", host.python)):
         if not path.startswith("/"):
             raise InvalidInput(f"{label} must be an absolute path, not {path!r}")
+    if {".", ".."} & set(host.appliance_root.split("/")):
+        # "/tmp/.." is / itself: the roles would write the live files yet skip every
+        # service action, taking the root for a scratch directory.
+        raise InvalidInput(f"appliance root {host.appliance_root!r} holds . or ..",
+                           "pass the directory's plain absolute path")
     for key in host.vars:
         if not _VAR.match(key) or key.startswith("ansible_"):
             raise InvalidInput(f"invalid host variable {key!r}",

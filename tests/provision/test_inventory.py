@@ -15,7 +15,8 @@ from appliance.context import Appliance
 from appliance.errors import InvalidInput, PermissionDenied
 from appliance.identity.session import Session
 from appliance.provision.inventory import Host, fingerprint, render, select
-from appliance.services import audit, auth, provision_inventory
+from appliance.services import audit, auth, provision, provision_inventory
+from appliance.services.provision import RunRequest
 from tests.conftest import ADMIN, PASSWORD
 
 # One xdist worker runs every provisioning test: they are CPU-bound playbook runs,
@@ -199,3 +200,62 @@ def test_adding_a_host_again_leaves_the_stored_hosts_key_alone(
     assert Path(added.key_file).read_bytes() == keys["client"].read_bytes()
     assert sorted(p.name for p in Path(added.key_file).parent.iterdir()) == \
         [Path(added.key_file).name]
+
+
+@pytest.mark.parametrize("name", ["all", "ungrouped"])
+def test_a_host_named_as_an_ansible_group_is_refused(
+        appliance: Appliance, it_session: Session, keys: dict[str, Path],
+        name: str) -> None:
+    """A host `all` or `ungrouped` made Ansible refuse every later run's inventory
+    ("creates a recursive dependency loop"), whatever host the run was for."""
+    with pytest.raises(InvalidInput, match=f"host name '{name}' is reserved"):
+        provision_inventory.add_host(appliance, it_session, Host(name, address="10.0.0.1"),
+                                     host_key_file=keys["host_pub"])
+    assert [h.name for h in provision_inventory.list_hosts(appliance, it_session)] == [
+        "localhost"]
+
+
+def test_an_unresolvable_host_fails_in_one_line_giving_the_reason(
+        appliance: Appliance, it_session: Session, keys: dict[str, Path]) -> None:
+    """verify.yml's first task loops: the host's reason sat in each item, and the run
+    said only "All items completed"."""
+    provision_inventory.add_host(appliance, it_session, Host(
+        "ghost", address="ghost.invalid"), host_key_file=keys["host_pub"],
+        key_source=keys["client"])
+    rec = provision.run(appliance, it_session, RunRequest(
+        "verify.yml", "cluster", limit="ghost", timeout_s=120))
+    assert rec.status == "failed"
+    assert rec.hosts["ghost"]["unreachable"] == 1
+    assert "\n" not in rec.failure
+    assert rec.failure.startswith("ghost: Look at the installed pieces: ")
+    assert "Could not resolve hostname ghost.invalid" in rec.failure, rec.failure
+
+
+@pytest.mark.parametrize("address", ["-oProxyCommand", "-f", "-L8022:localhost:22"])
+def test_an_address_that_ssh_would_read_as_an_option_is_refused(
+        appliance: Appliance, it_session: Session, keys: dict[str, Path],
+        address: str) -> None:
+    """ssh-keyscan and every run's ssh got the address as an argument of their own: an
+    address "-oProxyCommand" reached ssh as an option ("no argument after keyword")."""
+    def no_scan(address: str, port: int) -> str:
+        raise AssertionError("ran ssh-keyscan with an option for an address")
+    with pytest.raises(InvalidInput, match="invalid address"):
+        provision_inventory.add_host(appliance, it_session, Host("n1", address=address),
+                                     scan=no_scan)
+    with pytest.raises(InvalidInput, match="invalid address"):
+        provision_inventory.add_host(appliance, it_session, Host("n1", address=address),
+                                     host_key_file=keys["host_pub"])
+    assert [h.name for h in provision_inventory.list_hosts(appliance, it_session)] == [
+        "localhost"]
+
+
+@pytest.mark.parametrize("root", ["/tmp/..", "/.", "/srv/./a"])
+def test_a_root_with_dot_components_is_refused(
+        appliance: Appliance, it_session: Session, root: str) -> None:
+    """The playbooks take any root but / for a scratch directory and skip service actions
+    there: "/tmp/.." wrote the live system's files with services never started."""
+    with pytest.raises(InvalidInput, match=r"appliance root .* holds \. or \.\."):
+        provision_inventory.add_host(appliance, it_session, Host(
+            "localhost", connection="local", appliance_root=root, python=sys.executable))
+    [host] = provision_inventory.list_hosts(appliance, it_session)
+    assert host.appliance_root == "/"  # the built-in default, nothing stored
