@@ -108,12 +108,17 @@ async def test_the_first_signature_dialog_reaches_its_buttons_on_a_small_termina
         await open_users(pilot)
         await open_review(pilot)
         dialog = pilot.app.screen
-        button = dialog.query_one("#sig-ok")
+
+        def in_view(widget) -> bool:  # scrolled there after a refresh: waited for
+            return widget.region.height > 0 and dialog.region.contains_region(widget.region)
+
+        button, ack = dialog.query_one("#sig-ok"), dialog.query_one("#sig-ack")
         button.focus()
-        await settle(pilot)
-        assert button.region.height and pilot.app.screen.region.contains_region(button.region)
-        await pilot.click("#sig-ack")  # clickable where it lies after scrolling back
-        assert dialog.query_one("#sig-ack").value
+        await wait_for(pilot, lambda: in_view(button), what="the Sign button in view")
+        ack.focus()  # and back up to the statement's checkbox
+        await wait_for(pilot, lambda: in_view(ack), what="the checkbox in view")
+        await pilot.press("space")
+        assert ack.value
 
 
 async def test_11_200_wrong_password_shows_the_error_and_signs_nothing(
