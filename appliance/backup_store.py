@@ -25,10 +25,9 @@ from appliance.durable import fsync_dir
 from appliance.errors import ApplianceError, IntegrityError, InvalidInput
 from appliance.hardware.profiles import EngineProfile
 from appliance.updates import journal
-from appliance.updates.fit import SERVING_FILE
-from appliance.updates.install import plan_release, release_dirs
+from appliance.updates.install import generated, plan_release, release_dirs, release_problems
 from appliance.updates.lifecycle import get_bundle
-from appliance.updates.releases import InstallLock, dumps
+from appliance.updates.releases import InstallLock
 
 STORE = "store"           # in a backup, as in a home: store/sha256/<ab>/<digest>
 _BLOCK = 1 << 20
@@ -142,12 +141,11 @@ def rebuild_releases(app: Appliance) -> Rebuilt:
             raise IntegrityError(f"the backup lacks content-store object {missing[0][:16]}... "
                                  f"that release {path} needs", REFUSED)
         try:
-            dirs.layout(path, 0, plan.files, {SERVING_FILE: dumps(plan.serving)},
-                        lambda _label: None)
+            dirs.layout(path, 0, plan.files, generated(plan), lambda _label: None)
         except ApplianceError as exc:
             raise ApplianceError(f"could not lay out release {path} again: {exc.message}",
                                  "nothing was restored") from None
-        problems = dirs.verify(path, plan.files, {SERVING_FILE})
+        problems = release_problems(dirs, path, plan)
         if problems:
             raise IntegrityError(f"release {path} laid out from the backup does not verify: "
                                  f"{problems[0]}", REFUSED)

@@ -55,11 +55,11 @@ class Appliance:
         conn = db.connect(layout.db)
         try:
             db.migrate(conn)
-            row = conn.execute("SELECT value FROM meta WHERE key = 'appliance_id'").fetchone()
+            appliance_id = db.appliance_id(conn)
         except sqlite3.DatabaseError as exc:  # a corrupt schema page: as damaged as NOTADB
             conn.close()
             raise db.damaged(exc, layout.db) or exc from exc
-        if row is None:
+        if appliance_id is None:
             conn.close()
             raise NotInitialised(f"appliance at {layout.root} was never initialised completely",
                                  layout.remove_leftovers_hint())
@@ -72,7 +72,7 @@ class Appliance:
                                  f"loaded ({why})",
                                  "keep the file for investigation; restore a verified backup "
                                  "with `appliance backup restore`") from None
-        app = cls(layout, conn, clock or Clock(), key, load_settings(layout.config), row[0])
+        app = cls(layout, conn, clock or Clock(), key, load_settings(layout.config), appliance_id)
         if terminal:
             app.terminal = terminal
         return app

@@ -74,6 +74,12 @@ def migrate(conn: sqlite3.Connection) -> None:
             conn.execute(f"PRAGMA user_version={number}")
 
 
+def appliance_id(conn: sqlite3.Connection) -> str | None:
+    """The id `init` stored (None: initialisation never finished)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'appliance_id'").fetchone()
+    return row[0] if row else None
+
+
 @contextmanager
 def waiting_at_most(conn: sqlite3.Connection, ms: int) -> Iterator[None]:
     """Wait at most `ms` (never longer than the connection already would) for another

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from appliance import db
 from appliance.audit import lookup, structure
 from appliance.audit.checkpoint import Anchor, Checkpoint, all_checkpoints, decoded
 from appliance.audit.merkle import Frontier
@@ -56,7 +57,8 @@ def _verify(conn: sqlite3.Connection, public_key: ec.EllipticCurvePublicKey,
     report = VerifyReport(mode="incremental" if incremental else "full")
     structure.check_triggers(conn, report)
     key_id = fingerprint(public_key)
-    foreign = anchor is not None and anchor.body.get("appliance_id") != _appliance_id(conn)
+    ours = _appliance_id(conn) if anchor is not None else None
+    foreign = anchor is not None and anchor.body.get("appliance_id") != ours
     if foreign:
         # Said plainly, and alone: another appliance's anchor vouches for nothing here, and
         # "history was rewritten" would mislead an auditor who picked the wrong file. It
@@ -64,7 +66,7 @@ def _verify(conn: sqlite3.Connection, public_key: ec.EllipticCurvePublicKey,
         report.findings.append(Finding(
             "foreign-anchor", None,
             f"the anchor is of appliance {anchor.body.get('appliance_id')}, this database of "
-            f"appliance {_appliance_id(conn)}: the wrong anchor file, or another appliance's "
+            f"appliance {ours}: the wrong anchor file, or another appliance's "
             "database"))
     elif anchor is not None:
         anchor_key = load_public_pem(anchor.public_key_pem.encode())
@@ -403,10 +405,9 @@ def _db_path(conn: sqlite3.Connection) -> str | None:
 
 def _appliance_id(conn: sqlite3.Connection) -> str | None:
     try:
-        row = conn.execute("SELECT value FROM meta WHERE key = 'appliance_id'").fetchone()
+        return db.appliance_id(conn)
     except sqlite3.Error:  # a database without its meta table: other findings say so
         return None
-    return row[0] if row else None
 
 
 def _check_anchor(conn: sqlite3.Connection, anchor: Anchor, head: int,

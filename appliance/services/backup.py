@@ -47,6 +47,7 @@ from appliance.home import HomeLayout
 from appliance.identity.session import Session
 from appliance.identity.users import get_user
 from appliance.keys import load_public_pem
+from appliance.provision import proctree
 from appliance.services import auth
 from appliance.services.access import authorize
 from appliance.services.auth import typed_name
@@ -135,21 +136,11 @@ def _remove_abandoned(to: Path) -> list[str]:
     removed = []
     for partial in sorted(to.parent.glob(f".{glob.escape(to.name)}.*-*.partial")):
         pid = partial.name[len(to.name) + 2:].split("-", 1)[0]
-        if not pid.isdigit() or _alive(int(pid)):
+        if not pid.isdigit() or proctree.alive(int(pid), None):
             continue
         shutil.rmtree(partial, ignore_errors=True)
         removed.append(partial.name)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process: alive
-        return True
-    return True
 
 
 def _build(app: Appliance, session: Session, actor: Actor, to: Path) -> BackupResult:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -27,8 +28,8 @@ class HealthContext:
     files: list[tuple[str, str, int]]           # signed (relpath, sha256, size)
     profile: EngineProfile
     bundle_digest: str
+    generated: Mapping[str, bytes]   # serving.json as the records generate it
     source: GpuSource | None = None
-    generated: dict[str, bytes] | None = None   # serving.json as the records generate it
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class ReleaseDigests:
         target = ctx.releases.read_current()
         if target != ctx.rel:
             return CheckResult(self.name, False, f"current points to {target}, not {ctx.rel}")
-        problems = ctx.releases.verify(ctx.rel, ctx.files, ctx.generated or {SERVING_FILE})
+        problems = ctx.releases.verify(ctx.rel, ctx.files, ctx.generated)
         if problems:
             more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
             return CheckResult(self.name, False, "; ".join(problems[:3]) + more)

@@ -201,7 +201,7 @@ def carry_out(runner: Runner, entry: JournalEntry, plan: Plan) -> InstallResult:
             _check_engine(dirs, plan)
             detail = {"placement": placement.to_dict(), "files": len(plan.files)}
         else:
-            problems = dirs.verify(plan.rel, plan.files, generated(plan))
+            problems = release_problems(dirs, plan.rel, plan)
             if problems:
                 raise UpdateRefused(f"kept release {plan.rel} is damaged: {problems[0]}",
                                     "it cannot be rolled back to; nothing was switched")
@@ -256,9 +256,15 @@ def generated(plan: Plan) -> dict[str, bytes]:
     return {SERVING_FILE: dumps(plan.serving)}
 
 
+def release_problems(dirs: ReleaseDirs, rel: str, plan: Plan) -> list[str]:
+    """What differs in the laid-out release `rel` from `plan`: the signed files and those
+    generated from the records (empty: whole)."""
+    return dirs.verify(rel, plan.files, generated(plan))
+
+
 def health(runner: Runner, plan: Plan) -> list[CheckResult]:
     ctx = HealthContext(runner.dirs, plan.rel, plan.files, plan.profile, plan.bundle.digest,
-                        runner.edges.source, generated(plan))
+                        generated(plan), runner.edges.source)
     return run_checks(runner.edges.checks, ctx,
                       runner.app.settings.updates.health_check_timeout_s)
 

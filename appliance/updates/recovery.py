@@ -15,16 +15,16 @@ from appliance.audit.events import Event
 from appliance.context import Appliance
 from appliance.hardware.profiles import EngineProfile
 from appliance.updates import journal
-from appliance.updates.fit import external_bases, release_components, release_files
 from appliance.updates.install import (
     Edges,
+    Plan,
     Runner,
     activate,
-    generated,
     keep_set,
     plan_release,
     prune,
     release_dirs,
+    release_problems,
     switch_back,
     system_runner,
 )
@@ -40,16 +40,11 @@ from appliance.updates.lifecycle import (
 from appliance.updates.releases import CURRENT, InstallLock
 
 
-def files_of(app: Appliance, bundle: BundleRecord) -> list[tuple[str, str, int]]:
-    return release_files(release_components(bundle, external_bases(app.conn, bundle)))
-
-
-def generated_of(app: Appliance, bundle: BundleRecord, profile: dict[str, Any] | str
-                 ) -> dict[str, bytes]:
-    """serving.json as the records generate it for `bundle` with `profile` (a release row's
-    JSON or a journal entry's dict)."""
+def planned(app: Appliance, bundle: BundleRecord, profile: dict[str, Any] | str) -> Plan:
+    """The release the records say `bundle` has with `profile` (a release row's JSON or a
+    journal entry's dict): its signed files and generated serving.json."""
     d = json.loads(profile) if isinstance(profile, str) else profile
-    return generated(plan_release(app, bundle, EngineProfile.from_dict(d), {}))
+    return plan_release(app, bundle, EngineProfile.from_dict(d), {})
 
 
 @dataclass(frozen=True)
@@ -147,15 +142,13 @@ def consistency(app: Appliance, deep: bool = True) -> list[str]:
         elif target != row[1]:
             problems.append(f"current points to {target}, the records say {row[1]}")
         else:
-            bad = dirs.verify(row[1], files_of(app, active),
-                              generated_of(app, active, row[2])) if deep else \
+            bad = release_problems(dirs, row[1], planned(app, active, row[2])) if deep else \
                 ([] if dirs.path_of(row[1]).is_dir() else [f"{row[1]} is missing"])
             problems += [f"active release {row[1]}: {p}" for p in bad]
     for bundle_id, path, profile in conn.execute(
             "SELECT bundle_id, path, profile FROM releases WHERE status = 'kept'").fetchall():
         bundle = get_bundle(conn, bundle_id)
-        bad = dirs.verify(path, files_of(app, bundle),
-                          generated_of(app, bundle, profile)) if deep else \
+        bad = release_problems(dirs, path, planned(app, bundle, profile)) if deep else \
             ([] if dirs.path_of(path).is_dir() else ["missing"])
         problems += [f"kept release {path}: {p}" for p in bad]
     if entry is None and dirs.root.is_dir():
@@ -192,8 +185,8 @@ def resolve(runner: Runner, entry: JournalEntry, found_by: str = "") -> Recovery
     app, dirs = runner.app, runner.dirs
     bundle = get_bundle(app.conn, entry.bundle_id)
     if entry.step == journal.HEALTHY and dirs.read_current() == entry.release_path and \
-            not dirs.verify(entry.release_path, files_of(app, bundle),
-                            generated_of(app, bundle, entry.profile)):
+            not release_problems(dirs, entry.release_path,
+                                 planned(app, bundle, entry.profile)):
         decision = "completed"
     elif entry.step == journal.FAILED:
         decision = "rolled_back"

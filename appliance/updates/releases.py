@@ -246,11 +246,11 @@ class ReleaseDirs:
     # --- checks and clean-up -----------------------------------------------------------
 
     def verify(self, rel: str, files: list[tuple[str, str, int]],
-               extra: set[str] | Mapping[str, bytes]) -> list[str]:
+               generated: Mapping[str, bytes]) -> list[str]:
         """Problems with a laid-out release against the signed digests (empty: whole).
-        `extra` names the files generated from the records (`serving.json`); given with
-        their bytes, each must be exactly what the records generate (it says which model,
-        engine and adapters are served, so an edited one is a different release)."""
+        `generated` holds the files made from the records (`serving.json`), each of which
+        must be exactly what the records make (it says which model, engine and adapters
+        are served, so an edited one is a different release)."""
         root = self.path_of(rel)
         if not root.is_dir():
             return [f"release directory {rel} is missing"]
@@ -268,13 +268,13 @@ class ReleaseDirs:
         for path in root.rglob("*"):
             if path.is_file() or path.is_symlink():
                 name = path.relative_to(root).as_posix()
-                if name not in expected and name not in extra:
+                if name not in expected and name not in generated:
                     problems.append(f"{name}: not part of the signed bundle")
-        for name in extra:
+        for name, content in generated.items():
             path = root / name
             if path.is_symlink() or not path.is_file():
                 problems.append(f"{name}: missing")
-            elif isinstance(extra, Mapping) and path.read_bytes() != extra[name]:
+            elif path.read_bytes() != content:
                 problems.append(f"{name}: not the one generated from the records (edited)")
         return problems
 

@@ -24,6 +24,7 @@ from appliance.errors import (
 from appliance.keys import SigningKey
 from appliance.services import backup
 from tests.conftest import ADMIN, PASSWORD
+from tests.mounts import private_mounts
 
 
 def _events(app: Appliance, n: int) -> None:
@@ -457,8 +458,6 @@ for kib in range(16, 640, 8):
 """
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
-                    reason="needs root and unshare for a private tmpfs")
 def test_a_restore_onto_a_disk_that_fills_up_is_one_line_and_leaves_nothing(
         appliance, admin_session, tmp_path: Path) -> None:
     """The space check counts the backup's bytes; the restored copy then grows (SQLite's
@@ -472,7 +471,7 @@ def test_a_restore_onto_a_disk_that_fills_up_is_one_line_and_leaves_nothing(
     bk = backup.create_backup(appliance, admin_session, tmp_path / "bk").path
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    out = subprocess.run(["unshare", "-m", sys.executable, "-c", _FULL_DISK_CHILD, str(bk),
+    out = subprocess.run([*private_mounts(), sys.executable, "-c", _FULL_DISK_CHILD, str(bk),
                           str(mnt), ADMIN, PASSWORD], capture_output=True, text=True,
                          timeout=300, env={**os.environ,
                                            "PYTHONPATH": str(Path(__file__).parents[2])})

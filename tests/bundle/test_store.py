@@ -25,6 +25,7 @@ from appliance.bundle.objectfile import ObjectFile, aligned_buffer
 from appliance.bundle.progress import ImportProgress, ProgressMeter
 from appliance.bundle.store import ContentStore, StoreBusy, WantedFile
 from appliance.errors import BundleRefused
+from tests.mounts import private_mounts
 
 CHILD = Path(__file__).with_name("ingest_child.py")
 MiB = 1 << 20
@@ -350,7 +351,7 @@ def _unshare_tmpfs(script: str, tmp_path: Path) -> list[dict]:
     vanishes with the process (root: plain `unshare -m`; others: a user namespace)."""
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    ns = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-rm"]
+    ns = private_mounts()
     cmd = ns + ["sh", "-ec", f'mount -t tmpfs -o size=2m tmpfs "$MNT"\n{script}']
     env = {**os.environ, "MNT": str(mnt), "PY": sys.executable, "CHILD": str(CHILD)}
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)

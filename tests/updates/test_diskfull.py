@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from appliance.services import updates
+from tests.mounts import private_mounts
 from tests.updates.kit import H100_READING, approve, trust_and_import
 
 CHILD = Path(__file__).with_name("install_child.py")
@@ -38,7 +39,7 @@ def in_tmpfs(home: Path, ref: str, mounts: list[str]) -> list[dict]:
         lines += [f'mount -t tmpfs -o {opts} tmpfs "$REL"',
                   f'"$PY" "$CHILD" "$HOME_DIR" {ref} "$READING"',
                   'umount "$REL"']
-    ns = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-rm"]
+    ns = private_mounts()
     env = {**os.environ, "REL": str(rel), "PY": sys.executable, "CHILD": str(CHILD),
            "HOME_DIR": str(home), "READING": str(H100_READING), "PYTHONPATH": str(ROOT)}
     out = subprocess.run(ns + ["sh", "-ec", "\n".join(lines)], env=env, capture_output=True,

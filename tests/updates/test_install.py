@@ -286,17 +286,20 @@ def test_release_check_catches_a_replaced_file(app, admin_session, v1_v2) -> Non
     target.unlink()           # replace the link, never write through it into the store
     target.write_text('{"r": 64}')
     bundle = find_bundle(app.conn, ref1)
-    from appliance.updates.install import release_dirs
-    from appliance.updates.recovery import files_of
-    ctx = HealthContext(release_dirs(app), "demo-clinical/1", files_of(app, bundle),
-                        None, bundle.digest)  # type: ignore[arg-type]
+    from appliance.updates.install import generated, release_dirs
+    from appliance.updates.recovery import planned
+    [profile] = app.conn.execute("SELECT profile FROM releases WHERE path = ?",
+                                 ("demo-clinical/1",)).fetchone()
+    plan = planned(app, bundle, profile)
+    ctx = HealthContext(release_dirs(app), "demo-clinical/1", plan.files,
+                        None, bundle.digest, generated(plan))  # type: ignore[arg-type]
     res = ReleaseDigests().check(ctx)
     assert not res.ok and "adapter_config.json: wrong size" in res.detail
     assert any("tiny-adapter/adapter_config.json" in p for p in consistency(app))
     assert updates.status(app, admin_session)["consistent"]      # quick: names and links
     deep = updates.status(app, admin_session, deep=True)
     assert not deep["consistent"] and "adapter_config.json" in deep["problems"][0]
-    assert ContentStore(app.layout.store).has(files_of(app, bundle)[0][1])
+    assert ContentStore(app.layout.store).has(plan.files[0][1])
 
 
 def test_status_reports_the_active_release(app, admin_session, v1_v2) -> None:

@@ -20,6 +20,7 @@ from appliance.updates.lifecycle import State, find_bundle
 from appliance.updates.recovery import consistency
 from appliance.updates.releases import InstallLock
 from tests.conftest import ADMIN
+from tests.mounts import private_mounts
 from tests.updates.kit import H100_READING, approve, h100, sign_req, trust_and_import
 from tests.updates.test_diskfull import CHILD, ROOT, in_tmpfs
 from tests.updates.test_install import edges, install
@@ -126,7 +127,7 @@ def test_database_full_mid_install_says_where_it_stopped_and_status_finishes_it(
     script = "\n".join(['mount -t tmpfs -o size=64m tmpfs "$MNT"', 'cp -a "$SRC" "$MNT/h"',
                         '"$PY" "$CHILD" "$MNT/h" "$REF" "$READING" healthy:committed',
                         'umount "$MNT"'])
-    ns = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-rm"]
+    ns = private_mounts()
     env = {**os.environ, "MNT": str(mnt), "SRC": str(home), "PY": sys.executable,
            "CHILD": str(CHILD), "REF": ref, "READING": str(H100_READING),
            "PYTHONPATH": str(ROOT)}
