@@ -116,9 +116,9 @@ class Checkpointer:
             kept = latest(conn)  # nothing new to sign
             assert kept is not None
             return kept
-        frontier.extend([data for (data,) in conn.execute(
+        frontier.extend(data for (data,) in conn.execute(
             "SELECT CAST(body AS BLOB) FROM audit_events WHERE seq > ? ORDER BY seq",
-            (frontier.size,)).fetchall()])
+            (frontier.size,)))
         body = {
             "appliance_id": self.appliance_id,
             "tree_size": size,

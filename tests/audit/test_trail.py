@@ -223,13 +223,18 @@ def test_incremental_verify_starts_at_the_newest_checkpoint(appliance) -> None:
         "SELECT MAX(seq) FROM audit_events").fetchone()[0] - 1000
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.binary(max_size=40), max_size=70), st.integers(0, 70))
-def test_merkle_frontier_matches_rfc6962_reference(leaves: list[bytes], split: int) -> None:
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.binary(max_size=40), max_size=140), st.integers(0, 140),
+       st.lists(st.integers(0, 140), max_size=4))
+def test_merkle_frontier_matches_rfc6962_reference(leaves: list[bytes], split: int,
+                                                   cuts: list[int]) -> None:
     f = Frontier()
     for leaf in leaves[:split]:
         f.push(leaf)
-    f.extend(leaves[split:])  # what checkpoints do, from wherever the last one stopped
+    # what checkpoints do, each from wherever the last one stopped
+    ends = sorted({split, *(c for c in cuts if c > split), len(leaves)})
+    for start, end in zip(ends, ends[1:], strict=False):
+        f.extend(leaves[start:end])
     assert f.size == len(leaves)
     assert f.root() == merkle_root(leaves)
     again = Frontier.from_bytes(f.size, f.to_bytes())
