@@ -113,3 +113,29 @@ def check_signature_rows(conn: sqlite3.Connection, report: VerifyReport) -> None
         why = trail_mismatch(conn, sig)
         if why is not None:
             report.findings.append(Finding("signature-altered", sig.audit_seq, why))
+
+
+def check_signatures_kept(conn: sqlite3.Connection, seqs: list[int],
+                          report: VerifyReport) -> None:
+    """Each electronic signature an audit event records still has its row (11.70): the row
+    is what `signatures list/show` and the approval rules read, so deleting it (past its
+    trigger) would quietly take a signature, a rejection say, off its record. `seqs`: the
+    events that may carry a signature. The other direction (a row its event does not
+    carry) is `check_signature_rows`."""
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'signatures'").fetchone():
+        return
+    for seq in seqs:
+        row = conn.execute("SELECT body FROM audit_events WHERE seq = ?", (seq,)).fetchone()
+        try:
+            sig = json.loads(row[0]).get("signature")
+        except (ValueError, TypeError, AttributeError):  # gone or damaged: the walk names it
+            continue
+        if not isinstance(sig, dict) or not isinstance(sig.get("id"), str):
+            continue
+        if conn.execute("SELECT 1 FROM signatures WHERE id = ?", (sig["id"],)).fetchone():
+            continue
+        report.findings.append(Finding(
+            "signature-missing", seq,
+            f"event {seq} records electronic signature {sig['id']} "
+            f"({sig.get('meaning')} by {sig.get('name')}) but the signatures table no "
+            "longer holds it: the row was deleted"))

@@ -120,6 +120,12 @@ def _verify(conn: sqlite3.Connection, public_key: ec.EllipticCurvePublicKey,
                 f"checkpoint {cp.id} covers {size} events but the trail ends at {head}"))
     structure.check_signed_events(signed, covered, report)
     structure.check_signature_rows(conn, report)
+    # Every signed event is followed by a "signature" checkpoint at its own sequence (a
+    # missing one is reported above): those, and the candidates after the newest.
+    structure.check_signatures_kept(conn, sorted(
+        {cp.tree_size for cp in checkpoints
+         if cp.body.get("reason") == "signature" and cp.tree_size >= report.start_seq}
+        | {seq for seq, _ in signed}), report)
     if anchor is not None and not foreign:
         _check_anchor(conn, anchor, head, report)
     return report

@@ -778,6 +778,27 @@ def test_11_70_a_signature_moved_by_editing_the_database_is_caught(appliance, ad
         signatures.list_signatures(appliance, auditor)
 
 
+def test_11_70_a_signature_row_deleted_from_the_database_is_caught(appliance, admin_session
+                                                                   ) -> None:
+    """Past its trigger, a signature row deleted: its audit event still records the
+    signature, so verify names the event and the missing row."""
+    from appliance.audit.verify import verify_trail
+
+    sig = users.review_access(appliance, admin_session, req(username=ADMIN))
+    users.review_access(appliance, admin_session, req(username=ADMIN))  # a second, kept
+    conn = appliance.conn
+    assert verify_trail(conn, appliance.key.public).ok
+    saved = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'signatures_no_delete'"
+                         ).fetchone()[0]
+    conn.execute("DROP TRIGGER signatures_no_delete")
+    conn.execute("DELETE FROM signatures WHERE id = ?", (sig.id,))
+    conn.execute(saved)
+    conn.commit()
+    report = verify_trail(conn, appliance.key.public)
+    assert report.kinds() == {"signature-missing"} and len(report.findings) == 1
+    assert report.first_bad_seq == sig.audit_seq and sig.id in report.findings[0].message
+
+
 def test_11_70_a_signature_row_copied_to_another_signer_counts_for_no_one(
         appliance, admin_session, make_user) -> None:
     """A row inserted in the database, copying a real signature under another admin's
