@@ -40,6 +40,8 @@ class Appliance:
     # The write path, kept: it holds the head this connection last appended (see `trail`).
     _trail: tuple[Trail, Clock, AuditPolicy] | None = field(default=None, init=False,
                                                             repr=False, compare=False)
+    _cursor: sqlite3.Cursor | None = field(default=None, init=False, repr=False,
+                                           compare=False)
 
     @classmethod
     def open(cls, home: Path, clock: Clock | None = None, terminal: str | None = None
@@ -92,7 +94,9 @@ class Appliance:
         return trail
 
     def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
-        return db.transaction(self.conn)
+        if self._cursor is None:
+            self._cursor = self.conn.cursor()
+        return db.transaction(self.conn, self._cursor)
 
     def close(self) -> None:
         self.conn.close()

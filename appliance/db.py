@@ -112,14 +112,17 @@ class transaction:  # noqa: N801 - used as `with transaction(conn):`, like a fun
     inside the transaction is the head the insert continues. A class rather than a
     generator: every audit append runs through it."""
 
-    __slots__ = ("conn",)
+    __slots__ = ("conn", "cursor")
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, cursor: sqlite3.Cursor | None = None) -> None:
+        """`cursor`: one of `conn`'s kept for BEGIN and COMMIT (`conn.execute` makes and
+        registers a new cursor per call, a microsecond an append, cold)."""
         self.conn = conn
+        self.cursor = cursor or conn
 
     def __enter__(self) -> sqlite3.Connection:
         try:
-            self.conn.execute("BEGIN IMMEDIATE")
+            self.cursor.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             raise AuditFailure(f"could not start a database transaction: {exc}") from exc
         return self.conn
@@ -134,7 +137,7 @@ class transaction:  # noqa: N801 - used as `with transaction(conn):`, like a fun
                                    ) from exc
             return
         try:
-            conn.execute("COMMIT")
+            self.cursor.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")

@@ -96,6 +96,11 @@ class Trail:
     checkpointer: Checkpointer
     policy: CheckpointPolicy
     head: HeadCache = field(default_factory=HeadCache)
+    # The INSERT's own cursor: `conn.execute` makes and registers a new one per call.
+    cursor: sqlite3.Cursor = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.cursor = self.conn.cursor()
 
     def append(self, event: Event) -> Appended:
         """Record one event. Must run inside `db.transaction`; raises AuditFailure if it can't.
@@ -115,7 +120,7 @@ class Trail:
                 data = event.canonical(seq, ts, warning)
                 digest = _sha256(prev + data).digest()
                 try:
-                    conn.execute(_INSERT, (seq, prev, digest, data))
+                    self.cursor.execute(_INSERT, (seq, prev, digest, data))
                     break
                 except sqlite3.IntegrityError as exc:
                     if attempt == 2 or not str(exc).startswith("audit: "):
