@@ -40,8 +40,9 @@ class Appliance:
     # The write path, kept: it holds the head this connection last appended (see `trail`).
     _trail: tuple[Trail, Clock, AuditPolicy] | None = field(default=None, init=False,
                                                             repr=False, compare=False)
-    _cursor: sqlite3.Cursor | None = field(default=None, init=False, repr=False,
-                                           compare=False)
+    # BEGIN ... COMMIT on a cursor of its own, made once: it holds no state of its own.
+    _transaction: db.transaction | None = field(default=None, init=False, repr=False,
+                                                compare=False)
 
     @classmethod
     def open(cls, home: Path, clock: Clock | None = None, terminal: str | None = None
@@ -94,9 +95,9 @@ class Appliance:
         return trail
 
     def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
-        if self._cursor is None:
-            self._cursor = self.conn.cursor()
-        return db.transaction(self.conn, self._cursor)
+        if self._transaction is None:
+            self._transaction = db.transaction(self.conn, self.conn.cursor())
+        return self._transaction
 
     def close(self) -> None:
         self.conn.close()
