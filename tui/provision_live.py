@@ -144,7 +144,7 @@ def when(iso: str | None) -> str:
 
 def run_title(rec: RunRecord) -> str:
     took = f" in {rec.duration_s:.1f} s" if rec.duration_s is not None else ""
-    return (f"{rec.mode} {rec.playbook} on {rec.inventory} ({', '.join(rec.hosts_list)}): "
+    return (f"{rec.mode} {rec.playbook} on {rec.inventory} ({', '.join(rec.targets)}): "
             f"{rec.status}{took}")
 
 

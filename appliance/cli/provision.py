@@ -113,7 +113,7 @@ def _print_events(batch) -> None:
 
 def _summary(rec) -> str:
     """Plain text: `emit` prints it as is (never markup), so [brackets] need no escape."""
-    lines = [f"{rec.mode} {rec.playbook} on {rec.inventory} ({', '.join(rec.hosts_list)}): "
+    lines = [f"{rec.mode} {rec.playbook} on {rec.inventory} ({', '.join(rec.targets)}): "
              f"{rec.status} in {rec.duration_s or 0:.1f} s  (run {rec.id})"]
     for host, c in sorted(rec.hosts.items()):
         lines.append(f"  {host:<20} ok={c['ok']} changed={c['changed']} failed={c['failed']} "

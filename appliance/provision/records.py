@@ -8,12 +8,15 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from appliance.errors import InvalidInput
+from appliance.provision.patterns import selected
 
 
 @dataclass(frozen=True)
 class RunRecord:
-    """A run as the history shows it. `extra_vars` are redacted; `hosts` maps each host to
-    its ok/changed/failed/skipped/unreachable counts and changed counts per role."""
+    """A run as the history shows it. `extra_vars` are redacted; `hosts_list` is the
+    inventory's hosts, `targets` those the limit selects of them; `hosts` maps each host the
+    run reached to its ok/changed/failed/skipped/unreachable counts and changed counts per
+    role."""
 
     id: str
     playbook: str
@@ -44,9 +47,15 @@ class RunRecord:
     def mode(self) -> str:
         return "check" if self.check else "run"
 
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The hosts the run was for: a host outside its limit is no part of it."""
+        return selected(self.limit, self.hosts_list)
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["hosts_list"] = list(self.hosts_list)
+        data["targets"] = list(self.targets)
         return data
 
 

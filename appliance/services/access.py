@@ -14,10 +14,16 @@ from datetime import timedelta
 
 from appliance.audit.events import Actor, Event
 from appliance.context import Appliance
-from appliance.errors import PasswordChangeRequired, PermissionDenied, SessionExpired
+from appliance.errors import (
+    InvalidInput,
+    PasswordChangeRequired,
+    PermissionDenied,
+    SessionExpired,
+)
 from appliance.identity.roles import granting_role, roles_for
 from appliance.identity.session import Session
 from appliance.identity.users import account_state
+from appliance.updates.lifecycle import find_bundle
 
 
 def check_session(app: Appliance, session: Session) -> None:
@@ -106,8 +112,22 @@ def authorize(app: Appliance, session: Session, permission: str, *, target_type:
 def record_denial(app: Appliance, session: Session, target_type: str, target_id: str,
                   details: dict[str, object]) -> None:
     """The `access.denied` event every refusal of a person leaves, before it is raised."""
+    digest = _target_digest(app, target_type, target_id)
     with app.transaction():
         app.trail.append(Event(
             action="access.denied", actor=session.actor(",".join(session.roles) or "none"),
-            target_type=target_type, target_id=target_id, outcome="denied", details=details,
-            terminal=session.terminal))
+            target_type=target_type, target_id=target_id, target_digest=digest,
+            outcome="denied", details=details, terminal=session.terminal))
+
+
+def _target_digest(app: Appliance, target_type: str, target_id: str) -> str | None:
+    """The digest of the bundle a denied action named, read for the event alone: the id is
+    what was typed (a name@version, a digest prefix), which says what it was only while
+    the records stay as they are; every other update event names the digest too. None for
+    other targets and for a reference that names no one bundle."""
+    if target_type != "bundle":
+        return None
+    try:
+        return find_bundle(app.conn, target_id).digest
+    except InvalidInput:
+        return None

@@ -35,7 +35,7 @@ from appliance.errors import (
 )
 from appliance.identity.roles import roles_for
 from appliance.identity.session import Session
-from appliance.provision import artifacts, proctree, records
+from appliance.provision import artifacts, patterns, proctree, records
 from appliance.provision import inventory as inv
 from appliance.provision.artifacts import ArtifactChunk, ArtifactInfo
 from appliance.provision.events import TaskEvent
@@ -192,9 +192,12 @@ def _launch(app: Appliance, actor: Actor, started_by: str, terminal: str,
     rendered = inv.render(hosts)
     limit = _check_limit(request.limit, rendered.hosts)
     run_id = f"{app.clock.now():%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+    # The tracker counts, and the record shows, the hosts the limit selects; the others
+    # are in the inventory (and its digest) but no part of the run.
     spec = JobSpec(run_id=run_id, job_dir=app.layout.jobs / f"provision-{run_id}",
                    project_dir=project, playbook=playbook, inventory_text=rendered.text,
-                   known_hosts=rendered.known_hosts, hosts=rendered.hosts, extra_vars=extra,
+                   known_hosts=rendered.known_hosts,
+                   hosts=patterns.selected(limit, rendered.hosts), extra_vars=extra,
                    check=request.check, limit=limit,
                    timeout_s=request.timeout_s)
     pid = os.getpid()
@@ -287,7 +290,7 @@ def _record_result(app: Appliance, rec: RunRecord, outcome: JobOutcome, actor: A
 def _details(rec: RunRecord, cause: str | None = None) -> dict[str, Any]:
     extra = {"cause": cause} if cause else {}   # a lifecycle step: why it ran
     return {**extra, "playbook": rec.playbook, "mode": rec.mode, "inventory": rec.inventory,
-            "inventory_digest": rec.inventory_digest, "hosts": list(rec.hosts_list),
+            "inventory_digest": rec.inventory_digest, "hosts": list(rec.targets),
             "limit": rec.limit, "extra_vars": rec.extra_vars, "status": rec.status,
             "host_counts": {h: {k: v for k, v in c.items() if k != "changed_by_role"}
                             for h, c in rec.hosts.items()},
@@ -346,7 +349,7 @@ def _check_limit(limit: str | None, hosts: tuple[str, ...]) -> str | None:
         # Not echoed: what was typed may hold more than a pattern (a password, say).
         raise InvalidInput("invalid --limit: it must not start with - or @ nor hold spaces",
                            _LIMIT_HINT)
-    for i, term in enumerate(_limit_terms(limit), 1):
+    for i, term in enumerate(patterns.terms(limit), 1):
         m = _LIMIT_TERM.match(term)
         if m is None:  # by position, for the same reason
             raise InvalidInput(f"invalid --limit: term {i} is not a host name or pattern",
@@ -358,15 +361,10 @@ def _check_limit(limit: str | None, hosts: tuple[str, ...]) -> str | None:
     return limit
 
 
-def _limit_terms(limit: str) -> list[str]:
-    """A --limit's terms: Ansible separates them with commas or colons."""
-    return re.split(r"[,:]", limit)
-
-
 def _targets(rec: RunRecord) -> frozenset[str]:
     """The hosts a run may change: its limit's host names, or every host of its inventory
     when the limit holds a pattern, a group or an exclusion (judged on the safe side)."""
-    terms = _limit_terms(rec.limit) if rec.limit else []
+    terms = patterns.terms(rec.limit) if rec.limit else []
     if terms and all(t in rec.hosts_list for t in terms):
         return frozenset(terms)
     return frozenset(rec.hosts_list)

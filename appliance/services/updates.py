@@ -36,6 +36,7 @@ from appliance.updates.install import (
     Runner,
     begin,
     carry_out,
+    keep_set,
     open_journal,
     plan_release,
     release_dirs,
@@ -342,13 +343,20 @@ def _lock(app: Appliance, actor: Actor, session: Session, bundle_ref: str, step:
 
 def _require_current_link(app: Appliance, actor: Actor, session: Session,
                           bundle: BundleRecord, step: str) -> None:
-    """`current` must be a link (or absent) to be switched: a directory or file there is
-    damage nobody recorded, refused (and recorded) before anything changes."""
-    problem = release_dirs(app).current_problem()
+    """`current` must be absent or a link to a release the records hold to be switched: a
+    directory or file there, or a link an install never made, is damage nobody recorded,
+    refused (and recorded) before anything changes."""
+    dirs = release_dirs(app)
+    problem = dirs.current_problem()
     if problem:
         raise refuse(app, actor, session.terminal, bundle, step, problem,
                      "move it out of releases/, then run `appliance update status`; nothing "
                      "was switched")
+    odd = dirs.current_oddity(keep_set(app))
+    if odd:
+        raise refuse(app, actor, session.terminal, bundle, step, odd,
+                     "nothing was switched; `appliance update status --deep` compares "
+                     "releases/ with the records: report it to the security officer")
 
 
 def _stopped(app: Appliance, exc: AuditFailure, op: str, bundle: BundleRecord

@@ -14,7 +14,7 @@ import fcntl
 import json
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from typing import Any
 from appliance.bundle.store import ContentStore
 from appliance.durable import fsync_dir
 from appliance.errors import IntegrityError, UpdateRefused
+from appliance.text import shown
 from appliance.updates.verification import sha256_file
 
 CURRENT = "current"
@@ -113,6 +114,25 @@ class ReleaseDirs:
             return None
         kind = "a directory" if self.current.is_dir() else "a file"
         return f"{self.current} is {kind} where the link to the running release belongs"
+
+    def current_oddity(self, known: Collection[str]) -> str | None:
+        """Why the link `current` is not one an install made (None: it is, or there is none
+        or no link): it leads out of releases/, to no release directory, or to one the
+        records do not hold (`known`: the current and kept releases). Switching over it
+        would lose what it shows, and an undo would put it back."""
+        if not self.current.is_symlink():
+            return None
+        target = os.readlink(self.current)
+        where = f"{self.current} points to {shown(target)}"
+        inside = os.path.realpath(self.root)   # realpath, not resolve: a loop is no error
+        real = os.path.realpath(self.current)
+        if os.path.commonpath([inside, real]) != inside:
+            return f"{where}, outside {self.root}"
+        if not os.path.isdir(real):
+            return f"{where}, which is no release directory"
+        if os.path.relpath(real, inside) not in known:
+            return f"{where}, a release the records do not hold"
+        return None
 
     def switch(self, target: str | None) -> None:
         """Point `current` at `target` (relative to releases/), or remove it, atomically."""
@@ -290,10 +310,13 @@ class ReleaseDirs:
 
     def sweep(self, keep: set[str]) -> list[str]:
         """Remove everything under releases/ that no kept release, current link or open
-        install owns: partial layouts, trash, stale temporary links. Hold the install lock."""
-        removed = []
+        install owns: partial layouts, trash, stale temporary links. Hold the install lock.
+        What `current` leads to stays even if the records do not hold it: that is damage
+        to report (`current_oddity`), not a leftover to delete from under the link."""
+        removed: list[str] = []
         if not self.root.is_dir():
             return removed
+        keep = set(keep) | self._current_release()
         for entry in sorted(self.root.iterdir()):
             if entry.name in (CURRENT, LOCK):
                 continue
@@ -316,6 +339,15 @@ class ReleaseDirs:
         if removed:
             fsync_dir(self.root)
         return removed
+
+
+    def _current_release(self) -> set[str]:
+        """`name/version` of the release directory the link `current` leads into, if any."""
+        if not self.current.is_symlink():
+            return set()
+        inside = os.path.realpath(self.root)
+        parts = Path(os.path.relpath(os.path.realpath(self.current), inside)).parts
+        return {"/".join(parts[:2])} if len(parts) >= 2 and parts[0] != ".." else set()
 
 
 def _drop(path: Path) -> None:

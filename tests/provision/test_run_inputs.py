@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from appliance.audit.query import EventFilter
 from appliance.context import Appliance
 from appliance.errors import InvalidInput
 from appliance.identity.session import Session
 from appliance.provision import inventory as inv
 from appliance.provision.runner import Job, JobSpec, prepare_job_dir
-from appliance.services import provision, provision_inventory
+from appliance.services import audit, provision, provision_inventory
 from appliance.services.provision import RunRequest
 from tests.conftest import PASSWORD
 
@@ -81,6 +82,45 @@ def test_a_good_limit_reaches_ansible_as_one_argument(
     command = json.loads((Path(rec.job_dir) / "artifacts" / rec.id / "command").read_text())
     args = command["command"]
     assert args[args.index("--limit") + 1] == "all,!gpu-*,localhost"
+
+
+def test_a_limited_run_shows_only_the_hosts_it_was_for(
+        appliance: Appliance, it_session: Session, admin_session: Session, project: Path,
+        home: Path, tmp_path: Path) -> None:
+    """`--limit` ran on its hosts only, but the run's summary (the CLI's text and --json,
+    the record, the audit events) listed every host of the inventory, each host outside
+    the limit with zero counts, as if it had been part of the run."""
+    for name in ("client", "hostkey"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
+                        str(tmp_path / name)], check=True)
+    provision_inventory.add_host(appliance, it_session, inv.Host("gpu-1", address="10.213.7.1"),
+                                 key_source=tmp_path / "client",
+                                 host_key_file=tmp_path / "hostkey.pub")
+    shutil.copy(project / "hello.yml", project / "site.yml")  # what marks a playbook set
+    env = dict(os.environ, APPLIANCE_HOME=str(home), APPLIANCE_PLAYBOOKS=str(project))
+    login = ["--user", it_session.username, "--password-stdin"]
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "appliance", "provision", *args, *login],
+                              input=PASSWORD + "\n", capture_output=True, text=True, env=env,
+                              timeout=120)
+
+    r = cli("run", "hello.yml", "-i", "cluster", "--limit", "!gpu-*", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["status"] == "successful" and out["hosts_list"] == ["localhost", "gpu-1"]
+    assert list(out["hosts"]) == ["localhost"] and out["targets"] == ["localhost"]
+    assert out["hosts"]["localhost"]["ok"] == 1
+    shown = cli("show", out["id"])
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("run hello.yml on cluster (localhost): successful")
+    assert "gpu-1" not in shown.stdout
+    events = audit.events(appliance, admin_session, EventFilter(target_id=out["id"]))
+    assert [e.data["action"] for e in events] == ["provision.start", "provision.run"]
+    for e in events:
+        assert e.data["details"]["hosts"] == ["localhost"]
+        assert e.data["details"]["limit"] == "!gpu-*"
+    assert list(events[1].data["details"]["host_counts"]) == ["localhost"]
 
 
 def test_the_runner_never_splits_a_limit_into_options(

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from appliance.provision.events import EventTracker, failure_message
+from appliance.provision.patterns import selected
 from appliance.provision.plan import tasks_per_host
 from appliance.provision.redaction import redact, scrub_tree, secret_values
 
@@ -113,3 +117,38 @@ def test_an_artifact_page_past_its_end_is_empty(tmp_path: Path) -> None:
         page = read_page(tmp_path, "env/extravars", offset)
         assert page is not None and (page.offset, page.text, page.next_offset) == (8, "", None)
     assert read_page(tmp_path, "env/extravars", -5).text == '{"a": 1}'
+
+
+_HOSTS = ("localhost", "gpu-1", "gpu-2", "node.a")
+_ANSIBLE_SUBSET = """
+import json, sys
+from ansible.inventory.manager import InventoryManager
+from ansible.parsing.dataloader import DataLoader
+inv = InventoryManager(loader=DataLoader(), sources=[sys.argv[1]])
+out = {}
+for limit in json.loads(sys.argv[2]):
+    inv.subset(limit)
+    inv.clear_pattern_cache()
+    out[limit] = [h.name for h in inv.get_hosts("all")]
+print(json.dumps(out))
+"""
+
+
+def test_a_limit_selects_the_hosts_ansible_selects(tmp_path: Path) -> None:
+    """The run's summary names the hosts its limit selects: read as Ansible reads it (term
+    order, globs over group names, `host:port`), checked against Ansible's own inventory."""
+    limits = ["localhost", "gpu-*", "!gpu-*", "all,!gpu-*,localhost", "gpu-*,&*-2",
+              "!localhost:gpu-1", "a*", "ungr*,!node.a", "gpu-1,gpu-9", "node.*",
+              "gpu-1:22", "localhost,gpu-2:x", "&gpu-1", "GPU-1", "gpu-?,!gpu-1", "*"]
+    hosts_yml = tmp_path / "hosts.yml"
+    hosts_yml.write_text(json.dumps({"all": {"hosts": {h: {} for h in _HOSTS}}}))
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "ANSIBLE_HOME": str(tmp_path),
+           "ANSIBLE_LOCAL_TEMP": str(tmp_path), "ANSIBLE_HOST_PATTERN_MISMATCH": "ignore"}
+    out = subprocess.run([sys.executable, "-c", _ANSIBLE_SUBSET, str(hosts_yml),
+                          json.dumps(limits)], capture_output=True, text=True, env=env,
+                         timeout=60, check=True).stdout
+    ansible = {k: sorted(v) for k, v in json.loads(out).items()}
+    ours = {limit: sorted(selected(limit, _HOSTS)) for limit in limits}
+    assert ours == ansible
+    assert ours["all,!gpu-*,localhost"] == ["localhost", "node.a"]
+    assert selected(None, _HOSTS) == _HOSTS

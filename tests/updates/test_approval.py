@@ -169,6 +169,32 @@ def test_roles_without_approval_cannot_sign_and_viewers_change_nothing(
     assert denied.count("update.approve") == 2
 
 
+def test_a_denial_on_a_bundle_names_its_digest(app, admin_session, security, itop,
+                                              make_user, media) -> None:
+    """`access.denied` named the bundle only as typed (a name@version, a prefix), unlike
+    every other update event: which bundle was meant was lost once the records moved on."""
+    from appliance.services import signing
+
+    [ref] = trust_and_import(app, security, itop, media, 1)
+    digest = find_bundle(app.conn, ref).digest
+    auditor = make_user(["auditor"], "audrey")
+    with pytest.raises(PermissionDenied):
+        updates.approve(app, itop, ref, sign_req("ivan"), source=h100())
+    with pytest.raises(PermissionDenied):
+        updates.install(app, auditor, digest[:12], Edges(source=h100()))
+    with pytest.raises(PermissionDenied):
+        updates.rollback(app, auditor, ref, sign_req("audrey"), Edges(source=h100()))
+    with pytest.raises(PermissionDenied):   # the console asks before the dialog opens
+        signing.prompt(app, auditor, "update.approve", target_type="bundle", target_id=ref)
+    with pytest.raises(PermissionDenied):   # no such bundle: nothing to name
+        updates.check(app, auditor, "demo-clinical@9")
+    denied = [(e["target"]["id"], e["target"]["digest"], e["details"]["permission"])
+              for e in events(app, "access.denied")]
+    assert denied == [(ref, digest, "update.approve"), (digest[:12], digest, "update.install"),
+                      (ref, digest, "update.rollback"), (ref, digest, "update.approve"),
+                      ("demo-clinical@9", None, "update.install")]
+
+
 def test_install_refuses_when_the_approved_profile_no_longer_fits(app, admin_session,
                                                                   pending) -> None:
     approve(app, admin_session, pending)

@@ -16,6 +16,7 @@ import pytest
 from appliance.bundle.store import ContentStore
 from appliance.errors import IntegrityError, UpdateRefused
 from appliance.services import updates
+from appliance.text import shown
 from appliance.updates.lifecycle import State, find_bundle
 from appliance.updates.recovery import consistency
 from appliance.updates.releases import InstallLock
@@ -42,7 +43,8 @@ def _break(current, kind: str) -> None:
 
 
 def _mend(current, kind: str, target: str) -> None:
-    assert current.is_dir() if kind == "directory" else current.is_file()   # not touched
+    assert {"directory": current.is_dir, "file": current.is_file,
+            "link": current.is_symlink}[kind]()                          # not touched
     (shutil.rmtree if kind == "directory" else os.unlink)(current)
     os.symlink(target, current)
 
@@ -84,6 +86,69 @@ def test_current_that_is_not_a_link_is_reported_and_refused(app, admin_session, 
     assert find_bundle(app.conn, ref2).state == State.ACTIVE
     _mend(current, kind, "demo-clinical/2")
     assert consistency(app) == []
+
+
+def _tree(root) -> dict[str, str]:
+    """Every path under `root` and what it is (a link's target), to see nothing moved."""
+    return {str(p.relative_to(root)): os.readlink(p) if p.is_symlink() else
+            "dir" if p.is_dir() else p.read_bytes().hex() for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("odd", ["outside", "outside-relative", "missing", "forged",
+                                 "unknown"])
+def test_a_current_link_no_install_made_is_refused(app, admin_session, v1_v2, tmp_path,
+                                                   odd) -> None:
+    """A `current` link leading out of releases/, to no release directory, or to one the
+    records do not hold was switched over by the next install or rollback (and the sweep
+    before it removed the unknown directory): what it showed was lost, unrecorded."""
+    ref1, ref2 = v1_v2
+    releases = app.layout.releases
+    current = releases / "current"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "serving.json").write_text("{}")
+    target, says = {
+        "outside": (str(elsewhere), f"outside {releases}"),
+        "outside-relative": (os.path.relpath(elsewhere, releases), f"outside {releases}"),
+        "missing": ("demo-clinical/9", "which is no release directory"),
+        "forged": ("x\nerror: none (all is well)", "which is no release directory"),
+        "unknown": ("demo-clinical/7", "a release the records do not hold"),
+    }[odd]
+    message = f"{current} points to {shown(target)}, {says}"
+
+    def refused(step: str, ref: str, call) -> None:
+        if odd == "unknown":
+            shutil.copytree(releases / "demo-clinical/1", releases / "demo-clinical/7",
+                            symlinks=True, dirs_exist_ok=True)
+        os.unlink(current)
+        os.symlink(target, current)
+        before, outside = _tree(releases), _tree(elsewhere)
+        states = [find_bundle(app.conn, r).state for r in (ref1, ref2)]
+        with pytest.raises(UpdateRefused) as err:
+            call()
+        assert err.value.message == message and "\n" not in message
+        assert "nothing was switched" in err.value.hint
+        assert "appliance update status --deep" in err.value.hint
+        event = events(app, "update.refused")[-1]
+        assert event["details"]["step"] == step and event["reason"] == message
+        assert event["outcome"] == "failure"
+        assert event["target"]["digest"] == find_bundle(app.conn, ref).digest
+        assert [find_bundle(app.conn, r).state for r in (ref1, ref2)] == states
+        assert app.conn.execute("SELECT COUNT(*) FROM install_journal WHERE open = 1"
+                                ).fetchone()[0] == 0
+        assert _tree(releases) == before and _tree(elsewhere) == outside
+        assert updates.status(app, admin_session)["consistent"] is False
+        assert _tree(releases) == before            # nor does `update status` move it
+
+    install(app, admin_session, ref1)
+    approve(app, admin_session, ref2)
+    refused("install", ref2, lambda: updates.install(app, admin_session, ref2, edges()))
+    _mend(current, "link", "demo-clinical/1")
+    assert updates.install(app, admin_session, ref2, edges()).outcome == "activated"
+    refused("rollback", ref1, lambda: updates.rollback(app, admin_session, ref1,
+                                                       sign_req(ADMIN), edges()))
+    _mend(current, "link", "demo-clinical/2")
+    assert updates.status(app, admin_session)["consistent"] is True
 
 
 def test_disk_full_at_the_switch_is_refused_and_undone(app, admin_session, security, itop,

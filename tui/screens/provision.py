@@ -325,7 +325,7 @@ class ProvisionScreen(Screen):
         self.current = msg.record
         self.query_one(JobStatus).say(
             f"{msg.record.mode} {msg.record.playbook} on {msg.record.inventory} "
-            f"({', '.join(msg.record.hosts_list)}): running, run {msg.record.id}")
+            f"({', '.join(msg.record.targets)}): running, run {msg.record.id}")
         self._history(self.session)
 
     def on_provision_screen_finished(self, msg: Finished) -> None:
