@@ -129,6 +129,13 @@ class UpdatesScreen(Screen):
         msg.update(text)
         msg.set_class(error, "-error")
 
+    def show_progress(self, text: str) -> None:
+        """The install's steps; hidden while there are none (empty, its rule and blank line
+        took two of the approval view's lines at 80x24)."""
+        box = self.query_one("#upd-progress", Static)
+        box.update(text)
+        box.display = bool(text)
+
     def edges(self, hooks=None) -> Edges:
         edges = Edges(source=self.app.ctx.gpu_source)
         if hooks is not None:
@@ -194,7 +201,7 @@ class UpdatesScreen(Screen):
         ref = self.selected()
         if ref and not self._wait():
             self.busy = f"installing {ref}"
-            self.query_one("#upd-progress", Static).update("")
+            self.show_progress("")
             self.say(f"installing {ref}…")
             self._install(self.session, ref)
 
@@ -278,9 +285,8 @@ class UpdatesScreen(Screen):
         self._load(self.session)
 
     def on_updates_screen_step(self, msg: Step) -> None:
-        progress = self.query_one("#upd-progress", Static)
-        text = str(progress.content)
-        progress.update(f"{text}\n{msg.text}" if text else msg.text)
+        text = str(self.query_one("#upd-progress", Static).content)
+        self.show_progress(f"{text}\n{msg.text}" if text else msg.text)
 
     def on_updates_screen_done(self, msg: Done) -> None:
         self.busy = None
