@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from appliance.errors import InvalidInput
+from appliance.text import not_plain
 
 READING_FORMAT = "appliance.gpu-reading/1"
 MAX_READING = 1 << 20       # bytes; a reading of 8 GPUs is under 8 KiB
@@ -113,6 +114,11 @@ def _typed(where: str, data: dict[str, Any], name: str, kind: type, optional: bo
     if not ok:
         raise ValueError(f"{where} is {_shown(value)}, not {_KIND_NAMES[kind]}"
                          + (" or null" if optional else ""))
+    problem = not_plain(value) if kind is str else None
+    if problem:
+        # A name is printed in `hw show` and kept in audit events: a newline there forged a
+        # line, and a lone surrogate ("\\ud800") was a traceback wherever it was printed.
+        raise ValueError(f"{where} {problem}")
     return value
 
 

@@ -141,6 +141,23 @@ def test_a_wrongly_typed_reading_is_one_line(home: Path, tmp_path: Path, command
         "non-negative integer) (record it again with `appliance hw record`)\n")
 
 
+@pytest.mark.parametrize("command", ["show", "fit", "record"])
+def test_a_gpu_name_that_is_not_utf8_is_one_line(home: Path, tmp_path: Path, command: str):
+    """A lone surrogate in a name (JSON "\\ud800") was a traceback: UnicodeEncodeError
+    printing `hw show`, CanonicalizationError recording `hw fit` and `hw record`."""
+    data = json.loads((FIXTURES / "h100-80gb-hbm3-x1-recorded.json").read_text())
+    data["gpus"][0]["name"] = "NVIDIA H100 \ud800"
+    reading = tmp_path / "reading.json"
+    reading.write_text(json.dumps(data))
+    args = {"show": ["show"], "fit": ["fit", str(ENGINES)],
+            "record": ["record", "--out", str(tmp_path / "copy.json")]}[command]
+    r = hw(home, *args, "--reading", str(reading))
+    assert r.returncode == 2 and r.stderr == (
+        "error: malformed GPU reading (gpus[0].name is not UTF-8 text) (record it again with "
+        "`appliance hw record`)\n")
+    assert not (tmp_path / "copy.json").exists()
+
+
 def test_record_then_replay(home: Path, tmp_path: Path):
     out = tmp_path / "reading.json"
     r = hw(home, "record", "--out", str(out), "--json")

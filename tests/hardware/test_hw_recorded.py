@@ -186,6 +186,31 @@ def test_a_reading_with_an_impossible_value_is_refused_plainly(
     assert err.message.startswith(f"malformed GPU reading ({message}")
 
 
+NOT_PLAIN = [
+    (("gpus", 0, "name"), "NVIDIA H100\nno    fake: forged",
+     "gpus[0].name contains a control character ('\\n')"),
+    (("gpus", 0, "name"), "NVIDIA \x1b[31mH100", "gpus[0].name contains a control character "
+     "('\\x1b')"),
+    (("gpus", 0, "uuid"), "GPU-\u202e0001", "gpus[0].uuid contains a control character "
+     "('\\u202e')"),
+    (("gpus", 0, "name"), "NVIDIA H100 \ud800", "gpus[0].name is not UTF-8 text"),
+    (("driver_version",), "580\x1b[2J", "driver_version contains a control character "
+     "('\\x1b')"),
+    (("note",), "\udcff", "note is not UTF-8 text"),
+]
+
+
+@pytest.mark.parametrize("path, value, message", NOT_PLAIN,
+                         ids=["newline", "escape", "bidi", "surrogate", "driver", "note"])
+def test_a_reading_whose_text_is_not_plain_is_refused_plainly(
+        tmp_path: Path, path: tuple, value: str, message: str):
+    """A newline in a GPU name forged a line of `hw show` and `hw fit`; a lone surrogate (the
+    JSON escape "\\ud800") was a traceback in `hw show`, `hw fit`, `hw record` and `update
+    show`, where the name was printed or hashed into the audit event."""
+    err = _read_edited(tmp_path, path, value)
+    assert err.message == f"malformed GPU reading ({message})"
+
+
 @pytest.mark.parametrize("key", ["index", "uuid"])
 def test_a_gpu_listed_twice_is_refused_not_counted_twice(tmp_path: Path, key: str):
     """One H100 listed twice used to read as "2 H100" and fit a tp2 engine."""
