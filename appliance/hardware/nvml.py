@@ -199,10 +199,11 @@ class GpuInventory:
                 if twice:
                     # one GPU listed twice would count as two for tp x pp
                     raise ValueError(f"gpus list {key} {_shown(twice[0])} more than once")
-            return cls(
-                driver_found=_typed("driver_found", data, "driver_found", bool, False),
-                gpus=parsed, source=source, **text,
-            )
+            driver_found = _typed("driver_found", data, "driver_found", bool, False)
+            if parsed and not driver_found:
+                # Shown as "no NVIDIA driver found" while --json listed the GPUs anyway.
+                raise ValueError("gpus are listed but driver_found is false")
+            return cls(driver_found=driver_found, gpus=parsed, source=source, **text)
         except ValueError as exc:
             raise InvalidInput(f"malformed GPU reading ({exc})",
                                "record it again with `appliance hw record`") from exc

@@ -211,6 +211,17 @@ def test_a_reading_whose_text_is_not_plain_is_refused_plainly(
     assert err.message == f"malformed GPU reading ({message})"
 
 
+def test_gpus_without_a_driver_are_refused(tmp_path: Path):
+    """driver_found false beside a list of GPUs read as "no NVIDIA driver found" in `hw show`
+    and the fit, while `hw show --json` listed the GPUs: one reading, two answers."""
+    err = _read_edited(tmp_path, ("driver_found",), False)
+    assert err.message == "malformed GPU reading (gpus are listed but driver_found is false)"
+    data = json.loads((FIXTURES / "h100-80gb-hbm3-x1-recorded.json").read_text())
+    none = tmp_path / "none.json"
+    none.write_text(json.dumps({**data, "driver_found": False, "gpus": []}))
+    assert read_inventory(RecordedSource(none)).summary() == "no NVIDIA driver found"
+
+
 @pytest.mark.parametrize("key", ["index", "uuid"])
 def test_a_gpu_listed_twice_is_refused_not_counted_twice(tmp_path: Path, key: str):
     """One H100 listed twice used to read as "2 H100" and fit a tp2 engine."""
