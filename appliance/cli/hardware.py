@@ -31,7 +31,11 @@ def _source(reading: Path | None):
 
 def _inventory_text(inv) -> str:
     lines = [inv.summary()]
+    # Said with and without a driver: a replayed "no NVIDIA driver found" used to read
+    # exactly like this host's own answer.
+    replayed = [f"  (replayed reading: {inv.source})"] if inv.source != "nvml" else []
     if not inv.driver_found:
+        lines += replayed
         lines.append(f"  ({inv.error})" if inv.error else "")
         lines.append("  The appliance still works; only CPU-capable profiles can be served.")
         return "\n".join(line for line in lines if line)
@@ -46,9 +50,7 @@ def _inventory_text(inv) -> str:
             f"mem {g.memory_free_bytes / 2**30:.1f}/{g.memory_total_gib:.1f} GiB free  "
             f"temp {opt(g.temperature_c, ' C')}  util {opt(g.utilization_gpu_pct, '%')}  "
             f"ECC uncorrected {opt(g.ecc_volatile_uncorrected)}  MIG {mig}")
-    if inv.source != "nvml":
-        lines.append(f"  (replayed reading: {inv.source})")
-    return "\n".join(lines)
+    return "\n".join(lines + replayed)
 
 
 @app.command("show")

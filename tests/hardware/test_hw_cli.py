@@ -158,6 +158,20 @@ def test_a_gpu_name_that_is_not_utf8_is_one_line(home: Path, tmp_path: Path, com
     assert not (tmp_path / "copy.json").exists()
 
 
+def test_a_replayed_reading_without_a_driver_says_it_is_replayed(home: Path, tmp_path: Path):
+    """It read exactly like this host's own "no NVIDIA driver found": on a GPU server, a
+    reading taken elsewhere passed for this host losing its driver."""
+    reading = tmp_path / "nodriver.json"
+    reading.write_text(json.dumps({"format": "appliance.gpu-reading/1", "driver_found": False,
+                                   "error": "NVML Shared Library Not Found", "gpus": []}))
+    r = hw(home, "show", "--reading", str(reading))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        "no NVIDIA driver found", "  (replayed reading: recorded:nodriver.json)",
+        "  (NVML Shared Library Not Found)",
+        "  The appliance still works; only CPU-capable profiles can be served."]
+
+
 def test_record_then_replay(home: Path, tmp_path: Path):
     out = tmp_path / "reading.json"
     r = hw(home, "record", "--out", str(out), "--json")
