@@ -157,13 +157,18 @@ class GpuInventory:
         if not self.gpus and self.error:
             return f"NVIDIA driver found but NVML could not read the GPUs: {self.error}"
         if not self.gpus:
-            return f"no GPUs visible, driver {self.driver_version}"
+            return f"no GPUs visible, {self._driver()}"
         groups = Counter((g.name, g.arch, round(g.memory_total_gib)) for g in self.gpus)
         parts = []
         for (name, arch, gib), n in groups.items():
             each = " each" if n > 1 else ""
             parts.append(f"{n} x {name} ({arch}, {gib} GiB{each})")
-        return f"{' + '.join(parts)}, driver {self.driver_version}"
+        return f"{' + '.join(parts)}, {self._driver()}"
+
+    def _driver(self) -> str:
+        # A reading may leave the version out (null): it read "driver None".
+        return f"driver {self.driver_version}" if self.driver_version else \
+            "driver version unknown"
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {

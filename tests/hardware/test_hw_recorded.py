@@ -211,6 +211,18 @@ def test_a_reading_whose_text_is_not_plain_is_refused_plainly(
     assert err.message == f"malformed GPU reading ({message})"
 
 
+def test_a_reading_without_a_driver_version_does_not_name_one(tmp_path: Path):
+    """driver_version may be null: the summary read "driver None", a driver named None."""
+    data = json.loads((FIXTURES / "h100-80gb-hbm3-x1-recorded.json").read_text())
+    reading = tmp_path / "reading.json"
+    reading.write_text(json.dumps({**data, "driver_version": None}))
+    assert read_inventory(RecordedSource(reading)).summary() == (
+        "1 x NVIDIA H100 80GB HBM3 (sm_90, 80 GiB), driver version unknown")
+    reading.write_text(json.dumps({**data, "driver_version": None, "gpus": []}))
+    assert read_inventory(RecordedSource(reading)).summary() == (
+        "no GPUs visible, driver version unknown")
+
+
 def test_gpus_without_a_driver_are_refused(tmp_path: Path):
     """driver_found false beside a list of GPUs read as "no NVIDIA driver found" in `hw show`
     and the fit, while `hw show --json` listed the GPUs: one reading, two answers."""
