@@ -211,9 +211,13 @@ def check_profile(profile: EngineProfile, inventory: GpuInventory,
     big_enough = [g for g in eligible if g.memory_total_gib >= profile.min_gpu_memory_gib]
     if len(big_enough) < needed:
         largest = max(g.memory_total_gib for g in eligible)
+        # With some GPUs big enough, "at most 140 GiB each" read as if the 100 GiB asked
+        # were there: say how many have it instead.
+        have = (f"with at most {_fmt_gib(largest)} GiB each" if not big_enough else
+                f"and only {len(big_enough)} of the GPUs it could use "
+                f"{'has' if len(big_enough) == 1 else 'have'} that much")
         return no("memory", f"{label} needs {_fmt_gib(profile.min_gpu_memory_gib)} GiB per GPU "
-                  f"on {needed} {gpu_word}, this host has {host} with at most "
-                  f"{_fmt_gib(largest)} GiB each")
+                  f"on {needed} {gpu_word}, this host has {host} {have}")
     return Candidate(profile.id, True, f"{label} fits {host}", "fits")
 
 

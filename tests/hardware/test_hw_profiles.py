@@ -117,6 +117,21 @@ def test_memory_reason():
         "this host has 1 A100 (sm_80) with at most 40 GiB each")
 
 
+def test_memory_reason_when_only_some_gpus_are_big_enough():
+    """2 H100 and 2 H200 for an engine that needs 100 GiB on 4 GPUs read "with at most 140
+    GiB each", as if the 100 GiB were there: it says how many GPUs have that much."""
+    mixed = replace(H100x8, gpus=H100x8.gpus[:2] + tuple(
+        replace(H200x1.gpus[0], index=i, uuid=f"GPU-h200-{i}") for i in (2, 3)))
+    sel = select_profile([trt("big", tp=4, mem=100), trt("one", mem=100)], mixed)
+    assert reasons(sel)["big"] == (
+        False, "memory", "engine sm_90 tp4 needs 100 GiB per GPU on 4 GPUs, this host has "
+        "2 H100 (sm_90) + 2 H200 (sm_90) and only 2 of the GPUs it could use have that much")
+    assert sel.chosen.id == "one"
+    mig = replace(mixed, gpus=mixed.gpus[:3] + (replace(mixed.gpus[3], mig_enabled=True),))
+    assert reasons(select_profile([trt("big", tp=2, mem=100)], mig))["big"][2].endswith(
+        "and only 1 of the GPUs it could use has that much")
+
+
 def test_pipeline_parallelism_counts_gpus():
     sel = select_profile([trt("tp4pp2", tp=4, pp=2), trt("tp4pp4", tp=4, pp=4)], H100x8)
     assert sel.chosen.id == "tp4pp2"
