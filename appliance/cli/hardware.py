@@ -121,4 +121,11 @@ def fit(
               for c in sel.candidates]
     emit(sel.to_dict(), as_json, "\n".join(lines))
     if not sel.ok:
-        raise HardwareRefused(f"no engine profile fits this host: {sel.note}")
+        # The reasons are printed above. A pin that does not fit is no "no engine profile
+        # fits" when others do, and "run `appliance hw fit`" sent people to this command.
+        fitting = [c.profile_id for c in sel.candidates if c.fits]
+        if sel.pinned and fitting:
+            raise HardwareRefused(sel.note, f"pin one that fits ({', '.join(fitting)}), or "
+                                  "leave out --pin; nothing was changed")
+        raise HardwareRefused(f"no engine profile fits this host: {sel.note}",
+                              "each profile's reason is listed above; nothing was changed")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -107,10 +108,23 @@ def test_fit_pinned_misfit_exits_with_one_line_error(home: Path):
            "--reading", str(FIXTURES / "h100-sxm-80gb-x8.json"))
     assert r.returncode == 9
     assert json.loads(r.stdout)["chosen"] is None  # the reasons are still printed
+    # Not "no engine profile fits this host" (three do), nor "run `appliance hw fit`", the
+    # command just run: the pin does not fit, and which ones do.
     assert r.stderr == (
-        "error: no engine profile fits this host: pinned profile llama-a100-bf16-tp1 does not "
-        "fit: engine sm_80 tp1 needs 1 sm_80 GPU, this host has 8 H100 (sm_90) (run "
-        "`appliance hw fit` to see each profile's reason; nothing was changed)\n")
+        "error: pinned profile llama-a100-bf16-tp1 does not fit: engine sm_80 tp1 needs 1 "
+        "sm_80 GPU, this host has 8 H100 (sm_90) (pin one that fits (llama-h100-fp8-tp2, "
+        "llama-h100-bf16-tp1, llama-cpu), or leave out --pin; nothing was changed)\n")
+
+
+def test_fit_with_nothing_fitting_points_at_the_reasons_it_printed(home: Path, tmp_path: Path):
+    engines = tmp_path / "engines"
+    shutil.copytree(ENGINES / "llama-h100-fp8-tp2", engines / "llama-h100-fp8-tp2")
+    r = hw(home, "fit", str(engines), "--reading", str(FIXTURES / "a100-sxm-40gb-x1.json"))
+    assert r.returncode == 9
+    assert "no    llama-h100-fp8-tp2: engine sm_90 tp2 needs 2 GPUs" in r.stdout
+    assert r.stderr == (
+        "error: no engine profile fits this host: no profile fits this host (1 A100 (sm_80)) "
+        "(each profile's reason is listed above; nothing was changed)\n")
 
 
 def test_fit_text_lists_reasons(home: Path):

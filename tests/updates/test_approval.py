@@ -195,6 +195,22 @@ def test_a_denial_on_a_bundle_names_its_digest(app, admin_session, security, ito
                       ("demo-clinical@9", None, "update.install")]
 
 
+def test_a_pinned_profile_that_does_not_fit_is_not_called_no_profile_fitting(
+        app, admin_session, pending) -> None:
+    """A pin that does not fit was refused as "no engine profile of ... fits this host" while
+    the CPU profile fit: the refusal says the pin does not fit and names those that do."""
+    updates.show(app, admin_session, pending, source=a100())
+    with pytest.raises(UpdateRefused) as refused:
+        updates.approve(app, admin_session, pending, sign_req(ADMIN), source=a100(),
+                        pinned="tiny-engine-h100")
+    assert refused.value.message == (
+        f"{pending}: pinned profile tiny-engine-h100 does not fit: engine sm_90 tp1 needs 1 "
+        "sm_90 GPU, this host has 1 A100 (sm_80)")
+    assert refused.value.hint == "pin one that fits (tiny-base-cpu), or leave out --profile"
+    assert events(app, "update.refused", pending)[-1]["reason"] == refused.value.message
+    assert find_bundle(app.conn, pending).state == State.PENDING_APPROVAL
+
+
 def test_install_refuses_when_the_approved_profile_no_longer_fits(app, admin_session,
                                                                   pending) -> None:
     approve(app, admin_session, pending)
