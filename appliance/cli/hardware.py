@@ -115,7 +115,7 @@ def fit(
         session = login(ctx, appl, user, password_stdin)
         sel = hardware.fit(appl, session, path, pin, set(trtllm) if trtllm else None,
                            _source(reading))
-    lines = [f"host: {sel.host}",
+    lines = [f"host: {sel.host}{sel.replayed}",
              f"chosen: {sel.chosen.id if sel.chosen else 'none'} ({sel.note})"]
     lines += [f"  {'fits' if c.fits else 'no  '}  {c.profile_id}: {c.reason}"
               for c in sel.candidates]

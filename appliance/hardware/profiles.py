@@ -152,10 +152,18 @@ class Selection:
     note: str
     pinned: str | None = None
     fallback_to_cpu: bool = False
+    # Where the reading came from: "nvml" (this host), or "recorded:<file>" when replayed,
+    # whose "this host has ..." is another machine's, or no machine's.
+    source: str = "nvml"
 
     @property
     def ok(self) -> bool:
         return self.chosen is not None
+
+    @property
+    def replayed(self) -> str:
+        """What follows the host in text: the replayed reading, or nothing for NVML's."""
+        return "" if self.source == "nvml" else f" (replayed reading: {self.source})"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -163,7 +171,7 @@ class Selection:
             "chosen_profile": self.chosen.to_dict() if self.chosen else None,
             "candidates": [c.to_dict() for c in self.candidates],
             "host": self.host, "note": self.note, "pinned": self.pinned,
-            "fallback_to_cpu": self.fallback_to_cpu,
+            "fallback_to_cpu": self.fallback_to_cpu, "source": self.source,
         }
 
 
@@ -245,7 +253,7 @@ def select_profile(profiles: list[EngineProfile], inventory: GpuInventory,
     if duplicates:
         raise InvalidInput(f"duplicate profile ids: {', '.join(duplicates)}",
                            "give every engine profile its own id")
-    host = inventory.summary()
+    host, source = inventory.summary(), inventory.source
     ordered = sorted(profiles, key=_rank)
     candidates = tuple(check_profile(p, inventory, supported_trtllm) for p in ordered)
     verdict = {c.profile_id: c for c in candidates}
@@ -258,26 +266,28 @@ def select_profile(profiles: list[EngineProfile], inventory: GpuInventory,
         c = verdict[pinned]
         if c.fits:
             return Selection(by_id[pinned], candidates, host, f"pinned by admin: {c.reason}",
-                             pinned=pinned, fallback_to_cpu=by_id[pinned].is_cpu)
-        return Selection(None, candidates, host,
-                         f"pinned profile {pinned} does not fit: {c.reason}", pinned=pinned)
+                             pinned=pinned, fallback_to_cpu=by_id[pinned].is_cpu, source=source)
+        return Selection(None, candidates, host, f"pinned profile {pinned} does not fit: "
+                         f"{c.reason}", pinned=pinned, source=source)
 
     fitting = [p for p in ordered if verdict[p.id].fits]
     if not profiles:
-        return Selection(None, candidates, host, "no engine profiles to choose from")
+        return Selection(None, candidates, host, "no engine profiles to choose from",
+                         source=source)
     if not fitting:
         if not inventory.driver_found:
             note = f"{host}, and there is no CPU-capable profile to fall back to"
         else:
             note = f"no profile fits this host ({inventory.describe_gpus()})"
-        return Selection(None, candidates, host, note)
+        return Selection(None, candidates, host, note, source=source)
     best = fitting[0]
     if best.is_cpu:
         why = (f"{host}: falling back to CPU profile {best.id}" if not inventory.driver_found
                else f"no GPU profile fits this host: falling back to CPU profile {best.id}")
-        return Selection(best, candidates, host, why, fallback_to_cpu=True)
+        return Selection(best, candidates, host, why, fallback_to_cpu=True, source=source)
     kind = "generic" if best.is_generic else "GPU-specific"
     others = len(fitting) - 1
     tail = f"; {others} other profile{'s' if others != 1 else ''} also fit" if others else ""
     return Selection(best, candidates, host,
-                     f"chose {best.id}: {kind} {best.label} on {inventory.describe_gpus()}{tail}")
+                     f"chose {best.id}: {kind} {best.label} on {inventory.describe_gpus()}{tail}",
+                     source=source)

@@ -92,6 +92,20 @@ def test_fit_json_h100(home: Path):
         "llama-h100-fp8-tp2", "llama-a100-bf16-tp1", "llama-h100-bf16-tp1", "llama-cpu"]
 
 
+def test_fit_on_a_replayed_reading_says_so(home: Path):
+    """"host: 8 x NVIDIA H100 ..." on a host without a GPU, with nothing in the text or the
+    JSON to say the reading was replayed from a file (`hw show` said so)."""
+    args = ["fit", str(ENGINES), "--reading", str(FIXTURES / "h100-sxm-80gb-x8.json")]
+    r = hw(home, *args)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0] == (
+        "host: 8 x NVIDIA H100 80GB HBM3 (sm_90, 80 GiB each), driver 550.54.15 "
+        "(replayed reading: recorded:h100-sxm-80gb-x8.json)")
+    data = json.loads(hw(home, *args, "--json").stdout)
+    assert data["source"] == "recorded:h100-sxm-80gb-x8.json"
+    assert json.loads(hw(home, "fit", str(ENGINES), "--json").stdout)["source"] == "nvml"
+
+
 def test_fit_this_host(home: Path):
     r = hw(home, "fit", str(ENGINES), "--json")
     assert r.returncode == 0, r.stderr

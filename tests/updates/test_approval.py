@@ -11,6 +11,7 @@ from appliance.services.signing import SignatureRequest
 from appliance.updates.approval import approval_record
 from appliance.updates.install import Edges
 from appliance.updates.lifecycle import State, find_bundle
+from appliance.updates.view import view_text
 from tests.conftest import ADMIN
 from tests.updates.kit import a100, approve, h100, sign_req, trust_and_import
 from tests.updates.test_lifecycle import events
@@ -56,6 +57,19 @@ def test_approval_view_shows_what_the_approver_needs(app, admin_session, pending
     # The hardware choice and every reason are in the trail too.
     fit = events(app, "hardware.fit", pending)[-1]
     assert fit["details"]["chosen"] == "tiny-engine-h100"
+
+
+def test_a_fit_on_a_replayed_reading_says_so(app, admin_session, pending) -> None:
+    """The view (and the approval's event) said "on 8 H100 (sm_90)" for a reading replayed
+    from a file, on a host that may have no GPU: where the reading came from goes with it."""
+    view = updates.show(app, admin_session, pending, source=h100())
+    assert view["hardware"]["source"] == "recorded:h100-sxm-80gb-x8.json"
+    assert "hardware: chose tiny-engine-h100: GPU-specific engine sm_90 tp1 on 8 H100 (sm_90); " \
+        "1 other profile also fit (replayed reading: recorded:h100-sxm-80gb-x8.json)" in \
+        view_text(view).splitlines()
+    updates.approve(app, admin_session, pending, sign_req(ADMIN), source=h100())
+    [approved] = events(app, "update.approved", pending)
+    assert approved["details"]["hardware"]["source"] == "recorded:h100-sxm-80gb-x8.json"
 
 
 def test_the_approver_must_open_the_view_first(app, admin_session, pending) -> None:
