@@ -142,10 +142,33 @@ def cross_check(engine: EngineConfig, declared: EngineProfile,
         problems.append(f"gpus_per_node {engine.gpus_per_node} is less than world_size "
                         f"{engine.world_size}: built for several nodes, served on one")
     if check_files:
-        absent = [f for f in engine.rank_files if not (engine.path / f).is_file()]
-        if absent:
-            problems.append(f"missing {', '.join(absent)}")
+        absent, count = _absent_ranks(engine)
+        if count:
+            more = f" (and {count - len(absent)} more)" if count > len(absent) else ""
+            problems.append(f"missing {', '.join(absent)}{more}")
     return problems
+
+
+_NAMED_RANKS = 8  # missing rank files named in a refusal; the rest are counted
+
+
+def _absent_ranks(engine: EngineConfig) -> tuple[list[str], int]:
+    """The first missing rank files and how many are missing, from one listing of the
+    directory: config.json may claim any world size, and a name and a stat for each of
+    10**10 ranks was a MemoryError (or an hour) before the refusal."""
+    present = set()
+    for entry in engine.path.iterdir():
+        rank = entry.name[4:-7]
+        if (entry.name == f"rank{rank}.engine" and rank.isdecimal() and rank == str(int(rank))
+                and int(rank) < engine.world_size and entry.is_file()):
+            present.add(int(rank))
+    count = max(0, engine.world_size - len(present))
+    absent, rank = [], 0
+    while len(absent) < min(count, _NAMED_RANKS):
+        if rank not in present:
+            absent.append(f"rank{rank}.engine")
+        rank += 1
+    return absent, count
 
 
 def verify_engine(engine_dir: Path, declared: EngineProfile,
