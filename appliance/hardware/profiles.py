@@ -14,6 +14,7 @@ from typing import Any
 
 from appliance.errors import InvalidInput
 from appliance.hardware.nvml import GpuInventory
+from appliance.text import not_plain
 
 KINDS = ("trtllm_engine", "vllm", "cpu")
 GENERIC = "generic"  # any NVIDIA GPU
@@ -40,6 +41,14 @@ class EngineProfile:
     def __post_init__(self) -> None:
         if not self.id:
             raise InvalidInput("engine profile without an id", "give every profile an id")
+        for what, value in (("id", self.id), ("gpu_archs", " ".join(self.gpu_archs)),
+                            ("trtllm_version", self.trtllm_version)):
+            problem = not_plain(value) if isinstance(value, str) else None
+            if problem:
+                # Printed in every reason and kept in hardware.fit: a newline forged a line
+                # of `hw fit`, a lone surrogate was a traceback at the audit event.
+                raise InvalidInput(f"engine profile {ascii(self.id)}: {what} {problem}",
+                                   "correct the profile")
         if self.kind not in KINDS:
             raise InvalidInput(f"profile {self.id}: unknown kind {self.kind!r}",
                                f"use one of {', '.join(KINDS)}")

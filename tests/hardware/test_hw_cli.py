@@ -149,6 +149,17 @@ def test_fit_text_lists_reasons(home: Path):
     assert "chosen: llama-cpu" in r.stdout
 
 
+def test_fit_on_a_profile_id_that_is_not_utf8_is_one_line(home: Path, tmp_path: Path):
+    """A lone surrogate in profile.json's id was a traceback (CanonicalizationError) when
+    hardware.fit was recorded; the refusal is recorded instead."""
+    (tmp_path / "engines" / "x").mkdir(parents=True)
+    (tmp_path / "engines" / "x" / "profile.json").write_text(
+        '{"id": "cpu-\\ud800", "kind": "cpu", "gpu_archs": ["cpu"]}')
+    r = hw(home, "fit", str(tmp_path / "engines"))
+    assert r.returncode == 2 and r.stderr == (
+        "error: engine profile 'cpu-\\ud800': id is not UTF-8 text (correct the profile)\n")
+
+
 def test_fit_bad_path_is_one_line(home: Path, tmp_path: Path):
     r = hw(home, "fit", str(tmp_path / "nowhere"))
     assert r.returncode == 2

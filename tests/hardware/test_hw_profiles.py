@@ -259,6 +259,25 @@ def test_bad_profiles_refused(data: dict, message: str):
         EngineProfile.from_dict(data)
 
 
+@pytest.mark.parametrize("data, message", [
+    ({"id": "a\nno    b: forged", "kind": "cpu", "gpu_archs": ["cpu"]},
+     "engine profile 'a\\nno    b: forged': id contains a control character ('\\n')"),
+    ({"id": "a\ud800", "kind": "cpu", "gpu_archs": ["cpu"]},
+     "engine profile 'a\\ud800': id is not UTF-8 text"),
+    ({"id": "a", "kind": "vllm", "gpu_archs": ["generic\x1b[2J"]},
+     "engine profile 'a': gpu_archs contains a control character ('\\x1b')"),
+    ({"id": "a", "kind": "trtllm_engine", "gpu_archs": ["sm_90"], "trtllm_version": "0.17\r"},
+     "engine profile 'a': trtllm_version contains a control character ('\\r')"),
+])
+def test_profiles_whose_text_is_not_plain_are_refused(data: dict, message: str):
+    """Ids, architectures and versions are printed in every reason and kept in the
+    hardware.fit event: a newline in an id forged a line of `hw fit`, a lone surrogate was a
+    traceback when the event was hashed."""
+    with pytest.raises(InvalidInput) as info:
+        EngineProfile.from_dict(data)
+    assert info.value.message == message
+
+
 def test_profile_round_trips():
     p = trt("x", arch="sm_80", tp=2, pp=2, mem=35.5)
     assert EngineProfile.from_dict(json.loads(json.dumps(p.to_dict()))) == p
