@@ -16,6 +16,7 @@ from typing import Any
 
 from appliance.errors import HardwareRefused
 from appliance.hardware.profiles import EngineProfile
+from appliance.text import not_plain
 
 _REBUILD = "rebuild the engine or correct the bundle's declared profile; nothing was installed"
 
@@ -94,6 +95,10 @@ def read_engine_config(engine_dir: Path) -> EngineConfig:
     mapping = pretrained.get("mapping")
     if not isinstance(mapping, dict):
         raise _refuse(engine_dir, "config.json pretrained_config has no mapping")
+    problem = not_plain(str(data["version"]))
+    if problem:
+        # Quoted in the refusal of a mismatch, which is printed and recorded.
+        raise _refuse(engine_dir, f"config.json version {problem}")
     quant = pretrained.get("quantization") or {}
     plugins = build.get("plugin_config") or {}
     tp = _int(mapping, "tp_size", engine_dir, 1)

@@ -103,6 +103,22 @@ def test_mismatch_is_a_one_line_refusal(engines: Path):
         read_engines_dir(engines)  # one lying engine refuses the whole set
 
 
+@pytest.mark.parametrize("version, problem", [
+    ("0.16\n\x1b[31mfake", "contains a control character ('\\n')"),
+    ("0.17.0\udc80", "is not UTF-8 text"),
+])
+def test_an_engine_version_that_is_not_plain_is_refused(engines: Path, version: str,
+                                                        problem: str):
+    """The version is quoted in the refusal of a mismatch: a newline and an escape sequence
+    reached the terminal raw in the CLI's error line (two lines, recoloured), and a lone
+    surrogate was a traceback when the refusal was recorded."""
+    d = engines / "llama-h100-fp8-tp2"
+    edit_config(d, lambda data: data.update(version=version))
+    with pytest.raises(HardwareRefused) as info:
+        verify_engine(d, declared("llama-h100-fp8-tp2"))
+    assert info.value.message == f"engine llama-h100-fp8-tp2: config.json version {problem}"
+
+
 def test_missing_rank_file_refused(engines: Path):
     d = engines / "llama-h100-fp8-tp2"
     (d / "rank1.engine").unlink()
