@@ -88,8 +88,10 @@ def record(
     with open_app(ctx) as appl:
         session = login(ctx, appl, user, password_stdin)
         inv = hardware.record(appl, session, where, _source(reading), note)
-    emit({"out": str(where), "summary": inv.summary()}, as_json,
-         f"Reading written to {where}: {inv.summary()}")
+    # A reading replayed with --reading is copied: not this host's, and said so.
+    replayed = f" (replayed reading: {inv.source})" if inv.source != "nvml" else ""
+    emit({"out": str(where), "summary": inv.summary(), "source": inv.source}, as_json,
+         f"Reading written to {where}: {inv.summary()}{replayed}")
 
 
 @app.command("fit")

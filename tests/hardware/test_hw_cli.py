@@ -215,10 +215,24 @@ def test_record_then_replay(home: Path, tmp_path: Path):
     out = tmp_path / "reading.json"
     r = hw(home, "record", "--out", str(out), "--json")
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout) == {"out": str(out), "summary": read_inventory().summary()}
+    assert json.loads(r.stdout) == {"out": str(out), "summary": read_inventory().summary(),
+                                    "source": "nvml"}
     assert smi_csv() is not None or read_inventory().summary() == "no NVIDIA driver found"
     r = hw(home, "show", "--json", "--reading", str(out))
     assert json.loads(r.stdout)["source"] == "recorded:reading.json"
+
+
+def test_record_of_a_replayed_reading_says_so(home: Path, tmp_path: Path):
+    """`hw record --reading` copies that reading: "Reading written to ...: 8 x NVIDIA H100"
+    on a host without a GPU read as if this host had been recorded."""
+    out = tmp_path / "copy.json"
+    r = hw(home, "record", "--out", str(out), "--reading", str(FIXTURES / "h200-141gb-x1.json"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == (f"Reading written to {out}: 1 x NVIDIA H200 (sm_90, 140 GiB), driver "
+                        "550.90.07 (replayed reading: recorded:h200-141gb-x1.json)\n")
+    r = hw(home, "record", "--out", str(tmp_path / "again.json"), "--json",
+           "--reading", str(out))
+    assert json.loads(r.stdout)["source"] == "recorded:copy.json"
 
 
 def test_fit_needs_a_user(home: Path):
