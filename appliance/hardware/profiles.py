@@ -227,14 +227,21 @@ def check_profile(profile: EngineProfile, inventory: GpuInventory,
                   f"{profile.trtllm_version}, this appliance runs {runs}")
     big_enough = [g for g in eligible if g.memory_total_gib >= profile.min_gpu_memory_gib]
     if len(big_enough) < needed:
-        largest = max(g.memory_total_gib for g in eligible)
+        need, most, unit = (_fmt_gib(profile.min_gpu_memory_gib),
+                            _fmt_gib(max(g.memory_total_gib for g in eligible)), "GiB")
+        if need == most:
+            # 40980 MiB on a 40 GiB card read "needs 40 GiB ... at most 40 GiB each": in
+            # MiB, the need rounded up and the memory down, so the two always differ.
+            need = str(math.ceil(profile.min_gpu_memory_gib * 1024))
+            most = str(max(g.memory_total_bytes for g in eligible) >> 20)
+            unit = "MiB"
         # With some GPUs big enough, "at most 140 GiB each" read as if the 100 GiB asked
         # were there: say how many have it instead.
-        have = (f"with at most {_fmt_gib(largest)} GiB each" if not big_enough else
+        have = (f"with at most {most} {unit} each" if not big_enough else
                 f"and only {len(big_enough)} of the GPUs it could use "
                 f"{'has' if len(big_enough) == 1 else 'have'} that much")
-        return no("memory", f"{label} needs {_fmt_gib(profile.min_gpu_memory_gib)} GiB per GPU "
-                  f"on {needed} {gpu_word}, this host has {host} {have}")
+        return no("memory", f"{label} needs {need} {unit} per GPU on {needed} {gpu_word}, "
+                  f"this host has {host} {have}")
     return Candidate(profile.id, True, f"{label} fits {host}", "fits")
 
 

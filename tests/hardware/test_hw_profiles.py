@@ -117,6 +117,19 @@ def test_memory_reason():
         "this host has 1 A100 (sm_80) with at most 40 GiB each")
 
 
+def test_memory_reason_never_reads_as_enough():
+    """An engine needing 40980 MiB on a 40 GiB A100 read "needs 40 GiB per GPU ... with at
+    most 40 GiB each": both rounded to whole GiB. Said in MiB when GiB cannot tell them apart,
+    the need rounded up and the memory down."""
+    sel = select_profile([trt("big", arch="sm_80", mem=40980 / 1024)], A100_40x1)
+    assert reasons(sel)["big"][2] == (
+        "engine sm_80 tp1 needs 40980 MiB per GPU on 1 GPU, this host has 1 A100 (sm_80) "
+        "with at most 40960 MiB each")
+    sel = select_profile([trt("big", arch="sm_80", mem=40 + 1e-9)], A100_40x1)
+    assert reasons(sel)["big"][2].endswith("needs 40961 MiB per GPU on 1 GPU, this host has "
+                                           "1 A100 (sm_80) with at most 40960 MiB each")
+
+
 def test_memory_reason_when_only_some_gpus_are_big_enough():
     """2 H100 and 2 H200 for an engine that needs 100 GiB on 4 GPUs read "with at most 140
     GiB each", as if the 100 GiB were there: it says how many GPUs have that much."""
