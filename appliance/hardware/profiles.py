@@ -206,7 +206,10 @@ def check_profile(profile: EngineProfile, inventory: GpuInventory,
     gpu_word = "GPU" if needed == 1 else "GPUs"
     if inventory.gpu_count < needed:
         return no("parallelism", f"{label} needs {needed} {gpu_word}, this host has {host}")
-    eligible = [g for g in inventory.gpus if g.arch in profile.gpu_archs
+    # "sm_90a" (CUDA's arch-specific target, which the bundle format takes) runs on its own
+    # SM only: an H100 or H200 is sm_90 to NVML, and that engine never fit them.
+    eligible = [g for g in inventory.gpus
+                if g.arch in profile.gpu_archs or f"{g.arch}a" in profile.gpu_archs
                 or (profile.is_generic and g.compute_capability >= GENERIC_MIN_CC)]
     if len(eligible) < needed:
         archs = ("sm_{}{} or newer".format(*GENERIC_MIN_CC) if profile.is_generic

@@ -84,6 +84,18 @@ def test_reasons_name_the_gpu_family(name: str, short: str):
     assert replace(A100_40x1, gpus=(gpu,)).describe_gpus() == f"1 {short} (sm_80)"
 
 
+def test_an_arch_specific_target_fits_its_own_sm():
+    """The bundle format takes "sm_90a" (CUDA's arch-specific Hopper target, which runs on
+    compute capability 9.0 only): such an engine never fit an H100 or H200, "needs 1 sm_90a
+    GPU, this host has 8 H100 (sm_90)", though they are the GPUs it was built for."""
+    sel = select_profile([trt("hopper", arch="sm_90a"), CPU], H100x8)
+    assert sel.chosen.id == "hopper" and reasons(sel)["hopper"][0]
+    assert select_profile([trt("hopper", arch="sm_90a")], H200x1).chosen.id == "hopper"
+    assert reasons(select_profile([trt("hopper", arch="sm_90a")], A100x4))["hopper"] == (
+        False, "arch", "engine sm_90a tp1 needs 1 sm_90a GPU, this host has 4 A100 (sm_80)")
+    assert select_profile([trt("x", arch="sm_9a")], H100x8).chosen is None
+
+
 def test_generic_means_a_gpu_vllm_runs_on():
     """vLLM needs compute capability 7.0 or newer: a Pascal P100 (sm_60) used to fit the
     generic profile and win over the CPU fallback, to fail at serving time."""
