@@ -209,6 +209,17 @@ def test_profile_check_fails_when_the_gpu_is_lost_after_the_switch(app, admin_se
     assert "hardware_profile: engine sm_90 tp1 needs 1 sm_90 GPU" in result.reason
 
 
+def test_the_hardware_check_says_when_it_read_a_replayed_reading(app, admin_session,
+                                                                  v1_v2) -> None:
+    """`update install --reading` on a host without a GPU printed "ok hardware_profile:
+    engine sm_90 tp1 fits 8 H100 (sm_90)", as if this host had them."""
+    ref1, _ = v1_v2
+    result = install(app, admin_session, ref1)
+    [check] = [r for r in result.health if r["name"] == "hardware_profile"]
+    assert check["ok"] and check["detail"] == (
+        "engine sm_90 tp1 fits 8 H100 (sm_90) (replayed reading: recorded:h100-sxm-80gb-x8.json)")
+
+
 class GpuHangsAfter:
     """The hardware edge: one good reading, then the driver stops answering (the reading
     is a FIFO nobody writes yet, as NVML hangs when a GPU wedges) until `answer()`."""
