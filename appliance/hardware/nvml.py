@@ -143,7 +143,8 @@ class GpuInventory:
         if not self.driver_found:
             return "no NVIDIA driver"
         if not self.gpus:
-            return "no GPU"
+            # With an error the GPUs are there but unreadable (fallen off the bus): not "no GPU".
+            return "no GPU NVML could read" if self.error else "no GPU"
         groups = Counter((_short_name(g.name), g.arch) for g in self.gpus)
         return " + ".join(f"{n} {name} ({arch})" for (name, arch), n in groups.items())
 

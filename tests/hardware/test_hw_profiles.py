@@ -195,6 +195,18 @@ def test_h200_single_gpu_picks_the_tp1_engine():
     assert reasons(sel)["tp2"][1] == "parallelism"
 
 
+def test_gpus_nvml_could_not_read_are_not_called_no_gpu():
+    """A driver that answers but fails a query (a GPU fallen off the bus) read "this host has
+    no GPU" in every reason, on a host full of GPUs."""
+    lost = GpuInventory(driver_found=True, driver_version="550.54.15", error="GPU is lost")
+    sel = select_profile([trt("tp1"), CPU], lost)
+    assert reasons(sel)["tp1"][2] == "engine sm_90 tp1 needs 1 GPU, this host has no GPU NVML " \
+        "could read"
+    assert sel.host == "NVIDIA driver found but NVML could not read the GPUs: GPU is lost"
+    empty = GpuInventory(driver_found=True, driver_version="550.54.15")
+    assert reasons(select_profile([trt("tp1")], empty))["tp1"][2].endswith("has no GPU")
+
+
 def test_no_driver_falls_back_to_cpu():
     sel = select_profile([trt("h100-tp1"), VLLM, CPU], NO_DRIVER)
     assert sel.chosen.id == "cpu" and sel.fallback_to_cpu
