@@ -329,6 +329,18 @@ class RecordedSource:
         return GpuInventory.from_dict(data, source=f"recorded:{self.path.name}")
 
 
+class TakenReading:
+    """A reading already taken, handed on as a source: an action reads the GPUs first, so
+    that a reading that cannot be read refuses it before anything changes, and uses that
+    reading later without asking NVML again."""
+
+    def __init__(self, inventory: GpuInventory) -> None:
+        self.inventory = inventory
+
+    def read(self) -> GpuInventory:
+        return self.inventory
+
+
 def reading_bytes(inventory: GpuInventory, note: str | None = None) -> bytes:
     """A reading as `write_reading` saves it and `RecordedSource` reads it back."""
     data = inventory.to_dict()

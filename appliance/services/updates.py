@@ -15,7 +15,7 @@ from appliance.audit.query import EventFilter
 from appliance.bundle.store import ContentStore
 from appliance.context import Appliance
 from appliance.errors import ApplianceError, AuditFailure
-from appliance.hardware import GpuSource
+from appliance.hardware import GpuSource, TakenReading, read_inventory
 from appliance.hardware.profiles import EngineProfile, Selection
 from appliance.identity.roles import granting_role
 from appliance.identity.session import Session
@@ -167,6 +167,9 @@ def show(app: Appliance, session: Session, ref: str, source: GpuSource | None = 
          pinned: str | None = None) -> dict[str, Any]:
     """Everything an approver must see, recorded as `update.viewed` (approval needs it)."""
     actor = authorize(app, session, "update.view", target_type="bundle", target_id=ref)
+    # The GPUs first: a reading that could not be read refused the view only after the
+    # bundle had been verified, evaluated and submitted.
+    source = TakenReading(read_inventory(source))
     _startup(app, session)
     bundle = find_bundle(app.conn, ref)
     checker = granting_role(session.roles, "update.install")

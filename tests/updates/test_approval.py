@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.errors import AuthenticationFailed, PermissionDenied, UpdateRefused
+from appliance.errors import (
+    AuthenticationFailed,
+    InvalidInput,
+    PermissionDenied,
+    UpdateRefused,
+)
+from appliance.hardware import RecordedSource
 from appliance.identity.signatures import binds, signatures_for
 from appliance.services import updates
 from appliance.services.signing import SignatureRequest
@@ -70,6 +76,22 @@ def test_a_fit_on_a_replayed_reading_says_so(app, admin_session, pending) -> Non
     updates.approve(app, admin_session, pending, sign_req(ADMIN), source=h100())
     [approved] = events(app, "update.approved", pending)
     assert approved["details"]["hardware"]["source"] == "recorded:h100-sxm-80gb-x8.json"
+
+
+def test_a_reading_that_cannot_be_read_moves_no_bundle_on(app, admin_session, security, itop,
+                                                         media, tmp_path) -> None:
+    """`update show --reading BAD` on an imported bundle verified, evaluated and submitted it
+    (IMPORTED to PENDING_APPROVAL, three events) and only then refused the reading: an error
+    line for a command that had changed the bundle. The reading is read first."""
+    [ref] = trust_and_import(app, security, itop, media, 1)
+    bad = tmp_path / "reading.json"
+    bad.write_text("{not json")
+    with pytest.raises(InvalidInput, match="is unreadable"):
+        updates.show(app, admin_session, ref, source=RecordedSource(bad))
+    assert find_bundle(app.conn, ref).state == State.IMPORTED
+    assert [e["action"] for e in events(app, target=ref)] == ["media.import"]
+    assert updates.show(app, admin_session, ref, source=h100())["bundle"]["state"] == \
+        "PENDING_APPROVAL"
 
 
 def test_the_approver_must_open_the_view_first(app, admin_session, pending) -> None:
