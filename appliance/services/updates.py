@@ -431,6 +431,10 @@ def rollback(app: Appliance, session: Session, ref: str, req: SignatureRequest,
     """Switch back to a kept release; an admin signs it."""
     actor = authorize(app, session, "update.rollback", target_type="bundle", target_id=ref)
     edges = edges or Edges()
+    if edges.source is not None:
+        # A replayed reading is first read after the switch, by the health check: an
+        # unreadable one signed, switched, restarted serving and switched back. Read it now.
+        read_inventory(edges.source)
     lock = _lock(app, actor, session, ref, "rollback")
     try:
         recover_locked(system_runner(app, edges), session.username)

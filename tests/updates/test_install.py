@@ -153,6 +153,26 @@ def test_upgrade_keeps_the_previous_release_and_rolls_back_with_a_signature(
     assert consistency(app) == []
 
 
+def test_a_rollback_with_a_reading_that_cannot_be_read_changes_nothing(
+        app, admin_session, v1_v2, tmp_path) -> None:
+    """`update rollback --reading BAD` signed, switched to the kept release, restarted
+    serving, found the reading unreadable in the health check and switched back, restarting
+    serving again: two restarts for a mistyped file. Refused before anything."""
+    ref1, ref2 = v1_v2
+    install(app, admin_session, ref1)
+    install(app, admin_session, ref2)
+    bad = tmp_path / "reading.json"
+    bad.write_text("{not json")
+    before = len(events(app))
+    restarter = RecordingRestarter()
+    with pytest.raises(InvalidInput, match="is unreadable"):
+        updates.rollback(app, admin_session, ref1, sign_req(ADMIN, reason="v2 slower"),
+                         edges(source=RecordedSource(bad), restarter=restarter))
+    assert restarter.calls == [] and events(app)[before:] == []
+    assert os.readlink(app.layout.releases / "current") == "demo-clinical/2"
+    assert find_bundle(app.conn, ref2).state == State.ACTIVE
+
+
 def test_keep_last_n_releases(app, admin_session, v1_v2) -> None:
     app.settings = dataclasses.replace(app.settings, updates=UpdatePolicy(keep_releases=1))
     ref1, ref2 = v1_v2
