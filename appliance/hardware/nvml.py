@@ -87,9 +87,11 @@ _GPU_FIELDS: dict[str, tuple[type, bool]] = {
     "mig_enabled": (bool, True),
 }
 # Bounds no real GPU comes near: a larger memory would overflow the float GiB used in every
-# summary and fit (a traceback), a larger percentage is not one.
+# summary and fit (a traceback), a larger percentage is not one, an index past 2**53 was a
+# traceback where the fit records it (canonical JSON's integers end at 2**53 - 1).
 _GPU_LIMITS = {"memory_total_bytes": 1 << 50, "memory_free_bytes": 1 << 50,
-               "utilization_gpu_pct": 100, "utilization_memory_pct": 100}
+               "utilization_gpu_pct": 100, "utilization_memory_pct": 100,
+               "index": 65535, "temperature_c": 1000, "ecc_volatile_uncorrected": (1 << 53) - 1}
 _KIND_NAMES = {int: "a non-negative integer", str: "a string", bool: "true or false"}
 
 

@@ -211,6 +211,19 @@ def test_a_replayed_reading_without_a_driver_says_it_is_replayed(home: Path, tmp
         "  The appliance still works; only CPU-capable profiles can be served."]
 
 
+def test_fit_on_a_gpu_index_beyond_json_numbers_is_one_line(home: Path, tmp_path: Path):
+    """Index 2**60 passed the reading's checks and was a traceback (IntegerDomainError) when
+    `hw fit` recorded the inventory."""
+    data = json.loads((FIXTURES / "h100-80gb-hbm3-x1-recorded.json").read_text())
+    data["gpus"][0]["index"] = 2 ** 60
+    reading = tmp_path / "reading.json"
+    reading.write_text(json.dumps(data))
+    r = hw(home, "fit", str(ENGINES), "--reading", str(reading))
+    assert r.returncode == 2 and r.stderr == (
+        "error: malformed GPU reading (gpus[0].index is 1152921504606846976, more than 65535) "
+        "(record it again with `appliance hw record`)\n")
+
+
 def test_record_then_replay(home: Path, tmp_path: Path):
     out = tmp_path / "reading.json"
     r = hw(home, "record", "--out", str(out), "--json")

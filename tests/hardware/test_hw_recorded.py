@@ -173,6 +173,13 @@ IMPOSSIBLE = [
     (("gpus", 0, "compute_capability"), [1, 10], "gpus[0].compute_capability is [1, 10], not a "
      "real one"),
     (("gpus", 0, "utilization_gpu_pct"), 250, "gpus[0].utilization_gpu_pct is 250, more than 100"),
+    # An index past 2**53 was a traceback in `hw fit`: the audit trail's canonical JSON holds
+    # integers only up to 2**53 - 1 (IntegerDomainError).
+    (("gpus", 0, "index"), 2 ** 60, "gpus[0].index is 1152921504606846976, more than 65535"),
+    (("gpus", 0, "temperature_c"), 10 ** 30, "gpus[0].temperature_c is 1" + "0" * 30 +
+     ", more than 1000"),
+    (("gpus", 0, "ecc_volatile_uncorrected"), 2 ** 53, "gpus[0].ecc_volatile_uncorrected is "
+     "9007199254740992, more than 9007199254740991"),
 ]
 
 
