@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from appliance.canonical import canonical_bytes
 from appliance.errors import InvalidInput
 from appliance.hardware.nvml import GpuInventory
 from appliance.text import not_plain
@@ -116,13 +117,17 @@ class EngineProfile:
                                f"{', '.join(sorted(unknown))}", "remove or correct them")
         try:
             archs = data["gpu_archs"]
+            version, extra = data.get("trtllm_version"), dict(data.get("extra") or {})
+            if version is not None and not isinstance(version, str):
+                raise ValueError(f"trtllm_version is {version!r}, not a string")
+            canonical_bytes(extra)  # kept in hardware.fit: 2**60 or NaN was a traceback there
             return cls(
                 id=str(data["id"]), kind=str(data["kind"]),
                 gpu_archs=(archs,) if isinstance(archs, str) else tuple(str(a) for a in archs),
-                trtllm_version=data.get("trtllm_version"),
+                trtllm_version=version,
                 tp_size=_whole(data, "tp_size"), pp_size=_whole(data, "pp_size"),
                 min_gpu_memory_gib=float(data.get("min_gpu_memory_gib", 0.0)),
-                extra=dict(data.get("extra") or {}))
+                extra=extra)
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidInput(f"engine profile {data.get('id')!r} is malformed ({exc})",
                                "profile.json needs id, kind and gpu_archs") from exc

@@ -160,6 +160,18 @@ def test_fit_on_a_profile_id_that_is_not_utf8_is_one_line(home: Path, tmp_path: 
         "error: engine profile 'cpu-\\ud800': id is not UTF-8 text (correct the profile)\n")
 
 
+def test_fit_on_a_profile_the_trail_cannot_hold_is_one_line(home: Path, tmp_path: Path):
+    """profile.json's extra with an integer past 2**53 was a traceback (IntegerDomainError)
+    when the chosen profile was recorded in hardware.fit."""
+    (tmp_path / "engines" / "x").mkdir(parents=True)
+    (tmp_path / "engines" / "x" / "profile.json").write_text(
+        '{"id": "c", "kind": "cpu", "gpu_archs": ["cpu"], "extra": {"n": 1152921504606846976}}')
+    r = hw(home, "fit", str(tmp_path / "engines"))
+    assert r.returncode == 2 and r.stderr.startswith(
+        "error: engine profile 'c' is malformed (1152921504606846976 exceeds safe integer ")
+    assert r.stderr.count("\n") == 1
+
+
 def test_fit_bad_path_is_one_line(home: Path, tmp_path: Path):
     r = hw(home, "fit", str(tmp_path / "nowhere"))
     assert r.returncode == 2

@@ -290,6 +290,13 @@ def test_duplicate_ids_refused():
      r"malformed \(tp_size is inf, not a whole number\)"),
     ({"id": "a", "kind": "vllm", "gpu_archs": ["sm_90"], "tp_size": "2"},
      r"malformed \(tp_size is '2', not a whole number\)"),
+    # Kept in the hardware.fit event, whose canonical JSON holds neither: a traceback there
+    ({"id": "a", "kind": "cpu", "gpu_archs": ["cpu"], "extra": {"x": 2 ** 60}},
+     r"malformed \(1152921504606846976 exceeds safe integer domain"),
+    ({"id": "a", "kind": "cpu", "gpu_archs": ["cpu"], "extra": {"x": float("nan")}},
+     r"malformed \(nan is not representable"),
+    ({"id": "a", "kind": "cpu", "gpu_archs": ["cpu"], "trtllm_version": {"v": 1}},
+     r"malformed \(trtllm_version is \{'v': 1\}, not a string\)"),
 ])
 def test_bad_profiles_refused(data: dict, message: str):
     with pytest.raises(InvalidInput, match=message):
