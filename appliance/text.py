@@ -27,6 +27,20 @@ def unsafe_character(value: str) -> str | None:
     return ascii(found.group())[1:-1] if found else None
 
 
+def not_plain(value: str) -> str | None:
+    """Why `value` is not one line of plain text, or None: a character `_UNSAFE` names, or
+    text that is not UTF-8 (a lone surrogate, which a JSON escape such as "\\ud800" makes):
+    the trail cannot hash it nor a terminal print it. For text read from files."""
+    found = unsafe_character(value)
+    if found:
+        return f"contains a control character ('{found}')"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not UTF-8 text"
+    return None
+
+
 def one_line(value: str, what: str) -> str:
     """`value` without surrounding blanks; refused if it holds a character `_UNSAFE` names."""
     value = value.strip()

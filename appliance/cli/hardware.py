@@ -31,7 +31,11 @@ def _source(reading: Path | None):
 
 def _inventory_text(inv) -> str:
     lines = [inv.summary()]
+    # Said with and without a driver: a replayed "no NVIDIA driver found" used to read
+    # exactly like this host's own answer.
+    replayed = [f"  (replayed reading: {inv.source})"] if inv.source != "nvml" else []
     if not inv.driver_found:
+        lines += replayed
         lines.append(f"  ({inv.error})" if inv.error else "")
         lines.append("  The appliance still works; only CPU-capable profiles can be served.")
         return "\n".join(line for line in lines if line)
@@ -46,9 +50,7 @@ def _inventory_text(inv) -> str:
             f"mem {g.memory_free_bytes / 2**30:.1f}/{g.memory_total_gib:.1f} GiB free  "
             f"temp {opt(g.temperature_c, ' C')}  util {opt(g.utilization_gpu_pct, '%')}  "
             f"ECC uncorrected {opt(g.ecc_volatile_uncorrected)}  MIG {mig}")
-    if inv.source != "nvml":
-        lines.append(f"  (replayed reading: {inv.source})")
-    return "\n".join(lines)
+    return "\n".join(lines + replayed)
 
 
 @app.command("show")
@@ -86,8 +88,10 @@ def record(
     with open_app(ctx) as appl:
         session = login(ctx, appl, user, password_stdin)
         inv = hardware.record(appl, session, where, _source(reading), note)
-    emit({"out": str(where), "summary": inv.summary()}, as_json,
-         f"Reading written to {where}: {inv.summary()}")
+    # A reading replayed with --reading is copied: not this host's, and said so.
+    replayed = f" (replayed reading: {inv.source})" if inv.source != "nvml" else ""
+    emit({"out": str(where), "summary": inv.summary(), "source": inv.source}, as_json,
+         f"Reading written to {where}: {inv.summary()}{replayed}")
 
 
 @app.command("fit")
@@ -113,10 +117,17 @@ def fit(
         session = login(ctx, appl, user, password_stdin)
         sel = hardware.fit(appl, session, path, pin, set(trtllm) if trtllm else None,
                            _source(reading))
-    lines = [f"host: {sel.host}",
+    lines = [f"host: {sel.host}{sel.replayed}",
              f"chosen: {sel.chosen.id if sel.chosen else 'none'} ({sel.note})"]
     lines += [f"  {'fits' if c.fits else 'no  '}  {c.profile_id}: {c.reason}"
               for c in sel.candidates]
     emit(sel.to_dict(), as_json, "\n".join(lines))
     if not sel.ok:
-        raise HardwareRefused(f"no engine profile fits this host: {sel.note}")
+        # The reasons are printed above. A pin that does not fit is no "no engine profile
+        # fits" when others do, and "run `appliance hw fit`" sent people to this command.
+        fitting = [c.profile_id for c in sel.candidates if c.fits]
+        if sel.pinned and fitting:
+            raise HardwareRefused(sel.note, f"pin one that fits ({', '.join(fitting)}), or "
+                                  "leave out --pin; nothing was changed")
+        raise HardwareRefused(f"no engine profile fits this host: {sel.note}",
+                              "each profile's reason is listed above; nothing was changed")

@@ -9,6 +9,7 @@ from appliance.hardware.nvml import (
     GpuSource,
     NvmlSource,
     RecordedSource,
+    TakenReading,
     reading_bytes,
     write_reading,
 )
@@ -20,4 +21,4 @@ def read_inventory(source: GpuSource | None = None) -> GpuInventory:
 
 
 __all__ = ["NO_DRIVER", "Gpu", "GpuInventory", "GpuSource", "NvmlSource", "RecordedSource",
-           "read_inventory", "reading_bytes", "write_reading"]
+           "TakenReading", "read_inventory", "reading_bytes", "write_reading"]

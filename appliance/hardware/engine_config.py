@@ -16,6 +16,7 @@ from typing import Any
 
 from appliance.errors import HardwareRefused
 from appliance.hardware.profiles import EngineProfile
+from appliance.text import not_plain
 
 _REBUILD = "rebuild the engine or correct the bundle's declared profile; nothing was installed"
 
@@ -94,6 +95,10 @@ def read_engine_config(engine_dir: Path) -> EngineConfig:
     mapping = pretrained.get("mapping")
     if not isinstance(mapping, dict):
         raise _refuse(engine_dir, "config.json pretrained_config has no mapping")
+    problem = not_plain(str(data["version"]))
+    if problem:
+        # Quoted in the refusal of a mismatch, which is printed and recorded.
+        raise _refuse(engine_dir, f"config.json version {problem}")
     quant = pretrained.get("quantization") or {}
     plugins = build.get("plugin_config") or {}
     tp = _int(mapping, "tp_size", engine_dir, 1)
@@ -142,10 +147,33 @@ def cross_check(engine: EngineConfig, declared: EngineProfile,
         problems.append(f"gpus_per_node {engine.gpus_per_node} is less than world_size "
                         f"{engine.world_size}: built for several nodes, served on one")
     if check_files:
-        absent = [f for f in engine.rank_files if not (engine.path / f).is_file()]
-        if absent:
-            problems.append(f"missing {', '.join(absent)}")
+        absent, count = _absent_ranks(engine)
+        if count:
+            more = f" (and {count - len(absent)} more)" if count > len(absent) else ""
+            problems.append(f"missing {', '.join(absent)}{more}")
     return problems
+
+
+_NAMED_RANKS = 8  # missing rank files named in a refusal; the rest are counted
+
+
+def _absent_ranks(engine: EngineConfig) -> tuple[list[str], int]:
+    """The first missing rank files and how many are missing, from one listing of the
+    directory: config.json may claim any world size, and a name and a stat for each of
+    10**10 ranks was a MemoryError (or an hour) before the refusal."""
+    present = set()
+    for entry in engine.path.iterdir():
+        rank = entry.name[4:-7]
+        if (entry.name == f"rank{rank}.engine" and rank.isdecimal() and rank == str(int(rank))
+                and int(rank) < engine.world_size and entry.is_file()):
+            present.add(int(rank))
+    count = max(0, engine.world_size - len(present))
+    absent, rank = [], 0
+    while len(absent) < min(count, _NAMED_RANKS):
+        if rank not in present:
+            absent.append(f"rank{rank}.engine")
+        rank += 1
+    return absent, count
 
 
 def verify_engine(engine_dir: Path, declared: EngineProfile,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from appliance.errors import InvalidInput
+from appliance.text import not_plain
 
 READING_FORMAT = "appliance.gpu-reading/1"
 MAX_READING = 1 << 20       # bytes; a reading of 8 GPUs is under 8 KiB
@@ -86,9 +87,11 @@ _GPU_FIELDS: dict[str, tuple[type, bool]] = {
     "mig_enabled": (bool, True),
 }
 # Bounds no real GPU comes near: a larger memory would overflow the float GiB used in every
-# summary and fit (a traceback), a larger percentage is not one.
+# summary and fit (a traceback), a larger percentage is not one, an index past 2**53 was a
+# traceback where the fit records it (canonical JSON's integers end at 2**53 - 1).
 _GPU_LIMITS = {"memory_total_bytes": 1 << 50, "memory_free_bytes": 1 << 50,
-               "utilization_gpu_pct": 100, "utilization_memory_pct": 100}
+               "utilization_gpu_pct": 100, "utilization_memory_pct": 100,
+               "index": 65535, "temperature_c": 1000, "ecc_volatile_uncorrected": (1 << 53) - 1}
 _KIND_NAMES = {int: "a non-negative integer", str: "a string", bool: "true or false"}
 
 
@@ -113,6 +116,11 @@ def _typed(where: str, data: dict[str, Any], name: str, kind: type, optional: bo
     if not ok:
         raise ValueError(f"{where} is {_shown(value)}, not {_KIND_NAMES[kind]}"
                          + (" or null" if optional else ""))
+    problem = not_plain(value) if kind is str else None
+    if problem:
+        # A name is printed in `hw show` and kept in audit events: a newline there forged a
+        # line, and a lone surrogate ("\\ud800") was a traceback wherever it was printed.
+        raise ValueError(f"{where} {problem}")
     return value
 
 
@@ -137,7 +145,8 @@ class GpuInventory:
         if not self.driver_found:
             return "no NVIDIA driver"
         if not self.gpus:
-            return "no GPU"
+            # With an error the GPUs are there but unreadable (fallen off the bus): not "no GPU".
+            return "no GPU NVML could read" if self.error else "no GPU"
         groups = Counter((_short_name(g.name), g.arch) for g in self.gpus)
         return " + ".join(f"{n} {name} ({arch})" for (name, arch), n in groups.items())
 
@@ -151,13 +160,18 @@ class GpuInventory:
         if not self.gpus and self.error:
             return f"NVIDIA driver found but NVML could not read the GPUs: {self.error}"
         if not self.gpus:
-            return f"no GPUs visible, driver {self.driver_version}"
+            return f"no GPUs visible, {self._driver()}"
         groups = Counter((g.name, g.arch, round(g.memory_total_gib)) for g in self.gpus)
         parts = []
         for (name, arch, gib), n in groups.items():
             each = " each" if n > 1 else ""
             parts.append(f"{n} x {name} ({arch}, {gib} GiB{each})")
-        return f"{' + '.join(parts)}, driver {self.driver_version}"
+        return f"{' + '.join(parts)}, {self._driver()}"
+
+    def _driver(self) -> str:
+        # A reading may leave the version out (null): it read "driver None".
+        return f"driver {self.driver_version}" if self.driver_version else \
+            "driver version unknown"
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -193,10 +207,11 @@ class GpuInventory:
                 if twice:
                     # one GPU listed twice would count as two for tp x pp
                     raise ValueError(f"gpus list {key} {_shown(twice[0])} more than once")
-            return cls(
-                driver_found=_typed("driver_found", data, "driver_found", bool, False),
-                gpus=parsed, source=source, **text,
-            )
+            driver_found = _typed("driver_found", data, "driver_found", bool, False)
+            if parsed and not driver_found:
+                # Shown as "no NVIDIA driver found" while --json listed the GPUs anyway.
+                raise ValueError("gpus are listed but driver_found is false")
+            return cls(driver_found=driver_found, gpus=parsed, source=source, **text)
         except ValueError as exc:
             raise InvalidInput(f"malformed GPU reading ({exc})",
                                "record it again with `appliance hw record`") from exc
@@ -314,6 +329,18 @@ class RecordedSource:
             raise InvalidInput(f"GPU reading {self.path} is not a JSON object",
                                "pass a file written by `appliance hw record`")
         return GpuInventory.from_dict(data, source=f"recorded:{self.path.name}")
+
+
+class TakenReading:
+    """A reading already taken, handed on as a source: an action reads the GPUs first, so
+    that a reading that cannot be read refuses it before anything changes, and uses that
+    reading later without asking NVML again."""
+
+    def __init__(self, inventory: GpuInventory) -> None:
+        self.inventory = inventory
+
+    def read(self) -> GpuInventory:
+        return self.inventory
 
 
 def reading_bytes(inventory: GpuInventory, note: str | None = None) -> bytes:

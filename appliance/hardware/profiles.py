@@ -12,8 +12,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from appliance.canonical import canonical_bytes
 from appliance.errors import InvalidInput
 from appliance.hardware.nvml import GpuInventory
+from appliance.text import not_plain
 
 KINDS = ("trtllm_engine", "vllm", "cpu")
 GENERIC = "generic"  # any NVIDIA GPU
@@ -40,6 +42,14 @@ class EngineProfile:
     def __post_init__(self) -> None:
         if not self.id:
             raise InvalidInput("engine profile without an id", "give every profile an id")
+        for what, value in (("id", self.id), ("gpu_archs", " ".join(self.gpu_archs)),
+                            ("trtllm_version", self.trtllm_version)):
+            problem = not_plain(value) if isinstance(value, str) else None
+            if problem:
+                # Printed in every reason and kept in hardware.fit: a newline forged a line
+                # of `hw fit`, a lone surrogate was a traceback at the audit event.
+                raise InvalidInput(f"engine profile {ascii(self.id)}: {what} {problem}",
+                                   "correct the profile")
         if self.kind not in KINDS:
             raise InvalidInput(f"profile {self.id}: unknown kind {self.kind!r}",
                                f"use one of {', '.join(KINDS)}")
@@ -107,13 +117,17 @@ class EngineProfile:
                                f"{', '.join(sorted(unknown))}", "remove or correct them")
         try:
             archs = data["gpu_archs"]
+            version, extra = data.get("trtllm_version"), dict(data.get("extra") or {})
+            if version is not None and not isinstance(version, str):
+                raise ValueError(f"trtllm_version is {version!r}, not a string")
+            canonical_bytes(extra)  # kept in hardware.fit: 2**60 or NaN was a traceback there
             return cls(
                 id=str(data["id"]), kind=str(data["kind"]),
                 gpu_archs=(archs,) if isinstance(archs, str) else tuple(str(a) for a in archs),
-                trtllm_version=data.get("trtllm_version"),
+                trtllm_version=version,
                 tp_size=_whole(data, "tp_size"), pp_size=_whole(data, "pp_size"),
                 min_gpu_memory_gib=float(data.get("min_gpu_memory_gib", 0.0)),
-                extra=dict(data.get("extra") or {}))
+                extra=extra)
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidInput(f"engine profile {data.get('id')!r} is malformed ({exc})",
                                "profile.json needs id, kind and gpu_archs") from exc
@@ -152,10 +166,18 @@ class Selection:
     note: str
     pinned: str | None = None
     fallback_to_cpu: bool = False
+    # Where the reading came from: "nvml" (this host), or "recorded:<file>" when replayed,
+    # whose "this host has ..." is another machine's, or no machine's.
+    source: str = "nvml"
 
     @property
     def ok(self) -> bool:
         return self.chosen is not None
+
+    @property
+    def replayed(self) -> str:
+        """What follows the host in text: the replayed reading, or nothing for NVML's."""
+        return "" if self.source == "nvml" else f" (replayed reading: {self.source})"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -163,7 +185,7 @@ class Selection:
             "chosen_profile": self.chosen.to_dict() if self.chosen else None,
             "candidates": [c.to_dict() for c in self.candidates],
             "host": self.host, "note": self.note, "pinned": self.pinned,
-            "fallback_to_cpu": self.fallback_to_cpu,
+            "fallback_to_cpu": self.fallback_to_cpu, "source": self.source,
         }
 
 
@@ -189,7 +211,10 @@ def check_profile(profile: EngineProfile, inventory: GpuInventory,
     gpu_word = "GPU" if needed == 1 else "GPUs"
     if inventory.gpu_count < needed:
         return no("parallelism", f"{label} needs {needed} {gpu_word}, this host has {host}")
-    eligible = [g for g in inventory.gpus if g.arch in profile.gpu_archs
+    # "sm_90a" (CUDA's arch-specific target, which the bundle format takes) runs on its own
+    # SM only: an H100 or H200 is sm_90 to NVML, and that engine never fit them.
+    eligible = [g for g in inventory.gpus
+                if g.arch in profile.gpu_archs or f"{g.arch}a" in profile.gpu_archs
                 or (profile.is_generic and g.compute_capability >= GENERIC_MIN_CC)]
     if len(eligible) < needed:
         archs = ("sm_{}{} or newer".format(*GENERIC_MIN_CC) if profile.is_generic
@@ -210,10 +235,21 @@ def check_profile(profile: EngineProfile, inventory: GpuInventory,
                   f"{profile.trtllm_version}, this appliance runs {runs}")
     big_enough = [g for g in eligible if g.memory_total_gib >= profile.min_gpu_memory_gib]
     if len(big_enough) < needed:
-        largest = max(g.memory_total_gib for g in eligible)
-        return no("memory", f"{label} needs {_fmt_gib(profile.min_gpu_memory_gib)} GiB per GPU "
-                  f"on {needed} {gpu_word}, this host has {host} with at most "
-                  f"{_fmt_gib(largest)} GiB each")
+        need, most, unit = (_fmt_gib(profile.min_gpu_memory_gib),
+                            _fmt_gib(max(g.memory_total_gib for g in eligible)), "GiB")
+        if need == most:
+            # 40980 MiB on a 40 GiB card read "needs 40 GiB ... at most 40 GiB each": in
+            # MiB, the need rounded up and the memory down, so the two always differ.
+            need = str(math.ceil(profile.min_gpu_memory_gib * 1024))
+            most = str(max(g.memory_total_bytes for g in eligible) >> 20)
+            unit = "MiB"
+        # With some GPUs big enough, "at most 140 GiB each" read as if the 100 GiB asked
+        # were there: say how many have it instead.
+        have = (f"with at most {most} {unit} each" if not big_enough else
+                f"and only {len(big_enough)} of the GPUs it could use "
+                f"{'has' if len(big_enough) == 1 else 'have'} that much")
+        return no("memory", f"{label} needs {need} {unit} per GPU on {needed} {gpu_word}, "
+                  f"this host has {host} {have}")
     return Candidate(profile.id, True, f"{label} fits {host}", "fits")
 
 
@@ -241,7 +277,7 @@ def select_profile(profiles: list[EngineProfile], inventory: GpuInventory,
     if duplicates:
         raise InvalidInput(f"duplicate profile ids: {', '.join(duplicates)}",
                            "give every engine profile its own id")
-    host = inventory.summary()
+    host, source = inventory.summary(), inventory.source
     ordered = sorted(profiles, key=_rank)
     candidates = tuple(check_profile(p, inventory, supported_trtllm) for p in ordered)
     verdict = {c.profile_id: c for c in candidates}
@@ -254,26 +290,28 @@ def select_profile(profiles: list[EngineProfile], inventory: GpuInventory,
         c = verdict[pinned]
         if c.fits:
             return Selection(by_id[pinned], candidates, host, f"pinned by admin: {c.reason}",
-                             pinned=pinned, fallback_to_cpu=by_id[pinned].is_cpu)
-        return Selection(None, candidates, host,
-                         f"pinned profile {pinned} does not fit: {c.reason}", pinned=pinned)
+                             pinned=pinned, fallback_to_cpu=by_id[pinned].is_cpu, source=source)
+        return Selection(None, candidates, host, f"pinned profile {pinned} does not fit: "
+                         f"{c.reason}", pinned=pinned, source=source)
 
     fitting = [p for p in ordered if verdict[p.id].fits]
     if not profiles:
-        return Selection(None, candidates, host, "no engine profiles to choose from")
+        return Selection(None, candidates, host, "no engine profiles to choose from",
+                         source=source)
     if not fitting:
         if not inventory.driver_found:
             note = f"{host}, and there is no CPU-capable profile to fall back to"
         else:
             note = f"no profile fits this host ({inventory.describe_gpus()})"
-        return Selection(None, candidates, host, note)
+        return Selection(None, candidates, host, note, source=source)
     best = fitting[0]
     if best.is_cpu:
         why = (f"{host}: falling back to CPU profile {best.id}" if not inventory.driver_found
                else f"no GPU profile fits this host: falling back to CPU profile {best.id}")
-        return Selection(best, candidates, host, why, fallback_to_cpu=True)
+        return Selection(best, candidates, host, why, fallback_to_cpu=True, source=source)
     kind = "generic" if best.is_generic else "GPU-specific"
     others = len(fitting) - 1
     tail = f"; {others} other profile{'s' if others != 1 else ''} also fit" if others else ""
     return Selection(best, candidates, host,
-                     f"chose {best.id}: {kind} {best.label} on {inventory.describe_gpus()}{tail}")
+                     f"chose {best.id}: {kind} {best.label} on {inventory.describe_gpus()}{tail}",
+                     source=source)

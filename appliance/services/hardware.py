@@ -18,6 +18,7 @@ from appliance.hardware.catalog import read_engines_dir
 from appliance.hardware.profiles import EngineProfile, Selection, select_profile
 from appliance.identity.session import Session
 from appliance.services.access import authorize
+from appliance.text import one_line
 
 
 def show(app: Appliance, session: Session, source: GpuSource | None = None) -> GpuInventory:
@@ -36,6 +37,8 @@ def record(app: Appliance, session: Session, out: Path, source: GpuSource | None
     database): it is written beside `out` and renamed into place once its event commits, so
     a failed write records nothing and nothing lands unrecorded."""
     actor = authorize(app, session, "hardware.view", target_type="host", target_id="gpus")
+    # Kept in the reading, which refuses a control character when it is read back.
+    note = one_line(note, "the note") if note else None
     out = Path(out)
     if out.is_dir():
         raise InvalidInput(f"could not write the reading to {out}: Is a directory", _NEW_FILE)

@@ -15,7 +15,7 @@ from appliance.audit.query import EventFilter
 from appliance.bundle.store import ContentStore
 from appliance.context import Appliance
 from appliance.errors import ApplianceError, AuditFailure
-from appliance.hardware import GpuSource
+from appliance.hardware import GpuSource, TakenReading, read_inventory
 from appliance.hardware.profiles import EngineProfile, Selection
 from appliance.identity.roles import granting_role
 from appliance.identity.session import Session
@@ -167,6 +167,9 @@ def show(app: Appliance, session: Session, ref: str, source: GpuSource | None = 
          pinned: str | None = None) -> dict[str, Any]:
     """Everything an approver must see, recorded as `update.viewed` (approval needs it)."""
     actor = authorize(app, session, "update.view", target_type="bundle", target_id=ref)
+    # The GPUs first: a reading that could not be read refused the view only after the
+    # bundle had been verified, evaluated and submitted.
+    source = TakenReading(read_inventory(source))
     _startup(app, session)
     bundle = find_bundle(app.conn, ref)
     checker = granting_role(session.roles, "update.install")
@@ -242,6 +245,11 @@ def approve(app: Appliance, session: Session, ref: str, req: SignatureRequest,
                      f"{session.username} imported {bundle.ref} and may not approve it",
                      "another admin approves it (separation of duties)")
     selection = _select(app, session, bundle, source, pinned)
+    fitting = [c.profile_id for c in selection.candidates if c.fits]
+    if not selection.ok and pinned and fitting:
+        # Not "no engine profile fits": others do.
+        raise refuse(app, actor, term, bundle, "approve", f"{bundle.ref}: {selection.note}",
+                     f"pin one that fits ({', '.join(fitting)}), or leave out --profile")
     if not selection.ok:
         raise refuse(app, actor, term, bundle, "approve",
                      f"no engine profile of {bundle.ref} fits this host: {selection.note}",
@@ -423,6 +431,10 @@ def rollback(app: Appliance, session: Session, ref: str, req: SignatureRequest,
     """Switch back to a kept release; an admin signs it."""
     actor = authorize(app, session, "update.rollback", target_type="bundle", target_id=ref)
     edges = edges or Edges()
+    if edges.source is not None:
+        # A replayed reading is first read after the switch, by the health check: an
+        # unreadable one signed, switched, restarted serving and switched back. Read it now.
+        read_inventory(edges.source)
     lock = _lock(app, actor, session, ref, "rollback")
     try:
         recover_locked(system_runner(app, edges), session.username)

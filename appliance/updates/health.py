@@ -86,7 +86,10 @@ class ProfileFits:
     def check(self, ctx: HealthContext) -> CheckResult:
         inventory = read_inventory(ctx.source)
         verdict = check_profile(ctx.profile, inventory)
-        return CheckResult(self.name, verdict.fits, verdict.reason)
+        # "fits 8 H100" from a replayed reading is no word about this host: say so.
+        replayed = "" if inventory.source == "nvml" else \
+            f" (replayed reading: {inventory.source})"
+        return CheckResult(self.name, verdict.fits, verdict.reason + replayed)
 
 
 def default_checks() -> list[HealthCheck]:

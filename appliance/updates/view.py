@@ -106,7 +106,9 @@ def view_text(v: dict[str, Any]) -> str:
         lines.append(f"  {c['change']:<9} {c['name']:<20} {c['kind']:<19} {c['size']:>12} B "
                      f"{c['files']:>4} files{extra}")
     hw = v["hardware"]
-    lines.append(f"hardware: {hw['note']}")
+    source = hw.get("source", "nvml")
+    lines.append(f"hardware: {hw['note']}"
+                 + ("" if source == "nvml" else f" (replayed reading: {source})"))
     lines += [f"  {'fits' if c['fits'] else 'no  '} {c['profile_id']}: {c['reason']}"
               for c in hw["candidates"]]
     ev = v["evaluation"]

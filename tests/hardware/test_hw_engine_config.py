@@ -103,11 +103,59 @@ def test_mismatch_is_a_one_line_refusal(engines: Path):
         read_engines_dir(engines)  # one lying engine refuses the whole set
 
 
+@pytest.mark.parametrize("version, problem", [
+    ("0.16\n\x1b[31mfake", "contains a control character ('\\n')"),
+    ("0.17.0\udc80", "is not UTF-8 text"),
+])
+def test_an_engine_version_that_is_not_plain_is_refused(engines: Path, version: str,
+                                                        problem: str):
+    """The version is quoted in the refusal of a mismatch: a newline and an escape sequence
+    reached the terminal raw in the CLI's error line (two lines, recoloured), and a lone
+    surrogate was a traceback when the refusal was recorded."""
+    d = engines / "llama-h100-fp8-tp2"
+    edit_config(d, lambda data: data.update(version=version))
+    with pytest.raises(HardwareRefused) as info:
+        verify_engine(d, declared("llama-h100-fp8-tp2"))
+    assert info.value.message == f"engine llama-h100-fp8-tp2: config.json version {problem}"
+
+
 def test_missing_rank_file_refused(engines: Path):
     d = engines / "llama-h100-fp8-tp2"
     (d / "rank1.engine").unlink()
     with pytest.raises(HardwareRefused, match="missing rank1.engine"):
         verify_engine(d, declared("llama-h100-fp8-tp2"))
+
+
+def test_a_huge_world_size_is_refused_without_a_name_for_every_rank(engines: Path):
+    """config.json may claim any world size (an imported bundle's too, at `update check`):
+    one of 10**10 made a name and a stat for every rank before the refusal, a MemoryError
+    (a traceback) or an hour. Run under a 1 GiB address space so that it cannot take the
+    machine's memory."""
+    d = engines / "llama-h100-fp8-tp2"
+    edit_config(d, lambda data: data["pretrained_config"]["mapping"].update(world_size=10**10))
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30)); "
+            "from appliance.hardware.engine_config import cross_check, read_engine_config; "
+            "from tests.hardware.test_hw_engine_config import declared; "
+            f"print(cross_check(read_engine_config({str(d)!r}), "
+            "declared('llama-h100-fp8-tp2'))[-1])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       cwd=Path(__file__).parents[2])
+    assert r.returncode == 0, r.stderr[-300:]
+    assert r.stdout == ("missing " + ", ".join(f"rank{n}.engine" for n in range(2, 10))
+                        + " (and 9999999990 more)\n")
+
+
+def test_rank_files_are_named_exactly(engines: Path):
+    """rank01.engine, or a directory named rank1.engine, is not rank 1's engine file."""
+    d = engines / "llama-h100-fp8-tp2"
+    (d / "rank1.engine").unlink()
+    (d / "rank01.engine").write_text("x")
+    (d / "rank٣.engine").write_text("x")
+    assert cross_check(read_engine_config(d), declared("llama-h100-fp8-tp2")) == [
+        "missing rank1.engine"]
+    (d / "rank1.engine").mkdir()
+    assert cross_check(read_engine_config(d), declared("llama-h100-fp8-tp2")) == [
+        "missing rank1.engine"]
 
 
 def test_declared_profile_of_another_kind_mismatches():

@@ -84,6 +84,18 @@ def test_reasons_name_the_gpu_family(name: str, short: str):
     assert replace(A100_40x1, gpus=(gpu,)).describe_gpus() == f"1 {short} (sm_80)"
 
 
+def test_an_arch_specific_target_fits_its_own_sm():
+    """The bundle format takes "sm_90a" (CUDA's arch-specific Hopper target, which runs on
+    compute capability 9.0 only): such an engine never fit an H100 or H200, "needs 1 sm_90a
+    GPU, this host has 8 H100 (sm_90)", though they are the GPUs it was built for."""
+    sel = select_profile([trt("hopper", arch="sm_90a"), CPU], H100x8)
+    assert sel.chosen.id == "hopper" and reasons(sel)["hopper"][0]
+    assert select_profile([trt("hopper", arch="sm_90a")], H200x1).chosen.id == "hopper"
+    assert reasons(select_profile([trt("hopper", arch="sm_90a")], A100x4))["hopper"] == (
+        False, "arch", "engine sm_90a tp1 needs 1 sm_90a GPU, this host has 4 A100 (sm_80)")
+    assert select_profile([trt("x", arch="sm_9a")], H100x8).chosen is None
+
+
 def test_generic_means_a_gpu_vllm_runs_on():
     """vLLM needs compute capability 7.0 or newer: a Pascal P100 (sm_60) used to fit the
     generic profile and win over the CPU fallback, to fail at serving time."""
@@ -115,6 +127,34 @@ def test_memory_reason():
     assert reasons(sel)["big"] == (
         False, "memory", "engine sm_80 tp1 needs 60 GiB per GPU on 1 GPU, "
         "this host has 1 A100 (sm_80) with at most 40 GiB each")
+
+
+def test_memory_reason_never_reads_as_enough():
+    """An engine needing 40980 MiB on a 40 GiB A100 read "needs 40 GiB per GPU ... with at
+    most 40 GiB each": both rounded to whole GiB. Said in MiB when GiB cannot tell them apart,
+    the need rounded up and the memory down."""
+    sel = select_profile([trt("big", arch="sm_80", mem=40980 / 1024)], A100_40x1)
+    assert reasons(sel)["big"][2] == (
+        "engine sm_80 tp1 needs 40980 MiB per GPU on 1 GPU, this host has 1 A100 (sm_80) "
+        "with at most 40960 MiB each")
+    sel = select_profile([trt("big", arch="sm_80", mem=40 + 1e-9)], A100_40x1)
+    assert reasons(sel)["big"][2].endswith("needs 40961 MiB per GPU on 1 GPU, this host has "
+                                           "1 A100 (sm_80) with at most 40960 MiB each")
+
+
+def test_memory_reason_when_only_some_gpus_are_big_enough():
+    """2 H100 and 2 H200 for an engine that needs 100 GiB on 4 GPUs read "with at most 140
+    GiB each", as if the 100 GiB were there: it says how many GPUs have that much."""
+    mixed = replace(H100x8, gpus=H100x8.gpus[:2] + tuple(
+        replace(H200x1.gpus[0], index=i, uuid=f"GPU-h200-{i}") for i in (2, 3)))
+    sel = select_profile([trt("big", tp=4, mem=100), trt("one", mem=100)], mixed)
+    assert reasons(sel)["big"] == (
+        False, "memory", "engine sm_90 tp4 needs 100 GiB per GPU on 4 GPUs, this host has "
+        "2 H100 (sm_90) + 2 H200 (sm_90) and only 2 of the GPUs it could use have that much")
+    assert sel.chosen.id == "one"
+    mig = replace(mixed, gpus=mixed.gpus[:3] + (replace(mixed.gpus[3], mig_enabled=True),))
+    assert reasons(select_profile([trt("big", tp=2, mem=100)], mig))["big"][2].endswith(
+        "and only 1 of the GPUs it could use has that much")
 
 
 def test_pipeline_parallelism_counts_gpus():
@@ -153,6 +193,18 @@ def test_h200_single_gpu_picks_the_tp1_engine():
     sel = select_profile([trt("tp1", mem=100), trt("tp2", tp=2)], H200x1)
     assert sel.chosen.id == "tp1"
     assert reasons(sel)["tp2"][1] == "parallelism"
+
+
+def test_gpus_nvml_could_not_read_are_not_called_no_gpu():
+    """A driver that answers but fails a query (a GPU fallen off the bus) read "this host has
+    no GPU" in every reason, on a host full of GPUs."""
+    lost = GpuInventory(driver_found=True, driver_version="550.54.15", error="GPU is lost")
+    sel = select_profile([trt("tp1"), CPU], lost)
+    assert reasons(sel)["tp1"][2] == "engine sm_90 tp1 needs 1 GPU, this host has no GPU NVML " \
+        "could read"
+    assert sel.host == "NVIDIA driver found but NVML could not read the GPUs: GPU is lost"
+    empty = GpuInventory(driver_found=True, driver_version="550.54.15")
+    assert reasons(select_profile([trt("tp1")], empty))["tp1"][2].endswith("has no GPU")
 
 
 def test_no_driver_falls_back_to_cpu():
@@ -238,10 +290,36 @@ def test_duplicate_ids_refused():
      r"malformed \(tp_size is inf, not a whole number\)"),
     ({"id": "a", "kind": "vllm", "gpu_archs": ["sm_90"], "tp_size": "2"},
      r"malformed \(tp_size is '2', not a whole number\)"),
+    # Kept in the hardware.fit event, whose canonical JSON holds neither: a traceback there
+    ({"id": "a", "kind": "cpu", "gpu_archs": ["cpu"], "extra": {"x": 2 ** 60}},
+     r"malformed \(1152921504606846976 exceeds safe integer domain"),
+    ({"id": "a", "kind": "cpu", "gpu_archs": ["cpu"], "extra": {"x": float("nan")}},
+     r"malformed \(nan is not representable"),
+    ({"id": "a", "kind": "cpu", "gpu_archs": ["cpu"], "trtllm_version": {"v": 1}},
+     r"malformed \(trtllm_version is \{'v': 1\}, not a string\)"),
 ])
 def test_bad_profiles_refused(data: dict, message: str):
     with pytest.raises(InvalidInput, match=message):
         EngineProfile.from_dict(data)
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"id": "a\nno    b: forged", "kind": "cpu", "gpu_archs": ["cpu"]},
+     "engine profile 'a\\nno    b: forged': id contains a control character ('\\n')"),
+    ({"id": "a\ud800", "kind": "cpu", "gpu_archs": ["cpu"]},
+     "engine profile 'a\\ud800': id is not UTF-8 text"),
+    ({"id": "a", "kind": "vllm", "gpu_archs": ["generic\x1b[2J"]},
+     "engine profile 'a': gpu_archs contains a control character ('\\x1b')"),
+    ({"id": "a", "kind": "trtllm_engine", "gpu_archs": ["sm_90"], "trtllm_version": "0.17\r"},
+     "engine profile 'a': trtllm_version contains a control character ('\\r')"),
+])
+def test_profiles_whose_text_is_not_plain_are_refused(data: dict, message: str):
+    """Ids, architectures and versions are printed in every reason and kept in the
+    hardware.fit event: a newline in an id forged a line of `hw fit`, a lone surrogate was a
+    traceback when the event was hashed."""
+    with pytest.raises(InvalidInput) as info:
+        EngineProfile.from_dict(data)
+    assert info.value.message == message
 
 
 def test_profile_round_trips():

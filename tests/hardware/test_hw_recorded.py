@@ -173,6 +173,13 @@ IMPOSSIBLE = [
     (("gpus", 0, "compute_capability"), [1, 10], "gpus[0].compute_capability is [1, 10], not a "
      "real one"),
     (("gpus", 0, "utilization_gpu_pct"), 250, "gpus[0].utilization_gpu_pct is 250, more than 100"),
+    # An index past 2**53 was a traceback in `hw fit`: the audit trail's canonical JSON holds
+    # integers only up to 2**53 - 1 (IntegerDomainError).
+    (("gpus", 0, "index"), 2 ** 60, "gpus[0].index is 1152921504606846976, more than 65535"),
+    (("gpus", 0, "temperature_c"), 10 ** 30, "gpus[0].temperature_c is 1" + "0" * 30 +
+     ", more than 1000"),
+    (("gpus", 0, "ecc_volatile_uncorrected"), 2 ** 53, "gpus[0].ecc_volatile_uncorrected is "
+     "9007199254740992, more than 9007199254740991"),
 ]
 
 
@@ -184,6 +191,54 @@ def test_a_reading_with_an_impossible_value_is_refused_plainly(
     traceback from `hw show --reading`); compute capability 1.10 read as sm_110 (11.0)."""
     err = _read_edited(tmp_path, path, value)
     assert err.message.startswith(f"malformed GPU reading ({message}")
+
+
+NOT_PLAIN = [
+    (("gpus", 0, "name"), "NVIDIA H100\nno    fake: forged",
+     "gpus[0].name contains a control character ('\\n')"),
+    (("gpus", 0, "name"), "NVIDIA \x1b[31mH100", "gpus[0].name contains a control character "
+     "('\\x1b')"),
+    (("gpus", 0, "uuid"), "GPU-\u202e0001", "gpus[0].uuid contains a control character "
+     "('\\u202e')"),
+    (("gpus", 0, "name"), "NVIDIA H100 \ud800", "gpus[0].name is not UTF-8 text"),
+    (("driver_version",), "580\x1b[2J", "driver_version contains a control character "
+     "('\\x1b')"),
+    (("note",), "\udcff", "note is not UTF-8 text"),
+]
+
+
+@pytest.mark.parametrize("path, value, message", NOT_PLAIN,
+                         ids=["newline", "escape", "bidi", "surrogate", "driver", "note"])
+def test_a_reading_whose_text_is_not_plain_is_refused_plainly(
+        tmp_path: Path, path: tuple, value: str, message: str):
+    """A newline in a GPU name forged a line of `hw show` and `hw fit`; a lone surrogate (the
+    JSON escape "\\ud800") was a traceback in `hw show`, `hw fit`, `hw record` and `update
+    show`, where the name was printed or hashed into the audit event."""
+    err = _read_edited(tmp_path, path, value)
+    assert err.message == f"malformed GPU reading ({message})"
+
+
+def test_a_reading_without_a_driver_version_does_not_name_one(tmp_path: Path):
+    """driver_version may be null: the summary read "driver None", a driver named None."""
+    data = json.loads((FIXTURES / "h100-80gb-hbm3-x1-recorded.json").read_text())
+    reading = tmp_path / "reading.json"
+    reading.write_text(json.dumps({**data, "driver_version": None}))
+    assert read_inventory(RecordedSource(reading)).summary() == (
+        "1 x NVIDIA H100 80GB HBM3 (sm_90, 80 GiB), driver version unknown")
+    reading.write_text(json.dumps({**data, "driver_version": None, "gpus": []}))
+    assert read_inventory(RecordedSource(reading)).summary() == (
+        "no GPUs visible, driver version unknown")
+
+
+def test_gpus_without_a_driver_are_refused(tmp_path: Path):
+    """driver_found false beside a list of GPUs read as "no NVIDIA driver found" in `hw show`
+    and the fit, while `hw show --json` listed the GPUs: one reading, two answers."""
+    err = _read_edited(tmp_path, ("driver_found",), False)
+    assert err.message == "malformed GPU reading (gpus are listed but driver_found is false)"
+    data = json.loads((FIXTURES / "h100-80gb-hbm3-x1-recorded.json").read_text())
+    none = tmp_path / "none.json"
+    none.write_text(json.dumps({**data, "driver_found": False, "gpus": []}))
+    assert read_inventory(RecordedSource(none)).summary() == "no NVIDIA driver found"
 
 
 @pytest.mark.parametrize("key", ["index", "uuid"])

@@ -120,3 +120,17 @@ def test_failed_record_writes_no_event(appliance, admin_session, tmp_path):
     with pytest.raises(InvalidInput, match="Is a directory"):
         hardware.record(appliance, admin_session, tmp_path)
     assert audit.events(appliance, admin_session, EventFilter(action="hardware.record")) == []
+
+
+def test_a_note_that_is_not_one_line_is_refused_before_anything_is_written(
+        appliance, admin_session, tmp_path):
+    """A newline in --note was written into the reading, which then could not be read back
+    (a reading's text must be plain): refused where it is typed, nothing written or recorded."""
+    (tmp_path / "readings").mkdir()
+    out = tmp_path / "readings" / "host.json"
+    with pytest.raises(InvalidInput, match=r"^the note contains a control character \('\\n'\)"):
+        hardware.record(appliance, admin_session, out, note="lab A\nlab B")
+    assert list(out.parent.iterdir()) == []
+    assert audit.events(appliance, admin_session, EventFilter(action="hardware.record")) == []
+    hardware.record(appliance, admin_session, out, note="  lab A  ")
+    assert RecordedSource(out).read().note == "lab A"

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.errors import AuthenticationFailed, PermissionDenied, UpdateRefused
+from appliance.errors import (
+    AuthenticationFailed,
+    InvalidInput,
+    PermissionDenied,
+    UpdateRefused,
+)
+from appliance.hardware import RecordedSource
 from appliance.identity.signatures import binds, signatures_for
 from appliance.services import updates
 from appliance.services.signing import SignatureRequest
 from appliance.updates.approval import approval_record
 from appliance.updates.install import Edges
 from appliance.updates.lifecycle import State, find_bundle
+from appliance.updates.view import view_text
 from tests.conftest import ADMIN
 from tests.updates.kit import a100, approve, h100, sign_req, trust_and_import
 from tests.updates.test_lifecycle import events
@@ -56,6 +63,35 @@ def test_approval_view_shows_what_the_approver_needs(app, admin_session, pending
     # The hardware choice and every reason are in the trail too.
     fit = events(app, "hardware.fit", pending)[-1]
     assert fit["details"]["chosen"] == "tiny-engine-h100"
+
+
+def test_a_fit_on_a_replayed_reading_says_so(app, admin_session, pending) -> None:
+    """The view (and the approval's event) said "on 8 H100 (sm_90)" for a reading replayed
+    from a file, on a host that may have no GPU: where the reading came from goes with it."""
+    view = updates.show(app, admin_session, pending, source=h100())
+    assert view["hardware"]["source"] == "recorded:h100-sxm-80gb-x8.json"
+    assert "hardware: chose tiny-engine-h100: GPU-specific engine sm_90 tp1 on 8 H100 (sm_90); " \
+        "1 other profile also fit (replayed reading: recorded:h100-sxm-80gb-x8.json)" in \
+        view_text(view).splitlines()
+    updates.approve(app, admin_session, pending, sign_req(ADMIN), source=h100())
+    [approved] = events(app, "update.approved", pending)
+    assert approved["details"]["hardware"]["source"] == "recorded:h100-sxm-80gb-x8.json"
+
+
+def test_a_reading_that_cannot_be_read_moves_no_bundle_on(app, admin_session, security, itop,
+                                                         media, tmp_path) -> None:
+    """`update show --reading BAD` on an imported bundle verified, evaluated and submitted it
+    (IMPORTED to PENDING_APPROVAL, three events) and only then refused the reading: an error
+    line for a command that had changed the bundle. The reading is read first."""
+    [ref] = trust_and_import(app, security, itop, media, 1)
+    bad = tmp_path / "reading.json"
+    bad.write_text("{not json")
+    with pytest.raises(InvalidInput, match="is unreadable"):
+        updates.show(app, admin_session, ref, source=RecordedSource(bad))
+    assert find_bundle(app.conn, ref).state == State.IMPORTED
+    assert [e["action"] for e in events(app, target=ref)] == ["media.import"]
+    assert updates.show(app, admin_session, ref, source=h100())["bundle"]["state"] == \
+        "PENDING_APPROVAL"
 
 
 def test_the_approver_must_open_the_view_first(app, admin_session, pending) -> None:
@@ -193,6 +229,22 @@ def test_a_denial_on_a_bundle_names_its_digest(app, admin_session, security, ito
     assert denied == [(ref, digest, "update.approve"), (digest[:12], digest, "update.install"),
                       (ref, digest, "update.rollback"), (ref, digest, "update.approve"),
                       ("demo-clinical@9", None, "update.install")]
+
+
+def test_a_pinned_profile_that_does_not_fit_is_not_called_no_profile_fitting(
+        app, admin_session, pending) -> None:
+    """A pin that does not fit was refused as "no engine profile of ... fits this host" while
+    the CPU profile fit: the refusal says the pin does not fit and names those that do."""
+    updates.show(app, admin_session, pending, source=a100())
+    with pytest.raises(UpdateRefused) as refused:
+        updates.approve(app, admin_session, pending, sign_req(ADMIN), source=a100(),
+                        pinned="tiny-engine-h100")
+    assert refused.value.message == (
+        f"{pending}: pinned profile tiny-engine-h100 does not fit: engine sm_90 tp1 needs 1 "
+        "sm_90 GPU, this host has 1 A100 (sm_80)")
+    assert refused.value.hint == "pin one that fits (tiny-base-cpu), or leave out --profile"
+    assert events(app, "update.refused", pending)[-1]["reason"] == refused.value.message
+    assert find_bundle(app.conn, pending).state == State.PENDING_APPROVAL
 
 
 def test_install_refuses_when_the_approved_profile_no_longer_fits(app, admin_session,

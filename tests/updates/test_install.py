@@ -153,6 +153,26 @@ def test_upgrade_keeps_the_previous_release_and_rolls_back_with_a_signature(
     assert consistency(app) == []
 
 
+def test_a_rollback_with_a_reading_that_cannot_be_read_changes_nothing(
+        app, admin_session, v1_v2, tmp_path) -> None:
+    """`update rollback --reading BAD` signed, switched to the kept release, restarted
+    serving, found the reading unreadable in the health check and switched back, restarting
+    serving again: two restarts for a mistyped file. Refused before anything."""
+    ref1, ref2 = v1_v2
+    install(app, admin_session, ref1)
+    install(app, admin_session, ref2)
+    bad = tmp_path / "reading.json"
+    bad.write_text("{not json")
+    before = len(events(app))
+    restarter = RecordingRestarter()
+    with pytest.raises(InvalidInput, match="is unreadable"):
+        updates.rollback(app, admin_session, ref1, sign_req(ADMIN, reason="v2 slower"),
+                         edges(source=RecordedSource(bad), restarter=restarter))
+    assert restarter.calls == [] and events(app)[before:] == []
+    assert os.readlink(app.layout.releases / "current") == "demo-clinical/2"
+    assert find_bundle(app.conn, ref2).state == State.ACTIVE
+
+
 def test_keep_last_n_releases(app, admin_session, v1_v2) -> None:
     app.settings = dataclasses.replace(app.settings, updates=UpdatePolicy(keep_releases=1))
     ref1, ref2 = v1_v2
@@ -207,6 +227,17 @@ def test_profile_check_fails_when_the_gpu_is_lost_after_the_switch(app, admin_se
     result = updates.install(app, admin_session, ref1, edges(source=GpuLostAfter(1)))
     assert result.outcome == "rolled_back"
     assert "hardware_profile: engine sm_90 tp1 needs 1 sm_90 GPU" in result.reason
+
+
+def test_the_hardware_check_says_when_it_read_a_replayed_reading(app, admin_session,
+                                                                  v1_v2) -> None:
+    """`update install --reading` on a host without a GPU printed "ok hardware_profile:
+    engine sm_90 tp1 fits 8 H100 (sm_90)", as if this host had them."""
+    ref1, _ = v1_v2
+    result = install(app, admin_session, ref1)
+    [check] = [r for r in result.health if r["name"] == "hardware_profile"]
+    assert check["ok"] and check["detail"] == (
+        "engine sm_90 tp1 fits 8 H100 (sm_90) (replayed reading: recorded:h100-sxm-80gb-x8.json)")
 
 
 class GpuHangsAfter:
