@@ -63,6 +63,24 @@ def out_path(option: str, text: str) -> Path:
     return Path(text)
 
 
+ReadingOpt = Annotated[str | None, typer.Option(
+    "--reading", envvar="APPLIANCE_GPU_READING",
+    help="Replay a GPU reading (from `hw record`) instead of asking NVML; recorded as such.")]
+
+
+def reading_source(text: str | None) -> Any:
+    """The replayed GPU reading `--reading` names (a `RecordedSource`), or None: ask NVML.
+    Empty text is refused: as a Path it is ".", which was reported as a reading that is a
+    directory. (Typed as text for that reason, as `out_path`'s options are.)"""
+    if text is None:
+        return None
+    if not text.strip():
+        raise InvalidInput("--reading is empty", "pass a file written by `appliance hw "
+                           "record`, or leave --reading out to ask NVML")
+    from appliance.hardware import RecordedSource
+    return RecordedSource(Path(text))
+
+
 def read_secret(prompt: str, from_stdin: bool) -> str:
     """A password from stdin (one line) or the terminal, never from an argument."""
     not_utf8 = InvalidInput("the password is not UTF-8 text",

@@ -10,23 +10,17 @@ import typer
 from appliance.cli.common import (
     JsonOpt,
     PasswordStdinOpt,
+    ReadingOpt,
     UserOpt,
     emit,
     login,
     open_app,
     out_path,
+    reading_source,
 )
 
 app = typer.Typer(help="GPU inventory (NVML) and engine profile fit.", no_args_is_help=True)
 
-ReadingOpt = Annotated[Path | None, typer.Option(
-    "--reading", envvar="APPLIANCE_GPU_READING",
-    help="Replay a GPU reading (from `hw record`) instead of asking NVML; recorded as such.")]
-
-
-def _source(reading: Path | None):
-    from appliance.hardware import RecordedSource
-    return RecordedSource(reading) if reading else None
 
 
 def _inventory_text(inv) -> str:
@@ -66,7 +60,7 @@ def show(
 
     with open_app(ctx) as appl:
         session = login(ctx, appl, user, password_stdin)
-        inv = hardware.show(appl, session, _source(reading))
+        inv = hardware.show(appl, session, reading_source(reading))
     emit(inv.to_dict(), as_json, _inventory_text(inv))
 
 
@@ -87,7 +81,7 @@ def record(
     where = out_path("--out", out)
     with open_app(ctx) as appl:
         session = login(ctx, appl, user, password_stdin)
-        inv = hardware.record(appl, session, where, _source(reading), note)
+        inv = hardware.record(appl, session, where, reading_source(reading), note)
     # A reading replayed with --reading is copied: not this host's, and said so.
     replayed = f" (replayed reading: {inv.source})" if inv.source != "nvml" else ""
     emit({"out": str(where), "summary": inv.summary(), "source": inv.source}, as_json,
@@ -116,7 +110,7 @@ def fit(
     with open_app(ctx) as appl:
         session = login(ctx, appl, user, password_stdin)
         sel = hardware.fit(appl, session, path, pin, set(trtllm) if trtllm else None,
-                           _source(reading))
+                           reading_source(reading))
     lines = [f"host: {sel.host}{sel.replayed}",
              f"chosen: {sel.chosen.id if sel.chosen else 'none'} ({sel.note})"]
     lines += [f"  {'fits' if c.fits else 'no  '}  {c.profile_id}: {c.reason}"

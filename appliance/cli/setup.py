@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from appliance.cli.common import JsonOpt, PasswordStdinOpt, emit, read_secret, state
+from appliance.cli.common import (
+    JsonOpt,
+    PasswordStdinOpt,
+    emit,
+    read_secret,
+    reading_source,
+    state,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -52,15 +58,13 @@ def tui(ctx: typer.Context) -> None:
     run_console(state(ctx).home)
 
 
-def demo_setup(ctx: typer.Context, reading: Annotated[Path | None, typer.Option(
+def demo_setup(ctx: typer.Context, reading: Annotated[str | None, typer.Option(
         "--reading", envvar="APPLIANCE_GPU_READING",
         help="Replay a GPU reading (from `hw record`) instead of asking NVML.")] = None,
         as_json: JsonOpt = False) -> None:
     """Create the demo appliance (once) with demo users and history; prints the logins."""
     from appliance.demo import DEMO_USERS, ensure_demo
-    from appliance.hardware import RecordedSource
-
-    created = ensure_demo(state(ctx).home, RecordedSource(reading) if reading else None)
+    created = ensure_demo(state(ctx).home, reading_source(reading))
     logins = [{"username": u.username, "password": u.password, "roles": list(u.roles)}
               for u in DEMO_USERS]
     lines = ["Demo appliance " + ("created" if created else "already present")

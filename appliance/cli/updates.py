@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -10,11 +9,13 @@ import typer
 from appliance.cli.common import (
     JsonOpt,
     PasswordStdinOpt,
+    ReadingOpt,
     UserOpt,
     emit,
     login,
     open_app,
     read_secret,
+    reading_source,
     with_statement,
 )
 from appliance.errors import InvalidInput
@@ -30,21 +31,13 @@ AckOpt = Annotated[bool, typer.Option(
     "--acknowledge-statement",
     help="Accept the electronic-signature statement for a first signature (scripts: on a "
          "terminal it is shown and asked).")]
-ReadingOpt = Annotated[Path | None, typer.Option(
-    "--reading", envvar="APPLIANCE_GPU_READING",
-    help="Replay a GPU reading (from `hw record`) instead of asking NVML; recorded as such.")]
 ProfileOpt = Annotated[str | None, typer.Option(
     "--profile", help="Pin an engine profile (it must still fit this host).")]
 
 
-def _source(reading: Path | None):
-    from appliance.hardware import RecordedSource
-    return RecordedSource(reading) if reading else None
-
-
-def _edges(reading: Path | None):
+def _edges(reading: str | None):
     from appliance.updates.install import Edges
-    return Edges(source=_source(reading))
+    return Edges(source=reading_source(reading))
 
 
 def _signed(ctx: typer.Context, user: str | None, password_stdin: bool, meaning: str,
@@ -114,7 +107,7 @@ def show(ctx: typer.Context, ref: RefArg, reading: ReadingOpt = None, profile: P
 
     with open_app(ctx) as appl:
         data = updates.show(appl, login(ctx, appl, user, password_stdin), ref,
-                            _source(reading), profile)
+                            reading_source(reading), profile)
     emit(data, as_json, view.view_text(data))
 
 
@@ -132,7 +125,7 @@ def approve(ctx: typer.Context, ref: RefArg, reason: ReasonReq, reading: Reading
         session = auth.login(appl, user, password)
         req = with_statement(appl, session, req, "update.approve", ("bundle", ref),
                              password_stdin)
-        out = updates.approve(appl, session, ref, req, _source(reading), profile)
+        out = updates.approve(appl, session, ref, req, reading_source(reading), profile)
     s = out["signature"]
     emit(out, as_json, f"{out['bundle']}: {out['state']} ({out['signatures']} of "
                        f"{out['required']} approvals); signed {s['meaning']} by {s['name']} "

@@ -264,3 +264,17 @@ def test_fit_needs_a_user(home: Path):
     r = subprocess.run([APPLIANCE, "hw", "fit", str(ENGINES)], capture_output=True, text=True,
                        env=cli_env(home), timeout=120)
     assert r.returncode == 2 and "pass --user NAME" in r.stderr
+
+
+@pytest.mark.parametrize("command", ["show", "fit", "record"])
+def test_an_empty_reading_is_refused_as_empty(home: Path, tmp_path: Path, command: str):
+    """`--reading ""` (an unset shell variable) read as the path ".": "GPU reading . is
+    unreadable (Is a directory)", naming neither the option nor the mistake."""
+    out = tmp_path / "reading.json"
+    args = {"show": ["show"], "fit": ["fit", str(ENGINES)],
+            "record": ["record", "--out", str(out)]}[command]
+    r = hw(home, *args, "--reading", "")
+    assert r.returncode == 2 and r.stderr == (
+        "error: --reading is empty (pass a file written by `appliance hw record`, or leave "
+        "--reading out to ask NVML)\n")
+    assert not out.exists()
