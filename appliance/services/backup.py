@@ -184,7 +184,10 @@ def _write_backup(app: Appliance, tmp: Path) -> tuple[Checkpoint, backup_store.S
     match the manifest). The media's free space is checked before anything is copied."""
     shutil.rmtree(tmp, ignore_errors=True)
     layout = HomeLayout(tmp)
-    layout.keys.mkdir(parents=True)
+    # Private from the start (a mode after the fact leaves a moment in which another account
+    # could open the directory and, through it, the key's copy), whatever the umask.
+    tmp.mkdir(mode=0o700)
+    layout.keys.mkdir(mode=0o700)
     os.chmod(tmp, 0o700)
     store = ContentStore(app.layout.store)
     held = store.objects_on_disk()  # listed once: sized here, copied below
