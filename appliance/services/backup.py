@@ -294,6 +294,9 @@ def check_restore_target(root: Path) -> None:
         raise AlreadyInitialised(f"an appliance already exists at {root}")
     if root.is_symlink() or (root.exists() and not root.is_dir()):
         raise InvalidInput(f"{root} is not a directory", "choose a new or empty --home")
+    if root.is_dir() and root.stat().st_uid != os.geteuid():  # its owner could swap keys/
+        raise InvalidInput(f"{root} belongs to another account (uid {root.stat().st_uid})",
+                           "restore into a directory this account owns, or a new one")
     left = {p.name for p in _moved_up(root)}
     if root.is_dir() and any(n not in ("lost+found", STAGED, *left) for n in os.listdir(root)):
         raise InvalidInput(f"{root} is not empty", "restore into a new or empty --home")

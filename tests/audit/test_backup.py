@@ -805,3 +805,16 @@ def test_a_backup_copies_the_key_only_into_directories_private_from_their_creati
     assert len(seen) == 3, seen
     assert [mode for _, mode in seen[1:]] == ["0o700", "0o700"]
     assert oct(os.stat(result.path / "keys").st_mode & 0o777) == "0o700"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a directory away needs root")
+def test_restore_refuses_an_empty_home_another_account_owns(appliance, admin_session,
+                                                            tmp_path: Path) -> None:
+    """Its owner keeps the right to rename what is inside: the restored key and database."""
+    result = backup.create_backup(appliance, admin_session, tmp_path / "bk")
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, 65534, 65534)
+    with pytest.raises(InvalidInput, match=r"belongs to another account \(uid 65534\)"):
+        backup.restore_backup(result.path, theirs, ADMIN, PASSWORD)
+    assert list(theirs.iterdir()) == []
