@@ -123,6 +123,23 @@ def test_init_refuses_an_empty_home_another_account_owns(tmp_path: Path) -> None
     assert list(theirs.iterdir()) == [] and stat.S_IMODE(theirs.stat().st_mode) == 0o755
 
 
+def test_nothing_init_writes_is_writable_by_others_under_a_permissive_umask(
+        tmp_path: Path) -> None:
+    """Under `umask 000` config.json and the public key were 0666: anyone who could reach
+    them could change the settings or the key a verifier is pointed at."""
+    home = tmp_path / "home"
+    r = subprocess.run([*APPLIANCE, "--home", str(home), "init", "--admin", "alice",
+                        "--full-name", "Alice Adams", "--password-stdin"],
+                       input=PASSWORD + "\n", capture_output=True, text=True, timeout=120,
+                       preexec_fn=lambda: os.umask(0))
+    assert r.returncode == 0, r.stderr
+    loose = [f"{p.relative_to(home)} {oct(stat.S_IMODE(p.lstat().st_mode))}"
+             for p in [home, *home.rglob("*")]
+             if not p.is_symlink() and p.lstat().st_mode & 0o022]
+    assert loose == []
+    assert stat.S_IMODE((home / "keys" / "appliance-signing.pem").stat().st_mode) == 0o600
+
+
 _KILL_AT = {  # os._exit where a power cut or kill -9 could stop init
     "key": "setup.save_settings = die",
     "schema": "real = setup.db.migrate\n"
