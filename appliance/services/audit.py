@@ -47,6 +47,9 @@ def anchor(app: Appliance, session: Session, to: Path) -> Path:
     database holds."""
     actor = authorize(app, session, "audit.anchor", target_type="audit", target_id="trail")
     to = Path(to)
+    if to.is_symlink():  # media's own link would take the anchor off the media
+        raise InvalidInput(f"{to} is a symbolic link",
+                           "anchors never follow links; choose a real directory or a new file")
     if not to.is_dir() and not to.parent.is_dir():
         raise InvalidInput(f"directory {to.parent} does not exist",
                            "mount the external media, or choose another --to")

@@ -100,7 +100,7 @@ def create_backup(app: Appliance, session: Session, to: Path) -> BackupResult:
     actor = authorize(app, session, "backup.create", target_type="appliance",
                       target_id=app.appliance_id)
     to = Path(to)
-    if to.exists():
+    if os.path.lexists(to):  # a link too: the copy, key and all, is never put through one
         raise InvalidInput(f"{to} already exists", "choose a new directory for the backup")
     if not to.parent.is_dir():
         raise InvalidInput(f"directory {to.parent} does not exist",
