@@ -47,9 +47,6 @@ def anchor(app: Appliance, session: Session, to: Path) -> Path:
     database holds."""
     actor = authorize(app, session, "audit.anchor", target_type="audit", target_id="trail")
     to = Path(to)
-    if to.is_symlink():  # media's own link would take the anchor off the media
-        raise InvalidInput(f"{to} is a symbolic link",
-                           "anchors never follow links; choose a real directory or a new file")
     if not to.is_dir() and not to.parent.is_dir():
         raise InvalidInput(f"directory {to.parent} does not exist",
                            "mount the external media, or choose another --to")
@@ -57,6 +54,9 @@ def anchor(app: Appliance, session: Session, to: Path) -> Path:
     if os.path.lexists(to) and not to.is_dir():
         raise InvalidInput(f"{to} already exists",
                            "anchors never overwrite; choose a new file name or a directory")
+    if to.is_symlink():  # media's own link would take the anchor off the media
+        raise InvalidInput(f"{to} is a symbolic link",
+                           "anchors never follow links; choose a real directory or a new file")
     with app.transaction():
         app.trail.checkpoint("anchor")
     cp = latest(app.conn)

@@ -85,7 +85,7 @@ def test_links_on_the_media_are_never_followed_off_it(appliance, admin_session, 
     for write in (lambda to: audit_export.export_trail(appliance, admin_session, "csv", to),
                   lambda to: audit.anchor(appliance, admin_session, to)):
         for to in (media / "exports", media / "new.json"):
-            with pytest.raises(InvalidInput, match="is a symbolic link"):
+            with pytest.raises(InvalidInput, match="is a symbolic link|already exists"):
                 write(to)
     with pytest.raises(InvalidInput, match="already exists"):
         backup.create_backup(appliance, admin_session, media / "bk")
