@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -50,6 +51,9 @@ def _root(
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Nothing the appliance writes (settings, store, releases, exports, anchors, readings)
+    # may be group- or world-writable, whatever umask the operator's shell has.
+    os.umask(os.umask(0o022) | 0o022)
     command = typer.main.get_command(app)
     for n, arg in enumerate(sys.argv[1:] if argv is None else argv, start=1):
         if not is_utf8(arg):  # else a traceback wherever it meets SQLite or the trail

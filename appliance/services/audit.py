@@ -54,6 +54,9 @@ def anchor(app: Appliance, session: Session, to: Path) -> Path:
     if os.path.lexists(to) and not to.is_dir():
         raise InvalidInput(f"{to} already exists",
                            "anchors never overwrite; choose a new file name or a directory")
+    if to.is_symlink():  # media's own link would take the anchor off the media
+        raise InvalidInput(f"{to} is a symbolic link",
+                           "anchors never follow links; choose a real directory or a new file")
     with app.transaction():
         app.trail.checkpoint("anchor")
     cp = latest(app.conn)

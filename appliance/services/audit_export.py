@@ -124,6 +124,9 @@ def _resolve_out(out: Path, fmt: str, appliance_id: str, exported_at: str) -> Pa
 
 def _free_name(out: Path, fmt: str, appliance_id: str, exported_at: str) -> Path:
     """`out` itself (which must not exist), or a new name in the directory `out`."""
+    if out.is_symlink():  # media's own link would take the export off the media
+        raise InvalidInput(f"{out} is a symbolic link",
+                           "exports never follow links; choose a real directory or a new file")
     if out.is_dir():
         stamp = exported_at.replace("-", "").replace(":", "").replace(".", "")
         base = f"audit-{appliance_id[:8]}-{stamp}"

@@ -100,7 +100,7 @@ def create_backup(app: Appliance, session: Session, to: Path) -> BackupResult:
     actor = authorize(app, session, "backup.create", target_type="appliance",
                       target_id=app.appliance_id)
     to = Path(to)
-    if to.exists():
+    if os.path.lexists(to):  # a link too: the copy, key and all, is never put through one
         raise InvalidInput(f"{to} already exists", "choose a new directory for the backup")
     if not to.parent.is_dir():
         raise InvalidInput(f"directory {to.parent} does not exist",
@@ -184,7 +184,10 @@ def _write_backup(app: Appliance, tmp: Path) -> tuple[Checkpoint, backup_store.S
     match the manifest). The media's free space is checked before anything is copied."""
     shutil.rmtree(tmp, ignore_errors=True)
     layout = HomeLayout(tmp)
-    layout.keys.mkdir(parents=True)
+    # Private from the start (a mode after the fact leaves a moment in which another account
+    # could open the directory and, through it, the key's copy), whatever the umask.
+    tmp.mkdir(mode=0o700)
+    layout.keys.mkdir(mode=0o700)
     os.chmod(tmp, 0o700)
     store = ContentStore(app.layout.store)
     held = store.objects_on_disk()  # listed once: sized here, copied below
@@ -291,6 +294,9 @@ def check_restore_target(root: Path) -> None:
         raise AlreadyInitialised(f"an appliance already exists at {root}")
     if root.is_symlink() or (root.exists() and not root.is_dir()):
         raise InvalidInput(f"{root} is not a directory", "choose a new or empty --home")
+    if root.is_dir() and root.stat().st_uid != os.geteuid():  # its owner could swap keys/
+        raise InvalidInput(f"{root} belongs to another account (uid {root.stat().st_uid})",
+                           "restore into a directory this account owns, or a new one")
     left = {p.name for p in _moved_up(root)}
     if root.is_dir() and any(n not in ("lost+found", STAGED, *left) for n in os.listdir(root)):
         raise InvalidInput(f"{root} is not empty", "restore into a new or empty --home")

@@ -149,6 +149,11 @@ def check_home(layout: HomeLayout) -> None:
                            "choose another --home; nothing was changed")
     if not root.is_dir():
         return
+    owner = root.stat().st_uid
+    if owner != os.geteuid():  # its owner could swap keys/ or the database at any time
+        raise InvalidInput(f"the appliance home {root} belongs to another account "
+                           f"(uid {owner})", "choose a directory this account owns, or a "
+                           "new one; nothing was changed")
     if _names_an_appliance(layout.db):
         raise AlreadyInitialised(f"an appliance already exists at {root}")
     try:

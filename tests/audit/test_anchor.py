@@ -69,3 +69,25 @@ def test_an_anchor_that_cannot_be_put_in_place_is_a_recorded_failure(appliance, 
     assert [e["outcome"] for e in anchor_events(appliance)] == ["success", "failure"]
     assert [p.name for p in media.iterdir()] == [taken.name] and taken.is_dir()
     assert verify_trail(appliance.conn, appliance.key.public).ok
+
+
+def test_links_on_the_media_are_never_followed_off_it(appliance, admin_session, tmp_path):
+    """A stick's own `exports -> /var/lib/appliance/keys` took an export or an anchor
+    there, and a backup to a dangling link built a whole copy (the key too) first."""
+    from appliance.services import audit_export, backup
+
+    elsewhere, media = tmp_path / "elsewhere", tmp_path / "media"
+    elsewhere.mkdir()
+    media.mkdir()
+    (media / "exports").symlink_to(elsewhere)
+    (media / "new.json").symlink_to(elsewhere / "new.json")
+    (media / "bk").symlink_to(elsewhere / "bk")
+    for write in (lambda to: audit_export.export_trail(appliance, admin_session, "csv", to),
+                  lambda to: audit.anchor(appliance, admin_session, to)):
+        for to in (media / "exports", media / "new.json"):
+            with pytest.raises(InvalidInput, match="is a symbolic link|already exists"):
+                write(to)
+    with pytest.raises(InvalidInput, match="already exists"):
+        backup.create_backup(appliance, admin_session, media / "bk")
+    assert list(elsewhere.iterdir()) == []
+    assert sorted(p.name for p in media.iterdir()) == ["bk", "exports", "new.json"]

@@ -775,3 +775,46 @@ def test_a_backup_made_before_backups_held_the_store_restores_the_records_only(
     report = backup.restore_backup(bk, tmp_path / "restored", ADMIN, PASSWORD)
     assert report.ok and report.releases == () and report.current is None
     assert not (tmp_path / "restored" / "releases").exists()
+
+
+_key_copies: list[Path] = []  # the audit hook below watches only while a test fills it
+
+
+def _watch_key_copies(event: str, args: tuple) -> None:
+    if event == "shutil.copyfile" and _key_copies and str(args[1]).endswith(
+            "/keys/appliance-signing.pem"):
+        _key_copies.append(Path(args[1]))
+        for d in (Path(args[1]).parent, Path(args[1]).parent.parent):
+            _key_copies.append((d, oct(os.stat(d).st_mode & 0o777)))
+
+
+def test_a_backup_copies_the_key_only_into_directories_private_from_their_creation(
+        appliance, admin_session, tmp_path: Path) -> None:
+    """Under a permissive umask, keys/ in the half-built copy was 0777 while the signing
+    key was copied into it (its file made 0666 before its mode was set): another account
+    could open it meanwhile. Watched as it happens, through Python's audit hooks."""
+    import sys
+    sys.addaudithook(_watch_key_copies)
+    old = os.umask(0)
+    _key_copies.append(Path("watching"))
+    try:
+        result = backup.create_backup(appliance, admin_session, tmp_path / "bk")
+    finally:
+        os.umask(old)
+        seen, _key_copies[:] = _key_copies[1:], []
+    assert len(seen) == 3, seen
+    assert [mode for _, mode in seen[1:]] == ["0o700", "0o700"]
+    assert oct(os.stat(result.path / "keys").st_mode & 0o777) == "0o700"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a directory away needs root")
+def test_restore_refuses_an_empty_home_another_account_owns(appliance, admin_session,
+                                                            tmp_path: Path) -> None:
+    """Its owner keeps the right to rename what is inside: the restored key and database."""
+    result = backup.create_backup(appliance, admin_session, tmp_path / "bk")
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, 65534, 65534)
+    with pytest.raises(InvalidInput, match=r"belongs to another account \(uid 65534\)"):
+        backup.restore_backup(result.path, theirs, ADMIN, PASSWORD)
+    assert list(theirs.iterdir()) == []

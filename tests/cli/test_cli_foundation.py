@@ -108,6 +108,38 @@ def test_init_refuses_a_directory_in_use_and_leaves_it_as_it_was(tmp_path: Path)
     assert init(mount).stderr.startswith(f"error: an appliance already exists at {mount} ")
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a directory away needs root")
+def test_init_refuses_an_empty_home_another_account_owns(tmp_path: Path) -> None:
+    """An empty directory made by another account (in /tmp, on a share) was taken: init
+    made it 0700 and wrote the key in it, but its owner keeps the right to rename what is
+    inside, so could put their own keys/ or database in place of the appliance's."""
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o755)
+    os.chown(theirs, 65534, 65534)
+    r = init(theirs)
+    assert r.returncode == 2 and r.stderr == (
+        f"error: the appliance home {theirs} belongs to another account (uid 65534) "
+        "(choose a directory this account owns, or a new one; nothing was changed)\n")
+    assert list(theirs.iterdir()) == [] and stat.S_IMODE(theirs.stat().st_mode) == 0o755
+
+
+def test_nothing_init_writes_is_writable_by_others_under_a_permissive_umask(
+        tmp_path: Path) -> None:
+    """Under `umask 000` config.json and the public key were 0666: anyone who could reach
+    them could change the settings or the key a verifier is pointed at."""
+    home = tmp_path / "home"
+    r = subprocess.run([*APPLIANCE, "--home", str(home), "init", "--admin", "alice",
+                        "--full-name", "Alice Adams", "--password-stdin"],
+                       input=PASSWORD + "\n", capture_output=True, text=True, timeout=120,
+                       preexec_fn=lambda: os.umask(0))
+    assert r.returncode == 0, r.stderr
+    loose = [f"{p.relative_to(home)} {oct(stat.S_IMODE(p.lstat().st_mode))}"
+             for p in [home, *home.rglob("*")]
+             if not p.is_symlink() and p.lstat().st_mode & 0o022]
+    assert loose == []
+    assert stat.S_IMODE((home / "keys" / "appliance-signing.pem").stat().st_mode) == 0o600
+
+
 _KILL_AT = {  # os._exit where a power cut or kill -9 could stop init
     "key": "setup.save_settings = die",
     "schema": "real = setup.db.migrate\n"
