@@ -20,9 +20,6 @@ def node_hash(left: bytes, right: bytes) -> bytes:
     return hashlib.sha256(b"\x01" + left + right).digest()
 
 
-_sha256 = hashlib.sha256
-
-
 class Frontier:
     """The roots of the perfect subtrees that make up a tree of `size` leaves, largest first."""
 
@@ -46,7 +43,7 @@ class Frontier:
 
     def extend(self, leaves: Iterable[bytes]) -> None:
         """`push` each leaf (a checkpoint folds in the events since the last one)."""
-        self.extend_hashes([_sha256(b"\x00" + data).digest() for data in leaves])
+        self.extend_hashes([leaf_hash(data) for data in leaves])
 
     def extend_hashes(self, level: list[bytes]) -> None:
         """Push these leaf hashes (the list is used up), one tree level at a time: at each
@@ -61,8 +58,7 @@ class Frontier:
                 level.insert(0, roots.pop())
             if len(level) & 1:
                 kept.append(level.pop())
-            level = [_sha256(b"\x01" + level[i] + level[i + 1]).digest()
-                     for i in range(0, len(level), 2)]
+            level = [node_hash(level[i], level[i + 1]) for i in range(0, len(level), 2)]
             size >>= 1
         roots.extend(reversed(kept))
 

@@ -102,9 +102,12 @@ def check_signed_events(candidates: list[tuple[int, str]], covered: int,
             return
 
 
-def check_signature_rows(conn: sqlite3.Connection, report: VerifyReport) -> None:
-    """Each stored signature row is the one its audit event carries (11.70): the row is
-    what `signatures list/show` and the services read, outside the hash chain."""
+def check_signatures(conn: sqlite3.Connection, seqs: list[int], report: VerifyReport) -> None:
+    """11.70, both ways. Each stored signature row must be the one its audit event carries:
+    the row is what `signatures list/show` and the approval rules read, outside the hash
+    chain. And each signature an event records (`seqs`: the events that may carry one)
+    must still have its row: deleting it past its trigger would quietly take a signature,
+    a rejection say, off its record."""
     from appliance.identity.signatures import all_signatures, trail_mismatch
 
     if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'signatures'").fetchone():
@@ -113,17 +116,6 @@ def check_signature_rows(conn: sqlite3.Connection, report: VerifyReport) -> None
         why = trail_mismatch(conn, sig)
         if why is not None:
             report.findings.append(Finding("signature-altered", sig.audit_seq, why))
-
-
-def check_signatures_kept(conn: sqlite3.Connection, seqs: list[int],
-                          report: VerifyReport) -> None:
-    """Each electronic signature an audit event records still has its row (11.70): the row
-    is what `signatures list/show` and the approval rules read, so deleting it (past its
-    trigger) would quietly take a signature, a rejection say, off its record. `seqs`: the
-    events that may carry a signature. The other direction (a row its event does not
-    carry) is `check_signature_rows`."""
-    if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'signatures'").fetchone():
-        return
     for seq in seqs:
         row = conn.execute("SELECT body FROM audit_events WHERE seq = ?", (seq,)).fetchone()
         try:

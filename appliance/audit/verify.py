@@ -119,10 +119,9 @@ def _verify(conn: sqlite3.Connection, public_key: ec.EllipticCurvePublicKey,
                 "truncated", head + 1,
                 f"checkpoint {cp.id} covers {size} events but the trail ends at {head}"))
     structure.check_signed_events(signed, covered, report)
-    structure.check_signature_rows(conn, report)
     # Every signed event is followed by a "signature" checkpoint at its own sequence (a
     # missing one is reported above): those, and the candidates after the newest.
-    structure.check_signatures_kept(conn, sorted(
+    structure.check_signatures(conn, sorted(
         {cp.tree_size for cp in checkpoints
          if cp.body.get("reason") == "signature" and cp.tree_size >= report.start_seq}
         | {seq for seq, _ in signed}), report)

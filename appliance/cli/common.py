@@ -7,13 +7,16 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from appliance.errors import InvalidInput
 from appliance.text import shown
+
+if TYPE_CHECKING:
+    from appliance.hardware import RecordedSource
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 UserOpt = Annotated[str | None, typer.Option("--user", "-u", help="Username to act as.")]
@@ -68,7 +71,7 @@ ReadingOpt = Annotated[str | None, typer.Option(
     help="Replay a GPU reading (from `hw record`) instead of asking NVML; recorded as such.")]
 
 
-def reading_source(text: str | None) -> Any:
+def reading_source(text: str | None) -> RecordedSource | None:
     """The replayed GPU reading `--reading` names (a `RecordedSource`), or None: ask NVML.
     Empty text is refused: as a Path it is ".", which was reported as a reading that is a
     directory. (Typed as text for that reason, as `out_path`'s options are.)"""

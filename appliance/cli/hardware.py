@@ -18,16 +18,16 @@ from appliance.cli.common import (
     out_path,
     reading_source,
 )
+from appliance.hardware.nvml import replayed_note
 
 app = typer.Typer(help="GPU inventory (NVML) and engine profile fit.", no_args_is_help=True)
-
 
 
 def _inventory_text(inv) -> str:
     lines = [inv.summary()]
     # Said with and without a driver: a replayed "no NVIDIA driver found" used to read
     # exactly like this host's own answer.
-    replayed = [f"  (replayed reading: {inv.source})"] if inv.source != "nvml" else []
+    replayed = ["  " + replayed_note(inv.source).strip()] if inv.source != "nvml" else []
     if not inv.driver_found:
         lines += replayed
         lines.append(f"  ({inv.error})" if inv.error else "")
@@ -83,9 +83,8 @@ def record(
         session = login(ctx, appl, user, password_stdin)
         inv = hardware.record(appl, session, where, reading_source(reading), note)
     # A reading replayed with --reading is copied: not this host's, and said so.
-    replayed = f" (replayed reading: {inv.source})" if inv.source != "nvml" else ""
     emit({"out": str(where), "summary": inv.summary(), "source": inv.source}, as_json,
-         f"Reading written to {where}: {inv.summary()}{replayed}")
+         f"Reading written to {where}: {inv.summary()}{replayed_note(inv.source)}")
 
 
 @app.command("fit")
@@ -119,9 +118,8 @@ def fit(
     if not sel.ok:
         # The reasons are printed above. A pin that does not fit is no "no engine profile
         # fits" when others do, and "run `appliance hw fit`" sent people to this command.
-        fitting = [c.profile_id for c in sel.candidates if c.fits]
-        if sel.pinned and fitting:
-            raise HardwareRefused(sel.note, f"pin one that fits ({', '.join(fitting)}), or "
-                                  "leave out --pin; nothing was changed")
+        if sel.pinned and sel.fitting:
+            raise HardwareRefused(sel.note, f"pin one that fits ({', '.join(sel.fitting)}), "
+                                  "or leave out --pin; nothing was changed")
         raise HardwareRefused(f"no engine profile fits this host: {sel.note}",
                               "each profile's reason is listed above; nothing was changed")

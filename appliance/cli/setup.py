@@ -9,6 +9,7 @@ import typer
 from appliance.cli.common import (
     JsonOpt,
     PasswordStdinOpt,
+    ReadingOpt,
     emit,
     read_secret,
     reading_source,
@@ -58,10 +59,8 @@ def tui(ctx: typer.Context) -> None:
     run_console(state(ctx).home)
 
 
-def demo_setup(ctx: typer.Context, reading: Annotated[str | None, typer.Option(
-        "--reading", envvar="APPLIANCE_GPU_READING",
-        help="Replay a GPU reading (from `hw record`) instead of asking NVML.")] = None,
-        as_json: JsonOpt = False) -> None:
+def demo_setup(ctx: typer.Context, reading: ReadingOpt = None,
+               as_json: JsonOpt = False) -> None:
     """Create the demo appliance (once) with demo users and history; prints the logins."""
     from appliance.demo import DEMO_USERS, ensure_demo
     created = ensure_demo(state(ctx).home, reading_source(reading))

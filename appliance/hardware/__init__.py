@@ -11,6 +11,7 @@ from appliance.hardware.nvml import (
     RecordedSource,
     TakenReading,
     reading_bytes,
+    replayed_note,
     write_reading,
 )
 
@@ -21,4 +22,4 @@ def read_inventory(source: GpuSource | None = None) -> GpuInventory:
 
 
 __all__ = ["NO_DRIVER", "Gpu", "GpuInventory", "GpuSource", "NvmlSource", "RecordedSource",
-           "TakenReading", "read_inventory", "reading_bytes", "write_reading"]
+           "TakenReading", "read_inventory", "reading_bytes", "replayed_note", "write_reading"]

@@ -124,6 +124,12 @@ def _typed(where: str, data: dict[str, Any], name: str, kind: type, optional: bo
     return value
 
 
+def replayed_note(source: str) -> str:
+    """What follows a host's description in text: where a replayed reading came from, or
+    nothing for NVML's own answer (another machine's GPUs must never read as this host's)."""
+    return "" if source == "nvml" else f" (replayed reading: {source})"
+
+
 @dataclass(frozen=True)
 class GpuInventory:
     """What NVML said about this host. `driver_found` False means nothing else is known."""

@@ -14,7 +14,7 @@ from typing import Any
 
 from appliance.canonical import canonical_bytes
 from appliance.errors import InvalidInput
-from appliance.hardware.nvml import GpuInventory
+from appliance.hardware.nvml import GpuInventory, replayed_note
 from appliance.text import not_plain
 
 KINDS = ("trtllm_engine", "vllm", "cpu")
@@ -175,9 +175,14 @@ class Selection:
         return self.chosen is not None
 
     @property
+    def fitting(self) -> list[str]:
+        """The ids of the profiles that fit: what a refused pin should have named."""
+        return [c.profile_id for c in self.candidates if c.fits]
+
+    @property
     def replayed(self) -> str:
         """What follows the host in text: the replayed reading, or nothing for NVML's."""
-        return "" if self.source == "nvml" else f" (replayed reading: {self.source})"
+        return replayed_note(self.source)
 
     def to_dict(self) -> dict[str, Any]:
         return {

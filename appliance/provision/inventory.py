@@ -31,8 +31,9 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _ADDRESS = re.compile(r"^(?!-)[A-Za-z0-9.:_-]{1,253}$")  # "-o...": an ssh option
 _VAR = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
-# Ansible's implicit groups: a host by either name makes every run's inventory fail to load.
-_RESERVED_NAMES = ("all", "ungrouped")
+# Ansible's implicit groups, the only groups a rendered inventory has (every host is in
+# both): a host by either name makes every run's inventory fail to load.
+GROUPS = ("all", "ungrouped")
 # Ansible templates every variable it uses, on the controller, as root: a value holding
 # `{{ lookup('pipe', ...) }}` runs a command. Host settings and variables are data.
 TEMPLATE_MARKERS = ("{{", "{%", "{#")
@@ -141,7 +142,7 @@ def validate(host: Host) -> None:
     if not _NAME.match(host.name):
         raise InvalidInput(f"invalid host name {host.name!r}",
                            "use letters, digits, dots, dashes; at most 63 characters")
-    if host.name in _RESERVED_NAMES:
+    if host.name in GROUPS:
         raise InvalidInput(f"host name {host.name!r} is reserved by Ansible for a group",
                            "pass another name, and the host's address with --address")
     if host.connection not in ("local", "ssh"):

@@ -7,7 +7,8 @@ import fnmatch
 import re
 from collections.abc import Sequence
 
-GROUPS = ("all", "ungrouped")  # every host of a rendered inventory is in both
+from appliance.provision.inventory import GROUPS
+
 _HOST_PORT = re.compile(r"[A-Za-z0-9._-]+:[0-9]+")
 
 

@@ -70,7 +70,6 @@ HOST_DERIVED_VARS = frozenset({"appliance_root", "appliance_prefix", "appliance_
 # One --limit term: a host, a group Ansible always has, or a glob over host-name characters;
 # `!` excludes and `&` intersects. No `@file`, `~regex`, subscripts or anything option-like.
 _LIMIT_TERM = re.compile(r"^[!&]?([A-Za-z0-9_*?][A-Za-z0-9._*?-]{0,252})$")
-_LIMIT_GROUPS = ("all", "ungrouped")
 MAX_RUNS_PAGE = 1000  # runs listed at once
 _LIMIT_HINT = "host names or patterns separated by commas, e.g. gpu-1,gpu-2 or 'gpu-*'"
 
@@ -355,7 +354,7 @@ def _check_limit(limit: str | None, hosts: tuple[str, ...]) -> str | None:
             raise InvalidInput(f"invalid --limit: term {i} is not a host name or pattern",
                                _LIMIT_HINT)
         name = m.group(1)
-        if name not in hosts and name not in _LIMIT_GROUPS and not set("*?") & set(name):
+        if name not in hosts and name not in inv.GROUPS and not set("*?") & set(name):
             raise InvalidInput(f"--limit names no host of this inventory: {name!r}",
                                f"choose from: {', '.join(hosts)}")
     return limit

@@ -245,11 +245,11 @@ def approve(app: Appliance, session: Session, ref: str, req: SignatureRequest,
                      f"{session.username} imported {bundle.ref} and may not approve it",
                      "another admin approves it (separation of duties)")
     selection = _select(app, session, bundle, source, pinned)
-    fitting = [c.profile_id for c in selection.candidates if c.fits]
-    if not selection.ok and pinned and fitting:
+    if not selection.ok and pinned and selection.fitting:
         # Not "no engine profile fits": others do.
         raise refuse(app, actor, term, bundle, "approve", f"{bundle.ref}: {selection.note}",
-                     f"pin one that fits ({', '.join(fitting)}), or leave out --profile")
+                     f"pin one that fits ({', '.join(selection.fitting)}), or leave out "
+                     "--profile")
     if not selection.ok:
         raise refuse(app, actor, term, bundle, "approve",
                      f"no engine profile of {bundle.ref} fits this host: {selection.note}",

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from appliance.hardware import GpuSource, read_inventory
+from appliance.hardware import GpuSource, read_inventory, replayed_note
 from appliance.hardware.profiles import EngineProfile, check_profile
 from appliance.updates.fit import SERVING_FILE
 from appliance.updates.releases import ReleaseDirs
@@ -87,9 +87,8 @@ class ProfileFits:
         inventory = read_inventory(ctx.source)
         verdict = check_profile(ctx.profile, inventory)
         # "fits 8 H100" from a replayed reading is no word about this host: say so.
-        replayed = "" if inventory.source == "nvml" else \
-            f" (replayed reading: {inventory.source})"
-        return CheckResult(self.name, verdict.fits, verdict.reason + replayed)
+        return CheckResult(self.name, verdict.fits,
+                           verdict.reason + replayed_note(inventory.source))
 
 
 def default_checks() -> list[HealthCheck]:

@@ -9,6 +9,7 @@ from typing import Any
 
 from appliance.audit import query
 from appliance.audit.query import EventFilter
+from appliance.hardware import replayed_note
 from appliance.text import shown
 from appliance.updates.lifecycle import BundleRecord, ComponentRecord
 
@@ -106,9 +107,7 @@ def view_text(v: dict[str, Any]) -> str:
         lines.append(f"  {c['change']:<9} {c['name']:<20} {c['kind']:<19} {c['size']:>12} B "
                      f"{c['files']:>4} files{extra}")
     hw = v["hardware"]
-    source = hw.get("source", "nvml")
-    lines.append(f"hardware: {hw['note']}"
-                 + ("" if source == "nvml" else f" (replayed reading: {source})"))
+    lines.append(f"hardware: {hw['note']}{replayed_note(hw.get('source', 'nvml'))}")
     lines += [f"  {'fits' if c['fits'] else 'no  '} {c['profile_id']}: {c['reason']}"
               for c in hw["candidates"]]
     ev = v["evaluation"]
