@@ -15,7 +15,6 @@ import pytest
 
 from appliance.audit.checkpoint import read_anchor
 from appliance.audit.events import Actor, Event
-from appliance.audit.merkle import Frontier
 from appliance.audit.verify import verify_trail
 from appliance.canonical import canonical_bytes
 from appliance.context import Appliance
@@ -24,6 +23,7 @@ from appliance.services import audit as audit_service
 from appliance.services import auth
 from appliance.services.setup import init_appliance
 from appliance.settings import AuditPolicy, PasswordPolicy, Settings
+from tests.audit.rewrite import rechain, resign_checkpoints
 from tests.conftest import ADMIN, PASSWORD
 
 SETTINGS = Settings(password=PasswordPolicy(scrypt_n=2**10, max_age_days=0),
@@ -175,23 +175,8 @@ def test_rewritten_chain_resigned_with_foreign_key(trail_home: Path) -> None:
     saved = _drop_triggers(conn)
     conn.execute("UPDATE audit_events SET body = replace(body, 'payload-0007', 'payload-6666') "
                  "WHERE seq = ?", (seq,))
-    rows = conn.execute("SELECT seq, body FROM audit_events ORDER BY seq").fetchall()
-    last, frontier, heads = bytes(32), Frontier(), {}
-    for s, body in rows:
-        h = hashlib.sha256(last + body.encode()).digest()
-        conn.execute("UPDATE audit_events SET prev_hash = ?, hash = ? WHERE seq = ?", (last, h, s))
-        frontier.push(body.encode())
-        heads[s] = (h.hex(), frontier.root().hex(), frontier.to_bytes())
-        last = h
-    for cid, size, text in conn.execute(
-            "SELECT id, tree_size, body FROM audit_checkpoints").fetchall():
-        import json
-        cp = json.loads(text)
-        cp["head_hash"], cp["merkle_root"], fr = heads[size]
-        cp["key_id"] = foreign.key_id
-        new_text = canonical_bytes(cp).decode()
-        conn.execute("UPDATE audit_checkpoints SET body = ?, signature = ?, frontier = ? "
-                     "WHERE id = ?", (new_text, foreign.sign(new_text.encode()), fr, cid))
+    rechain(conn)
+    resign_checkpoints(conn, foreign)
     _restore_triggers(conn, saved)
     conn.close()
     report = _verify(trail_home)
@@ -728,25 +713,8 @@ def test_incremental_verify_with_an_anchor_still_checks_the_history_before_it(
     saved = _drop_triggers(conn)
     conn.execute("UPDATE audit_events SET body = replace(body, 'payload-0007', 'payload-6666') "
                  "WHERE seq = ?", (seq,))
-    last = conn.execute("SELECT hash FROM audit_events WHERE seq = ?", (seq - 1,)).fetchone()[0]
-    for s, body in conn.execute("SELECT seq, body FROM audit_events WHERE seq >= ? AND seq < ? "
-                                "ORDER BY seq", (seq, size)).fetchall():
-        h = hashlib.sha256(last + body.encode()).digest()
-        conn.execute("UPDATE audit_events SET prev_hash = ?, hash = ? WHERE seq = ?", (last, h, s))
-        last = h
-    frontier, roots = Frontier(), {}
-    rows = conn.execute("SELECT seq, body, hash FROM audit_events ORDER BY seq").fetchall()
-    for s, body, h in rows:
-        frontier.push(body.encode())
-        roots[s] = (h.hex(), frontier.root().hex(), frontier.to_bytes())
-    for cid, tree_size, text in conn.execute(
-            "SELECT id, tree_size, body FROM audit_checkpoints WHERE tree_size > 0").fetchall():
-        import json
-        cp = json.loads(text)
-        cp["head_hash"], cp["merkle_root"], fr = roots[tree_size]
-        new_text = canonical_bytes(cp).decode()
-        conn.execute("UPDATE audit_checkpoints SET body = ?, signature = ?, frontier = ? "
-                     "WHERE id = ?", (new_text, key.sign(new_text.encode()), fr, cid))
+    rechain(conn, seq, size)  # the anchor's own event keeps its stored hash
+    resign_checkpoints(conn, key)
     _restore_triggers(conn, saved)
     conn.close()
     app = Appliance.open(trail_home)

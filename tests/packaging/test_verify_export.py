@@ -21,6 +21,7 @@ from appliance.audit.query import EventFilter
 from appliance.keys import SigningKey, public_pem
 from appliance.services.audit_export import ExportResult, export_trail
 from tests.audit.exportdata import populate
+from tests.audit.rewrite import rechain, resign_checkpoints
 
 VERIFIER = Path(__file__).resolve().parents[2] / "packaging" / "verify-audit-export"
 
@@ -373,9 +374,6 @@ def test_huge_deep_or_unreadable_inputs_are_one_line(exports, pub, tmp_path) -> 
 def rewrite_with_the_appliance_key(appliance, seq: int, old: str, new: str) -> None:
     """What root on the appliance can do: the signing key is a file there. Edit one event,
     re-chain every event after it and re-sign every checkpoint with the appliance key."""
-    from appliance.audit.merkle import Frontier
-    from appliance.canonical import canonical_bytes
-
     conn = sqlite3.connect(appliance.layout.db, isolation_level=None)
     triggers = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
                             "AND tbl_name LIKE 'audit%'").fetchall()
@@ -383,21 +381,8 @@ def rewrite_with_the_appliance_key(appliance, seq: int, old: str, new: str) -> N
         conn.execute(f"DROP TRIGGER {name}")
     conn.execute("UPDATE audit_events SET body = replace(body, ?, ?) WHERE seq = ?",
                  (old, new, seq))
-    last, frontier, heads = bytes(32), Frontier(), {}
-    for s, body in conn.execute("SELECT seq, body FROM audit_events ORDER BY seq").fetchall():
-        h = hashlib.sha256(last + body.encode()).digest()
-        conn.execute("UPDATE audit_events SET prev_hash = ?, hash = ? WHERE seq = ?",
-                     (last, h, s))
-        frontier.push(body.encode())
-        heads[s] = (h.hex(), frontier.root().hex(), frontier.to_bytes())
-        last = h
-    for cid, size, text in conn.execute(
-            "SELECT id, tree_size, body FROM audit_checkpoints WHERE tree_size > 0").fetchall():
-        body = json.loads(text)
-        body["head_hash"], body["merkle_root"], fr = heads[size]
-        text = canonical_bytes(body).decode()
-        conn.execute("UPDATE audit_checkpoints SET body = ?, signature = ?, frontier = ? "
-                     "WHERE id = ?", (text, appliance.key.sign(text.encode()), fr, cid))
+    rechain(conn)
+    resign_checkpoints(conn, appliance.key)
     for _, sql in triggers:
         conn.execute(sql)
     conn.close()
