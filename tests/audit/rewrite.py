@@ -7,10 +7,27 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from appliance.audit.merkle import Frontier
 from appliance.canonical import canonical_bytes
 from appliance.keys import SigningKey
+
+
+@contextmanager
+def audit_triggers_dropped(conn: sqlite3.Connection) -> Iterator[None]:
+    """The audit tables' protective triggers dropped for the block, then put back as they
+    were (they stop mistakes, not someone holding the file)."""
+    saved = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+                         "AND tbl_name LIKE 'audit%'").fetchall()
+    for name, _ in saved:
+        conn.execute(f"DROP TRIGGER {name}")
+    try:
+        yield
+    finally:
+        for _, sql in saved:
+            conn.execute(sql)
 
 
 def rechain(conn: sqlite3.Connection, start: int = 1, stop: int | None = None) -> None:

@@ -21,7 +21,7 @@ from appliance.audit.query import EventFilter
 from appliance.keys import SigningKey, public_pem
 from appliance.services.audit_export import ExportResult, export_trail
 from tests.audit.exportdata import populate
-from tests.audit.rewrite import rechain, resign_checkpoints
+from tests.audit.rewrite import audit_triggers_dropped, rechain, resign_checkpoints
 
 VERIFIER = Path(__file__).resolve().parents[2] / "packaging" / "verify-audit-export"
 
@@ -375,16 +375,11 @@ def rewrite_with_the_appliance_key(appliance, seq: int, old: str, new: str) -> N
     """What root on the appliance can do: the signing key is a file there. Edit one event,
     re-chain every event after it and re-sign every checkpoint with the appliance key."""
     conn = sqlite3.connect(appliance.layout.db, isolation_level=None)
-    triggers = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
-                            "AND tbl_name LIKE 'audit%'").fetchall()
-    for name, _ in triggers:
-        conn.execute(f"DROP TRIGGER {name}")
-    conn.execute("UPDATE audit_events SET body = replace(body, ?, ?) WHERE seq = ?",
-                 (old, new, seq))
-    rechain(conn)
-    resign_checkpoints(conn, appliance.key)
-    for _, sql in triggers:
-        conn.execute(sql)
+    with audit_triggers_dropped(conn):
+        conn.execute("UPDATE audit_events SET body = replace(body, ?, ?) WHERE seq = ?",
+                     (old, new, seq))
+        rechain(conn)
+        resign_checkpoints(conn, appliance.key)
     conn.close()
 
 
@@ -465,14 +460,9 @@ def test_a_filtered_export_of_an_event_edited_and_rehashed_alone_says_what_it_ca
         "WHERE json_extract(body, '$.target.id') = 'item-3' ORDER BY seq LIMIT 1").fetchall()
     forged = body.replace("reason 3", "FORGED 3")
     conn = sqlite3.connect(appliance.layout.db, isolation_level=None)
-    triggers = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
-                            "AND tbl_name = 'audit_events'").fetchall()
-    for name, _ in triggers:
-        conn.execute(f"DROP TRIGGER {name}")
-    conn.execute("UPDATE audit_events SET body = ?, hash = ? WHERE seq = ?",
-                 (forged, hashlib.sha256(prev + forged.encode()).digest(), seq))
-    for _, sql in triggers:
-        conn.execute(sql)
+    with audit_triggers_dropped(conn):
+        conn.execute("UPDATE audit_events SET body = ?, hash = ? WHERE seq = ?",
+                     (forged, hashlib.sha256(prev + forged.encode()).digest(), seq))
     conn.close()
     assert "edited" in verify_trail(appliance.conn, appliance.key.public).kinds()
     result = export_trail(appliance, auditor, "jsonl", tmp_path / "f.jsonl",
